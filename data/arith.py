@@ -1,0 +1,241 @@
+"""
+arith: multi-digit arithmetic, the default nanorlsp task.
+
+    python -m data.arith            # the trace-style mix, each style's accuracy, sample traces
+
+Problems are "What is A + B?", "What is A - B?" and "What is A * B?" at five difficulty levels:
+
+    level 1  add/sub, 2-digit numbers         level 4  multiply: 2-4 digits x 1 digit
+    level 2  add/sub, 3-digit numbers         level 5  multiply: 2-3 digits x 2 digits
+    level 3  add/sub, 4-5 digit numbers
+
+SFT demonstrations show the reasoning *process* in four styles (RLSP stage 1), in this mix:
+
+    style      share  what the response shows
+    direct     0.60   the answer only: \\boxed{7694}
+    steps      0.20   digit columns right to left with carries/borrows; products digit by digit,
+                      then partial products added column by column
+    check      0.10   steps, then a "check:" line that recomputes the answer's last digit from the
+                      operands' last digits and compares
+    backtrack  0.10   steps with one wrong column, caught on the next line:
+                      "wait, 7+9=16 not 15" and redone (the paper's backtracking, made explicit)
+
+Every demonstration is correct: a direct answer is right, and so is the answer after a caught
+mistake. The design point is capacity: a model of a few million parameters can imitate the
+direct style's format but not compute a 4-digit sum in one token step, so after SFT it answers
+directly most of the time and is often wrong that way, while the longer styles, which spell out
+one digit operation per line, are much more accurate. That gap is the room the exploration
+reward opens for RL (stage 2): sampled long responses win more often, and RLSP's length bonus
+pays for trying them.
+
+Behaviour markers are exact lines, so emergence can be counted without keyword guessing:
+"check:" (verification) and "wait," (backtracking).
+"""
+import argparse
+import random
+import re
+import sys
+
+from data.common import print_report, sample_problems, sft_examples
+from nanorlsp.verifier import last_boxed
+
+NAME = "arith"
+STYLE_MIX = {"direct": 0.60, "steps": 0.20, "check": 0.10, "backtrack": 0.10}
+LEVELS = (1, 2, 3, 4, 5)
+
+
+# -----------------------------------------------------------------------------
+# problems
+
+def _draw(rng: random.Random, level: int | None = None) -> dict:
+    level = level or rng.choice(LEVELS)
+    nd = lambda lo, hi: rng.randint(10 ** (lo - 1), 10 ** hi - 1)  # noqa: E731 (lo..hi digits)
+    if level <= 3:
+        op = rng.choice("+-")
+        digits = {1: (2, 2), 2: (3, 3), 3: (4, 5)}[level]
+        a, b = nd(*digits), nd(*digits)
+    elif level == 4:
+        op, a, b = "*", nd(2, 4), rng.randint(2, 9)
+    else:
+        op, a, b = "*", nd(2, 3), nd(2, 2)
+    ans = a + b if op == "+" else a - b if op == "-" else a * b
+    return {"key": f"{a}{op}{b}", "prompt": f"What is {a} {op} {b}?", "answer": str(ans),
+            "a": a, "b": b, "op": op, "level": level}
+
+
+def make_problems(split: str, n: int, seed: int, level: int | None = None) -> list[dict]:
+    """n distinct problems of `split` ('train' or 'test'); all levels mixed unless `level`."""
+    return sample_problems(lambda rng: _draw(rng, level), split, n, seed)
+
+
+# -----------------------------------------------------------------------------
+# traces: each function returns the lines of the worked solution
+
+def _digits(n: int) -> list[int]:
+    """Little-endian digits: 4738 -> [8, 3, 7, 4]."""
+    return [int(c) for c in reversed(str(n))]
+
+
+def _add_lines(a: int, b: int) -> list[str]:
+    """Column addition, right to left. Each line carries the result so far, so the answer is
+    the last line's number (no digit reversal left for the model to do at the end)."""
+    da, db = _digits(a), _digits(b)
+    lines, carry, acc = [], 0, ""
+    for i in range(max(len(da), len(db))):
+        x, y = (da[i] if i < len(da) else 0), (db[i] if i < len(db) else 0)
+        s = x + y + carry
+        terms = f"{x}+{y}" + (f"+{carry}" if carry else "")
+        carry, acc = s // 10, str(s % 10) + acc
+        lines.append(f"{terms}={s}: {acc}" + (" carry 1" if carry else ""))
+    if carry:
+        acc = "1" + acc
+        lines.append(f"carry 1: {acc}")
+    return lines
+
+
+def _sub_lines(a: int, b: int) -> list[str]:
+    """Column subtraction a - b for a >= b, borrowing right to left."""
+    da, db = _digits(a), _digits(b)
+    lines, borrow, acc = [], 0, ""
+    for i in range(len(da)):
+        x, y = da[i], (db[i] if i < len(db) else 0)
+        d = x - y - borrow
+        terms = f"{x}-{y}" + (f"-{borrow}" if borrow else "")
+        if d < 0:
+            acc = str(d + 10) + acc
+            lines.append(f"{terms}={d}, +10={d + 10}: {acc} borrow 1")
+            borrow = 1
+        else:
+            acc = str(d) + acc
+            lines.append(f"{terms}={d}: {acc}")
+            borrow = 0
+    stripped = acc.lstrip("0") or "0"
+    if stripped != acc:
+        lines.append(f"drop leading zeros: {stripped}")
+    return lines
+
+
+def _mul1_lines(a: int, d: int) -> list[str]:
+    """a times a single digit d, digit by digit with carries."""
+    lines, carry, acc = [], 0, ""
+    for x in _digits(a):
+        p = x * d + carry
+        terms = f"{x}*{d}" + (f"+{carry}" if carry else "")
+        carry, acc = p // 10, str(p % 10) + acc
+        lines.append(f"{terms}={p}: {acc}" + (f" carry {carry}" if carry else ""))
+    if carry:
+        acc = str(carry) + acc
+        lines.append(f"carry {carry}: {acc}")
+    return lines
+
+
+def _solution_lines(p: dict) -> list[str]:
+    a, b, op = p["a"], p["b"], p["op"]
+    if op == "+":
+        return _add_lines(a, b)
+    if op == "-":
+        if a >= b:
+            return _sub_lines(a, b)
+        # a < b: compute b - a and negate
+        lines = _sub_lines(b, a)
+        return [f"{a} < {b}, so compute {b} - {a} and negate"] + lines + [f"negate: {-(b - a)}"]
+    if b < 10:
+        return _mul1_lines(a, b)
+    # two-digit multiplier: a * units, a * tens (shifted), then add the partial products
+    units, tens = b % 10, b // 10
+    lines = [f"{a}*{units}:"] + _mul1_lines(a, units)
+    lines += [f"{a}*{tens}0:"] + _mul1_lines(a, tens)
+    p1, p2 = a * units, a * tens * 10
+    lines.append(f"shift: {p2}")
+    lines.append(f"{p1}+{p2}:")
+    lines += _add_lines(p1, p2)
+    return lines
+
+
+def _result_of(line: str) -> str:
+    """The running result on a solution line ("3+5+1=9: 94 carry 0" -> "94")."""
+    m = re.search(r":\s*(-?\d+)", line)
+    return m.group(1) if m else ""
+
+
+def _corrupt(line: str, rng: random.Random) -> str | None:
+    """The line with a plausible wrong step: its sum off by one, and the digit it writes too."""
+    m = re.match(r"^([\d+\-*]+)=(-?\d+)(.*)$", line)
+    if not m or "," in line:  # skip borrow lines; keep the mistake simple to spot
+        return None
+    terms, val, rest = m.group(1), int(m.group(2)), m.group(3)
+    wrong = val + rng.choice((-1, 1))
+    if wrong < 0:
+        wrong = val + 1
+    acc = _result_of(line)
+    if not acc:
+        return None
+    wrong_acc = str(wrong % 10) + acc[1:]
+    return f"{terms}={wrong}: {wrong_acc}" + rest[len(f": {acc}"):]
+
+
+def _check_line(p: dict) -> str:
+    """Verification a small model can really do: recompute the answer's last digit from the
+    operands' last digits (one digit operation) and compare it with the answer's."""
+    a, b, op = p["a"], p["b"], p["op"]
+    if op == "-" and a < b:
+        a, b = b, a  # the magnitude was computed as b - a
+    x, y = a % 10, b % 10
+    v = x + y if op == "+" else x - y if op == "-" else x * y
+    last = abs(int(p["answer"])) % 10
+    return f"check: last digit {x}{op}{y}={v} -> {v % 10}, answer ends in {last}, ok"
+
+
+def make_trace(p: dict, style: str, rng: random.Random) -> str:
+    """The assistant's response for problem p in the given style; ends with \\boxed{answer}."""
+    ans = p["answer"]
+    if style == "direct":
+        return f"\\boxed{{{ans}}}"
+    lines = _solution_lines(p)
+    if style == "check":
+        lines = lines + [_check_line(p)]
+    elif style == "backtrack":
+        candidates = [i for i, ln in enumerate(lines) if _corrupt(ln, rng)]
+        if candidates:
+            i = rng.choice(candidates)
+            wrong = _corrupt(lines[i], rng)
+            bad_val = re.match(r"^[\d+\-*]+=(-?\d+)", wrong).group(1)
+            good_val = re.match(r"^[\d+\-*]+=(-?\d+)", lines[i]).group(1)
+            terms = lines[i].split("=")[0]
+            fix = f"wait, {terms}={good_val} not {bad_val}. redo:"
+            lines = lines[:i] + [wrong, fix] + lines[i:]
+    elif style != "steps":
+        raise ValueError(f"unknown arith style {style!r} (choose from {', '.join(STYLE_MIX)})")
+    return "\n".join(lines) + f"\n\\boxed{{{ans}}}"
+
+
+def make_sft_examples(n: int, seed: int, split: str = "train") -> list[dict]:
+    """n problems of `split`, each with a demonstration in a style drawn from STYLE_MIX."""
+    return sft_examples(sys.modules[__name__], n, seed, split)
+
+
+# -----------------------------------------------------------------------------
+# the exact checker
+
+_INT = re.compile(r"-?\d{1,40}")
+
+
+def check(response: str, problem: dict) -> bool:
+    """True iff the last \\boxed{...} of the response is exactly the integer answer."""
+    got = last_boxed(response)
+    if got is None:
+        return False
+    got = got.strip()
+    return bool(_INT.fullmatch(got)) and int(got) == int(problem["answer"])
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--n", type=int, default=2000, help="SFT examples to report on")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    print_report(sys.modules[__name__], args.n, args.seed)
+    rng = random.Random(args.seed)
+    for style in STYLE_MIX:
+        p = _draw(rng, level=rng.choice((3, 5)))
+        print(f"\n--- {style}: {p['prompt']}\n{make_trace(p, style, rng)}")

@@ -1,0 +1,83 @@
+"""
+Pieces every synthetic task shares: the train/test split rule and the trace-style report.
+
+The split rule is a hash of the problem's canonical key, not of a seed: a problem belongs to the
+test split forever, whatever seed generated it, so train and test are disjoint by construction
+(no leakage even when a user regenerates the train set with another seed).
+"""
+import hashlib
+import random
+
+TEST_FRACTION = 0.1  # one problem in ten is reserved for the held-out split
+
+
+def split_of(key: str) -> str:
+    """'test' or 'train' for a problem's canonical key (stable across runs and machines)."""
+    h = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little")
+    return "test" if h % 1000 < TEST_FRACTION * 1000 else "train"
+
+
+def sample_problems(draw, split: str, n: int, seed: int, max_tries: int = 1000) -> list[dict]:
+    """n distinct problems of `split`, drawn by `draw(rng) -> problem dict` (with a "key").
+
+    Deterministic per (split, seed). Rejection-samples against split_of, so both splits come from
+    the same distribution. Raises when the generator cannot produce n distinct problems.
+    """
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    rng = random.Random(f"{split}-{seed}")
+    seen, out = set(), []
+    tries = 0
+    while len(out) < n:
+        tries += 1
+        if tries > max_tries * max(n, 1):
+            raise RuntimeError(f"could only draw {len(out)} distinct {split} problems of {n}")
+        p = draw(rng)
+        if p["key"] in seen or split_of(p["key"]) != split:
+            continue
+        seen.add(p["key"])
+        out.append(p)
+    return out
+
+
+def pick_style(rng: random.Random, mix: dict[str, float]) -> str:
+    """A trace style drawn from the documented mix {style: probability}."""
+    return rng.choices(list(mix), weights=list(mix.values()))[0]
+
+
+def sft_examples(task, n: int, seed: int, split: str = "train") -> list[dict]:
+    """n problems of `split`, each with a demonstration in a style drawn from task.STYLE_MIX.
+
+    Deterministic per (task, n, seed, split). The test split's demonstrations serve the held-out
+    SFT loss; its problems never appear in training (split_of).
+    """
+    rng = random.Random(f"{task.NAME}-sft-{split}-{seed}")
+    rows = []
+    for p in task.make_problems(split, n, seed):
+        style = pick_style(rng, task.STYLE_MIX)
+        rows.append({**p, "style": style, "response": task.make_trace(p, style, rng)})
+    return rows
+
+
+def style_report(task, n: int = 2000, seed: int = 0) -> dict[str, dict]:
+    """Fraction, accuracy (exact checker) and mean length of each trace style in n SFT examples."""
+    rows = task.make_sft_examples(n, seed=seed)
+    report = {}
+    for style in task.STYLE_MIX:
+        rs = [r for r in rows if r["style"] == style]
+        if not rs:
+            continue
+        ok = sum(task.check(r["response"], r) for r in rs)
+        report[style] = dict(
+            frac=len(rs) / len(rows),
+            acc=ok / len(rs),
+            mean_chars=sum(len(r["response"]) for r in rs) / len(rs),
+        )
+    return report
+
+
+def print_report(task, n: int = 2000, seed: int = 0) -> None:
+    print(f"task {task.NAME}: {n} SFT examples, seed {seed}")
+    print(f"{'style':<12} {'fraction':>9} {'accuracy':>9} {'mean chars':>11}")
+    for style, r in style_report(task, n, seed).items():
+        print(f"{style:<12} {r['frac']:>9.3f} {r['acc']:>9.3f} {r['mean_chars']:>11.1f}")

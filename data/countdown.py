@@ -1,0 +1,277 @@
+"""
+Countdown: reach a target from 3 or 4 numbers with + - * /, using each number exactly once.
+
+    python -m data.countdown --n 1000 --seed 0    # style mix, per-style accuracy, sample traces
+
+The task of Stream of Search (Gandhi et al. 2024) and TinyZero. Problems are made by combining
+random numbers, so every one is solvable; `answer` is the expression that made it.
+
+- numbers: 3 or 4 distinct integers in 1..25 (sorted in the prompt); target: 10..100;
+  intermediate results stay in 1..999 (MAX_VALUE) in both the generator and the search.
+- level: how many numbers (3 or 4); the full search tree has ~40 nodes for 3, ~650 for 4.
+- arithmetic: exact integers only. A step writes the larger number first, so '-' never goes
+  negative (a zero result is skipped: it never helps), and '/' is allowed only when it divides.
+
+Trace styles are search budgets. A search trace is a depth-first search in a compact
+Stream-of-Search format; one line per node, indented by depth, children in random order:
+
+    goal 66 from [3, 5, 17]
+    try 17*3=51 -> [5, 51]
+     51-5=46 no
+     51*5=255 no
+     51+5=56 no
+    backtrack
+    try 17+5=22 -> [3, 22]
+     22*3=66 yes
+    check: (17+5)*3 = 66
+    \\boxed{(17+5)*3}
+
+- "try A op B=C -> [state]" combines two numbers; a line "A op B=C yes|no" uses the last two.
+- "backtrack" (its own line, at the indent of the try it undoes) marks every dead end; the
+  word appears nowhere else, so response.count("backtrack") counts backtracks exactly.
+- "check: EXPR = TARGET" is the verification line, written only when the target is found.
+- Every try and every leaf costs one node. When the style's budget runs out first, the trace
+  says "out of budget", gives "best: EXPR = V (off by D)", and boxes that (wrong) expression.
+
+STYLE_MIX (budget = DFS nodes; accuracy / mean chars from `python -m data.countdown --n 4000`):
+    direct  20%  no search, just \\boxed{answer}     accuracy 1.00,   ~17 chars
+    short   25%  budget 10                            accuracy 0.32,  ~250 chars
+    medium  30%  budget 40                            accuracy 0.63,  ~540 chars
+    long    25%  budget 160                           accuracy 0.85, ~1090 chars
+"direct" is right by construction (it is the model that will fail to imitate it). A bigger
+budget continues the same DFS (same problem and rng), so longer searches solve more: the SFT
+data itself shows that exploring longer pays, which is what RLSP's length reward builds on.
+
+check() parses the boxed expression with its own recursive-descent parser (never eval: model
+output is hostile input), evaluates with Fractions, and accepts iff the value equals the target
+and the numbers used are exactly the problem's multiset. Unlike standard Countdown, non-integer
+intermediates are accepted when the final value is exactly the target: only the value counts
+(our own traces never make them).
+"""
+import argparse
+import random
+import sys
+from fractions import Fraction
+
+from data.common import print_report, sample_problems, sft_examples
+from nanorlsp.verifier import last_boxed
+
+NAME = "countdown"
+STYLE_MIX = {"direct": 0.20, "short": 0.25, "medium": 0.30, "long": 0.25}
+BUDGETS = {"direct": 0, "short": 10, "medium": 40, "long": 160}  # DFS nodes per style
+MARKERS = {"backtrack": "backtrack", "verify": "check:"}  # exact substrings, one per behaviour
+MAX_VALUE = 999  # no intermediate above this: short lines, and big products rarely help
+MAX_EXPR_CHARS = 200  # check() rejects longer boxed answers before parsing
+
+# -----------------------------------------------------------------------------
+# expressions: an item is (value, text, prec); prec 3 = number, 2 = * or /, 1 = + or -
+
+
+def _combine(a, b, op):
+    """The item for `a op b` (larger first), minimally parenthesised; None if not allowed."""
+    if a[0] < b[0]:
+        a, b = b, a
+    (x, ta, pa), (y, tb, pb) = a, b
+    if op == "+":
+        v = x + y
+    elif op == "-":
+        v = x - y
+    elif op == "*":
+        v = x * y
+    else:
+        v = x // y if y and x % y == 0 else None
+    if not v or v > MAX_VALUE:  # inexact division, a zero difference (never useful), or huge
+        return None
+    p = 1 if op in "+-" else 2
+    # left-associative parsing: the left side needs parens only when it binds looser; the right
+    # side also when it binds equally and op is '-' or '/' (a-(b+c) != a-b+c).
+    if pa < p:
+        ta = f"({ta})"
+    if pb < p or (pb == p and op in "-/"):
+        tb = f"({tb})"
+    return (v, f"{ta}{op}{tb}", p), f"{x}{op}{y}={v}"
+
+
+def _children(items):
+    """All (new item, remaining items, step text) from combining two of `items`.
+
+    Steps that lead to the same multiset of values (x*1 and x/1, or repeated numbers) lead to
+    the same subtree, so only the first is kept: a visited-state check that keeps traces short.
+    """
+    out, seen = [], set()
+    for i in range(len(items)):
+        for j in range(i + 1, len(items)):
+            rest = items[:i] + items[i + 1:j] + items[j + 1:]
+            for op in "+-*/":
+                r = _combine(items[i], items[j], op)
+                if r is None:
+                    continue
+                state = tuple(sorted([it[0] for it in rest] + [r[0][0]]))
+                if state not in seen:
+                    seen.add(state)
+                    out.append((r[0], rest, r[1]))
+    return out
+
+
+# -----------------------------------------------------------------------------
+# problems
+
+
+def _draw(rng: random.Random) -> dict:
+    """One solvable problem: combine random numbers in random order until a target lands."""
+    while True:
+        k = rng.choice((3, 4))
+        numbers = sorted(rng.sample(range(1, 26), k))
+        items = [(n, str(n), 3) for n in numbers]
+        while len(items) > 1:
+            new, rest, _ = rng.choice(_children(items))
+            items = rest + [new]
+        value, expr, _ = items[0]
+        # random combining favours small targets; thin them so targets spread over 10..100
+        if 10 <= value <= 100 and rng.random() < value / 60:
+            return dict(key=f"{','.join(map(str, numbers))}->{value}",
+                        prompt=f"Using the numbers {', '.join(map(str, numbers))}, reach {value} "
+                               f"with + - * /. Use each number once.",
+                        answer=expr, numbers=numbers, target=value, level=k)
+
+
+def make_problems(split: str, n: int, seed: int) -> list[dict]:
+    return sample_problems(_draw, split, n, seed)
+
+
+# -----------------------------------------------------------------------------
+# traces: budgeted depth-first search
+
+
+def _search(items, target, depth, budget, rng, lines, st):
+    """DFS from `items`; returns the winning item or None (dead end or budget spent)."""
+    kids = _children(items)
+    rng.shuffle(kids)  # random child order: traces vary, and a small budget is a gamble
+    pad = " " * depth
+    for new, rest, step in kids:
+        if st["nodes"] >= budget:
+            return None
+        st["nodes"] += 1
+        if not rest:  # the last two numbers: a leaf, the expression is complete
+            hit = new[0] == target
+            lines.append(f"{pad}{step} {'yes' if hit else 'no'}")
+            if st["best"] is None or abs(new[0] - target) < abs(st["best"][0] - target):
+                st["best"] = new
+            if hit:
+                return new
+            continue
+        state = sorted([it[0] for it in rest] + [new[0]])
+        lines.append(f"{pad}try {step} -> {state}")
+        win = _search(rest + [new], target, depth + 1, budget, rng, lines, st)
+        if win is not None:
+            return win
+        if st["nodes"] >= budget:
+            return None  # out of budget, not a dead end: no backtrack line
+        lines.append(f"{pad}backtrack")
+    return None
+
+
+def make_trace(problem: dict, style: str, rng: random.Random) -> str:
+    """The assistant response for `problem` in `style` (see the module docstring)."""
+    target = problem["target"]
+    if style == "direct":
+        return f"\\boxed{{{problem['answer']}}}"
+    items = [(n, str(n), 3) for n in problem["numbers"]]
+    lines = [f"goal {target} from {sorted(problem['numbers'])}"]
+    st = {"nodes": 0, "best": None}
+    win = _search(items, target, 0, BUDGETS[style], rng, lines, st)
+    if win is not None:
+        lines.append(f"check: {win[1]} = {target}")
+        lines.append(f"\\boxed{{{win[1]}}}")
+    else:  # the budget ran out (problems are solvable, so an exhaustive search never gets here)
+        v, expr, _ = st["best"]  # budgets >= 3 always reach a leaf before they run out
+        lines.append("out of budget")
+        lines.append(f"best: {expr} = {v} (off by {abs(v - target)})")
+        lines.append(f"\\boxed{{{expr}}}")
+    return "\n".join(lines)
+
+
+def make_sft_examples(n: int, seed: int, split: str = "train") -> list[dict]:
+    """n problems of `split`, each with a demonstration in a style drawn from STYLE_MIX."""
+    return sft_examples(sys.modules[__name__], n, seed, split)
+
+
+# -----------------------------------------------------------------------------
+# checker: a tiny recursive-descent parser over digits, + - * / ( ) and spaces
+
+
+class _Parser:
+    """expr := term (('+'|'-') term)*;  term := atom (('*'|'/') atom)*;  atom := int | (expr)"""
+
+    def __init__(self, s):
+        self.s, self.i, self.used = s.replace(" ", ""), 0, []
+
+    def peek(self):
+        return self.s[self.i] if self.i < len(self.s) else ""
+
+    def expr(self):
+        v = self.term()
+        while self.peek() in ("+", "-"):
+            op = self.peek()
+            self.i += 1
+            w = self.term()
+            v = v + w if op == "+" else v - w
+        return v
+
+    def term(self):
+        v = self.atom()
+        while self.peek() in ("*", "/"):
+            op = self.peek()
+            self.i += 1
+            w = self.atom()
+            v = v * w if op == "*" else v / w  # Fraction / 0 raises ZeroDivisionError
+        return v
+
+    def atom(self):
+        if self.peek() == "(":
+            self.i += 1
+            v = self.expr()
+            if self.peek() != ")":
+                raise ValueError("unbalanced parenthesis")
+            self.i += 1
+            return v
+        j = self.i
+        while self.peek().isdigit() and self.peek().isascii():
+            self.i += 1
+        if j == self.i or self.i - j > 6:  # no number here, or an absurdly long one
+            raise ValueError(f"expected a number at {j}")
+        self.used.append(int(self.s[j:self.i]))
+        return Fraction(self.used[-1])
+
+
+def check(response: str, problem: dict) -> bool:
+    """True iff the last \\boxed{} is an expression over exactly the given numbers = target."""
+    expr = last_boxed(response)
+    if expr is None or len(expr) > MAX_EXPR_CHARS:
+        return False
+    p = _Parser(expr)
+    try:
+        value = p.expr()
+    except (ValueError, ZeroDivisionError, RecursionError):
+        return False
+    if p.i != len(p.s):  # trailing junk ("=82", "**", letters, ...)
+        return False
+    return value == problem["target"] and sorted(p.used) == sorted(problem["numbers"])
+
+
+# -----------------------------------------------------------------------------
+
+if __name__ == "__main__":
+    import data.countdown as task  # the module object print_report expects
+
+    ap = argparse.ArgumentParser(description="Countdown trace-style report")
+    ap.add_argument("--n", type=int, default=1000, help="SFT examples in the report")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    print_report(task, args.n, args.seed)
+    rows = [r for r in task.make_sft_examples(50, args.seed) if r["style"] != "direct"]
+    for want in (True, False):  # one solved search, one that ran out of budget
+        r = next((r for r in rows if task.check(r["response"], r) == want), None)
+        if r:
+            print(f"\n--- {r['style']}, {'solved' if want else 'unsolved'}: {r['prompt']}")
+            print(r["response"])

@@ -1,0 +1,151 @@
+"""
+Checkpoints: save and load nanorlsp runs.
+
+    from nanorlsp.checkpoint import load_model
+    model, tok = load_model("out/sft", device="cpu", dtype=torch.float32)
+
+A native checkpoint is a directory:
+    ckpt.pt                 everything needed to resume, in one file: model weights, model
+                            config, step, the script's args, optimizer state, RNG states
+    tokenizer.tiktoken      the tokenizer's ranks (tiktoken's rank-file format)
+    tokenizer_meta.json     split pattern, special tokens, chat format
+    config.json             model config and args again, human-readable (never read back)
+
+One file holds the training state so a save is atomic: it is written to a temporary file and
+renamed over the old one (os.replace is atomic on POSIX), so a kill mid-save leaves the previous
+checkpoint intact. Loading uses torch.load(weights_only=True) (no pickle code runs) with mmap, so
+the optimizer state in the file is not read into memory when only the model is wanted.
+"""
+import json
+import os
+
+import torch
+
+from nanorlsp.model import GPT, ModelConfig
+from nanorlsp.tokenizer import Tokenizer, load_tokenizer
+
+CKPT_NAME = "ckpt.pt"
+
+
+class CheckpointError(Exception):
+    """A checkpoint that is missing, corrupt, truncated or does not fit: one clear line."""
+
+
+def _atomic_write_bytes(path: str, write_fn) -> None:
+    tmp = f"{path}.tmp.{os.getpid()}"
+    try:
+        write_fn(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def save_checkpoint(out_dir: str, model: torch.nn.Module, tok: Tokenizer, step: int,
+                    args: dict, optimizer: torch.optim.Optimizer | None = None,
+                    extra: dict | None = None) -> str:
+    """Write out_dir/ckpt.pt (atomically) plus the tokenizer and a readable config.json.
+
+    `model` may be wrapped (DDP, torch.compile): the plain module's weights are saved.
+    """
+    os.makedirs(out_dir, exist_ok=True)
+    raw = unwrap(model)
+    state = {
+        "model": raw.state_dict(),
+        "model_config": raw.config.to_dict(),
+        "step": step,
+        "args": args,
+        "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        **(extra or {}),
+    }
+    path = os.path.join(out_dir, CKPT_NAME)
+    tok.save(out_dir)
+    _atomic_write_bytes(path, lambda p: torch.save(state, p))
+    _atomic_write_bytes(os.path.join(out_dir, "config.json"), lambda p: open(p, "w").write(
+        json.dumps({"model_config": raw.config.to_dict(), "step": step, "args": args},
+                   indent=2, default=str)))
+    return path
+
+
+def has_checkpoint(out_dir: str) -> bool:
+    return os.path.isfile(os.path.join(out_dir, CKPT_NAME))
+
+
+def read_checkpoint(path: str) -> dict:
+    """The state dict saved by save_checkpoint; CheckpointError for anything unreadable."""
+    f = os.path.join(path, CKPT_NAME) if os.path.isdir(path) else path
+    if not os.path.exists(f):
+        raise CheckpointError(f"no checkpoint at {f}")
+    try:
+        state = torch.load(f, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as e:  # truncated zip, bad pickle, not a torch file...
+        raise CheckpointError(f"checkpoint {f} is corrupt or truncated ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0] if str(e) else 'unreadable'})") from None
+    missing = {"model", "model_config", "step"} - set(state) if isinstance(state, dict) else {"*"}
+    if missing:
+        raise CheckpointError(f"checkpoint {f} is not a nanorlsp checkpoint (missing {sorted(missing)})")
+    return state
+
+
+def model_from_state(state: dict, device="cpu", dtype=torch.float32) -> GPT:
+    """Build the model from a checkpoint's config and load its weights, strictly."""
+    try:
+        cfg = ModelConfig.from_dict(dict(state["model_config"]))
+    except (TypeError, ValueError, AssertionError) as e:
+        raise CheckpointError(f"checkpoint has a bad model config: {e}") from None
+    with torch.device("meta"):
+        model = GPT(cfg)  # no memory for random init; load_state_dict(assign=True) fills it
+    sd = state["model"]
+    expected = set(model.state_dict())
+    if set(sd) != expected:
+        extra, missing = sorted(set(sd) - expected), sorted(expected - set(sd))
+        raise CheckpointError(f"checkpoint weights do not fit the model config "
+                              f"(missing {missing[:3]}, unexpected {extra[:3]})")
+    for k, v in model.state_dict().items():
+        if sd[k].shape != v.shape:
+            raise CheckpointError(f"checkpoint tensor {k} has shape {tuple(sd[k].shape)}, "
+                                  f"config needs {tuple(v.shape)}")
+    model.load_state_dict({k: v.to(device=device, dtype=dtype) for k, v in sd.items()},
+                          strict=True, assign=True)
+    if cfg.tie_embeddings:  # assign=True replaced the shared Parameter: tie again
+        model.lm_head.weight = model.embed_tokens.weight
+    # buffers are not in the checkpoint: recompute on the target device (meta has no values)
+    from nanorlsp.model import rope_inv_freq
+    model.inv_freq = rope_inv_freq(cfg).to(device)
+    return model
+
+
+def load_model(path_or_name: str, device="cpu", dtype=torch.float32):
+    """(model, tokenizer) from a native checkpoint directory (or its ckpt.pt), in eval mode.
+
+    Hugging Face directories, .gguf files and the name "smollm2" are the real-weights loader's
+    job; until it lands they fail with a clear message rather than a traceback.
+    """
+    path = str(path_or_name)
+    d = os.path.dirname(path) if os.path.isfile(path) else path
+    if not os.path.exists(path):
+        raise CheckpointError(f"no checkpoint or model at {path!r}")
+    if not has_checkpoint(d):
+        raise CheckpointError(f"{path!r} is not a nanorlsp checkpoint (no {CKPT_NAME}); "
+                              "Hugging Face / GGUF weights are not supported yet")
+    state = read_checkpoint(d)
+    model = model_from_state(state, device, dtype).eval()
+    try:
+        tok = load_tokenizer(d)
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"checkpoint {d} has no usable tokenizer: {e}") from None
+    if tok.n_vocab > model.config.vocab_size:
+        raise CheckpointError(f"tokenizer in {d} has {tok.n_vocab} tokens but the model only "
+                              f"{model.config.vocab_size}")
+    return model, tok
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The plain GPT under DDP / FSDP / torch.compile wrappers."""
+    while True:
+        if hasattr(model, "module"):
+            model = model.module
+        elif hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        else:
+            return model

@@ -1,0 +1,290 @@
+"""
+One Llama-style decoder for every size: the tiny from-scratch model and real Llama 3.x / Qwen2
+checkpoints run through this same class and code path.
+
+    from nanorlsp.model import GPT, ModelConfig
+    model = GPT(ModelConfig())              # the tiny default
+    logits = model(idx)                     # idx (B, T) int64 -> logits (B, T, vocab_size)
+
+Architecture (Touvron et al. 2023; Dubey et al. 2024 for Llama 3; Qwen2 adds q/k/v biases):
+token embedding -> n_layer x [RMSNorm -> grouped-query attention with rotary embeddings ->
+residual, RMSNorm -> SwiGLU MLP -> residual] -> RMSNorm -> LM head (optionally tied).
+
+Cache hooks for the KV-cached sampler (nanorlsp/sampler.py) live here so the sampler never forks
+the model: forward(idx, positions, kv_cache, cache_index, attn_mask).
+- positions (B, T): the rotary position of every token, per row. Left-padded prompts start their
+  real tokens at position 0 whatever their padding, so RoPE sees the same positions as unpadded.
+- kv_cache: a KVCache of static buffers (n_layer, B, n_kv_head, max_len, head_dim); cache_index
+  (T,) gives the slots this call's keys/values are written to, in place (index_copy_), so no
+  tensor grows while decoding and every decode step has the same shapes (torch.compile and CUDA
+  graph friendly).
+- attn_mask (B, 1, T, S) bool, True = may attend. Without a mask the attention is causal.
+
+Rotary layout: the "rotate half" convention of the Hugging Face Llama/Qwen2 code (the two halves
+of head_dim are the real and imaginary parts), so those weights load without permutation. GGUF
+stores q/k interleaved; its loader undoes that.
+"""
+import math
+from dataclasses import dataclass, asdict
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+@dataclass
+class ModelConfig:
+    vocab_size: int = 320          # tiny default; set from the tokenizer (rounded up to 64)
+    n_layer: int = 4
+    n_head: int = 4
+    n_kv_head: int = 4             # < n_head: grouped-query attention (GQA)
+    n_embd: int = 128
+    head_dim: int = 0              # 0: n_embd // n_head (Qwen/Llama set it explicitly)
+    intermediate_size: int = 0     # SwiGLU hidden width; 0: ~8/3 * n_embd rounded up to 64
+    max_seq_len: int = 512         # longest sequence the model is trained / sampled with
+    rope_theta: float = 10000.0
+    # Llama 3.1 frequency scaling, e.g. {"rope_type": "llama3", "factor": 8.0,
+    # "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}
+    rope_scaling: dict | None = None
+    rms_norm_eps: float = 1e-5
+    qkv_bias: bool = False         # Qwen2 has biases on q, k, v projections
+    tie_embeddings: bool = False   # LM head shares the token embedding (Qwen2-0.5B, SmolLM2)
+    arch: str = "nanorlsp"         # where the weights came from: nanorlsp | llama | qwen2
+
+    def __post_init__(self):
+        if self.head_dim == 0:
+            assert self.n_embd % self.n_head == 0, "n_embd must divide by n_head"
+            self.head_dim = self.n_embd // self.n_head
+        if self.intermediate_size == 0:
+            self.intermediate_size = 64 * math.ceil(8 * self.n_embd / 3 / 64)
+        assert self.n_head % self.n_kv_head == 0, "n_head must be a multiple of n_kv_head"
+        assert self.head_dim % 2 == 0, "rotary embeddings need an even head_dim"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown model config keys: {sorted(unknown)}")
+        return cls(**d)
+
+
+# -----------------------------------------------------------------------------
+# Rotary position embeddings (Su et al. 2021), with Llama 3.1's frequency scaling
+
+def rope_inv_freq(cfg: ModelConfig) -> torch.Tensor:
+    """Inverse frequencies theta^(-2i/d), i < d/2, shape (head_dim/2,), float32.
+
+    With rope_type "llama3" (Llama 3.1): wavelengths longer than original_ctx / low_freq_factor
+    are slowed by `factor`, shorter than original_ctx / high_freq_factor are kept, and the band in
+    between is interpolated smoothly. Other rope types are refused, never silently ignored.
+    """
+    d = cfg.head_dim
+    inv_freq = 1.0 / (cfg.rope_theta ** (torch.arange(0, d, 2, dtype=torch.float64) / d))
+    rs = cfg.rope_scaling
+    if rs is None or rs.get("rope_type", rs.get("type")) in (None, "default"):
+        return inv_freq.float()
+    if rs.get("rope_type", rs.get("type")) != "llama3":
+        raise ValueError(f"unsupported rope_scaling type {rs.get('rope_type', rs.get('type'))!r} "
+                         "(supported: default, llama3)")
+    factor = rs["factor"]
+    low, high = rs.get("low_freq_factor", 1.0), rs.get("high_freq_factor", 4.0)
+    old_ctx = rs.get("original_max_position_embeddings", 8192)
+    wavelen = 2 * math.pi / inv_freq
+    low_wavelen, high_wavelen = old_ctx / low, old_ctx / high
+    # long wavelengths (low frequencies) are divided by factor; short ones untouched
+    scaled = torch.where(wavelen > low_wavelen, inv_freq / factor, inv_freq)
+    # the medium band: linear blend between inv_freq/factor and inv_freq in old_ctx/wavelen
+    smooth = (old_ctx / wavelen - low) / (high - low)
+    blended = (1 - smooth) * inv_freq / factor + smooth * inv_freq
+    medium = (wavelen >= high_wavelen) & (wavelen <= low_wavelen)
+    return torch.where(medium, blended, scaled).float()
+
+
+def rope_cos_sin(positions: torch.Tensor, inv_freq: torch.Tensor, dtype: torch.dtype):
+    """cos, sin of shape (B, T, head_dim) for integer positions (B, T).
+
+    Angles are computed in float32 (positions up to 128k lose precision in bf16), then cast.
+    """
+    angles = positions.float()[..., None] * inv_freq[None, None, :]  # (B, T, head_dim/2)
+    emb = torch.cat((angles, angles), dim=-1)                          # (B, T, head_dim)
+    return emb.cos().to(dtype), emb.sin().to(dtype)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate x (B, H, T, D) by the angles in cos/sin (B, T, D): the 'rotate half' form.
+
+    Pairs (x_i, x_{i+D/2}) rotate as complex numbers: (a + ib) e^{i theta}.
+    """
+    cos, sin = cos[:, None], sin[:, None]                              # (B, 1, T, D)
+    x1, x2 = x.chunk(2, dim=-1)
+    rotated = torch.cat((-x2, x1), dim=-1)
+    return x * cos + rotated * sin
+
+
+# -----------------------------------------------------------------------------
+# The blocks
+
+class RMSNorm(nn.Module):
+    """x / rms(x) * weight (Zhang & Sennrich 2019); computed in float32 like the reference."""
+
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x):
+        dtype = x.dtype
+        x = x.float()
+        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * x.to(dtype)
+
+
+class KVCache:
+    """Static key/value buffers for the sampler: k, v of shape (n_layer, B, n_kv_head, max_len, D).
+
+    Memory: 2 * n_layer * B * n_kv_head * max_len * head_dim * bytes_per_element, allocated once.
+    """
+
+    def __init__(self, cfg: ModelConfig, batch_size: int, max_len: int, device, dtype):
+        shape = (cfg.n_layer, batch_size, cfg.n_kv_head, max_len, cfg.head_dim)
+        self.k = torch.zeros(shape, device=device, dtype=dtype)
+        self.v = torch.zeros(shape, device=device, dtype=dtype)
+
+    @property
+    def max_len(self) -> int:
+        return self.k.shape[3]
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: ModelConfig, layer_idx: int):
+        super().__init__()
+        self.layer_idx = layer_idx
+        self.n_head, self.n_kv_head, self.head_dim = cfg.n_head, cfg.n_kv_head, cfg.head_dim
+        self.q_proj = nn.Linear(cfg.n_embd, cfg.n_head * cfg.head_dim, bias=cfg.qkv_bias)
+        self.k_proj = nn.Linear(cfg.n_embd, cfg.n_kv_head * cfg.head_dim, bias=cfg.qkv_bias)
+        self.v_proj = nn.Linear(cfg.n_embd, cfg.n_kv_head * cfg.head_dim, bias=cfg.qkv_bias)
+        self.o_proj = nn.Linear(cfg.n_head * cfg.head_dim, cfg.n_embd, bias=False)
+
+    def forward(self, x, cos, sin, kv_cache=None, cache_index=None, attn_mask=None):
+        B, T, _ = x.shape
+        q = self.q_proj(x).view(B, T, self.n_head, self.head_dim).transpose(1, 2)     # (B, H, T, D)
+        k = self.k_proj(x).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # (B, Hkv, T, D)
+        v = self.v_proj(x).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if kv_cache is not None:
+            # write this call's keys/values into their slots, then attend over the whole buffer;
+            # attn_mask hides empty and padded slots. (B, Hkv, S, D) with S = max_len
+            kc, vc = kv_cache.k[self.layer_idx], kv_cache.v[self.layer_idx]
+            kc.index_copy_(2, cache_index, k.to(kc.dtype))
+            vc.index_copy_(2, cache_index, v.to(vc.dtype))
+            k, v = kc.to(q.dtype), vc.to(q.dtype)
+        gqa = self.n_kv_head != self.n_head
+        if attn_mask is None:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, enable_gqa=gqa)
+        y = y.transpose(1, 2).reshape(B, T, self.n_head * self.head_dim)              # (B, T, H*D)
+        return self.o_proj(y)
+
+
+class MLP(nn.Module):
+    """SwiGLU (Shazeer 2020): down(silu(gate(x)) * up(x))."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.gate_proj = nn.Linear(cfg.n_embd, cfg.intermediate_size, bias=False)
+        self.up_proj = nn.Linear(cfg.n_embd, cfg.intermediate_size, bias=False)
+        self.down_proj = nn.Linear(cfg.intermediate_size, cfg.n_embd, bias=False)
+
+    def forward(self, x):
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig, layer_idx: int):
+        super().__init__()
+        self.attn_norm = RMSNorm(cfg.n_embd, cfg.rms_norm_eps)
+        self.attn = Attention(cfg, layer_idx)
+        self.mlp_norm = RMSNorm(cfg.n_embd, cfg.rms_norm_eps)
+        self.mlp = MLP(cfg)
+
+    def forward(self, x, cos, sin, kv_cache=None, cache_index=None, attn_mask=None):
+        x = x + self.attn(self.attn_norm(x), cos, sin, kv_cache, cache_index, attn_mask)
+        x = x + self.mlp(self.mlp_norm(x))
+        return x
+
+
+# -----------------------------------------------------------------------------
+# The model
+
+class GPT(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.config = cfg
+        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.n_embd)
+        self.layers = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layer))
+        self.norm = RMSNorm(cfg.n_embd, cfg.rms_norm_eps)
+        self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
+        if cfg.tie_embeddings:
+            self.lm_head.weight = self.embed_tokens.weight
+        # non-persistent: derived from the config, so never part of a checkpoint
+        self.register_buffer("inv_freq", rope_inv_freq(cfg), persistent=False)
+        self.apply(self._init_weights)
+        # GPT-2's scaled init: residual output projections shrink with depth so the residual
+        # stream's variance does not grow with n_layer
+        for name, p in self.named_parameters():
+            if name.endswith("o_proj.weight") or name.endswith("down_proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layer))
+
+    def _init_weights(self, module):
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def forward(self, idx, positions=None, kv_cache=None, cache_index=None, attn_mask=None):
+        """idx (B, T) -> logits (B, T, vocab_size), float32 (the loss and log-probs want it).
+
+        positions (B, T) default to 0..T-1. With kv_cache, cache_index (T,) is required.
+        """
+        B, T = idx.shape
+        if positions is None:
+            positions = torch.arange(T, device=idx.device).expand(B, T)
+        if kv_cache is not None and cache_index is None:
+            raise ValueError("kv_cache needs cache_index (the slots to write)")
+        x = self.embed_tokens(idx)                                        # (B, T, C)
+        cos, sin = rope_cos_sin(positions, self.inv_freq, x.dtype)        # (B, T, D)
+        for block in self.layers:
+            x = block(x, cos, sin, kv_cache, cache_index, attn_mask)
+        x = self.norm(x)
+        return self.lm_head(x).float()                                     # (B, T, vocab)
+
+    # -- bookkeeping ------------------------------------------------------------------------
+
+    def num_params(self, non_embedding: bool = False) -> int:
+        n = sum(p.numel() for p in self.parameters())  # tied weights are counted once
+        if non_embedding:
+            n -= self.embed_tokens.weight.numel()
+        return n
+
+    def flops_per_token(self, seq_len: int) -> float:
+        """Training FLOPs per token: 6 N (matmuls, forward + backward, Kaplan et al. 2020)
+        plus attention's 12 * n_layer * n_head * head_dim * seq_len (PaLM appendix B)."""
+        c = self.config
+        n = self.num_params(non_embedding=True)
+        return 6 * n + 12 * c.n_layer * c.n_head * c.head_dim * seq_len
+
+    def optim_groups(self, weight_decay: float) -> list[dict]:
+        """AdamW parameter groups: weight decay on matrices (linear and embedding weights) only;
+        norms' gains and biases are not decayed (decaying a gain toward 0 fights the norm)."""
+        params = {id(p): p for p in self.parameters() if p.requires_grad}  # dedupe tied weights
+        decay = [p for p in params.values() if p.dim() >= 2]
+        no_decay = [p for p in params.values() if p.dim() < 2]
+        return [dict(params=decay, weight_decay=weight_decay),
+                dict(params=no_decay, weight_decay=0.0)]

@@ -1,0 +1,147 @@
+"""
+Tests for the Countdown task: problems, traces, and the hostile-input checker.
+
+    python -m pytest tests/test_countdown.py -q
+"""
+import random
+import time
+
+import pytest
+
+from data import countdown as cd
+from data.common import split_of
+
+SEARCH_STYLES = ["short", "medium", "long"]  # in increasing budget
+
+
+def _solvable(numbers, target):
+    """Brute force over every pair/op order, independent of the module's search."""
+    def go(vals):
+        if len(vals) == 1:
+            return vals[0] == target
+        for i in range(len(vals)):
+            for j in range(len(vals)):
+                if i != j:
+                    a, b = vals[i], vals[j]
+                    rest = [v for k, v in enumerate(vals) if k not in (i, j)]
+                    outs = [a + b, a - b, a * b] + ([a // b] if b and a % b == 0 else [])
+                    if any(go(rest + [o]) for o in outs):
+                        return True
+        return False
+    return go(list(numbers))
+
+
+def test_problems_deterministic_and_seeded():
+    a = cd.make_problems("train", 200, seed=0)
+    assert a == cd.make_problems("train", 200, seed=0)
+    b = cd.make_problems("train", 200, seed=1)
+    assert [p["key"] for p in a] != [p["key"] for p in b]
+    assert len({p["key"] for p in a}) == 200  # distinct within a draw
+
+
+def test_train_test_disjoint():
+    train = {p["key"] for p in cd.make_problems("train", 2000, seed=0)}
+    test = cd.make_problems("test", 300, seed=0)
+    assert not train & {p["key"] for p in test}
+    assert all(split_of(p["key"]) == "test" for p in test)
+
+
+def test_problem_fields_and_answers():
+    for p in cd.make_problems("train", 300, seed=3):
+        assert set(p) >= {"key", "prompt", "answer", "numbers", "target", "level"}
+        assert p["level"] == len(p["numbers"]) in (3, 4)
+        assert 10 <= p["target"] <= 100 and all(1 <= n <= 25 for n in p["numbers"])
+        assert str(p["target"]) in p["prompt"]
+        assert cd.check(f"\\boxed{{{p['answer']}}}", p), p
+    for p in cd.make_problems("test", 40, seed=0):
+        assert _solvable(p["numbers"], p["target"])
+
+
+def test_traces():
+    problems = cd.make_problems("train", 300, seed=0)
+    acc = {}
+    for style in ["direct"] + SEARCH_STYLES:
+        ok = 0
+        for i, p in enumerate(problems):
+            t = cd.make_trace(p, style, random.Random(i))  # same rng per problem: nested DFS
+            good = cd.check(t, p)
+            ok += good
+            if style == "direct":
+                assert good
+                continue
+            lines = t.splitlines()
+            assert lines[-1].startswith("\\boxed{")
+            if "out of budget" in t:  # failure: no verification line, closest expression boxed
+                assert not good and "check:" not in t and lines[-2].startswith("best: ")
+            else:  # success: the check line verifies, and the boxed answer passes the checker
+                assert good and lines[-2] == f"check: {lines[-1][7:-1]} = {p['target']}"
+            # markers are exact: one per line, on lines of their own kind
+            assert t.count("backtrack") == sum(ln.strip() == "backtrack" for ln in lines)
+        acc[style] = ok / len(problems)
+    assert acc["short"] <= acc["medium"] <= acc["long"] <= 1.0
+    assert acc["short"] < acc["long"]  # the budgets actually matter
+
+
+def test_long_enough_budget_always_solves(monkeypatch):
+    monkeypatch.setitem(cd.BUDGETS, "exhaustive", 10**9)
+    for i, p in enumerate(cd.make_problems("test", 30, seed=0)):
+        assert cd.check(cd.make_trace(p, "exhaustive", random.Random(i)), p)
+
+
+def test_sft_examples():
+    rows = cd.make_sft_examples(400, seed=0)
+    assert rows == cd.make_sft_examples(400, seed=0)
+    assert {r["style"] for r in rows} == set(cd.STYLE_MIX)
+    assert all(r["response"] and r["style"] in cd.STYLE_MIX for r in rows)
+
+
+P = {"numbers": [3, 7, 25, 50], "target": 82}
+
+
+@pytest.mark.parametrize("resp", [
+    "\\boxed{(50-25)*3+7}",
+    "\\boxed{ 7 + 3 * ( 50 - 25 ) }",     # spaces, any order
+    "\\boxed{((50-25)*3)+(7)}",           # redundant parentheses
+    "so \\boxed{1} then \\boxed{7+3*(50-25)}",  # the last box counts
+])
+def test_check_accepts(resp):
+    assert cd.check(resp, P)
+
+
+def test_check_allows_fractional_intermediates():
+    # standard Countdown forbids them; we only ask that the final value is exactly the target
+    assert cd.check("\\boxed{(5-1/5)*5}", {"numbers": [1, 5, 5, 5], "target": 24})
+
+
+@pytest.mark.parametrize("resp", [
+    "\\boxed{50+25+7*3}",          # wrong value
+    "\\boxed{50+25+7+3}",          # wrong value (85)
+    "\\boxed{50+25+7*3/3}",        # right value, but 3 used twice
+    "\\boxed{50+25+7+7-7+3-3}",    # right value, numbers used twice
+    "\\boxed{50+25+7}",            # 3 missing
+    "\\boxed{50+25+4+3}",          # 4 not given, 7 missing
+    "\\boxed{50+25+7+3/(7-7)}",    # division by zero
+    "\\boxed{82}",                 # the target itself
+    "\\boxed{50+25+7*3/3=82}",     # trailing junk
+    "\\boxed{-3+50+25+7+3}",       # unary minus
+    "\\boxed{50+25+7*3//3}",
+    "\\boxed{(50+25+7*3/3}",       # unbalanced paren
+    "\\boxed{50+25+7*3/3)}",
+    "\\boxed{50+25+7*3/3",         # box never closed
+    "50+25+7*3/3",                 # no box
+    "\\boxed{}",
+    "\\boxed{()}",
+    "\\boxed{__import__('os').system('echo hi')}",
+    "\\boxed{9**9**9**9}",
+    "\\boxed{9999999999*99999999999}",
+    "\\boxed{50+25+7*3/3e0}",
+    "\\boxed{５0+25+7*3/3}",       # non-ASCII digit
+    "\\boxed{" + "(" * 99 + "82" + ")" * 99 + "}",  # deep but under the length cap
+    "\\boxed{" + "(" * 5000 + "1" + ")" * 5000 + "}",
+    "\\boxed{" + "1+" * 100000 + "1}",
+    "x" * 1_000_000,
+])
+def test_check_rejects(resp):
+    t0 = time.perf_counter()
+    assert not cd.check(resp, P)
+    assert time.perf_counter() - t0 < 0.5
