@@ -5,9 +5,9 @@ arith: multi-digit arithmetic, the default nanorlsp task.
 
 Problems are "What is A + B?", "What is A - B?" and "What is A * B?" at five difficulty levels:
 
-    level 1  add/sub, 2-digit numbers         level 4  multiply: 2-4 digits x 1 digit
-    level 2  add/sub, 3-digit numbers         level 5  multiply: 2-3 digits x 2 digits
-    level 3  add/sub, 4-5 digit numbers
+    level 1  one-digit facts: a + b, a - b, a * b (0-9)   level 4  add/sub, 3-5 digit numbers
+    level 2  add/sub, 2 digits and 1 digit               level 5  multiply, 2-3 digits x 1 digit
+    level 3  add/sub, 2-digit numbers
 
 SFT demonstrations show the reasoning *process* in four styles (RLSP stage 1), in this mix:
 
@@ -50,14 +50,16 @@ LEVELS = (1, 2, 3, 4, 5)
 def _draw(rng: random.Random, level: int | None = None) -> dict:
     level = level or rng.choice(LEVELS)
     nd = lambda lo, hi: rng.randint(10 ** (lo - 1), 10 ** hi - 1)  # noqa: E731 (lo..hi digits)
-    if level <= 3:
+    if level == 1:
+        op, a, b = rng.choice("+-*"), rng.randint(0, 9), rng.randint(0, 9)
+    elif level == 2:
+        op, a, b = rng.choice("+-"), nd(2, 2), rng.randint(0, 9)
+    elif level <= 4:
         op = rng.choice("+-")
-        digits = {1: (2, 2), 2: (3, 3), 3: (4, 5)}[level]
+        digits = {3: (2, 2), 4: (3, 5)}[level]
         a, b = nd(*digits), nd(*digits)
-    elif level == 4:
-        op, a, b = "*", nd(2, 4), rng.randint(2, 9)
     else:
-        op, a, b = "*", nd(2, 3), nd(2, 2)
+        op, a, b = "*", nd(2, 3), rng.randint(2, 9)
     ans = a + b if op == "+" else a - b if op == "-" else a * b
     return {"key": f"{a}{op}{b}", "prompt": f"What is {a} {op} {b}?", "answer": str(ans),
             "a": a, "b": b, "op": op, "level": level}
@@ -139,17 +141,7 @@ def _solution_lines(p: dict) -> list[str]:
         # a < b: compute b - a and negate
         lines = _sub_lines(b, a)
         return [f"{a} < {b}, so compute {b} - {a} and negate"] + lines + [f"negate: {-(b - a)}"]
-    if b < 10:
-        return _mul1_lines(a, b)
-    # two-digit multiplier: a * units, a * tens (shifted), then add the partial products
-    units, tens = b % 10, b // 10
-    lines = [f"{a}*{units}:"] + _mul1_lines(a, units)
-    lines += [f"{a}*{tens}0:"] + _mul1_lines(a, tens)
-    p1, p2 = a * units, a * tens * 10
-    lines.append(f"shift: {p2}")
-    lines.append(f"{p1}+{p2}:")
-    lines += _add_lines(p1, p2)
-    return lines
+    return _mul1_lines(a, b)  # multipliers are single digits (level 5)
 
 
 def _result_of(line: str) -> str:

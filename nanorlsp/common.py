@@ -1,0 +1,75 @@
+"""
+Small shared pieces of the scripts: one-line CLI errors, device and dtype choice, autocast.
+"""
+import argparse
+import contextlib
+import sys
+
+import torch
+
+
+class UserError(Exception):
+    """A mistake in the user's input (flag, file, checkpoint): printed as one line, no traceback."""
+
+
+class ArgParser(argparse.ArgumentParser):
+    """argparse whose errors are one line ("script.py: error: ...") and exit 2."""
+
+    def error(self, message):
+        sys.stderr.write(f"{self.prog}: error: {message} (see --help)\n")
+        sys.exit(2)
+
+
+def explicit_flags(argv: list[str]) -> set[str]:
+    """Names of the --flags given on the command line (so --resume can tell a flag the user
+    typed from an argparse default)."""
+    return {a[2:].split("=")[0] for a in argv if a.startswith("--")}
+
+
+def die(msg: str, code: int = 1):
+    """Print one clear error line and exit non-zero (for user mistakes, not bugs)."""
+    sys.stderr.write(f"error: {msg}\n")
+    sys.exit(code)
+
+
+def positive_int(s: str) -> int:
+    v = int(s)
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {s}")
+    return v
+
+
+def nonneg_int(s: str) -> int:
+    v = int(s)
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {s}")
+    return v
+
+
+def resolve_device(name: str) -> str:
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda but no CUDA device is available")
+    return name
+
+
+def resolve_dtype(name: str, device: str) -> torch.dtype:
+    """The compute dtype for autocast. auto: bfloat16 on a GPU that supports it, else float32.
+
+    On CPU, auto means float32: this CPU has bf16 matmul units, but for the tiny model the
+    casts cost more than the small matmuls save (see the README's measurements); pass
+    --dtype bfloat16 to use bf16 autocast on CPU anyway.
+    """
+    if name == "auto":
+        if device.startswith("cuda") and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float32
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16}[name]
+
+
+def autocast(device: str, dtype: torch.dtype):
+    """bf16 autocast for matmuls (weights stay float32 masters), or nothing for float32."""
+    if dtype == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.split(":")[0], dtype=dtype)

@@ -1,0 +1,43 @@
+"""
+Text-level generation and scoring shared by train_sft.py, train_rl.py and eval.py.
+
+    rows = respond(model, tok, ["What is 12 + 30?"], max_new_tokens=64, temperature=0)
+    acc, rows = task_accuracy(model, tok, task, problems, max_new_tokens=320)
+"""
+import torch
+
+from nanorlsp.sampler import sample
+
+
+@torch.no_grad()
+def respond(model, tok, prompts: list[str], max_new_tokens: int, temperature: float = 0.0,
+            n_samples: int = 1, batch_size: int = 64, seed: int | None = None,
+            top_p: float = 1.0) -> list[dict]:
+    """Chat-format each prompt as a user turn and sample n_samples replies, batched through the
+    KV-cached sampler. Returns one dict per reply, prompt-major: text (decoded, stop token
+    dropped), n_tokens (generated, stop token included), finish ("stop" | "length")."""
+    was_training = model.training
+    model.eval()
+    out = []
+    per_batch = max(1, batch_size // n_samples)
+    for i in range(0, len(prompts), per_batch):
+        chunk = prompts[i:i + per_batch]
+        ids = [tok.render_prompt([{"role": "user", "content": p}]) for p in chunk]
+        r = sample(model, ids, max_new_tokens, temperature=temperature, top_p=top_p,
+                   n_samples=n_samples, stop_tokens=tok.stop_tokens,
+                   seed=None if seed is None else seed + i)
+        for toks, fin in zip(r.completions(), r.finish):
+            body = toks[:-1] if fin == "stop" else toks
+            out.append(dict(text=tok.decode(body), n_tokens=len(toks), finish=fin))
+    model.train(was_training)
+    return out
+
+
+def task_accuracy(model, tok, task, problems: list[dict], max_new_tokens: int, **kw):
+    """Fraction of replies the task's exact checker accepts, and the replies with verdicts."""
+    replies = respond(model, tok, [p["prompt"] for p in problems], max_new_tokens, **kw)
+    n = len(replies) // max(len(problems), 1)
+    for j, r in enumerate(replies):
+        r["correct"] = bool(task.check(r["text"], problems[j // n]))
+    acc = sum(r["correct"] for r in replies) / max(len(replies), 1)
+    return acc, replies

@@ -1,0 +1,161 @@
+"""
+The KV-cached sampler: batched generation for evaluation and RL rollouts.
+
+    from nanorlsp.sampler import generate, sample
+    completions = generate(model, prompts, max_new_tokens=256, temperature=0)  # list[list[int]]
+    out = sample(model, prompts, 256, n_samples=8, return_logprobs=True)        # a Rollout
+
+How it works (the model's forward takes the cache hooks, so nothing here forks the model):
+1. Ragged prompts are LEFT-padded to the longest, Lp tokens. Each row's rotary positions start
+   at 0 on its first real token (positions = slot - pad), so a padded prompt sees exactly the
+   positions it would see alone; pad slots are never attended to.
+2. Prefill: one forward over the (P, Lp) prompts writes keys/values into a static cache.
+3. The cache rows are copied to each prompt's n_samples rows (the GRPO / RLSP group): a prompt is
+   encoded once however many samples it gets.
+4. Decode: one token per step for all B = P * n_samples rows. Step t writes slot Lp + t in place;
+   the attention mask (B, 1, 1, S) marks the valid slots. Every step has the same shapes, with
+   no tensor growing and no per-row Python loop, so the step suits torch.compile / CUDA graphs.
+5. A row that emits a stop token is finished: later tokens are padding and are not counted.
+
+Memory: the cache holds 2 * n_layer * B * n_kv_head * S * head_dim elements (S = Lp +
+max_new_tokens), allocated once, plus the prefill's 2 * n_layer * P * n_kv_head * S * head_dim.
+For the tiny default (4 layers, 4 kv heads, head_dim 32) at B = 64, S = 384, float32: 50 MB.
+
+Log-probabilities returned on request are those of the sampled token under the
+temperature-scaled distribution softmax(logits / T), before top-k / top-p truncation (the policy
+RL optimises; at T = 0 they are the untempered log-probs).
+"""
+from dataclasses import dataclass
+
+import torch
+
+from nanorlsp.model import KVCache
+
+
+@dataclass
+class Rollout:
+    tokens: torch.Tensor        # (B, max_new_tokens) sampled ids; pad_id after a row finished
+    mask: torch.Tensor          # (B, max_new_tokens) 1.0 on generated tokens (stop token included)
+    lengths: torch.Tensor       # (B,) number of generated tokens per row
+    finish: list[str]           # "stop" (emitted a stop token) or "length" (hit max_new_tokens)
+    logprobs: torch.Tensor | None  # (B, max_new_tokens) log-prob of each sampled token, or None
+
+    def completions(self) -> list[list[int]]:
+        return [row[:n].tolist() for row, n in zip(self.tokens, self.lengths.tolist())]
+
+
+def _filter_logits(logits, top_k, top_p):
+    """Mask logits (B, V) outside the top-k / nucleus top-p set to -inf."""
+    if top_k is not None and 0 < top_k < logits.size(-1):
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]          # (B, 1)
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+        probs = torch.softmax(sorted_logits, dim=-1)
+        # drop a token when the mass strictly before it already reaches top_p (keeps >= 1 token)
+        drop_sorted = (probs.cumsum(-1) - probs) >= top_p
+        drop = drop_sorted.scatter(-1, order, drop_sorted)
+        logits = logits.masked_fill(drop, float("-inf"))
+    return logits
+
+
+@torch.no_grad()
+def sample(model, prompts: list[list[int]], max_new_tokens: int, temperature: float = 1.0,
+           top_k: int | None = None, top_p: float = 1.0, n_samples: int = 1,
+           stop_tokens=None, seed: int | None = None, return_logprobs: bool = False,
+           pad_id: int = 0) -> Rollout:
+    """Generate for every prompt n_samples times; rows are prompt-major (prompt i's samples are
+    rows i*n_samples .. i*n_samples + n_samples - 1)."""
+    if not prompts or any(len(p) == 0 for p in prompts):
+        raise ValueError("prompts must be a non-empty list of non-empty token lists")
+    if max_new_tokens < 1 or n_samples < 1:
+        raise ValueError("max_new_tokens and n_samples must be >= 1")
+    if not 0.0 < top_p <= 1.0:
+        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+    if not 0 <= pad_id < model.config.vocab_size:
+        # pad_id is fed to the model (left padding, finished rows): it must be a real token id
+        raise ValueError(f"pad_id {pad_id} is not a token id of the model")
+    device = next(model.parameters()).device
+    dtype = next(model.parameters()).dtype
+    P, n = len(prompts), n_samples
+    B = P * n
+    Lp = max(len(p) for p in prompts)
+    S = Lp + max_new_tokens
+    gen = torch.Generator(device=device).manual_seed(seed) if seed is not None else None
+    stop = torch.tensor(sorted(set(stop_tokens or [])), dtype=torch.long, device=device)
+
+    # -- prefill: left-padded prompts (P, Lp) ---------------------------------------------
+    pad = torch.tensor([Lp - len(p) for p in prompts], device=device)            # (P,)
+    idx = torch.full((P, Lp), pad_id, dtype=torch.long, device=device)
+    for i, p in enumerate(prompts):
+        idx[i, Lp - len(p):] = torch.tensor(p, dtype=torch.long)
+    slots = torch.arange(S, device=device)
+    valid = slots[None, :] >= pad[:, None]                                        # (P, S) real slots
+    positions = (slots[None, :Lp] - pad[:, None]).clamp(min=0)                    # (P, Lp)
+    causal = slots[:Lp, None] >= slots[None, :]                                   # (Lp, S)
+    # a query attends to real keys at or before it; a pad query attends to itself only, so its
+    # softmax is finite (an all-masked row would give NaN, and 0 * NaN poisons the real rows)
+    attn = (causal[None] & valid[:, None, :]) | (slots[:Lp, None] == slots[None, :])[None]
+    small = KVCache(model.config, P, S, device, dtype)
+    logits = model(idx, positions=positions, kv_cache=small, cache_index=slots[:Lp],
+                   attn_mask=attn[:, None])[:, -1, :]                             # (P, V)
+
+    # -- copy each prompt's cache to its n_samples rows ---------------------------------
+    if n > 1:
+        cache = KVCache.__new__(KVCache)
+        cache.k = small.k.repeat_interleave(n, dim=1)                             # (L, B, Hkv, S, D)
+        cache.v = small.v.repeat_interleave(n, dim=1)
+        del small
+        logits = logits.repeat_interleave(n, dim=0)                               # (B, V)
+        pad, valid = pad.repeat_interleave(n), valid.repeat_interleave(n, dim=0)
+    else:
+        cache = small
+    valid = valid.clone()
+    valid[:, Lp:] = False                                                          # (B, S) filled as we go
+
+    # -- decode ---------------------------------------------------------------------------
+    tokens = torch.full((B, max_new_tokens), pad_id, dtype=torch.long, device=device)
+    logps = torch.zeros((B, max_new_tokens), device=device) if return_logprobs else None
+    done = torch.zeros(B, dtype=torch.bool, device=device)
+    lengths = torch.zeros(B, dtype=torch.long, device=device)
+    hit_stop = torch.zeros(B, dtype=torch.bool, device=device)
+    for t in range(max_new_tokens):
+        if t > 0:
+            slot = Lp + t - 1                              # the previous token's cache slot
+            valid[:, slot] = True
+            logits = model(tokens[:, t - 1:t], positions=(slot - pad)[:, None], kv_cache=cache,
+                           cache_index=slots[slot:slot + 1],
+                           attn_mask=valid[:, None, None, :])[:, -1, :]           # (B, V)
+        if temperature == 0:
+            nxt = logits.argmax(-1)
+            scaled = logits
+        else:
+            scaled = logits / temperature
+            probs = torch.softmax(_filter_logits(scaled, top_k, top_p), dim=-1)
+            nxt = torch.multinomial(probs, 1, generator=gen).squeeze(-1)
+        if logps is not None:
+            lp = torch.log_softmax(scaled.float(), -1).gather(-1, nxt[:, None]).squeeze(-1)
+            logps[:, t] = torch.where(done, 0.0, lp)
+        nxt = torch.where(done, pad_id, nxt)
+        tokens[:, t] = nxt
+        lengths += (~done).long()
+        is_stop = torch.isin(nxt, stop) & ~done
+        hit_stop |= is_stop
+        done |= is_stop
+        if bool(done.all()):
+            break
+    ar = torch.arange(max_new_tokens, device=device)
+    mask = (ar[None, :] < lengths[:, None]).float()
+    finish = ["stop" if s else "length" for s in hit_stop.tolist()]
+    return Rollout(tokens, mask, lengths, finish, logps)
+
+
+def generate(model, prompts: list[list[int]], max_new_tokens: int, temperature: float = 1.0,
+             top_k: int | None = None, top_p: float = 1.0, n_samples: int = 1,
+             stop_tokens=None, seed: int | None = None) -> list[list[int]]:
+    """Generated ids only, prompt-major, each cut after its first stop token (kept).
+
+    temperature=0 is greedy. See `sample` for the richer call the RL loop uses.
+    """
+    return sample(model, prompts, max_new_tokens, temperature, top_k, top_p, n_samples,
+                  stop_tokens, seed).completions()

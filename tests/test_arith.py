@@ -1,0 +1,122 @@
+"""The arith task: deterministic, disjoint splits, traces that verify, an exact checker."""
+import random
+import re
+
+import pytest
+
+from data import get_task
+from data.common import split_of, style_report
+from nanorlsp.verifier import last_boxed
+
+arith = get_task("arith")
+
+
+def test_unknown_task_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown task 'nope'.*arith"):
+        get_task("nope")
+
+
+def test_problems_deterministic_per_seed():
+    a = arith.make_problems("train", 200, seed=3)
+    b = arith.make_problems("train", 200, seed=3)
+    c = arith.make_problems("train", 200, seed=4)
+    assert a == b
+    assert [p["key"] for p in a] != [p["key"] for p in c]
+    assert arith.make_sft_examples(100, seed=1) == arith.make_sft_examples(100, seed=1)
+
+
+def test_train_test_disjoint():
+    train = {p["key"] for p in arith.make_problems("train", 5000, seed=0)}
+    for seed in (0, 1):
+        test = {p["key"] for p in arith.make_problems("test", 500, seed=seed)}
+        assert not train & test
+        assert all(split_of(k) == "test" for k in test)
+
+
+def test_answers_are_right_and_levels_cover():
+    ps = arith.make_problems("train", 1000, seed=0)
+    for p in ps:
+        assert int(p["answer"]) == eval(f"{p['a']}{p['op']}{p['b']}")  # our own ints only
+    assert {p["level"] for p in ps} == set(arith.LEVELS)
+    one = arith.make_problems("test", 50, seed=0, level=5)
+    assert all(p["level"] == 5 and p["op"] == "*" and 2 <= p["b"] <= 9 and p["a"] >= 10 for p in one)
+
+
+@pytest.mark.parametrize("style", list(arith.STYLE_MIX))
+def test_every_trace_verifies(style):
+    rng = random.Random(0)
+    for p in arith.make_problems("train", 400, seed=7):
+        t = arith.make_trace(p, style, rng)
+        assert arith.check(t, p), (p, t)
+        assert t.endswith(f"\\boxed{{{p['answer']}}}")
+
+
+def test_trace_lines_are_correct_arithmetic():
+    """Every 'x+y=z' / 'x-y=z' / 'x*y+c=z' step in steps/check traces is true; in backtrack
+    traces exactly one step is false and the next line says 'wait,' with the true value."""
+    rng = random.Random(1)
+    step = re.compile(r"^([\d+\-*]+)=(-?\d+)")
+    for p in arith.make_problems("train", 300, seed=2):
+        for style in ("steps", "check", "backtrack"):
+            lines = arith.make_trace(p, style, rng).split("\n")
+            wrong = []
+            for i, ln in enumerate(lines):
+                m = step.match(ln)
+                if m and eval(m.group(1)) != int(m.group(2)):
+                    wrong.append(i)
+            if style == "backtrack" and any(ln.startswith("wait,") for ln in lines):
+                assert len(wrong) == 1 and lines[wrong[0] + 1].startswith("wait,")
+            else:
+                assert wrong == [], lines
+
+
+def test_markers_only_in_their_styles():
+    rows = arith.make_sft_examples(600, seed=0)
+    for r in rows:
+        t = r["response"]
+        assert ("check:" in t) == (r["style"] == "check")
+        if r["style"] != "backtrack":
+            assert "wait," not in t
+    # almost every backtrack trace has a caught mistake (a few tiny problems have no spot for one)
+    bt = [r for r in rows if r["style"] == "backtrack"]
+    assert sum("wait," in r["response"] for r in bt) >= 0.9 * len(bt)
+
+
+def test_style_mix_matches_documentation():
+    rep = style_report(arith, n=3000, seed=0)
+    for style, share in arith.STYLE_MIX.items():
+        assert abs(rep[style]["frac"] - share) < 0.03
+        assert rep[style]["acc"] == 1.0
+    assert rep["direct"]["mean_chars"] < 20 < rep["steps"]["mean_chars"]
+
+
+@pytest.mark.parametrize("resp,ok", [
+    ("\\boxed{7694}", True),
+    ("work...\n\\boxed{ 7694 }", True),
+    ("\\boxed{7000} wait \\boxed{7694}", True),   # the LAST box counts
+    ("\\boxed{7694} no, \\boxed{7000}", False),
+    ("\\boxed{7694.0}", False),                  # exact: integers only
+    ("\\boxed{7,694}", False),
+    ("\\boxed{+7694}", False),
+    ("7694", False),                             # no box, no answer
+    ("\\boxed{7694", False),                     # unbalanced
+    ("\\boxed{}", False),
+    ("\\boxed{" + "9" * 5000 + "}", False),
+])
+def test_checker_is_exact(resp, ok):
+    assert arith.check(resp, {"answer": "7694"}) is ok
+
+
+def test_negative_answers():
+    p = {"a": 12, "b": 305, "op": "-", "answer": "-293", "key": "12-305"}
+    t = arith.make_trace(p, "steps", random.Random(0))
+    assert "negate" in t and arith.check(t, p)
+    assert arith.check("\\boxed{-293}", p) and not arith.check("\\boxed{293}", p)
+
+
+def test_last_boxed():
+    assert last_boxed("a \\boxed{\\frac{1}{2}} b") == "\\frac{1}{2}"
+    assert last_boxed("\\boxed 5$") == "5"
+    assert last_boxed("\\boxed{1}\\boxed{2}") == "2"
+    assert last_boxed("no box") is None
+    assert last_boxed("\\boxed{{}") is None

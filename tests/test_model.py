@@ -1,0 +1,301 @@
+"""
+Tests for nanorlsp/model.py: shapes and config bookkeeping, causality, GQA == MHA with repeated
+kv heads, RoPE's relative-position property, Llama 3.1 frequency scaling against hand-computed
+values, the KV-cache path against the plain path, optimizer groups and gradients.
+Hermetic, seeded, tiny configs; a few seconds on CPU.
+
+    python -m pytest tests/test_model.py -q
+"""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from nanorlsp.model import (GPT, KVCache, ModelConfig, apply_rope, rope_cos_sin, rope_inv_freq)
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # tiny matmuls gain nothing from threads, and on a busy 2-core box (a training run beside
+    # the tests) intra-op threads oversubscribe the CPU and make every op ~100x slower
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+TINY = dict(vocab_size=64, n_layer=2, n_head=4, n_kv_head=2, n_embd=32, max_seq_len=64)
+
+
+def make_model(seed=0, scale=None, **overrides):
+    """A tiny random model in eval mode. scale: re-draw every parameter ~ N(0, scale) so logits
+    are far from uniform (the default init makes a near-constant network) and biases nonzero."""
+    cfg = ModelConfig(**{**TINY, **overrides})
+    torch.manual_seed(seed)
+    model = GPT(cfg).eval()
+    if scale is not None:
+        g = torch.Generator().manual_seed(seed + 1000)
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if "norm" in name:
+                    p.copy_(1.0 + 0.1 * torch.randn(p.shape, generator=g))
+                else:
+                    p.copy_(scale * torch.randn(p.shape, generator=g))
+    return model
+
+
+def rand_idx(B, T, vocab, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, vocab, (B, T), generator=g)
+
+
+# -----------------------------------------------------------------------------
+# Shapes and config
+
+def test_output_shape_and_dtype():
+    model = make_model()
+    idx = rand_idx(3, 7, 64)
+    logits = model(idx)
+    assert logits.shape == (3, 7, 64)
+    assert logits.dtype == torch.float32
+    assert torch.isfinite(logits).all()
+
+
+def test_config_defaults():
+    cfg = ModelConfig(n_embd=96, n_head=4, n_kv_head=2)
+    assert cfg.head_dim == 24
+    assert cfg.intermediate_size == 256            # 8/3 * 96 = 256, already a multiple of 64
+    cfg = ModelConfig(n_embd=128, n_head=4)
+    assert cfg.head_dim == 32
+    assert cfg.intermediate_size == 384            # 8/3 * 128 = 341.3 -> 384
+    assert cfg.intermediate_size % 64 == 0
+    # explicit values are kept
+    cfg = ModelConfig(n_embd=32, n_head=4, head_dim=16, intermediate_size=100)
+    assert (cfg.head_dim, cfg.intermediate_size) == (16, 100)
+
+
+def test_config_dict_round_trip_and_unknown_keys():
+    cfg = ModelConfig(**TINY, qkv_bias=True, tie_embeddings=True, rope_theta=500000.0,
+                      rope_scaling={"rope_type": "llama3", "factor": 8.0})
+    d = cfg.to_dict()
+    assert ModelConfig.from_dict(d) == cfg
+    assert ModelConfig.from_dict(d).to_dict() == d
+    with pytest.raises(ValueError, match="bogus"):
+        ModelConfig.from_dict({**d, "bogus": 1})
+
+
+def test_num_params_counts_tied_weights_once():
+    untied = make_model(tie_embeddings=False)
+    tied = make_model(tie_embeddings=True)
+    emb = 64 * 32
+    assert untied.num_params() - tied.num_params() == emb
+    # hand count of the tied model: embedding + per layer (q, k, v, o, 3 MLP mats, 2 norms) + norm
+    c = tied.config
+    per_layer = (c.n_embd * c.n_head * c.head_dim + 2 * c.n_embd * c.n_kv_head * c.head_dim
+                 + c.n_head * c.head_dim * c.n_embd + 3 * c.n_embd * c.intermediate_size
+                 + 2 * c.n_embd)
+    assert tied.num_params() == emb + c.n_layer * per_layer + c.n_embd
+    assert tied.num_params(non_embedding=True) == tied.num_params() - emb
+
+
+def test_tied_embeddings_and_qkv_bias():
+    tied = make_model(tie_embeddings=True)
+    assert tied.lm_head.weight is tied.embed_tokens.weight
+    untied = make_model(tie_embeddings=False)
+    assert untied.lm_head.weight is not untied.embed_tokens.weight
+
+    biased = make_model(qkv_bias=True)
+    names = {n for n, _ in biased.named_parameters() if n.endswith(".bias")}
+    expected = {f"layers.{i}.attn.{p}.bias" for i in range(2) for p in ("q_proj", "k_proj", "v_proj")}
+    assert names == expected
+    assert not any(n.endswith(".bias") for n, _ in untied.named_parameters())
+
+
+# -----------------------------------------------------------------------------
+# Causality
+
+@pytest.mark.parametrize("explicit_mask", [False, True])
+def test_causality(explicit_mask):
+    model = make_model(scale=0.3)
+    T = 8
+    idx = rand_idx(2, T, 64, seed=1)
+    mask = None
+    if explicit_mask:
+        mask = torch.ones(T, T, dtype=torch.bool).tril()[None, None].expand(2, 1, T, T)
+    base = model(idx, attn_mask=mask)
+    for t in range(1, T):
+        changed = idx.clone()
+        changed[:, t] = (changed[:, t] + 1 + torch.arange(2)) % 64
+        out = model(changed, attn_mask=mask)
+        torch.testing.assert_close(out[:, :t], base[:, :t], atol=1e-6, rtol=0)
+        # and the changed position itself does see the change (the test can fail)
+        assert (out[:, t] - base[:, t]).abs().max() > 1e-3
+
+
+# -----------------------------------------------------------------------------
+# Grouped-query attention
+
+def expand_kv(w, n_kv_head, n_rep, head_dim):
+    """(n_kv_head*D, ...) -> (n_kv_head*n_rep*D, ...): kv head j becomes heads j*n_rep..j*n_rep+n_rep-1,
+    matching SDPA's enable_gqa (query head h reads kv head h // n_rep)."""
+    rest = w.shape[1:]
+    w = w.view(n_kv_head, 1, head_dim, *rest).expand(n_kv_head, n_rep, head_dim, *rest)
+    return w.reshape(n_kv_head * n_rep * head_dim, *rest)
+
+
+@pytest.mark.parametrize("qkv_bias", [False, True])
+def test_gqa_equals_mha_with_repeated_kv_heads(qkv_bias):
+    gqa = make_model(seed=3, scale=0.3, n_head=4, n_kv_head=2, qkv_bias=qkv_bias)
+    mha = make_model(seed=4, n_head=4, n_kv_head=4, qkv_bias=qkv_bias)
+    D, n_rep = gqa.config.head_dim, 2
+    sd = {}
+    for k, v in gqa.state_dict().items():
+        if ".k_proj." in k or ".v_proj." in k:
+            v = expand_kv(v, 2, n_rep, D)
+        sd[k] = v
+    mha.load_state_dict(sd)
+    idx = rand_idx(2, 9, 64, seed=5)
+    torch.testing.assert_close(mha(idx), gqa(idx), atol=1e-5, rtol=1e-5)
+
+    # the wrong grouping (tiling kv heads: h -> h % n_kv_head) must differ, so the order matters
+    wrong = {k: (v.view(1, 2 * D, *v.shape[1:]).expand(n_rep, 2 * D, *v.shape[1:])
+                 .reshape(4 * D, *v.shape[1:]) if (".k_proj." in k or ".v_proj." in k) else v)
+             for k, v in gqa.state_dict().items()}
+    mha.load_state_dict(wrong)
+    assert (mha(idx) - gqa(idx)).abs().max() > 1e-3
+
+
+# -----------------------------------------------------------------------------
+# Rotary embeddings
+
+def test_rope_depends_only_on_relative_position():
+    cfg = ModelConfig(**{**TINY, "head_dim": 16})
+    inv_freq = rope_inv_freq(cfg)
+    g = torch.Generator().manual_seed(0)
+    q = torch.randn(1, 1, 1, 16, generator=g)
+    k = torch.randn(1, 1, 1, 16, generator=g)
+
+    def dot(m, n):
+        cm, sm = rope_cos_sin(torch.tensor([[m]]), inv_freq, torch.float32)
+        cn, sn = rope_cos_sin(torch.tensor([[n]]), inv_freq, torch.float32)
+        return (apply_rope(q, cm, sm) * apply_rope(k, cn, sn)).sum().item()
+
+    for (m, n), (m2, n2) in [((5, 2), (105, 102)), ((2, 5), (40, 43)), ((7, 7), (0, 0)),
+                             ((0, 11), (200, 211))]:
+        assert abs(dot(m, n) - dot(m2, n2)) < 1e-4
+    # but it does depend on the offset, and rotation keeps norms
+    assert abs(dot(5, 2) - dot(5, 3)) > 1e-3
+    c, s = rope_cos_sin(torch.tensor([[37]]), inv_freq, torch.float32)
+    torch.testing.assert_close(apply_rope(q, c, s).norm(), q.norm())
+
+
+def test_model_invariant_to_position_shift():
+    model = make_model(scale=0.3)
+    idx = rand_idx(2, 8, 64, seed=2)
+    base = model(idx)
+    for shift in (3, 100):
+        pos = (torch.arange(8) + shift).expand(2, 8)
+        torch.testing.assert_close(model(idx, positions=pos), base, atol=1e-4, rtol=0)
+    # a non-uniform change of positions is visible
+    pos = torch.arange(8).expand(2, 8) * 2
+    assert (model(idx, positions=pos) - base).abs().max() > 1e-3
+
+
+def test_llama3_rope_scaling_matches_hand_computation():
+    head_dim, theta = 16, 500000.0
+    factor, low_ff, high_ff, old_ctx = 8.0, 1.0, 4.0, 8192
+    cfg = ModelConfig(**{**TINY, "head_dim": head_dim}, rope_theta=theta,
+                      rope_scaling={"rope_type": "llama3", "factor": factor,
+                                    "low_freq_factor": low_ff, "high_freq_factor": high_ff,
+                                    "original_max_position_embeddings": old_ctx})
+    got = rope_inv_freq(cfg).tolist()
+    assert len(got) == head_dim // 2
+    bands = set()
+    for i in range(head_dim // 2):
+        f = theta ** (-(2 * i) / head_dim)
+        wavelen = 2 * math.pi / f
+        if wavelen < old_ctx / high_ff:           # < 2048: high frequency, unchanged
+            want, band = f, "high"
+        elif wavelen > old_ctx / low_ff:          # > 8192: low frequency, slowed 8x
+            want, band = f / factor, "low"
+        else:                                     # in between: smooth blend
+            s = (old_ctx / wavelen - low_ff) / (high_ff - low_ff)
+            want, band = ((1 - s) / factor + s) * f, "medium"
+        bands.add(band)
+        assert got[i] == pytest.approx(want, rel=1e-6), (i, band)
+    assert bands == {"high", "medium", "low"}
+
+    # without scaling: plain theta^(-2i/d)
+    plain = rope_inv_freq(ModelConfig(**{**TINY, "head_dim": head_dim}, rope_theta=theta))
+    for i, v in enumerate(plain.tolist()):
+        assert v == pytest.approx(theta ** (-(2 * i) / head_dim), rel=1e-6)
+
+
+def test_unsupported_rope_type_raises():
+    cfg = ModelConfig(**TINY, rope_scaling={"rope_type": "yarn", "factor": 4.0})
+    with pytest.raises(ValueError, match="yarn"):
+        rope_inv_freq(cfg)
+    with pytest.raises(ValueError, match="yarn"):
+        GPT(cfg)
+
+
+# -----------------------------------------------------------------------------
+# KV cache
+
+def test_kv_cache_chunks_equal_full_forward():
+    model = make_model(scale=0.3, qkv_bias=True)
+    B, T = 2, 10
+    idx = rand_idx(B, T, 64, seed=7)
+    full = model(idx)
+    cache = KVCache(model.config, B, T, device="cpu", dtype=torch.float32)
+    slots = torch.arange(T)
+    start = 0
+    for size in (5, 3, 1, 1):
+        end = start + size
+        index = slots[start:end]
+        mask = (slots[None, :] <= index[:, None])[None, None].expand(B, 1, size, T)  # (B,1,Tc,S)
+        out = model(idx[:, start:end], positions=index.expand(B, size), kv_cache=cache,
+                    cache_index=index, attn_mask=mask)
+        torch.testing.assert_close(out, full[:, start:end], atol=1e-5, rtol=1e-5)
+        start = end
+    assert start == T
+    torch.testing.assert_close(out[:, -1], full[:, -1], atol=1e-5, rtol=1e-5)
+
+
+def test_kv_cache_requires_cache_index():
+    model = make_model()
+    cache = KVCache(model.config, 1, 4, device="cpu", dtype=torch.float32)
+    with pytest.raises(ValueError):
+        model(rand_idx(1, 2, 64), kv_cache=cache)
+
+
+# -----------------------------------------------------------------------------
+# Optimizer groups and gradients
+
+@pytest.mark.parametrize("tie", [False, True])
+def test_optim_groups_partition_parameters(tie):
+    model = make_model(qkv_bias=True, tie_embeddings=tie)
+    decay, no_decay = model.optim_groups(0.1)
+    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
+    grouped = [id(p) for p in decay["params"]] + [id(p) for p in no_decay["params"]]
+    assert len(grouped) == len(set(grouped))                      # nothing twice
+    assert set(grouped) == {id(p) for p in model.parameters()}    # nothing missing
+    names = {id(p): n for n, p in model.named_parameters()}
+    no_decay_names = {names[id(p)] for p in no_decay["params"]}
+    assert all(p.dim() == 1 for p in no_decay["params"])
+    assert all(p.dim() >= 2 for p in decay["params"])
+    assert any("norm" in n for n in no_decay_names)
+    assert any(n.endswith(".bias") for n in no_decay_names)
+    assert id(model.embed_tokens.weight) in {id(p) for p in decay["params"]}
+
+
+def test_backward_gives_finite_grads_everywhere():
+    model = make_model(qkv_bias=True).train()
+    idx = rand_idx(2, 8, 64, seed=9)
+    logits = model(idx[:, :-1])
+    loss = F.cross_entropy(logits.reshape(-1, 64), idx[:, 1:].reshape(-1))
+    loss.backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None, name
+        assert torch.isfinite(p.grad).all(), name
+        assert p.grad.abs().sum() > 0, name

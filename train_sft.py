@@ -1,0 +1,285 @@
+"""
+Stage 1 of RLSP: supervised fine-tuning on demonstrations of the reasoning process.
+
+    python train_sft.py                      # tiny model on `arith`, a few minutes on a laptop CPU
+    python train_sft.py --task countdown --out_dir out/sft_countdown
+    python train_sft.py --resume             # continue out/sft from its last checkpoint
+
+Reads top to bottom: arguments, setup, data, model, optimizer, loop (log / eval / save), done.
+The loss (nanorlsp/sft.py) is next-token cross-entropy on the assistant's tokens only. AdamW with
+weight decay on matrices only, linear warm-up then cosine decay, gradient clipping, gradient
+accumulation. Every --eval_interval steps: held-out loss on test-split demonstrations, greedy
+accuracy on held-out problems (exact checker), and an atomic checkpoint that --resume continues
+bit for bit (same data order, optimizer state and step).
+"""
+import json
+import math
+import os
+import sys
+import time
+
+import torch
+from tqdm import tqdm
+
+from data import get_task
+from nanorlsp.checkpoint import (CheckpointError, has_checkpoint, load_model, model_from_state,
+                                 read_checkpoint, save_checkpoint)
+from nanorlsp.common import (ArgParser, UserError, autocast, die, explicit_flags, nonneg_int,
+                             positive_int, resolve_device, resolve_dtype)
+from nanorlsp.evaluation import task_accuracy
+from nanorlsp.model import GPT, ModelConfig
+from nanorlsp.sft import collate, pack, render_examples, sft_loss_sum
+from nanorlsp.tokenizer import build_tiny_tokenizer, load_tokenizer
+
+# -----------------------------------------------------------------------------
+# arguments
+
+ap = ArgParser(description="RLSP stage 1: SFT on reasoning demonstrations.")
+ap.add_argument("--task", default="arith", help="synthetic task: arith | countdown")
+ap.add_argument("--init_from", default="scratch",
+                help="'scratch' (a new tiny model) or a checkpoint directory to fine-tune")
+ap.add_argument("--out_dir", default="out/sft", help="checkpoint, metrics.jsonl, tokenizer")
+ap.add_argument("--resume", action="store_true", help="continue the run in --out_dir")
+ap.add_argument("--overwrite", action="store_true",
+                help="start over even if --out_dir already holds a checkpoint")
+ap.add_argument("--max_steps", type=positive_int, default=3000, help="optimizer steps")
+ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+ap.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"],
+                help="autocast compute dtype (weights stay float32)")
+ap.add_argument("--seed", type=int, default=1337)
+# data
+ap.add_argument("--n_train", type=positive_int, default=40000, help="SFT demonstrations")
+ap.add_argument("--n_val", type=positive_int, default=500, help="held-out demonstrations (loss)")
+ap.add_argument("--n_merges", type=nonneg_int, default=256, help="BPE merges for the tiny tokenizer")
+ap.add_argument("--seq_len", type=positive_int, default=256, help="packed row length")
+# model (ignored with --init_from a checkpoint)
+ap.add_argument("--n_layer", type=positive_int, default=2)
+ap.add_argument("--n_embd", type=positive_int, default=128)
+ap.add_argument("--n_head", type=positive_int, default=4)
+ap.add_argument("--n_kv_head", type=positive_int, default=4)
+ap.add_argument("--compile", action="store_true", help="torch.compile the model")
+# optimization
+ap.add_argument("--batch_size", type=positive_int, default=8, help="packed rows per micro-batch")
+ap.add_argument("--grad_accum", type=positive_int, default=1, help="micro-batches per step")
+ap.add_argument("--lr", type=float, default=1e-3)
+ap.add_argument("--min_lr_frac", type=float, default=0.1, help="final lr as a fraction of --lr")
+ap.add_argument("--warmup_steps", type=nonneg_int, default=50)
+ap.add_argument("--weight_decay", type=float, default=0.1)
+ap.add_argument("--grad_clip", type=float, default=1.0, help="max grad norm (0: off)")
+# logging / eval
+ap.add_argument("--log_interval", type=positive_int, default=25)
+ap.add_argument("--eval_interval", type=positive_int, default=500, help="eval + checkpoint")
+ap.add_argument("--eval_problems", type=nonneg_int, default=500, help="held-out problems (0: off)")
+ap.add_argument("--max_new_tokens", type=positive_int, default=320, help="generation cap in eval")
+args = ap.parse_args()
+
+try:
+    task = get_task(args.task)
+    device = resolve_device(args.device)
+    dtype = resolve_dtype(args.dtype, device)
+except (ValueError, UserError) as e:
+    die(str(e))
+
+# -----------------------------------------------------------------------------
+# the output directory: never overwrite a run by accident; resume only what exists
+
+state = None
+if args.resume:
+    if not has_checkpoint(args.out_dir):
+        die(f"--resume but {args.out_dir} holds no checkpoint")
+    try:
+        state = read_checkpoint(args.out_dir)
+    except CheckpointError as e:
+        die(str(e))
+    # the run's own hyperparameters, so the continuation equals an uninterrupted run;
+    # only the step budget and the device may change
+    saved, given = dict(state["args"]), explicit_flags(sys.argv[1:])
+    for k in given - {"resume", "max_steps", "device"}:
+        if saved.get(k) != getattr(args, k):
+            print(f"note: --{k} {getattr(args, k)} ignored on --resume "
+                  f"(the run's own value {saved.get(k)} is used)")
+    saved.update({k: getattr(args, k) for k in given & {"max_steps", "device"}}, resume=True)
+    args.__dict__.update(saved)
+elif has_checkpoint(args.out_dir) and not args.overwrite:
+    die(f"{args.out_dir} already holds a checkpoint; pass --resume to continue it, "
+        "--overwrite to replace it, or another --out_dir")
+
+torch.manual_seed(args.seed)
+os.makedirs(args.out_dir, exist_ok=True)
+
+# -----------------------------------------------------------------------------
+# data: demonstrations -> tokenizer -> (ids, mask) -> packed rows
+
+t0 = time.time()
+train_rows = task.make_sft_examples(args.n_train, seed=args.seed)
+val_rows = task.make_sft_examples(args.n_val, seed=0, split="test")
+eval_problems = task.make_problems("test", args.eval_problems, seed=0) if args.eval_problems else []
+
+if state is not None:
+    tok = load_tokenizer(args.out_dir)
+elif args.init_from != "scratch":
+    try:
+        init_model, tok = load_model(args.init_from, device=device)
+    except CheckpointError as e:
+        die(str(e))
+else:
+    # the tiny tokenizer's merges are learned from the training demonstrations only
+    tok = build_tiny_tokenizer((r["prompt"] + "\n" + r["response"] for r in train_rows),
+                               n_merges=args.n_merges)
+train_ex = render_examples(tok, train_rows)
+val_ex = render_examples(tok, val_rows)
+n_tok = sum(len(x) for x, _ in train_ex)
+print(f"data: {len(train_ex)} demonstrations ({n_tok / len(train_ex):.0f} tokens avg), "
+      f"vocab {tok.n_vocab}, {time.time() - t0:.1f}s")
+
+
+def row_stream(examples, seq_len, seed, skip=0):
+    """Packed rows forever, one shuffled epoch after another; `skip` rows are fast-forwarded
+    (resume), so the data order is a pure function of (seed, position)."""
+    epoch, i = 0, 0
+    while True:
+        rows = pack(examples, seq_len, seed, epoch)
+        for r in rows:
+            if i >= skip:
+                yield r
+            i += 1
+        epoch += 1
+
+
+# -----------------------------------------------------------------------------
+# model and optimizer
+
+if state is not None:
+    model = model_from_state(state, device=device)
+elif args.init_from != "scratch":
+    model = init_model
+else:
+    cfg = ModelConfig(vocab_size=64 * math.ceil(tok.n_vocab / 64), n_layer=args.n_layer,
+                      n_embd=args.n_embd, n_head=args.n_head, n_kv_head=args.n_kv_head,
+                      max_seq_len=max(args.seq_len, args.max_new_tokens + 64))
+    model = GPT(cfg).to(device)
+model.train()
+print(f"model: {model.num_params() / 1e6:.2f}M parameters, {model.config.n_layer} layers, "
+      f"d={model.config.n_embd}, device {device}, compute dtype {str(dtype).split('.')[-1]}")
+# fused/foreach AdamW differ in the last bits between devices; plain foreach is deterministic
+optimizer = torch.optim.AdamW(model.optim_groups(args.weight_decay), lr=args.lr,
+                              betas=(0.9, 0.95), eps=1e-8)
+start_step = 0
+if state is not None:
+    optimizer.load_state_dict(state["optimizer"])
+    start_step = state["step"]
+    torch.set_rng_state(state["rng"]["torch"])
+fwd_model = torch.compile(model) if args.compile else model
+
+
+def lr_at(step: int) -> float:
+    """Linear warm-up to --lr, then cosine decay to --lr * --min_lr_frac at --max_steps."""
+    if step < args.warmup_steps:
+        return args.lr * (step + 1) / args.warmup_steps
+    frac = (step - args.warmup_steps) / max(1, args.max_steps - args.warmup_steps)
+    cos = 0.5 * (1 + math.cos(math.pi * min(frac, 1.0)))
+    return args.lr * (args.min_lr_frac + (1 - args.min_lr_frac) * cos)
+
+
+@torch.no_grad()
+def val_loss() -> float:
+    model.eval()
+    tot, cnt = 0.0, 0.0
+    rows = pack(val_ex, args.seq_len, seed=0, epoch=0)
+    for i in range(0, len(rows), args.batch_size):
+        idx, tgt, m, pos, am = (t.to(device) for t in collate(val_ex, rows[i:i + args.batch_size],
+                                                              args.seq_len))
+        with autocast(device, dtype):
+            logits = fwd_model(idx, positions=pos, attn_mask=am)
+        tot += sft_loss_sum(logits, tgt, m).item()
+        cnt += m.sum().item()
+    model.train()
+    return tot / max(cnt, 1)
+
+
+def evaluate(step: int) -> dict:
+    out = {"val_loss": val_loss()}
+    if eval_problems:
+        acc, replies = task_accuracy(model, tok, task, eval_problems, args.max_new_tokens,
+                                     temperature=0.0, batch_size=100)
+        out["val_acc"] = acc
+        out["val_mean_tokens"] = sum(r["n_tokens"] for r in replies) / len(replies)
+    return out
+
+
+def log(rec: dict):
+    with open(os.path.join(args.out_dir, "metrics.jsonl"), "a") as f:
+        f.write(json.dumps(rec) + "\n")
+
+
+def save(step: int):
+    save_checkpoint(args.out_dir, model, tok, step, vars(args), optimizer,
+                    extra={"rng": {"torch": torch.get_rng_state()}, "task": args.task})
+
+
+# on resume, drop metrics logged after the checkpoint (they belong to the lost tail of the run)
+metrics_path = os.path.join(args.out_dir, "metrics.jsonl")
+if state is not None and os.path.exists(metrics_path):
+    keep = [ln for ln in open(metrics_path) if ln.strip() and json.loads(ln)["step"] <= start_step]
+    open(metrics_path, "w").writelines(keep)
+elif state is None and os.path.exists(metrics_path):
+    os.remove(metrics_path)  # --overwrite or a fresh directory: a fresh log
+
+# -----------------------------------------------------------------------------
+# training loop
+
+rows_per_step = args.batch_size * args.grad_accum
+stream = row_stream(train_ex, args.seq_len, args.seed, skip=start_step * rows_per_step)
+pbar = tqdm(range(start_step, args.max_steps), initial=start_step, total=args.max_steps,
+            desc="sft", dynamic_ncols=True, disable=None)
+t_run, t_log, tokens_since = time.time(), time.time(), 0
+loss_acc, n_acc = 0.0, 0
+step = start_step
+try:
+    for step in pbar:
+        lr = lr_at(step)
+        for g in optimizer.param_groups:
+            g["lr"] = lr
+        micro = [collate(train_ex, [next(stream) for _ in range(args.batch_size)], args.seq_len)
+                 for _ in range(args.grad_accum)]
+        # normalise by the assistant tokens of the whole step, so accumulation = one big batch
+        n_targets = sum(mb[2].sum() for mb in micro).clamp(min=1)
+        step_loss = 0.0
+        for idx, tgt, m, pos, am in micro:
+            idx, tgt, m, pos, am = idx.to(device), tgt.to(device), m.to(device), pos.to(device), am.to(device)
+            with autocast(device, dtype):
+                logits = fwd_model(idx, positions=pos, attn_mask=am)
+            loss = sft_loss_sum(logits, tgt, m) / n_targets
+            loss.backward()
+            step_loss += loss.item()
+            tokens_since += idx.numel()
+        gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(),
+                                               args.grad_clip if args.grad_clip > 0 else float("inf"))
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        loss_acc, n_acc = loss_acc + step_loss, n_acc + 1
+
+        done = step + 1
+        if done % args.log_interval == 0 or done == args.max_steps:
+            dt = time.time() - t_log
+            rec = dict(step=done, loss=loss_acc / n_acc, lr=lr, grad_norm=float(gnorm),
+                       tok_per_s=tokens_since / dt, elapsed_s=time.time() - t_run)
+            tqdm.write(f"step {done:5d} | loss {rec['loss']:.4f} | lr {lr:.2e} | "
+                       f"gnorm {rec['grad_norm']:.2f} | {rec['tok_per_s']:.0f} tok/s")
+            log(rec)
+            t_log, tokens_since, loss_acc, n_acc = time.time(), 0, 0.0, 0
+        if done % args.eval_interval == 0 or done == args.max_steps:
+            ev = evaluate(done)
+            msg = f"eval step {done}: val_loss {ev['val_loss']:.4f}"
+            if "val_acc" in ev:
+                msg += f" | held-out acc {ev['val_acc']:.3f} | mean reply {ev['val_mean_tokens']:.0f} tokens"
+            tqdm.write(msg)
+            log(dict(step=done, **ev))
+            save(done)
+            t_log = time.time()  # eval time is not training throughput
+except KeyboardInterrupt:
+    pbar.close()
+    die(f"interrupted at step {step}; the last checkpoint in {args.out_dir} is intact "
+        "(continue with --resume)", code=130)
+pbar.close()
+print(f"done: {args.max_steps} steps in {time.time() - t_run:.0f}s; checkpoint in {args.out_dir}")
