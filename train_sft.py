@@ -26,7 +26,7 @@ from nanorlsp.checkpoint import (CheckpointError, has_checkpoint, load_model, mo
                                  read_checkpoint, save_checkpoint)
 from nanorlsp.common import (ArgParser, UserError, autocast, die, explicit_flags, nonneg_int,
                              positive_int, resolve_device, resolve_dtype)
-from nanorlsp.evaluation import task_accuracy
+from nanorlsp.evaluation import breakdown, task_accuracy
 from nanorlsp.model import GPT, ModelConfig
 from nanorlsp.sft import collate, pack, render_examples, sft_loss_sum
 from nanorlsp.tokenizer import build_tiny_tokenizer, load_tokenizer
@@ -42,7 +42,7 @@ ap.add_argument("--out_dir", default="out/sft", help="checkpoint, metrics.jsonl,
 ap.add_argument("--resume", action="store_true", help="continue the run in --out_dir")
 ap.add_argument("--overwrite", action="store_true",
                 help="start over even if --out_dir already holds a checkpoint")
-ap.add_argument("--max_steps", type=positive_int, default=3000, help="optimizer steps")
+ap.add_argument("--max_steps", type=positive_int, default=2500, help="optimizer steps")
 ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
 ap.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"],
                 help="autocast compute dtype (weights stay float32)")
@@ -204,6 +204,7 @@ def evaluate(step: int) -> dict:
                                      temperature=0.0, batch_size=100)
         out["val_acc"] = acc
         out["val_mean_tokens"] = sum(r["n_tokens"] for r in replies) / len(replies)
+        out.update({f"val_{k}": v for k, v in breakdown(task, eval_problems, replies).items()})
     return out
 
 
@@ -274,6 +275,11 @@ try:
             if "val_acc" in ev:
                 msg += f" | held-out acc {ev['val_acc']:.3f} | mean reply {ev['val_mean_tokens']:.0f} tokens"
             tqdm.write(msg)
+            if "val_style" in ev:
+                tqdm.write("  replies by style (share, accuracy): " + ", ".join(
+                    f"{s} {v['frac']:.2f} {v['acc']:.2f}" for s, v in ev["val_style"].items())
+                    + " | accuracy by level: " + ", ".join(
+                    f"L{k} {v:.2f}" for k, v in ev["val_level"].items()))
             log(dict(step=done, **ev))
             save(done)
             t_log = time.time()  # eval time is not training throughput

@@ -11,7 +11,7 @@ Problems are "What is A + B?", "What is A - B?" and "What is A * B?" at five dif
 
 SFT demonstrations show the reasoning *process* in four styles (RLSP stage 1), in this mix:
 
-    style      share  what the response shows
+    style      share  what the response shows (shares over all levels; by level below)
     direct     0.60   the answer only: \\boxed{7694}
     steps      0.20   digit columns right to left with carries/borrows; products digit by digit,
                       then partial products added column by column
@@ -20,8 +20,14 @@ SFT demonstrations show the reasoning *process* in four styles (RLSP stage 1), i
     backtrack  0.10   steps with one wrong column, caught on the next line:
                       "wait, 7+9=16 not 15" and redone (the paper's backtracking, made explicit)
 
+The direct share falls with difficulty (DIRECT_SHARE: 0.85, 0.75, 0.65, 0.60, 0.15 for levels
+1-5): the SFT model learns to work out the multiplications but answers the sums directly, which
+is right on small numbers and mostly wrong on 3-5 digit ones. (A uniform 60% direct share made
+greedy decoding's style choice a coin flip between training seeds: held-out accuracy 34% with
+one seed, 14% with another.)
+
 Every demonstration is correct: a direct answer is right, and so is the answer after a caught
-mistake. The design point is capacity: a model of a few million parameters can imitate the
+mistake. The design point is capacity: a model of a million parameters can imitate the
 direct style's format but not compute a 4-digit sum in one token step, so after SFT it answers
 directly most of the time and is often wrong that way, while the longer styles, which spell out
 one digit operation per line, are much more accurate. That gap is the room the exploration
@@ -40,8 +46,18 @@ from data.common import print_report, sample_problems, sft_examples
 from nanorlsp.verifier import last_boxed
 
 NAME = "arith"
-STYLE_MIX = {"direct": 0.60, "steps": 0.20, "check": 0.10, "backtrack": 0.10}
+STYLE_MIX = {"direct": 0.60, "steps": 0.20, "check": 0.10, "backtrack": 0.10}  # over all levels
 LEVELS = (1, 2, 3, 4, 5)
+# The demonstrator answers easy problems directly more often than hard ones (as people do); the
+# shares average to STYLE_MIX's 0.60 over the uniformly drawn levels. The rest is split 2:1:1
+# between steps, check and backtrack.
+DIRECT_SHARE = {1: 0.85, 2: 0.75, 3: 0.65, 4: 0.60, 5: 0.15}
+
+
+def style_mix(p: dict) -> dict[str, float]:
+    """The style distribution of the demonstration for problem p (depends on its level)."""
+    d = DIRECT_SHARE[p["level"]]
+    return {"direct": d, "steps": (1 - d) / 2, "check": (1 - d) / 4, "backtrack": (1 - d) / 4}
 
 
 # -----------------------------------------------------------------------------
@@ -65,9 +81,14 @@ def _draw(rng: random.Random, level: int | None = None) -> dict:
             "a": a, "b": b, "op": op, "level": level}
 
 
-def make_problems(split: str, n: int, seed: int, level: int | None = None) -> list[dict]:
-    """n distinct problems of `split` ('train' or 'test'); all levels mixed unless `level`."""
-    return sample_problems(lambda rng: _draw(rng, level), split, n, seed)
+def make_problems(split: str, n: int, seed: int, level: int | None = None,
+                  distinct: bool = True) -> list[dict]:
+    """n problems of `split` ('train' or 'test'); all levels mixed unless `level`.
+
+    Distinct sets (the default, for evaluation) hold every one-digit fact at most once: level 1
+    has only 300 problems (30 in the test split), so large distinct sets are mostly levels 2-5.
+    """
+    return sample_problems(lambda rng: _draw(rng, level), split, n, seed, distinct=distinct)
 
 
 # -----------------------------------------------------------------------------
@@ -204,6 +225,15 @@ def make_trace(p: dict, style: str, rng: random.Random) -> str:
 def make_sft_examples(n: int, seed: int, split: str = "train") -> list[dict]:
     """n problems of `split`, each with a demonstration in a style drawn from STYLE_MIX."""
     return sft_examples(sys.modules[__name__], n, seed, split)
+
+
+def classify_style(response: str) -> str:
+    """Which demonstration style a (model's) response follows, from its exact markers."""
+    if "wait," in response:
+        return "backtrack"
+    if "check:" in response:
+        return "check"
+    return "steps" if "\n" in response else "direct"
 
 
 # -----------------------------------------------------------------------------

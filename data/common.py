@@ -17,11 +17,15 @@ def split_of(key: str) -> str:
     return "test" if h % 1000 < TEST_FRACTION * 1000 else "train"
 
 
-def sample_problems(draw, split: str, n: int, seed: int, max_tries: int = 1000) -> list[dict]:
-    """n distinct problems of `split`, drawn by `draw(rng) -> problem dict` (with a "key").
+def sample_problems(draw, split: str, n: int, seed: int, max_tries: int = 1000,
+                    distinct: bool = True) -> list[dict]:
+    """n problems of `split`, drawn by `draw(rng) -> problem dict` (with a "key").
 
     Deterministic per (split, seed). Rejection-samples against split_of, so both splits come from
-    the same distribution. Raises when the generator cannot produce n distinct problems.
+    the same distribution. distinct=True (evaluation sets, RL prompts): no problem twice; raises
+    when the generator cannot produce n distinct problems. distinct=False (SFT demonstrations):
+    i.i.d. draws, so a level with few distinct problems (arith's 300 one-digit facts) keeps its
+    share of the data instead of running out.
     """
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
@@ -33,7 +37,7 @@ def sample_problems(draw, split: str, n: int, seed: int, max_tries: int = 1000) 
         if tries > max_tries * max(n, 1):
             raise RuntimeError(f"could only draw {len(out)} distinct {split} problems of {n}")
         p = draw(rng)
-        if p["key"] in seen or split_of(p["key"]) != split:
+        if (distinct and p["key"] in seen) or split_of(p["key"]) != split:
             continue
         seen.add(p["key"])
         out.append(p)
@@ -46,15 +50,17 @@ def pick_style(rng: random.Random, mix: dict[str, float]) -> str:
 
 
 def sft_examples(task, n: int, seed: int, split: str = "train") -> list[dict]:
-    """n problems of `split`, each with a demonstration in a style drawn from task.STYLE_MIX.
+    """n problems of `split`, each with a demonstration in a style drawn from the task's mix.
 
     Deterministic per (task, n, seed, split). The test split's demonstrations serve the held-out
     SFT loss; its problems never appear in training (split_of).
     """
     rng = random.Random(f"{task.NAME}-sft-{split}-{seed}")
     rows = []
-    for p in task.make_problems(split, n, seed):
-        style = pick_style(rng, task.STYLE_MIX)
+    for p in task.make_problems(split, n, seed, distinct=False):
+        # a task may make the mix depend on the problem (arith: on its difficulty)
+        mix = task.style_mix(p) if hasattr(task, "style_mix") else task.STYLE_MIX
+        style = pick_style(rng, mix)
         rows.append({**p, "style": style, "response": task.make_trace(p, style, rng)})
     return rows
 

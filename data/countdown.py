@@ -50,6 +50,7 @@ intermediates are accepted when the final value is exactly the target: only the 
 """
 import argparse
 import random
+import re
 import sys
 from fractions import Fraction
 
@@ -135,8 +136,8 @@ def _draw(rng: random.Random) -> dict:
                         answer=expr, numbers=numbers, target=value, level=k)
 
 
-def make_problems(split: str, n: int, seed: int) -> list[dict]:
-    return sample_problems(_draw, split, n, seed)
+def make_problems(split: str, n: int, seed: int, distinct: bool = True) -> list[dict]:
+    return sample_problems(_draw, split, n, seed, distinct=distinct)
 
 
 # -----------------------------------------------------------------------------
@@ -189,6 +190,18 @@ def make_trace(problem: dict, style: str, rng: random.Random) -> str:
         lines.append(f"best: {expr} = {v} (off by {abs(v - target)})")
         lines.append(f"\\boxed{{{expr}}}")
     return "\n".join(lines)
+
+
+_NODE = re.compile(r"^\s*(try )?\d+[+\-*/]\d+=", re.M)
+
+
+def classify_style(response: str) -> str:
+    """Which style a (model's) response follows: direct (no search), else the smallest budget
+    that covers its number of search nodes (each `try` line and each final step is a node)."""
+    if "\n" not in response.strip():
+        return "direct"
+    nodes = len(_NODE.findall(response))
+    return next((s for s in ("short", "medium") if nodes <= BUDGETS[s]), "long")
 
 
 def make_sft_examples(n: int, seed: int, split: str = "train") -> list[dict]:

@@ -3,7 +3,10 @@ Text-level generation and scoring shared by train_sft.py, train_rl.py and eval.p
 
     rows = respond(model, tok, ["What is 12 + 30?"], max_new_tokens=64, temperature=0)
     acc, rows = task_accuracy(model, tok, task, problems, max_new_tokens=320)
+    breakdown(task, problems, rows) -> {"style": {style: {frac, acc}}, "level": {level: acc}}
 """
+from collections import defaultdict
+
 import torch
 
 from nanorlsp.sampler import sample
@@ -41,3 +44,17 @@ def task_accuracy(model, tok, task, problems: list[dict], max_new_tokens: int, *
         r["correct"] = bool(task.check(r["text"], problems[j // n]))
     acc = sum(r["correct"] for r in replies) / max(len(replies), 1)
     return acc, replies
+
+
+def breakdown(task, problems: list[dict], replies: list[dict]) -> dict:
+    """Share and accuracy of each response style the model chose (task.classify_style), and
+    accuracy per difficulty level: what SFT taught, and where RL has room."""
+    n = len(replies) // max(len(problems), 1)
+    by_style, by_level = defaultdict(list), defaultdict(list)
+    for j, r in enumerate(replies):
+        by_style[task.classify_style(r["text"])].append(r["correct"])
+        by_level[problems[j // n].get("level", 0)].append(r["correct"])
+    style = {s: {"frac": len(v) / len(replies), "acc": sum(v) / len(v)}
+             for s, v in sorted(by_style.items())}
+    level = {str(k): sum(v) / len(v) for k, v in sorted(by_level.items())}
+    return {"style": style, "level": level}

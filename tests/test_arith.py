@@ -82,6 +82,15 @@ def test_markers_only_in_their_styles():
     assert sum("wait," in r["response"] for r in bt) >= 0.9 * len(bt)
 
 
+def test_direct_share_falls_with_difficulty():
+    rows = arith.make_sft_examples(6000, seed=0)
+    for level, share in arith.DIRECT_SHARE.items():
+        rs = [r for r in rows if r["level"] == level]
+        got = sum(r["style"] == "direct" for r in rs) / len(rs)
+        assert abs(got - share) < 0.05, (level, got)
+    assert abs(sum(arith.DIRECT_SHARE.values()) / 5 - arith.STYLE_MIX["direct"]) < 1e-9
+
+
 def test_style_mix_matches_documentation():
     rep = style_report(arith, n=3000, seed=0)
     for style, share in arith.STYLE_MIX.items():
@@ -120,3 +129,8 @@ def test_last_boxed():
     assert last_boxed("\\boxed{1}\\boxed{2}") == "2"
     assert last_boxed("no box") is None
     assert last_boxed("\\boxed{{}") is None
+
+
+def test_classify_style_recovers_the_demonstration_style():
+    for r in arith.make_sft_examples(800, seed=3):
+        assert arith.classify_style(r["response"]) == r["style"]

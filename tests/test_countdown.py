@@ -145,3 +145,11 @@ def test_check_rejects(resp):
     t0 = time.perf_counter()
     assert not cd.check(resp, P)
     assert time.perf_counter() - t0 < 0.5
+
+
+def test_classify_style_never_exceeds_the_budget():
+    order = ["direct", "short", "medium", "long"]
+    for r in cd.make_sft_examples(300, seed=5):
+        got = cd.classify_style(r["response"])
+        assert order.index(got) <= order.index(r["style"]), (got, r["style"])
+        assert (got == "direct") == (r["style"] == "direct")

@@ -184,6 +184,14 @@ def test_train_sft_runs_and_learns(tmp_path):
     assert model.config.n_layer == 1 and tok.n_vocab <= model.config.vocab_size
     cfg = json.load(open(os.path.join(d, "config.json")))
     assert cfg["args"]["max_steps"] == 30 and cfg["step"] == 30
+    # fine-tune from that checkpoint: same tokenizer and architecture, new directory
+    d2 = str(tmp_path / "ft")
+    run_sft("--out_dir", d2, "--init_from", d, "--max_steps", "2", "--eval_interval", "2")
+    m2, tok2 = load_model(d2)
+    assert m2.config == model.config and tok2.encode("What is 7 * 8?") == tok.encode("What is 7 * 8?")
+    bad = run_sft("--out_dir", str(tmp_path / "ft2"), "--init_from", str(tmp_path / "nope"),
+                  check=False)
+    assert "no checkpoint or model" in one_error_line(bad)
 
 
 @pytest.mark.slow
