@@ -28,7 +28,7 @@ def respond(model, tok, prompts: list[str], max_new_tokens: int, temperature: fl
         ids = [tok.render_prompt([{"role": "user", "content": p}]) for p in chunk]
         r = sample(model, ids, max_new_tokens, temperature=temperature, top_p=top_p,
                    n_samples=n_samples, stop_tokens=tok.stop_tokens,
-                   seed=None if seed is None else seed + i)
+                   seed=None if seed is None else seed + i, vocab_limit=tok.n_vocab)
         for toks, fin in zip(r.completions(), r.finish):
             body = toks[:-1] if fin == "stop" else toks
             out.append(dict(text=tok.decode(body), n_tokens=len(toks), finish=fin))

@@ -24,6 +24,11 @@ For the tiny default (4 layers, 4 kv heads, head_dim 32) at B = 64, S = 384, flo
 Log-probabilities returned on request are those of the sampled token under the
 temperature-scaled distribution softmax(logits / T), before top-k / top-p truncation (the policy
 RL optimises; at T = 0 they are the untempered log-probs).
+
+vocab_limit: the model's embedding is padded past the tokenizer's vocabulary (to a multiple of 64
+for fast matmuls); those ids decode to nothing, so logits at ids >= vocab_limit are set to -inf
+before sampling and before the log-probs (which are then those of the distribution actually
+sampled; the RL loss must mask the same way).
 """
 from dataclasses import dataclass
 
@@ -63,7 +68,7 @@ def _filter_logits(logits, top_k, top_p):
 def sample(model, prompts: list[list[int]], max_new_tokens: int, temperature: float = 1.0,
            top_k: int | None = None, top_p: float = 1.0, n_samples: int = 1,
            stop_tokens=None, seed: int | None = None, return_logprobs: bool = False,
-           pad_id: int = 0) -> Rollout:
+           pad_id: int = 0, vocab_limit: int | None = None) -> Rollout:
     """Generate for every prompt n_samples times; rows are prompt-major (prompt i's samples are
     rows i*n_samples .. i*n_samples + n_samples - 1)."""
     if not prompts or any(len(p) == 0 for p in prompts):
@@ -126,6 +131,9 @@ def sample(model, prompts: list[list[int]], max_new_tokens: int, temperature: fl
             logits = model(tokens[:, t - 1:t], positions=(slot - pad)[:, None], kv_cache=cache,
                            cache_index=slots[slot:slot + 1],
                            attn_mask=valid[:, None, None, :])[:, -1, :]           # (B, V)
+        if vocab_limit is not None and vocab_limit < logits.size(-1):
+            logits = logits.clone()
+            logits[:, vocab_limit:] = float("-inf")      # padded embedding rows: never sampled
         if temperature == 0:
             nxt = logits.argmax(-1)
             scaled = logits
@@ -152,10 +160,11 @@ def sample(model, prompts: list[list[int]], max_new_tokens: int, temperature: fl
 
 def generate(model, prompts: list[list[int]], max_new_tokens: int, temperature: float = 1.0,
              top_k: int | None = None, top_p: float = 1.0, n_samples: int = 1,
-             stop_tokens=None, seed: int | None = None) -> list[list[int]]:
+             stop_tokens=None, seed: int | None = None,
+             vocab_limit: int | None = None) -> list[list[int]]:
     """Generated ids only, prompt-major, each cut after its first stop token (kept).
 
     temperature=0 is greedy. See `sample` for the richer call the RL loop uses.
     """
     return sample(model, prompts, max_new_tokens, temperature, top_k, top_p, n_samples,
-                  stop_tokens, seed).completions()
+                  stop_tokens, seed, vocab_limit=vocab_limit).completions()

@@ -237,3 +237,21 @@ def test_bad_input_raises(prompts, max_new, n_samples):
         sample(model, prompts, max_new, n_samples=n_samples)
     with pytest.raises(ValueError):
         generate(model, prompts, max_new, n_samples=n_samples)
+
+
+def test_vocab_limit_never_samples_padded_ids():
+    """The embedding is padded past the tokenizer's vocabulary; those ids must never come out,
+    even from a model that strongly prefers them, and log-probs are of the masked distribution."""
+    torch.manual_seed(0)
+    m = GPT(ModelConfig(vocab_size=64, n_layer=1, n_head=2, n_kv_head=1, n_embd=32)).eval()
+    with torch.no_grad():
+        m.lm_head.weight[40:] += 5 * m.lm_head.weight[40:].sign()  # make padded ids likely
+    free = sample(m, [[1, 2, 3]] * 4, 12, temperature=1.0, seed=0).tokens
+    assert (free >= 40).any()  # without the limit they do come out
+    for t in (0.0, 1.0):
+        r = sample(m, [[1, 2, 3], [5]], 12, temperature=t, n_samples=4, seed=0,
+                   return_logprobs=True, vocab_limit=40)
+        assert (r.tokens < 40).all()
+        assert torch.isfinite(r.logprobs).all()
+    assert all(i < 40 for c in generate(m, [[1, 2]], 8, temperature=1.0, seed=1, vocab_limit=40)
+               for i in c)
