@@ -174,7 +174,7 @@ def metrics(d):
 @pytest.mark.slow
 def test_train_sft_runs_and_learns(tmp_path):
     d = str(tmp_path / "run")
-    run_sft("--out_dir", d, "--max_steps", "30", "--eval_interval", "15")
+    run_sft("--out_dir", d, "--max_steps", "30", "--eval_interval", "15", "--lr", "3e-3")
     ms = metrics(d)
     train = [m["loss"] for m in ms if "loss" in m]
     assert train[-1] < 0.8 * train[0]
