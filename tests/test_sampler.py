@@ -9,6 +9,7 @@ Hermetic, seeded, tiny random models; a few seconds on CPU.
 import pytest
 import torch
 
+import helpers
 from nanorlsp.model import GPT, ModelConfig
 from nanorlsp.sampler import generate, sample
 
@@ -27,22 +28,10 @@ def one_thread():
 
 
 def make_model(seed=0, scale=0.3, **overrides):
-    """A tiny random model in eval mode. scale: re-draw the weights ~ N(0, scale) so greedy
-    choices are well separated (not decided by float noise); scale=None keeps the default init,
-    whose next-token distribution is close to uniform."""
-    cfg = ModelConfig(**{**dict(vocab_size=V, n_layer=2, n_head=4, n_kv_head=2, n_embd=32,
-                                max_seq_len=64), **overrides})
-    torch.manual_seed(seed)
-    model = GPT(cfg).eval()
-    if scale is not None:
-        g = torch.Generator().manual_seed(seed + 1000)
-        with torch.no_grad():
-            for name, p in model.named_parameters():
-                if "norm" in name:
-                    p.copy_(1.0 + 0.1 * torch.randn(p.shape, generator=g))
-                else:
-                    p.copy_(scale * torch.randn(p.shape, generator=g))
-    return model
+    """helpers.make_model with the sampler tests' defaults: vocab V, weights re-drawn ~ N(0, 0.3)
+    so greedy choices are well separated (not decided by float noise); scale=None keeps the
+    default init, whose next-token distribution is close to uniform."""
+    return helpers.make_model(seed, scale, **{"vocab_size": V, **overrides})
 
 
 @torch.no_grad()

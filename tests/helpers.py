@@ -1,0 +1,23 @@
+"""Shared test helpers (imported as `from helpers import ...`: pytest puts tests/ on sys.path)."""
+import torch
+
+from nanorlsp.model import GPT, ModelConfig
+
+TINY = dict(vocab_size=64, n_layer=2, n_head=4, n_kv_head=2, n_embd=32, max_seq_len=64)
+
+
+def make_model(seed=0, scale=None, **overrides):
+    """A tiny random model in eval mode. scale: re-draw every parameter ~ N(0, scale) so logits
+    are far from uniform (the default init makes a near-constant network) and biases nonzero."""
+    cfg = ModelConfig(**{**TINY, **overrides})
+    torch.manual_seed(seed)
+    model = GPT(cfg).eval()
+    if scale is not None:
+        g = torch.Generator().manual_seed(seed + 1000)
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if "norm" in name:
+                    p.copy_(1.0 + 0.1 * torch.randn(p.shape, generator=g))
+                else:
+                    p.copy_(scale * torch.randn(p.shape, generator=g))
+    return model
