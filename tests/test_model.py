@@ -25,8 +25,6 @@ def one_thread():
     torch.set_num_threads(n)
 
 
-
-
 def rand_idx(B, T, vocab, seed=0):
     g = torch.Generator().manual_seed(seed)
     return torch.randint(0, vocab, (B, T), generator=g)
