@@ -51,7 +51,8 @@ ap.add_argument("--seed", type=int, default=1337)
 ap.add_argument("--n_train", type=positive_int, default=40000, help="SFT demonstrations")
 ap.add_argument("--n_val", type=positive_int, default=500, help="held-out demonstrations (loss)")
 ap.add_argument("--n_merges", type=nonneg_int, default=256, help="BPE merges for the tiny tokenizer")
-ap.add_argument("--seq_len", type=positive_int, default=256, help="packed row length")
+ap.add_argument("--seq_len", type=nonneg_int, default=0,
+                help="packed row length (0: the longest demonstration, rounded up to 64)")
 # model (ignored with --init_from a checkpoint)
 ap.add_argument("--n_layer", type=positive_int, default=2)
 ap.add_argument("--n_embd", type=positive_int, default=128)
@@ -129,8 +130,13 @@ else:
 train_ex = render_examples(tok, train_rows)
 val_ex = render_examples(tok, val_rows)
 n_tok = sum(len(x) for x, _ in train_ex)
-print(f"data: {len(train_ex)} demonstrations ({n_tok / len(train_ex):.0f} tokens avg), "
-      f"vocab {tok.n_vocab}, {time.time() - t0:.1f}s")
+longest = max(len(x) for x, _ in train_ex + val_ex)
+if args.seq_len == 0:
+    args.seq_len = 64 * math.ceil((longest - 1) / 64)  # rows hold seq_len + 1 tokens
+elif longest > args.seq_len + 1:
+    die(f"--seq_len {args.seq_len} is shorter than the longest demonstration ({longest} tokens)")
+print(f"data: {len(train_ex)} demonstrations ({n_tok / len(train_ex):.0f} tokens avg, longest "
+      f"{longest}), rows of {args.seq_len}, vocab {tok.n_vocab}, {time.time() - t0:.1f}s")
 
 
 def row_stream(examples, seq_len, seed, skip=0):

@@ -5,6 +5,7 @@ Text-level generation and scoring shared by train_sft.py, train_rl.py and eval.p
     acc, rows = task_accuracy(model, tok, task, problems, max_new_tokens=320)
     breakdown(task, problems, rows) -> {"style": {style: {frac, acc}}, "level": {level: acc}}
 """
+import math
 from collections import defaultdict
 
 import torch
@@ -58,3 +59,32 @@ def breakdown(task, problems: list[dict], replies: list[dict]) -> dict:
              for s, v in sorted(by_style.items())}
     level = {str(k): sum(v) / len(v) for k, v in sorted(by_level.items())}
     return {"style": style, "level": level}
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k from n samples with c correct (Chen et al. 2021, eq. 1):
+    1 - C(n-c, k) / C(n, k), computed as the stable product 1 - prod_{i=n-c+1}^{n} (1 - k/i)."""
+    if not 0 <= c <= n or not 1 <= k <= n:
+        raise ValueError(f"pass@k needs 0 <= c <= n and 1 <= k <= n (n={n}, c={c}, k={k})")
+    if n - c < k:
+        return 1.0
+    return 1.0 - math.prod(1.0 - k / i for i in range(n - c + 1, n + 1))
+
+
+def majority_vote(samples: list[tuple[str | None, bool]], same) -> bool:
+    """maj@k (self-consistency, Wang et al. 2022): samples are (extracted answer, verdict).
+    Answers are grouped into classes with `same(a, b)`; the largest class wins (the one seen
+    first on ties) and its first member's verdict is the result. No answer at all: False."""
+    classes = []  # [representative answer, votes, verdict]
+    for ans, ok in samples:
+        if ans is None:
+            continue
+        for c in classes:
+            if same(c[0], ans):
+                c[1] += 1
+                break
+        else:
+            classes.append([ans, 1, ok])
+    if not classes:
+        return False
+    return bool(max(classes, key=lambda c: c[1])[2])  # max keeps the first of equal counts
