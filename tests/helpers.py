@@ -21,3 +21,10 @@ def make_model(seed=0, scale=None, **overrides):
                 else:
                     p.copy_(scale * torch.randn(p.shape, generator=g))
     return model
+
+
+def one_error_line(r) -> str:
+    """A script's failure: non-zero exit and exactly one non-empty line on stderr (returned)."""
+    lines = [ln for ln in r.stderr.strip().splitlines() if ln.strip()]
+    assert r.returncode != 0 and len(lines) == 1, r.stderr
+    return lines[0]

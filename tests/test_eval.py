@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from data import get_task
+from helpers import one_error_line
 from data.real import DataError, default_path, load_problems
 from nanorlsp.behaviors import counts, detect, frequencies
 from nanorlsp.checkpoint import save_checkpoint
@@ -169,12 +170,6 @@ def test_eval_on_a_jsonl_file(ckpt, tmp_path):
     run_eval("--init_from", ckpt, "--data", str(f), "--max_new_tokens", "8", "--out", str(out))
     res = json.loads(out.read_text())
     assert res["n_problems"] == 3 and res["task"] == str(f)
-
-
-def one_error_line(r):
-    lines = [ln for ln in r.stderr.strip().splitlines() if ln.strip()]
-    assert r.returncode != 0 and len(lines) == 1, r.stderr
-    return lines[0]
 
 
 def test_eval_bad_inputs(ckpt, tmp_path):

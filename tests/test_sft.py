@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from data import get_task
+from helpers import one_error_line
 from nanorlsp.checkpoint import CheckpointError, load_model, read_checkpoint, save_checkpoint
 from nanorlsp.model import GPT, ModelConfig
 from nanorlsp.sft import collate, pack, render_examples, sft_loss
@@ -228,12 +229,6 @@ def test_resume_equals_uninterrupted_run(tmp_path):
     # the resumed log has one record per step boundary, no duplicates from the lost tail
     steps = [m["step"] for m in metrics(cut) if "loss" in m]
     assert steps == sorted(set(steps)) and steps == [m["step"] for m in metrics(full) if "loss" in m]
-
-
-def one_error_line(r):
-    lines = [ln for ln in r.stderr.strip().splitlines() if ln.strip()]
-    assert r.returncode != 0 and len(lines) == 1, r.stderr
-    return lines[0]
 
 
 @pytest.mark.parametrize("argv,pattern", [
