@@ -31,8 +31,8 @@ from data import TASK_NAMES, get_task
 from data.real import REAL_TASKS, DataError, load_problems
 from nanorlsp.behaviors import frequencies
 from nanorlsp.checkpoint import CheckpointError, has_checkpoint, load_model
-from nanorlsp.common import (ArgParser, UserError, die, nonneg_int, positive_int, resolve_device,
-                             resolve_dtype)
+from nanorlsp.common import (ArgParser, UserError, atomic_write, die, nonneg_int, positive_int,
+                             resolve_device, resolve_dtype)
 from nanorlsp.evaluation import breakdown, majority_vote, pass_at_k, respond
 from nanorlsp.verifier import extract_answer, grade, is_equiv
 
@@ -174,21 +174,13 @@ if "styles" in results:
         f"{s} {v['frac']:.2f} {v['acc']:.2f}" for s, v in results["styles"].items()))
 
 
-def write_atomic(path: str, text: str):
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 transcripts = args.transcripts or (os.path.splitext(args.out)[0] + ".transcripts.jsonl"
                                    if args.out else None)
 if args.out:
-    write_atomic(args.out, json.dumps(results, indent=2) + "\n")
+    atomic_write(args.out, json.dumps(results, indent=2) + "\n")
     print(f"wrote {args.out}")
 if transcripts:
-    write_atomic(transcripts, "".join(json.dumps({
+    atomic_write(transcripts, "".join(json.dumps({
         "problem": problems[j // n]["prompt"], "gold": problems[j // n]["answer"],
         "sample": j % n, "response": r["text"], "answer": r["answer"], "correct": r["correct"],
         "n_tokens": r["n_tokens"], "finish": r["finish"]}) + "\n" for j, r in enumerate(replies)))

@@ -21,7 +21,8 @@ import os
 
 import torch
 
-from nanorlsp.model import GPT, ModelConfig
+from nanorlsp.common import atomic_write
+from nanorlsp.model import GPT, ModelConfig, rope_inv_freq
 from nanorlsp.tokenizer import Tokenizer, load_tokenizer
 
 CKPT_NAME = "ckpt.pt"
@@ -29,16 +30,6 @@ CKPT_NAME = "ckpt.pt"
 
 class CheckpointError(Exception):
     """A checkpoint that is missing, corrupt, truncated or does not fit: one clear line."""
-
-
-def _atomic_write_bytes(path: str, write_fn) -> None:
-    tmp = f"{path}.tmp.{os.getpid()}"
-    try:
-        write_fn(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def save_checkpoint(out_dir: str, model: torch.nn.Module, tok: Tokenizer, step: int,
@@ -60,10 +51,9 @@ def save_checkpoint(out_dir: str, model: torch.nn.Module, tok: Tokenizer, step: 
     }
     path = os.path.join(out_dir, CKPT_NAME)
     tok.save(out_dir)
-    _atomic_write_bytes(path, lambda p: torch.save(state, p))
-    _atomic_write_bytes(os.path.join(out_dir, "config.json"), lambda p: open(p, "w").write(
-        json.dumps({"model_config": raw.config.to_dict(), "step": step, "args": args},
-                   indent=2, default=str)))
+    atomic_write(path, lambda p: torch.save(state, p))
+    atomic_write(os.path.join(out_dir, "config.json"), json.dumps(
+        {"model_config": raw.config.to_dict(), "step": step, "args": args}, indent=2, default=str))
     return path
 
 
@@ -110,7 +100,6 @@ def model_from_state(state: dict, device="cpu", dtype=torch.float32) -> GPT:
     if cfg.tie_embeddings:  # assign=True replaced the shared Parameter: tie again
         model.lm_head.weight = model.embed_tokens.weight
     # buffers are not in the checkpoint: recompute on the target device (meta has no values)
-    from nanorlsp.model import rope_inv_freq
     model.inv_freq = rope_inv_freq(cfg).to(device)
     return model
 

@@ -3,7 +3,9 @@ Small shared pieces of the scripts: one-line CLI errors, device and dtype choice
 """
 import argparse
 import contextlib
+import os
 import sys
+import tempfile
 
 import torch
 
@@ -73,3 +75,27 @@ def autocast(device: str, dtype: torch.dtype):
     if dtype == torch.float32:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.split(":")[0], dtype=dtype)
+
+
+def atomic_write(path: str, data) -> None:
+    """Write `data` to `path` atomically: a temp file in the same directory, then os.replace
+    (atomic on POSIX), so a crash or kill mid-write leaves the old file intact, never half of
+    the new one. data: str, bytes, or a function that writes to the temp path it is given."""
+    d = os.path.dirname(os.path.abspath(path))
+    os.makedirs(d, exist_ok=True)
+    # "<name>.tmp.XXXX": torch.save derives its archive name from the file name and refuses a
+    # leading dot
+    fd, tmp = tempfile.mkstemp(dir=d, prefix=os.path.basename(path) + ".tmp.")
+    try:
+        if callable(data):
+            os.close(fd)
+            data(tmp)
+        else:
+            with os.fdopen(fd, "wb" if isinstance(data, bytes) else "w", encoding=None
+                           if isinstance(data, bytes) else "utf-8") as f:
+                f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise

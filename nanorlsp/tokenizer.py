@@ -23,12 +23,13 @@ import base64
 import heapq
 import json
 import os
-import tempfile
 from collections import Counter, defaultdict
 from typing import Iterable
 
 import regex  # tiktoken's own dependency; stdlib `re` has no \p{L} / \p{N} classes
 import tiktoken
+
+from nanorlsp.common import atomic_write
 
 # GPT-4's (cl100k) split pattern with `\p{N}{1,3}` replaced by `\p{N}`: a digit is always a
 # chunk of its own (never joined to other digits or to a space), so BPE can never merge digits.
@@ -228,20 +229,8 @@ class Tokenizer:
         lines = "".join(f"{base64.b64encode(b).decode()} {r}\n" for b, r in ranks)
         meta = {**self.meta, "format": FORMAT, "name": self.enc.name, "pat_str": self.enc._pat_str,
                 "special_tokens": dict(self.enc._special_tokens), "chat_format": self.chat_format}
-        _write_atomic(os.path.join(dir, RANKS_FILE), lines)
-        _write_atomic(os.path.join(dir, META_FILE), json.dumps(meta, indent=2))
-
-
-def _write_atomic(path: str, text: str) -> None:
-    # temp file in the same dir + os.replace: a crash never leaves a half-written tokenizer
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+        atomic_write(os.path.join(dir, RANKS_FILE), lines)
+        atomic_write(os.path.join(dir, META_FILE), json.dumps(meta, indent=2))
 
 
 def build_tiny_tokenizer(corpus: Iterable[str] | None = None, n_merges: int = 0) -> Tokenizer:
