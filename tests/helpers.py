@@ -1,7 +1,19 @@
 """Shared test helpers (imported as `from helpers import ...`: pytest puts tests/ on sys.path)."""
+import pytest
 import torch
 
 from nanorlsp.model import GPT, ModelConfig
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Autouse in the modules that import it: tiny matmuls gain nothing from threads, and on a
+    busy 2-core box (a training run beside the tests) intra-op threads oversubscribe the CPU
+    and make every op ~100x slower."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
 
 TINY = dict(vocab_size=64, n_layer=2, n_head=4, n_kv_head=2, n_embd=32, max_seq_len=64)
 

@@ -12,17 +12,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from helpers import TINY, make_model
+from helpers import TINY, make_model, one_thread  # noqa: F401 (autouse fixture)
 from nanorlsp.model import (GPT, KVCache, ModelConfig, apply_rope, rope_cos_sin, rope_inv_freq)
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # tiny matmuls gain nothing from threads, and on a busy 2-core box (a training run beside
-    # the tests) intra-op threads oversubscribe the CPU and make every op ~100x slower
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def rand_idx(B, T, vocab, seed=0):

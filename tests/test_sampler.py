@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import helpers
+from helpers import one_thread  # noqa: F401 (autouse fixture)
 from nanorlsp.model import GPT, ModelConfig
 from nanorlsp.sampler import generate, sample
 
@@ -18,14 +19,6 @@ V = 64
 PROMPTS = [[5], [7, 3, 9, 1], [2, 8, 4, 6, 10, 12, 14, 16, 18]]   # ragged: lengths 1, 4, 9
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # tiny matmuls gain nothing from threads, and on a busy 2-core box (a training run beside
-    # the tests) intra-op threads oversubscribe the CPU and make every op far slower
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def make_model(seed=0, scale=0.3, **overrides):
