@@ -1,0 +1,132 @@
+"""
+The RL objectives of RLSP stage 2, written out: group-baseline REINFORCE, PPO with GAE and a
+clipped value loss, KL to the frozen reference, entropy. Pure tensor math on (B, T) log-probs
+and masks; train_rl.py wires them to the model.
+
+Shapes: B rollouts (P prompts x G samples, prompt-major, as the sampler returns them), T
+response tokens. `mask` (B, T) is 1 on generated tokens (the stop token included) and 0 on
+padding, and every mean below is over masked tokens only (nanochat, nano-aha-moment: padding and
+prompt tokens never leak into a mean). Losses are token-level: summed over all response tokens of
+the batch and divided by their count, not averaged per sequence first (Dr. GRPO: a per-sequence
+mean pays short wrong answers more than long ones, a bias towards length we must not add on
+top of the exploration reward).
+
+REINFORCE with a group baseline (RLOO / GRPO-style, no critic):
+    A_i = r_i - mean_{j in group} r_j          ("mean")
+    A_i = r_i - mean_{j in group, j != i} r_j  ("loo", leave-one-out: unbiased)
+    optionally / (std of the group + eps)     (GRPO; Dr. GRPO drops it: it up-weights groups
+                                               whose rewards barely differ)
+    L = - sum_{i,t} m_it A_i log pi(y_it) / sum m
+
+PPO (Schulman et al. 2017) as in the paper (OpenRLHF): per-token rewards (the sequence reward on
+its last token, minus a KL penalty per token if kl_in_reward), values V_t from a value head,
+GAE (gamma, lambda) advantages, clipped ratio, clipped value loss.
+    delta_t = r_t + gamma V_{t+1} - V_t,   A_t = delta_t + gamma lambda A_{t+1},   R_t = A_t + V_t
+    L_pi = - mean_t min(rho_t A_t, clip(rho_t, 1-eps, 1+eps) A_t),  rho_t = exp(logp - logp_old)
+    L_V  = 0.5 mean_t max((V - R)^2, (V_old + clip(V - V_old, -eps_v, eps_v) - R)^2)
+
+KL to the reference policy (Schulman's estimators, http://joschu.net/blog/kl-approx.html), per
+token with log r = logp_ref - logp on samples from pi:
+    k1 = -log r                (unbiased, can be negative)
+    k3 = (r - 1) - log r       (unbiased, always >= 0, lower variance)
+"""
+import torch
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of x over the positions where mask is 1 (0 if there are none)."""
+    return (x * mask).sum() / mask.sum().clamp(min=1)
+
+
+def token_logprobs(logits: torch.Tensor, targets: torch.Tensor,
+                   vocab_limit: int | None = None) -> torch.Tensor:
+    """log pi(target) per position: logits (B, T, V), targets (B, T) -> (B, T), in float32.
+    vocab_limit masks the padded embedding rows exactly as the sampler did, so these log-probs
+    are of the same distribution the rollouts were drawn from."""
+    logits = logits.float()
+    if vocab_limit is not None and vocab_limit < logits.size(-1):
+        logits = logits.masked_fill(torch.arange(logits.size(-1), device=logits.device)
+                                    >= vocab_limit, float("-inf"))
+    return torch.log_softmax(logits, -1).gather(-1, targets[..., None]).squeeze(-1)
+
+
+def entropy(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean per-token entropy of the policy, -sum_v p log p, over masked positions."""
+    logp = torch.log_softmax(logits.float(), -1)
+    return masked_mean(-(logp.exp() * logp).sum(-1), mask)
+
+
+def group_advantages(rewards: torch.Tensor, group_size: int, baseline: str = "mean",
+                     std_norm: bool = False, eps: float = 1e-6) -> torch.Tensor:
+    """Advantages (B,) from rewards (B,) in prompt-major groups of group_size samples."""
+    if rewards.numel() % group_size:
+        raise ValueError(f"{rewards.numel()} rewards do not split into groups of {group_size}")
+    r = rewards.view(-1, group_size).float()                          # (P, G)
+    if baseline == "mean":
+        adv = r - r.mean(1, keepdim=True)
+    elif baseline == "loo":
+        if group_size < 2:
+            raise ValueError("a leave-one-out baseline needs group_size >= 2")
+        adv = (r - r.mean(1, keepdim=True)) * group_size / (group_size - 1)  # = r_i - mean_{j!=i}
+    else:
+        raise ValueError(f"unknown baseline {baseline!r} (mean | loo)")
+    if std_norm:
+        adv = adv / (r.std(1, keepdim=True) + eps) if group_size > 1 else adv
+    return adv.view(-1)
+
+
+def reinforce_loss(logp: torch.Tensor, adv: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Token-level policy gradient: - sum m A log pi / sum m. logp, mask (B, T); adv (B,)."""
+    return -masked_mean(adv[:, None] * logp, mask)
+
+
+def kl_penalty(logp: torch.Tensor, ref_logp: torch.Tensor, kind: str = "k3") -> torch.Tensor:
+    """Per-token KL(pi || ref) estimate (B, T) from sampled tokens' log-probs."""
+    log_ratio = ref_logp - logp                                        # log r
+    if kind == "k1":
+        return -log_ratio
+    if kind == "k3":
+        return log_ratio.exp() - 1 - log_ratio
+    raise ValueError(f"unknown KL estimator {kind!r} (k1 | k3)")
+
+
+def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float = 1.0,
+        lam: float = 0.95) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generalised advantage estimation (Schulman et al. 2016) over response tokens.
+
+    rewards, values, mask: (B, T), responses left-aligned (mask 1 then 0). The value after a
+    response's last token is 0 (the episode ends). Returns advantages and returns R = A + V,
+    both (B, T) and 0 on padding."""
+    B, T = rewards.shape
+    adv = torch.zeros_like(values)
+    next_adv = torch.zeros(B, device=values.device, dtype=values.dtype)
+    next_val = torch.zeros(B, device=values.device, dtype=values.dtype)
+    for t in reversed(range(T)):
+        m = mask[:, t]
+        delta = rewards[:, t] + gamma * next_val - values[:, t]
+        a = delta + gamma * lam * next_adv
+        adv[:, t] = a * m
+        # on padding, carry nothing back: the next real step sees V = 0, A = 0 after the end
+        next_adv = a * m
+        next_val = values[:, t] * m
+    return adv, (adv + values) * mask
+
+
+def ppo_policy_loss(logp, old_logp, adv, mask, clip: float = 0.2):
+    """Clipped surrogate. logp/old_logp/mask (B, T); adv (B, T) (GAE) or (B,) (per sequence).
+    Returns (loss, clip_fraction: the share of tokens where the clipped branch was taken)."""
+    if adv.dim() == 1:
+        adv = adv[:, None].expand_as(logp)
+    ratio = (logp - old_logp).exp()
+    unclipped = ratio * adv
+    clipped = ratio.clamp(1 - clip, 1 + clip) * adv
+    loss = -masked_mean(torch.minimum(unclipped, clipped), mask)
+    clip_frac = masked_mean((clipped < unclipped).float(), mask)
+    return loss, clip_frac
+
+
+def value_loss(values, old_values, returns, mask, clip: float = 0.2) -> torch.Tensor:
+    """PPO's clipped value loss: 0.5 max((V - R)^2, (V_old + clip(V - V_old) - R)^2)."""
+    v_clipped = old_values + (values - old_values).clamp(-clip, clip)
+    return 0.5 * masked_mean(torch.maximum((values - returns) ** 2,
+                                           (v_clipped - returns) ** 2), mask)

@@ -1,0 +1,103 @@
+"""The RL objectives against values worked out by hand on tiny tensors."""
+import math
+
+import pytest
+import torch
+
+from nanorlsp.rl import (entropy, gae, group_advantages, kl_penalty, masked_mean,
+                         ppo_policy_loss, reinforce_loss, token_logprobs, value_loss)
+
+t = torch.tensor
+
+
+def test_group_advantages_by_hand():
+    r = t([1., 0., 0., 1., 0., 0., 0., 1.])
+    assert torch.allclose(group_advantages(r, 4), t([.5, -.5, -.5, .5, -.25, -.25, -.25, .75]))
+    # leave-one-out: r_i minus the mean of the OTHER three
+    loo = group_advantages(r, 4, "loo")
+    assert torch.allclose(loo[:4], t([1 - 1 / 3, 0 - 2 / 3, 0 - 2 / 3, 1 - 1 / 3]))
+    assert torch.allclose(loo[4:], t([-1 / 3, -1 / 3, -1 / 3, 1.]))
+    # std normalisation: group 1 has sample std sqrt(1/3)
+    s = group_advantages(r, 4, std_norm=True)
+    assert torch.allclose(s[:4], t([.5, -.5, -.5, .5]) / math.sqrt(1 / 3), atol=1e-5)
+    assert torch.equal(group_advantages(t([1., 1., 1., 1.]), 2, std_norm=True), torch.zeros(4))
+    with pytest.raises(ValueError):
+        group_advantages(r, 3)
+
+
+def test_reinforce_loss_by_hand():
+    logp = t([[-1., -2.], [-.5, 0.]])
+    adv, mask = t([1., -1.]), t([[1., 1.], [1., 0.]])
+    # -( (1*-1 + 1*-2) + (-1*-0.5) ) / 3 tokens
+    assert reinforce_loss(logp, adv, mask).item() == pytest.approx(2.5 / 3)
+    # the gradient flows only through masked tokens, weighted by the advantage / token count
+    lp = logp.clone().requires_grad_()
+    reinforce_loss(lp, adv, mask).backward()
+    assert torch.allclose(lp.grad, t([[-1 / 3, -1 / 3], [1 / 3, 0.]]))
+
+
+def test_kl_estimators_by_hand():
+    logp, ref = t([-1., -3.]), t([-2., -3.])
+    assert torch.allclose(kl_penalty(logp, ref, "k1"), t([1., 0.]))
+    assert torch.allclose(kl_penalty(logp, ref, "k3"), t([math.exp(-1) + 1 - 1, 0.]))
+    # k3 is an unbiased, non-negative KL estimate: check on a 3-token distribution
+    p, q = t([.5, .3, .2]), t([.2, .5, .3])
+    kl = (p * (p / q).log()).sum()
+    est = (p * kl_penalty(p.log(), q.log(), "k3")).sum()    # exact expectation under p
+    assert est.item() == pytest.approx(kl.item(), rel=1e-5)
+    assert (kl_penalty(torch.randn(100), torch.randn(100), "k3") >= 0).all()
+
+
+def test_gae_by_hand():
+    rewards = t([[0., 0., 1., 0.]])
+    values = t([[.5, .6, .7, 9.]])              # the 9 is padding and must be ignored
+    mask = t([[1., 1., 1., 0.]])
+    g, lam = 1.0, 0.95
+    d2 = 1 - .7                                 # last real token: next value is 0
+    d1 = 0 + g * .7 - .6
+    d0 = 0 + g * .6 - .5
+    a2, a1 = d2, d1 + g * lam * d2
+    a0 = d0 + g * lam * a1
+    adv, ret = gae(rewards, values, mask, g, lam)
+    assert torch.allclose(adv, t([[a0, a1, a2, 0.]]))
+    assert torch.allclose(ret, t([[a0 + .5, a1 + .6, a2 + .7, 0.]]))
+    # lambda = 1, gamma = 1: returns are the reward-to-go (Monte Carlo)
+    _, ret1 = gae(rewards, values, mask, 1.0, 1.0)
+    assert torch.allclose(ret1, t([[1., 1., 1., 0.]]))
+
+
+def test_ppo_policy_loss_by_hand():
+    old = t([[0., 0., 0., 0.]])
+    logp = t([[math.log(1.5), math.log(1.5), math.log(.5), math.log(1.1)]])
+    adv = t([[1., -1., -1., 2.]])
+    mask = t([[1., 1., 1., 1.]])
+    # A>0, rho 1.5: min(1.5, 1.2) = 1.2 (clipped); A<0, rho 1.5: min(-1.5, -1.2) = -1.5;
+    # A<0, rho 0.5: min(-0.5, -0.8) = -0.8 (clipped); A=2, rho 1.1: 2.2 (inside the clip range)
+    loss, frac = ppo_policy_loss(logp, old, adv, mask, clip=0.2)
+    assert loss.item() == pytest.approx(-(1.2 - 1.5 - 0.8 + 2.2) / 4)
+    assert frac.item() == pytest.approx(2 / 4)
+    # sequence-level advantages broadcast over tokens
+    l2, _ = ppo_policy_loss(logp[:, :1], old[:, :1], t([1.]), mask[:, :1])
+    assert l2.item() == pytest.approx(-1.2)
+
+
+def test_value_loss_by_hand():
+    v, v_old, ret, m = t([[.5, .1]]), t([[.2, .1]]), t([[1., 0.]]), t([[1., 1.]])
+    # token 0: unclipped (0.5-1)^2 = .25, clipped v = 0.4 -> .36, max .36; token 1: .01
+    assert value_loss(v, v_old, ret, m, clip=0.2).item() == pytest.approx(0.5 * (.36 + .01) / 2)
+
+
+def test_token_logprobs_entropy_and_masks():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 3, 5)
+    tgt = torch.randint(0, 5, (2, 3))
+    lp = token_logprobs(logits, tgt)
+    assert torch.allclose(lp, torch.log_softmax(logits, -1).gather(-1, tgt[..., None])[..., 0])
+    # vocab_limit renormalises over the allowed ids, as the sampler does
+    lim = token_logprobs(logits, tgt.clamp(max=2), vocab_limit=3)
+    assert torch.allclose(lim, torch.log_softmax(logits[..., :3], -1).gather(
+        -1, tgt.clamp(max=2)[..., None])[..., 0])
+    uniform = torch.zeros(1, 2, 4)
+    assert entropy(uniform, t([[1., 0.]])).item() == pytest.approx(math.log(4))
+    assert masked_mean(t([1., 100.]), t([1., 0.])).item() == 1.0
+    assert masked_mean(t([1.]), t([0.])).item() == 0.0
