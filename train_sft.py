@@ -22,10 +22,10 @@ import torch
 from tqdm import tqdm
 
 from data import get_task
-from nanorlsp.checkpoint import (CheckpointError, has_checkpoint, load_model, model_from_state,
-                                 read_checkpoint, save_checkpoint)
-from nanorlsp.common import (ArgParser, UserError, autocast, die, explicit_flags, nonneg_int,
-                             positive_int, resolve_device, resolve_dtype)
+from nanorlsp.checkpoint import (CheckpointError, load_model, model_from_state, open_run,
+                                 save_checkpoint)
+from nanorlsp.common import (ArgParser, UserError, autocast, die, nonneg_int, positive_int,
+                             resolve_device, resolve_dtype)
 from nanorlsp.evaluation import breakdown, task_accuracy
 from nanorlsp.model import GPT, ModelConfig
 from nanorlsp.sft import collate, pack, render_examples, sft_loss_sum
@@ -84,26 +84,12 @@ except (ValueError, UserError) as e:
 # -----------------------------------------------------------------------------
 # the output directory: never overwrite a run by accident; resume only what exists
 
-state = None
-if args.resume:
-    if not has_checkpoint(args.out_dir):
-        die(f"--resume but {args.out_dir} holds no checkpoint")
-    try:
-        state = read_checkpoint(args.out_dir)
-    except CheckpointError as e:
-        die(str(e))
-    # the run's own hyperparameters, so the continuation equals an uninterrupted run;
-    # only the step budget and the device may change
-    saved, given = dict(state["args"]), explicit_flags(sys.argv[1:])
-    for k in given - {"resume", "max_steps", "device"}:
-        if saved.get(k) != getattr(args, k):
-            print(f"note: --{k} {getattr(args, k)} ignored on --resume "
-                  f"(the run's own value {saved.get(k)} is used)")
-    saved.update({k: getattr(args, k) for k in given & {"max_steps", "device"}}, resume=True)
-    args.__dict__.update(saved)
-elif has_checkpoint(args.out_dir) and not args.overwrite:
-    die(f"{args.out_dir} already holds a checkpoint; pass --resume to continue it, "
-        "--overwrite to replace it, or another --out_dir")
+# the run's own hyperparameters on --resume, so the continuation equals an uninterrupted run;
+# only the step budget and the device may change
+try:
+    state = open_run(args, sys.argv[1:], keep={"max_steps", "device"})
+except UserError as e:
+    die(str(e))
 
 torch.manual_seed(args.seed)
 os.makedirs(args.out_dir, exist_ok=True)

@@ -77,6 +77,37 @@ def read_checkpoint(path: str) -> dict:
     return state
 
 
+def open_run(args, argv: list[str], keep: set[str]) -> dict | None:
+    """The output-directory rule of the training scripts, as (state or None).
+
+    --resume: the checkpoint in args.out_dir must exist and be readable; the run's own saved
+    args replace args (so the continuation equals an uninterrupted run), except the flags in
+    `keep` that the user typed; any other typed flag that differs is reported as ignored.
+    Without --resume, an existing checkpoint is never overwritten unless --overwrite.
+    Every failure is a UserError with one clear line; nothing is written here.
+    """
+    from nanorlsp.common import UserError, explicit_flags
+    if not args.resume:
+        if has_checkpoint(args.out_dir) and not args.overwrite:
+            raise UserError(f"{args.out_dir} already holds a checkpoint; pass --resume to continue "
+                            "it, --overwrite to replace it, or another --out_dir")
+        return None
+    if not has_checkpoint(args.out_dir):
+        raise UserError(f"--resume but {args.out_dir} holds no checkpoint")
+    try:
+        state = read_checkpoint(args.out_dir)
+    except CheckpointError as e:
+        raise UserError(str(e)) from None
+    saved, given = dict(state["args"]), explicit_flags(argv)
+    for name in sorted(given - keep - {"resume"}):
+        if saved.get(name) != getattr(args, name, None):
+            print(f"note: --{name} {getattr(args, name, None)} ignored on --resume "
+                  f"(the run's own value {saved.get(name)} is used)")
+    saved.update({name: getattr(args, name) for name in given & keep}, resume=True)
+    args.__dict__.update(saved)
+    return state
+
+
 def model_from_state(state: dict, device="cpu", dtype=torch.float32) -> GPT:
     """Build the model from a checkpoint's config and load its weights, strictly."""
     try:

@@ -260,10 +260,12 @@ class GPT(nn.Module):
         elif isinstance(module, nn.Embedding):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
-    def forward(self, idx, positions=None, kv_cache=None, cache_index=None, attn_mask=None):
+    def forward(self, idx, positions=None, kv_cache=None, cache_index=None, attn_mask=None,
+                return_hidden=False):
         """idx (B, T) -> logits (B, T, vocab_size), float32 (the loss and log-probs want it).
 
         positions (B, T) default to 0..T-1. With kv_cache, cache_index (T,) is required.
+        return_hidden: also return the final normed hidden states (B, T, C) (PPO's value head).
         """
         B, T = idx.shape
         if positions is None:
@@ -275,7 +277,8 @@ class GPT(nn.Module):
         for block in self.layers:
             x = block(x, cos, sin, kv_cache, cache_index, attn_mask)
         x = self.norm(x)
-        return self.lm_head(x).float()                                     # (B, T, vocab)
+        logits = self.lm_head(x).float()                                   # (B, T, vocab)
+        return (logits, x) if return_hidden else logits
 
     # -- bookkeeping ------------------------------------------------------------------------
 

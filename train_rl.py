@@ -1,0 +1,350 @@
+"""
+Stages 2 and 3 of RLSP: RL against the outcome verifier with an exploration reward.
+
+    python train_rl.py                                   # out/sft -> out/rl, REINFORCE + rlsp
+    python train_rl.py --algo ppo --out_dir out/rl_ppo
+    python train_rl.py --explore_reward none --out_dir out/rl_none    # verifier-only ablation
+
+Each step, top to bottom: sample prompts from the task's train split; roll out n_samples
+responses per prompt with the KV-cached sampler (eval mode, no grad, log-probs kept); score them
+(verifier outcome + exploration + repetition guard, nanorlsp/rewards.py); compute advantages
+(group baseline, or GAE with a value head for PPO); update; log one line, metrics.jsonl and a few
+transcripts in samples.jsonl. Every --eval_interval steps: greedy held-out accuracy and an atomic
+checkpoint; --resume continues from it.
+
+Simplifications, named (STYLE.md #9): single process for now (the torchrun/DDP path is the next
+step); the reasoning length L is counted by re-encoding the text before the final \\boxed (not
+the generated ids themselves, which may tokenize differently at the cut); PPO's value head is a
+linear layer on the policy's final hidden state (shared trunk, as in nanochat-style small
+setups: no second model copy in memory), trained with the policy in one backward pass.
+KL to the frozen SFT reference: a k3 loss term for REINFORCE (GRPO), a per-token k1 penalty in
+the reward for PPO (OpenRLHF, the paper's code).
+"""
+import json
+import math
+import os
+import random
+import sys
+import time
+
+import torch
+import torch.nn as nn
+from tqdm import tqdm
+
+from data import get_task
+from nanorlsp.behaviors import frequencies
+from nanorlsp.checkpoint import (CheckpointError, load_model, model_from_state, open_run,
+                                 save_checkpoint)
+from nanorlsp.common import (ArgParser, UserError, autocast, die, nonneg_int, positive_int,
+                             resolve_device, resolve_dtype)
+from nanorlsp.evaluation import task_accuracy
+from nanorlsp.rewards import EXPLORE, RewardConfig, coef_at, score
+from nanorlsp.rl import (entropy, gae, group_advantages, kl_penalty, masked_mean,
+                         ppo_policy_loss, reinforce_loss, token_logprobs, value_loss)
+from nanorlsp.sampler import sample
+from nanorlsp.verifier import last_boxed
+
+# -----------------------------------------------------------------------------
+# arguments
+
+ap = ArgParser(description="RLSP stages 2-3: RL with the verifier and an exploration reward.")
+ap.add_argument("--init_from", default="out/sft", help="the SFT checkpoint (policy and reference)")
+ap.add_argument("--task", default="arith", help="synthetic task: arith | countdown")
+ap.add_argument("--out_dir", default="out/rl")
+ap.add_argument("--resume", action="store_true", help="continue the run in --out_dir")
+ap.add_argument("--overwrite", action="store_true", help="start over in a --out_dir with a checkpoint")
+ap.add_argument("--max_steps", type=positive_int, default=150)
+ap.add_argument("--algo", default="reinforce", choices=["reinforce", "ppo"])
+ap.add_argument("--explore_reward", default="rlsp", choices=list(EXPLORE))
+ap.add_argument("--explore_coef", type=float, default=0.5, help="lambda of the exploration reward")
+ap.add_argument("--explore_schedule", default="constant", choices=["constant", "linear", "threshold"])
+ap.add_argument("--kl_coef", type=float, default=0.05)
+ap.add_argument("--kl_estimator", default="k3", choices=["k1", "k3"])
+ap.add_argument("--n_samples", type=positive_int, default=8, help="G: rollouts per prompt")
+ap.add_argument("--prompts_per_step", type=positive_int, default=16)
+ap.add_argument("--max_new_tokens", type=positive_int, default=224)
+ap.add_argument("--temperature", type=float, default=1.0)
+ap.add_argument("--baseline", default="mean", choices=["mean", "loo"])
+ap.add_argument("--std_norm", action="store_true", help="divide advantages by the group std")
+ap.add_argument("--lr", type=float, default=5e-5)
+ap.add_argument("--grad_clip", type=float, default=1.0)
+ap.add_argument("--ppo_epochs", type=positive_int, default=2)
+ap.add_argument("--minibatches", type=positive_int, default=2, help="PPO minibatches per epoch")
+ap.add_argument("--clip", type=float, default=0.2, help="PPO ratio clip")
+ap.add_argument("--value_clip", type=float, default=0.2)
+ap.add_argument("--vf_coef", type=float, default=0.5)
+ap.add_argument("--gamma", type=float, default=1.0)
+ap.add_argument("--gae_lambda", type=float, default=0.95)
+ap.add_argument("--eval_interval", type=positive_int, default=50)
+ap.add_argument("--eval_problems", type=nonneg_int, default=500)
+ap.add_argument("--log_samples", type=nonneg_int, default=4, help="transcripts per step in samples.jsonl")
+ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+ap.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"])
+ap.add_argument("--seed", type=int, default=1337)
+ap.add_argument("--max_bad_steps", type=positive_int, default=3,
+                help="stop after this many non-finite steps in a row (each one is skipped)")
+args = ap.parse_args()
+
+try:
+    task = get_task(args.task)
+    device = resolve_device(args.device)
+    dtype = resolve_dtype(args.dtype, device)
+    rcfg = RewardConfig(explore=args.explore_reward, coef=args.explore_coef,
+                        schedule=args.explore_schedule, schedule_steps=args.max_steps)
+except (ValueError, UserError) as e:
+    die(str(e))
+if args.temperature <= 0:
+    die("--temperature must be > 0 for RL (rollouts must explore)")
+
+# -----------------------------------------------------------------------------
+# policy, reference, value head; resume or start fresh
+
+# on --resume the run's own settings, except these if typed (an explicit reference is checked
+# against the run's model config below)
+try:
+    state = open_run(args, sys.argv[1:], keep={"max_steps", "device", "init_from"})
+except UserError as e:
+    die(str(e))
+
+try:
+    ref, tok = load_model(args.init_from, device=device)
+except CheckpointError as e:
+    die(str(e))
+ref.requires_grad_(False)
+if state is not None:
+    try:
+        policy = model_from_state(state, device=device)
+    except CheckpointError as e:
+        die(str(e))
+    if policy.config != ref.config:
+        die(f"{args.out_dir} holds a checkpoint of another model config than {args.init_from}")
+else:
+    policy, _ = load_model(args.init_from, device=device)
+policy.train()
+value_head = nn.Linear(policy.config.n_embd, 1).to(device) if args.algo == "ppo" else None
+params = list(policy.parameters()) + (list(value_head.parameters()) if value_head else [])
+optimizer = torch.optim.AdamW(params, lr=args.lr, betas=(0.9, 0.95), weight_decay=0.0)
+start_step = 0
+if state is not None:
+    optimizer.load_state_dict(state["optimizer"])
+    if value_head is not None:
+        value_head.load_state_dict(state["value_head"])
+    start_step = state["step"]
+os.makedirs(args.out_dir, exist_ok=True)
+torch.manual_seed(args.seed)
+
+train_problems = task.make_problems("train", 20000, seed=args.seed)
+eval_problems = task.make_problems("test", args.eval_problems, seed=0) if args.eval_problems else []
+V = tok.n_vocab  # the sampler never emits the padded embedding rows; the loss masks them too
+
+
+def rollout_batch(step: int):
+    """The step's prompts (a pure function of seed and step, so --resume replays the stream)."""
+    rng = random.Random(f"rl-{args.seed}-{step}")
+    return rng.sample(train_problems, args.prompts_per_step)
+
+
+def forward_completions(model, prompt_ids, comp, want_hidden=False):
+    """Run model over prompt + completion (right-padded) and pick, for each completion token j,
+    the logits (and hidden state) of the position that predicts it: (B, Tn, V) (+ (B, Tn, C))."""
+    B, Tn = comp.shape
+    Lp = torch.tensor([len(p) for p in prompt_ids], device=device)
+    L = int(Lp.max()) + Tn
+    seq = torch.zeros((B, L), dtype=torch.long, device=device)
+    for i, p in enumerate(prompt_ids):
+        seq[i, :len(p)] = torch.tensor(p, device=device)
+        seq[i, len(p):len(p) + Tn] = comp[i]
+    with autocast(device, dtype):
+        out = model(seq, return_hidden=want_hidden)
+    logits, hidden = out if want_hidden else (out, None)
+    pos = Lp[:, None] - 1 + torch.arange(Tn, device=device)[None]        # (B, Tn)
+    logits = logits.gather(1, pos[..., None].expand(-1, -1, logits.size(-1)))
+    if hidden is not None:
+        hidden = hidden.gather(1, pos[..., None].expand(-1, -1, hidden.size(-1)))
+    return logits, hidden
+
+
+def log(name: str, rec: dict):
+    with open(os.path.join(args.out_dir, name), "a") as f:
+        f.write(json.dumps(rec) + "\n")
+
+
+def evaluate(step: int) -> dict:
+    acc, replies = task_accuracy(policy, tok, task, eval_problems, args.max_new_tokens,
+                                 temperature=0.0, batch_size=128)
+    return {"val_acc": acc,
+            "val_mean_tokens": sum(r["n_tokens"] for r in replies) / len(replies),
+            "val_behaviors": frequencies([r["text"] for r in replies], args.task)}
+
+
+def save(step: int):
+    save_checkpoint(args.out_dir, policy, tok, step, vars(args), optimizer,
+                    extra={"value_head": value_head.state_dict() if value_head else None,
+                           "task": args.task})
+
+
+for name in ("metrics.jsonl", "samples.jsonl"):  # keep only what the checkpoint covers
+    path = os.path.join(args.out_dir, name)
+    if os.path.exists(path):
+        keep = [ln for ln in open(path) if state is not None and ln.strip()
+                and json.loads(ln)["step"] <= start_step]
+        open(path, "w").writelines(keep)
+if state is None and eval_problems:
+    ev = evaluate(0)
+    print(f"eval step 0 (the SFT policy): held-out acc {ev['val_acc']:.3f} | mean reply "
+          f"{ev['val_mean_tokens']:.0f} tokens | behaviours {ev['val_behaviors']}")
+    log("metrics.jsonl", dict(step=0, **ev))
+
+# -----------------------------------------------------------------------------
+# the loop
+
+G = args.n_samples
+bad_steps = 0
+pbar = tqdm(range(start_step, args.max_steps), initial=start_step, total=args.max_steps,
+            desc="rl", dynamic_ncols=True, disable=None)
+step = start_step
+try:
+    for step in pbar:
+        t0 = time.time()
+        # -- rollouts: (B = P * G) responses, log-probs of the sampled tokens --------------
+        problems = rollout_batch(step)
+        prompt_ids = [tok.render_prompt([{"role": "user", "content": p["prompt"]}]) for p in problems]
+        policy.eval()
+        ro = sample(policy, prompt_ids, args.max_new_tokens, temperature=args.temperature,
+                    n_samples=G, stop_tokens=tok.stop_tokens, seed=args.seed * 100003 + step,
+                    return_logprobs=True, vocab_limit=V)
+        policy.train()
+        Tn = int(ro.lengths.max())
+        comp, mask, old_logp = ro.tokens[:, :Tn], ro.mask[:, :Tn], ro.logprobs[:, :Tn]
+        rows_prompt = [p for p in prompt_ids for _ in range(G)]
+        t_gen = time.time() - t0
+
+        # -- score: verifier + exploration + repetition ---------------------------------
+        t1 = time.time()
+        texts, correct, has_ans, reason = [], [], [], []
+        for i, toks in enumerate(ro.completions()):
+            text = tok.decode(toks[:-1] if ro.finish[i] == "stop" else toks)
+            prob = problems[i // G]
+            box = text.rfind("\\boxed")
+            texts.append(text)
+            correct.append(bool(task.check(text, prob)))
+            has_ans.append(last_boxed(text) is not None)
+            reason.append(tok.encode(text[:box] if box >= 0 else text))
+        acc = sum(correct) / len(correct)
+        coef = coef_at(rcfg, step, acc)
+        parts = score(reason, correct, has_ans, rcfg, coef)
+        rewards = parts["total"].to(device)
+        t_score = time.time() - t1
+        # a non-finite reward or loss skips the update (logged); several in a row stop the run
+        skipped = not bool(torch.isfinite(rewards).all())
+
+        # -- update ----------------------------------------------------------------------
+        t2 = time.time()
+        with torch.no_grad():
+            ref_logits, _ = forward_completions(ref, rows_prompt, comp)
+            ref_logp = token_logprobs(ref_logits / args.temperature, comp, V)
+        stats = {"kl": float("nan"), "entropy": float("nan"), "clip_frac": 0.0, "loss": float("nan")}
+        if skipped:
+            pass
+        elif args.algo == "reinforce":
+            adv = group_advantages(rewards, G, args.baseline, args.std_norm)
+            logits, _ = forward_completions(policy, rows_prompt, comp)
+            logp = token_logprobs(logits / args.temperature, comp, V)
+            kl = masked_mean(kl_penalty(logp, ref_logp, args.kl_estimator), mask)
+            loss = reinforce_loss(logp, adv, mask) + args.kl_coef * kl
+            ent = entropy(logits / args.temperature, mask)
+            skipped = not bool(torch.isfinite(loss))
+            if not skipped:
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, args.grad_clip)
+                optimizer.step()
+                stats.update(kl=kl.item(), entropy=ent.item(), clip_frac=0.0, loss=loss.item())
+        else:
+            with torch.no_grad():
+                _, h = forward_completions(policy, rows_prompt, comp, want_hidden=True)
+                old_values = value_head(h.float()).squeeze(-1) * mask              # (B, Tn)
+                # per-token reward: the KL penalty on every token, the sequence reward on its last
+                tok_rew = -args.kl_coef * kl_penalty(old_logp, ref_logp, "k1") * mask
+                last = (ro.lengths - 1).clamp(min=0).to(device)
+                tok_rew[torch.arange(len(last)), last] += rewards
+                adv, returns = gae(tok_rew, old_values, mask, args.gamma, args.gae_lambda)
+                # whiten the advantages over the batch's tokens (OpenRLHF does the same)
+                mu = masked_mean(adv, mask)
+                adv = (adv - mu) / (masked_mean((adv - mu) ** 2, mask).sqrt() + 1e-6) * mask
+            idx = torch.randperm(len(comp), generator=torch.Generator().manual_seed(step))
+            agg = {"kl": 0.0, "entropy": 0.0, "clip_frac": 0.0, "loss": 0.0}
+            n_mb = 0
+            minibatches = [c for _ in range(args.ppo_epochs) for c in idx.chunk(args.minibatches)]
+            for mb in minibatches:
+                mbl = mb.tolist()
+                logits, h = forward_completions(policy, [rows_prompt[i] for i in mbl],
+                                                comp[mb], want_hidden=True)
+                logp = token_logprobs(logits / args.temperature, comp[mb], V)
+                values = value_head(h.float()).squeeze(-1)
+                pl, cf = ppo_policy_loss(logp, old_logp[mb], adv[mb], mask[mb], args.clip)
+                vl = value_loss(values, old_values[mb], returns[mb], mask[mb], args.value_clip)
+                loss = pl + args.vf_coef * vl
+                if not torch.isfinite(loss):
+                    skipped = True  # the minibatches already applied stay applied
+                    break
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, args.grad_clip)
+                optimizer.step()
+                with torch.no_grad():
+                    agg["kl"] += masked_mean(kl_penalty(logp, ref_logp[mb], "k1"), mask[mb]).item()
+                    agg["entropy"] += entropy(logits / args.temperature, mask[mb]).item()
+                agg["clip_frac"] += cf.item()
+                agg["loss"] += loss.item()
+                n_mb += 1
+            if n_mb:
+                stats.update({k: v / n_mb for k, v in agg.items()})
+        t_train = time.time() - t2
+        if skipped:
+            bad_steps += 1
+            log("metrics.jsonl", dict(step=step + 1, skipped="non-finite reward or loss"))
+            tqdm.write(f"step {step + 1}: non-finite reward or loss, update skipped "
+                       f"({bad_steps} in a row)")
+            if bad_steps >= args.max_bad_steps:
+                die(f"{bad_steps} non-finite steps in a row (last at step {step + 1}); the last "
+                    f"checkpoint in {args.out_dir} is intact")
+            continue
+
+        # -- log --------------------------------------------------------------------------
+        lens = ro.lengths.float()
+        rec = dict(step=step + 1, reward=parts["total"].mean().item(),
+                   outcome=parts["outcome"].mean().item(), explore=parts["explore"].mean().item(),
+                   repetition=parts["repetition"].mean().item(), explore_coef=coef, acc=acc,
+                   len_mean=lens.mean().item(),
+                   **{f"len_p{q}": lens.quantile(q / 100).item() for q in (10, 50, 90)},
+                   truncated=sum(f == "length" for f in ro.finish) / len(ro.finish),
+                   behaviors=frequencies(texts, args.task), **stats,
+                   tok_per_s=float(ro.lengths.sum()) / max(t_gen, 1e-9),
+                   t_gen=t_gen, t_score=t_score, t_train=t_train)
+        log("metrics.jsonl", rec)
+        for i in range(min(args.log_samples, len(texts))):
+            log("samples.jsonl", dict(step=step + 1, prompt=problems[i // G]["prompt"],
+                                      response=texts[i], correct=correct[i],
+                                      reward=parts["total"][i].item()))
+        tqdm.write(f"step {step + 1:4d} | reward {rec['reward']:+.3f} (out {rec['outcome']:+.3f} "
+                   f"exp {rec['explore']:+.3f} rep {rec['repetition']:+.3f}) | acc {acc:.3f} | "
+                   f"len {rec['len_mean']:.0f} | kl {stats['kl']:.4f} | ent {stats['entropy']:.3f} | "
+                   f"clip {stats['clip_frac']:.3f} | {rec['tok_per_s']:.0f} tok/s | "
+                   f"gen {t_gen:.1f}s score {t_score:.2f}s train {t_train:.1f}s")
+        bad_steps = 0
+
+        done = step + 1
+        if done % args.eval_interval == 0 or done == args.max_steps:
+            if eval_problems:
+                ev = evaluate(done)
+                tqdm.write(f"eval step {done}: held-out acc {ev['val_acc']:.3f} | mean reply "
+                           f"{ev['val_mean_tokens']:.0f} tokens | behaviours {ev['val_behaviors']}")
+                log("metrics.jsonl", dict(step=done, **ev))
+            save(done)
+except KeyboardInterrupt:
+    pbar.close()
+    die(f"interrupted at step {step}; the last checkpoint in {args.out_dir} is intact "
+        "(continue with --resume)", code=130)
+pbar.close()
+print(f"done: {args.max_steps} steps; checkpoint in {args.out_dir}")
