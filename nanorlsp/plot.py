@@ -1,0 +1,107 @@
+"""
+Plot RL runs from their metrics.jsonl: the curves in which RLSP's emergence shows.
+
+    python -m nanorlsp.plot out/rl                       # PNGs into out/rl/plots
+    python -m nanorlsp.plot out/rl out/rl_none --out plots/   # runs overlaid, with a legend
+
+Figures: reward.png (total and its parts), accuracy.png (rollout accuracy and greedy held-out
+accuracy), length.png (response length median with its 10-90 percentile band), behaviors.png
+(share of rollouts that backtrack / verify / explore alternatives), kl.png (KL to the reference
+and policy entropy). plot_runs() is what the notebooks call.
+"""
+import argparse
+import json
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: no display needed (CI, servers)
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def load_metrics(run_dir: str) -> tuple[list[dict], list[dict]]:
+    """(per-step records, eval records) of a run's metrics.jsonl."""
+    path = os.path.join(run_dir, "metrics.jsonl")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no metrics.jsonl (is {run_dir} a train_rl.py run?)")
+    rows = [json.loads(line) for line in open(path) if line.strip()]
+    return [r for r in rows if "reward" in r], [r for r in rows if "val_acc" in r]
+
+
+def _series(rows, key):
+    pts = [(r["step"], r[key]) for r in rows if r.get(key) is not None]
+    return [p[0] for p in pts], [p[1] for p in pts]
+
+
+def plot_runs(run_dirs: list[str], out_dir: str | None = None) -> list[str]:
+    """Draw the standard figures for one or more runs; returns the PNG paths."""
+    out_dir = out_dir or os.path.join(run_dirs[0], "plots")
+    os.makedirs(out_dir, exist_ok=True)
+    runs = {os.path.basename(os.path.normpath(d)) or d: load_metrics(d) for d in run_dirs}
+    paths = []
+
+    def save(fig, name):
+        fig.tight_layout()
+        p = os.path.join(out_dir, name)
+        fig.savefig(p, dpi=110)
+        plt.close(fig)
+        paths.append(p)
+
+    fig, axes = plt.subplots(1, 4, figsize=(16, 3.4))
+    for ax, key, title in zip(axes, ("reward", "outcome", "explore", "repetition"),
+                              ("total reward", "outcome (verifier)", "exploration", "repetition")):
+        for name, (steps, _) in runs.items():
+            ax.plot(*_series(steps, key), label=name)
+        ax.set(title=title, xlabel="RL step")
+    axes[0].set_ylabel("mean over rollouts")
+    axes[0].legend()
+    save(fig, "reward.png")
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, (steps, evals) in runs.items():
+        line, = ax.plot(*_series(steps, "acc"), alpha=0.5, label=f"{name}: rollouts (T=1)")
+        ax.plot(*_series(evals, "val_acc"), "o-", color=line.get_color(),
+                label=f"{name}: held-out (greedy)")
+    ax.set(title="accuracy", xlabel="RL step", ylabel="fraction correct", ylim=(0, 1))
+    ax.legend()
+    save(fig, "accuracy.png")
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, (steps, _) in runs.items():
+        x, p50 = _series(steps, "len_p50")
+        line, = ax.plot(x, p50, label=f"{name}: median")
+        ax.fill_between(x, _series(steps, "len_p10")[1], _series(steps, "len_p90")[1],
+                        color=line.get_color(), alpha=0.2, label=f"{name}: 10-90%")
+    ax.set(title="response length", xlabel="RL step", ylabel="tokens")
+    ax.legend()
+    save(fig, "length.png")
+
+    fig, axes = plt.subplots(1, 3, figsize=(14, 3.6))
+    for ax, b in zip(axes, ("backtracking", "verification", "alternatives")):
+        for name, (steps, _) in runs.items():
+            ax.plot([r["step"] for r in steps], [r["behaviors"][b] for r in steps], label=name)
+        ax.set(title=b, xlabel="RL step", ylim=(0, 1))
+    axes[0].set_ylabel("share of rollouts")
+    axes[0].legend()
+    save(fig, "behaviors.png")
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for ax, key, title in zip(axes, ("kl", "entropy"), ("KL to the SFT reference", "entropy")):
+        for name, (steps, _) in runs.items():
+            ax.plot(*_series(steps, key), label=name)
+        ax.set(title=title, xlabel="RL step", ylabel="nats per token")
+    axes[0].legend()
+    save(fig, "kl.png")
+    return paths
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description="Plot train_rl.py runs from their metrics.jsonl.")
+    ap.add_argument("runs", nargs="+", help="run directories (out/rl ...)")
+    ap.add_argument("--out", default=None, help="folder for the PNGs (default: FIRST_RUN/plots)")
+    a = ap.parse_args()
+    try:
+        for p in plot_runs(a.runs, a.out):
+            print(p)
+    except FileNotFoundError as e:
+        ap.exit(1, f"error: {e}\n")

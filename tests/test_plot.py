@@ -1,0 +1,39 @@
+"""nanorlsp.plot draws every standard figure, overlaying several runs."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from nanorlsp.plot import plot_runs
+
+
+def fake_run(d, n=6):
+    d.mkdir()
+    with open(d / "metrics.jsonl", "w") as f:
+        f.write(json.dumps({"step": 0, "val_acc": 0.5}) + "\n")
+        for s in range(1, n + 1):
+            f.write(json.dumps({"step": s, "reward": s / n, "outcome": 0.5, "explore": -0.1,
+                                "repetition": 0.0, "acc": s / n, "len_p10": 10, "len_p50": 20 + s,
+                                "len_p90": 40, "kl": 0.01 * s, "entropy": 0.2,
+                                "behaviors": {"backtracking": 0.1, "verification": 0.2,
+                                              "alternatives": 0.0}}) + "\n")
+        f.write(json.dumps({"step": n, "val_acc": 0.8}) + "\n")
+    return str(d)
+
+
+def test_plot_runs_overlay(tmp_path):
+    a, b = fake_run(tmp_path / "rlsp"), fake_run(tmp_path / "none")
+    paths = plot_runs([a, b], str(tmp_path / "plots"))
+    names = sorted(p.rsplit("/", 1)[1] for p in paths)
+    assert names == ["accuracy.png", "behaviors.png", "kl.png", "length.png", "reward.png"]
+    for p in paths:
+        assert open(p, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plot_cli_missing_run(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "nanorlsp.plot", str(tmp_path / "nope")],
+                       capture_output=True, text=True)
+    assert r.returncode == 1 and "no metrics.jsonl" in r.stderr
+    with pytest.raises(FileNotFoundError):
+        plot_runs([str(tmp_path / "nope")])
