@@ -20,8 +20,6 @@ setups: no second model copy in memory), trained with the policy in one backward
 KL to the frozen SFT reference: a k3 loss term for REINFORCE (GRPO), a per-token k1 penalty in
 the reward for PPO (OpenRLHF, the paper's code).
 """
-import json
-import math
 import os
 import random
 import sys
@@ -35,8 +33,8 @@ from data import get_task
 from nanorlsp.behaviors import frequencies
 from nanorlsp.checkpoint import (CheckpointError, load_model, model_from_state, open_run,
                                  save_checkpoint)
-from nanorlsp.common import (ArgParser, UserError, autocast, die, nonneg_int, positive_int,
-                             resolve_device, resolve_dtype)
+from nanorlsp.common import (ArgParser, UserError, append_jsonl, autocast, die, nonneg_int,
+                             positive_int, reset_logs, resolve_device, resolve_dtype)
 from nanorlsp.evaluation import task_accuracy
 from nanorlsp.rewards import EXPLORE, RewardConfig, coef_at, score
 from nanorlsp.rl import (entropy, gae, group_advantages, kl_penalty, masked_mean,
@@ -165,8 +163,7 @@ def forward_completions(model, prompt_ids, comp, want_hidden=False):
 
 
 def log(name: str, rec: dict):
-    with open(os.path.join(args.out_dir, name), "a") as f:
-        f.write(json.dumps(rec) + "\n")
+    append_jsonl(os.path.join(args.out_dir, name), rec)
 
 
 def evaluate(step: int) -> dict:
@@ -183,12 +180,8 @@ def save(step: int):
                            "task": args.task})
 
 
-for name in ("metrics.jsonl", "samples.jsonl"):  # keep only what the checkpoint covers
-    path = os.path.join(args.out_dir, name)
-    if os.path.exists(path):
-        keep = [ln for ln in open(path) if state is not None and ln.strip()
-                and json.loads(ln)["step"] <= start_step]
-        open(path, "w").writelines(keep)
+reset_logs(args.out_dir, ("metrics.jsonl", "samples.jsonl"),
+           start_step if state is not None else None)
 if state is None and eval_problems:
     ev = evaluate(0)
     print(f"eval step 0 (the SFT policy): held-out acc {ev['val_acc']:.3f} | mean reply "

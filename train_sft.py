@@ -12,7 +12,6 @@ accumulation. Every --eval_interval steps: held-out loss on test-split demonstra
 accuracy on held-out problems (exact checker), and an atomic checkpoint that --resume continues
 bit for bit (same data order, optimizer state and step).
 """
-import json
 import math
 import os
 import sys
@@ -24,8 +23,8 @@ from tqdm import tqdm
 from data import get_task
 from nanorlsp.checkpoint import (CheckpointError, load_model, model_from_state, open_run,
                                  save_checkpoint)
-from nanorlsp.common import (ArgParser, UserError, autocast, die, nonneg_int, positive_int,
-                             resolve_device, resolve_dtype)
+from nanorlsp.common import (ArgParser, UserError, append_jsonl, autocast, die, nonneg_int,
+                             positive_int, reset_logs, resolve_device, resolve_dtype)
 from nanorlsp.evaluation import breakdown, task_accuracy
 from nanorlsp.model import GPT, ModelConfig
 from nanorlsp.sft import collate, pack, render_examples, sft_loss_sum
@@ -201,8 +200,7 @@ def evaluate(step: int) -> dict:
 
 
 def log(rec: dict):
-    with open(os.path.join(args.out_dir, "metrics.jsonl"), "a") as f:
-        f.write(json.dumps(rec) + "\n")
+    append_jsonl(os.path.join(args.out_dir, "metrics.jsonl"), rec)
 
 
 def save(step: int):
@@ -211,12 +209,7 @@ def save(step: int):
 
 
 # on resume, drop metrics logged after the checkpoint (they belong to the lost tail of the run)
-metrics_path = os.path.join(args.out_dir, "metrics.jsonl")
-if state is not None and os.path.exists(metrics_path):
-    keep = [ln for ln in open(metrics_path) if ln.strip() and json.loads(ln)["step"] <= start_step]
-    open(metrics_path, "w").writelines(keep)
-elif state is None and os.path.exists(metrics_path):
-    os.remove(metrics_path)  # --overwrite or a fresh directory: a fresh log
+reset_logs(args.out_dir, ("metrics.jsonl",), start_step if state is not None else None)
 
 # -----------------------------------------------------------------------------
 # training loop

@@ -3,6 +3,7 @@ Small shared pieces of the scripts: one-line CLI errors, device and dtype choice
 """
 import argparse
 import contextlib
+import json
 import os
 import sys
 import tempfile
@@ -99,3 +100,22 @@ def atomic_write(path: str, data) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def append_jsonl(path: str, rec: dict) -> None:
+    """One JSON record as a line of a run log (metrics.jsonl, samples.jsonl)."""
+    with open(path, "a") as f:
+        f.write(json.dumps(rec) + "\n")
+
+
+def reset_logs(out_dir: str, names: tuple[str, ...], upto_step: int | None) -> None:
+    """Make a run's logs match its checkpoint: on --resume (upto_step = the checkpoint's step)
+    drop the records logged after it, which belong to the lost tail of the run; on a fresh run
+    (upto_step None: a new directory or --overwrite) start the logs empty."""
+    for name in names:
+        path = os.path.join(out_dir, name)
+        if not os.path.exists(path):
+            continue
+        keep = [] if upto_step is None else [
+            ln for ln in open(path) if ln.strip() and json.loads(ln)["step"] <= upto_step]
+        open(path, "w").writelines(keep)

@@ -217,7 +217,7 @@ def test_resume_equals_uninterrupted_run(tmp_path):
     k = read_checkpoint(cut)["step"]
     assert 5 <= k < 40
 
-    r = run_sft("--out_dir", cut, "--resume")
+    run_sft("--out_dir", cut, "--resume")
     a, b = read_checkpoint(full), read_checkpoint(cut)
     assert b["step"] == 40
     for name in a["model"]:
