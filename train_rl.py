@@ -12,8 +12,13 @@ responses per prompt with the KV-cached sampler (eval mode, no grad, log-probs k
 transcripts in samples.jsonl. Every --eval_interval steps: greedy held-out accuracy and an atomic
 checkpoint; --resume continues from it.
 
-Simplifications, named (STYLE.md #9): single process for now (the torchrun/DDP path is the next
-step); the reasoning length L is counted by re-encoding the text before the final \\boxed (not
+torchrun (nanorlsp/dist.py): every rank builds the same global batch of prompts and rolls out its
+share of them; rows are sampled with keys = their index in the global batch, so the rollouts do
+not depend on the number of ranks; each rank's loss is normalised by the global token count, and
+DDP averages the gradients, so an N-process step equals the 1-process step on the same batch
+(tests/test_dist.py). Metrics are gathered from all ranks; rank 0 writes logs and checkpoints.
+
+Simplifications, named (STYLE.md #9): the reasoning length L is counted by re-encoding the text before the final \\boxed (not
 the generated ids themselves, which may tokenize differently at the cut); PPO's value head is a
 linear layer on the policy's final hidden state (shared trunk, as in nanochat-style small
 setups: no second model copy in memory), trained with the policy in one backward pass.
@@ -27,9 +32,11 @@ import time
 
 import torch
 import torch.nn as nn
+from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 from data import get_task
+from nanorlsp import dist
 from nanorlsp.behaviors import frequencies
 from nanorlsp.checkpoint import (CheckpointError, load_model, model_from_state, open_run,
                                  save_checkpoint)
@@ -59,7 +66,8 @@ ap.add_argument("--explore_schedule", default="constant", choices=["constant", "
 ap.add_argument("--kl_coef", type=float, default=0.05)
 ap.add_argument("--kl_estimator", default="k3", choices=["k1", "k3"])
 ap.add_argument("--n_samples", type=positive_int, default=8, help="G: rollouts per prompt")
-ap.add_argument("--prompts_per_step", type=positive_int, default=16)
+ap.add_argument("--prompts_per_step", type=positive_int, default=16,
+                help="global batch of prompts (split across torchrun ranks)")
 ap.add_argument("--max_new_tokens", type=positive_int, default=224)
 ap.add_argument("--temperature", type=float, default=1.0)
 ap.add_argument("--baseline", default="mean", choices=["mean", "loo"])
@@ -67,7 +75,8 @@ ap.add_argument("--std_norm", action="store_true", help="divide advantages by th
 ap.add_argument("--lr", type=float, default=5e-5)
 ap.add_argument("--grad_clip", type=float, default=1.0)
 ap.add_argument("--ppo_epochs", type=positive_int, default=2)
-ap.add_argument("--minibatches", type=positive_int, default=2, help="PPO minibatches per epoch")
+ap.add_argument("--minibatches", type=positive_int, default=2,
+                help="PPO minibatches per epoch (each a slice of the step's prompts)")
 ap.add_argument("--clip", type=float, default=0.2, help="PPO ratio clip")
 ap.add_argument("--value_clip", type=float, default=0.2)
 ap.add_argument("--vf_coef", type=float, default=0.5)
@@ -85,7 +94,8 @@ args = ap.parse_args()
 
 try:
     task = get_task(args.task)
-    device = resolve_device(args.device)
+    d = dist.setup(args.device)
+    device = d.device
     dtype = resolve_dtype(args.dtype, device)
     rcfg = RewardConfig(explore=args.explore_reward, coef=args.explore_coef,
                         schedule=args.explore_schedule, schedule_steps=args.max_steps)
@@ -93,6 +103,10 @@ except (ValueError, UserError) as e:
     die(str(e))
 if args.temperature <= 0:
     die("--temperature must be > 0 for RL (rollouts must explore)")
+M = args.minibatches if args.algo == "ppo" else 1
+if args.prompts_per_step % (M * d.world):
+    die(f"--prompts_per_step {args.prompts_per_step} must be a multiple of "
+        f"{'--minibatches x ' if M > 1 else ''}ranks = {M * d.world}")
 
 # -----------------------------------------------------------------------------
 # policy, reference, value head; resume or start fresh
@@ -119,8 +133,31 @@ if state is not None:
 else:
     policy, _ = load_model(args.init_from, device=device)
 policy.train()
+torch.manual_seed(args.seed)  # the value head's init: the same on every rank and in one process
 value_head = nn.Linear(policy.config.n_embd, 1).to(device) if args.algo == "ppo" else None
-params = list(policy.parameters()) + (list(value_head.parameters()) if value_head else [])
+
+
+class WithValues(nn.Module):
+    """A policy (and PPO's value head, if any) as one module: (B, T) ids -> logits (B, T, V) and
+    values (B, T) or None. One module, so DDP averages the value head's gradients too."""
+
+    def __init__(self, model, head):
+        super().__init__()
+        self.model, self.head = model, head
+
+    def forward(self, idx):
+        if self.head is None:
+            return self.model(idx), None
+        logits, h = self.model(idx, return_hidden=True)
+        return logits, self.head(h.float()).squeeze(-1)
+
+
+actor = WithValues(policy, value_head)
+params = list(actor.parameters())
+# under torchrun DDP all-reduces (averages) the gradients during backward; one process: as is
+train_actor = DDP(actor, device_ids=[d.local_rank] if device.startswith("cuda") else None) \
+    if d.world > 1 else actor
+ref_actor = WithValues(ref, None)
 optimizer = torch.optim.AdamW(params, lr=args.lr, betas=(0.9, 0.95), weight_decay=0.0)
 start_step = 0
 if state is not None:
@@ -128,8 +165,8 @@ if state is not None:
     if value_head is not None:
         value_head.load_state_dict(state["value_head"])
     start_step = state["step"]
-os.makedirs(args.out_dir, exist_ok=True)
-torch.manual_seed(args.seed)
+if d.main:
+    os.makedirs(args.out_dir, exist_ok=True)
 
 train_problems = task.make_problems("train", 20000, seed=args.seed)
 eval_problems = task.make_problems("test", args.eval_problems, seed=0) if args.eval_problems else []
@@ -137,14 +174,22 @@ V = tok.n_vocab  # the sampler never emits the padded embedding rows; the loss m
 
 
 def rollout_batch(step: int):
-    """The step's prompts (a pure function of seed and step, so --resume replays the stream)."""
+    """The step's global batch of prompts (a pure function of seed and step, so --resume and
+    every rank see the same stream)."""
     rng = random.Random(f"rl-{args.seed}-{step}")
     return rng.sample(train_problems, args.prompts_per_step)
 
 
-def forward_completions(model, prompt_ids, comp, want_hidden=False):
+# This rank's prompts: the step's P prompts form M minibatches of consecutive prompts (PPO; M = 1
+# for REINFORCE) and each rank takes every world-th prompt of each, so every rank holds the same
+# number of prompts of every minibatch (DDP needs every rank in every backward).
+C = args.prompts_per_step // M
+MINE = [k * C + j for k in range(M) for j in range(d.rank, C, d.world)]
+
+
+def forward_completions(model, prompt_ids, comp):
     """Run model over prompt + completion (right-padded) and pick, for each completion token j,
-    the logits (and hidden state) of the position that predicts it: (B, Tn, V) (+ (B, Tn, C))."""
+    the logits (and value) of the position that predicts it: (B, Tn, V) and (B, Tn) or None."""
     B, Tn = comp.shape
     Lp = torch.tensor([len(p) for p in prompt_ids], device=device)
     L = int(Lp.max()) + Tn
@@ -153,38 +198,55 @@ def forward_completions(model, prompt_ids, comp, want_hidden=False):
         seq[i, :len(p)] = torch.tensor(p, device=device)
         seq[i, len(p):len(p) + Tn] = comp[i]
     with autocast(device, dtype):
-        out = model(seq, return_hidden=want_hidden)
-    logits, hidden = out if want_hidden else (out, None)
+        logits, values = model(seq)
     pos = Lp[:, None] - 1 + torch.arange(Tn, device=device)[None]        # (B, Tn)
     logits = logits.gather(1, pos[..., None].expand(-1, -1, logits.size(-1)))
-    if hidden is not None:
-        hidden = hidden.gather(1, pos[..., None].expand(-1, -1, hidden.size(-1)))
-    return logits, hidden
+    if values is not None:
+        values = values.gather(1, pos)
+    return logits, values
+
+
+def global_mean(x_sum: torch.Tensor, n_global: torch.Tensor):
+    """A rank's share of a token mean over the global batch: (local sum) / (global count) x world.
+    DDP divides the summed gradients by world, leaving exactly the global mean's gradient."""
+    return x_sum / n_global.clamp(min=1) * d.world
 
 
 def log(name: str, rec: dict):
-    append_jsonl(os.path.join(args.out_dir, name), rec)
+    if d.main:
+        append_jsonl(os.path.join(args.out_dir, name), rec)
+
+
+def say(msg: str):
+    if d.main:
+        tqdm.write(msg)
 
 
 def evaluate(step: int) -> dict:
-    acc, replies = task_accuracy(policy, tok, task, eval_problems, args.max_new_tokens,
-                                 temperature=0.0, batch_size=128)
+    # greedy replies to this rank's share of the problems, gathered back in order on every rank
+    _, mine = task_accuracy(policy, tok, task, eval_problems[d.rank::d.world],
+                            args.max_new_tokens, temperature=0.0, batch_size=128)
+    replies = dist.gather_shards(mine, d)
+    acc = sum(r["correct"] for r in replies) / len(replies)
     return {"val_acc": acc,
             "val_mean_tokens": sum(r["n_tokens"] for r in replies) / len(replies),
             "val_behaviors": frequencies([r["text"] for r in replies], args.task)}
 
 
 def save(step: int):
-    save_checkpoint(args.out_dir, policy, tok, step, vars(args), optimizer,
-                    extra={"value_head": value_head.state_dict() if value_head else None,
-                           "task": args.task})
+    if d.main:
+        save_checkpoint(args.out_dir, policy, tok, step, vars(args), optimizer,
+                        extra={"value_head": value_head.state_dict() if value_head else None,
+                               "task": args.task})
+    dist.barrier()  # no rank runs ahead of a checkpoint it might need
 
 
-reset_logs(args.out_dir, ("metrics.jsonl", "samples.jsonl"),
-           start_step if state is not None else None)
+if d.main:
+    reset_logs(args.out_dir, ("metrics.jsonl", "samples.jsonl"),
+               start_step if state is not None else None)
 if state is None and eval_problems:
     ev = evaluate(0)
-    print(f"eval step 0 (the SFT policy): held-out acc {ev['val_acc']:.3f} | mean reply "
+    say(f"eval step 0 (the SFT policy): held-out acc {ev['val_acc']:.3f} | mean reply "
           f"{ev['val_mean_tokens']:.0f} tokens | behaviours {ev['val_behaviors']}")
     log("metrics.jsonl", dict(step=0, **ev))
 
@@ -194,18 +256,19 @@ if state is None and eval_problems:
 G = args.n_samples
 bad_steps = 0
 pbar = tqdm(range(start_step, args.max_steps), initial=start_step, total=args.max_steps,
-            desc="rl", dynamic_ncols=True, disable=None)
+            desc="rl", dynamic_ncols=True, disable=None if d.main else True)
 step = start_step
 try:
     for step in pbar:
         t0 = time.time()
-        # -- rollouts: (B = P * G) responses, log-probs of the sampled tokens --------------
-        problems = rollout_batch(step)
+        # -- rollouts: this rank's prompts x G samples, log-probs of the sampled tokens ------
+        problems = [rollout_batch(step)[i] for i in MINE]                  # P_local prompts
         prompt_ids = [tok.render_prompt([{"role": "user", "content": p["prompt"]}]) for p in problems]
         policy.eval()
         ro = sample(policy, prompt_ids, args.max_new_tokens, temperature=args.temperature,
                     n_samples=G, stop_tokens=tok.stop_tokens, seed=args.seed * 100003 + step,
-                    return_logprobs=True, vocab_limit=V)
+                    return_logprobs=True, vocab_limit=V,
+                    row_keys=[i * G + j for i in MINE for j in range(G)])
         policy.train()
         Tn = int(ro.lengths.max())
         comp, mask, old_logp = ro.tokens[:, :Tn], ro.mask[:, :Tn], ro.logprobs[:, :Tn]
@@ -223,62 +286,75 @@ try:
             correct.append(bool(task.check(text, prob)))
             has_ans.append(last_boxed(text) is not None)
             reason.append(tok.encode(text[:box] if box >= 0 else text))
-        acc = sum(correct) / len(correct)
+        n_right, n_rows = dist.all_sum(torch.tensor([float(sum(correct)), float(len(correct))]))
+        acc = (n_right / n_rows).item()                                    # the global batch's
         coef = coef_at(rcfg, step, acc)
         parts = score(reason, correct, has_ans, rcfg, coef)
         rewards = parts["total"].to(device)
         t_score = time.time() - t1
-        # a non-finite reward or loss skips the update (logged); several in a row stop the run
-        skipped = not bool(torch.isfinite(rewards).all())
+        # a non-finite reward or loss (on any rank) skips the update on every rank (logged);
+        # several in a row stop the run
+        skipped = dist.any_rank(not bool(torch.isfinite(rewards).all()), device)
 
         # -- update ----------------------------------------------------------------------
         t2 = time.time()
         with torch.no_grad():
-            ref_logits, _ = forward_completions(ref, rows_prompt, comp)
+            ref_logits, _ = forward_completions(ref_actor, rows_prompt, comp)
             ref_logp = token_logprobs(ref_logits / args.temperature, comp, V)
-        stats = {"kl": float("nan"), "entropy": float("nan"), "clip_frac": 0.0, "loss": float("nan")}
+        # token-level sums per rank -> global means (the loss, KL, entropy, clip fraction)
+        sums = torch.zeros(4, device=device)                             # loss, kl, ent, clip
         if skipped:
             pass
         elif args.algo == "reinforce":
-            adv = group_advantages(rewards, G, args.baseline, args.std_norm)
-            logits, _ = forward_completions(policy, rows_prompt, comp)
+            adv = group_advantages(rewards, G, args.baseline, args.std_norm)  # groups stay on a rank
+            n_loc = mask.sum()
+            n_glob = dist.all_sum(n_loc)
+            logits, _ = forward_completions(train_actor, rows_prompt, comp)
             logp = token_logprobs(logits / args.temperature, comp, V)
-            kl = masked_mean(kl_penalty(logp, ref_logp, args.kl_estimator), mask)
-            loss = reinforce_loss(logp, adv, mask) + args.kl_coef * kl
-            ent = entropy(logits / args.temperature, mask)
-            skipped = not bool(torch.isfinite(loss))
+            kl = kl_penalty(logp, ref_logp, args.kl_estimator)
+            # reinforce_loss and the KL are token means over this rank's rows: x n_loc = sums
+            loss = global_mean((reinforce_loss(logp, adv, mask) + args.kl_coef * masked_mean(kl, mask))
+                               * n_loc, n_glob)
+            skipped = dist.any_rank(not bool(torch.isfinite(loss)), device)
             if not skipped:
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(params, args.grad_clip)
                 optimizer.step()
-                stats.update(kl=kl.item(), entropy=ent.item(), clip_frac=0.0, loss=loss.item())
+                with torch.no_grad():
+                    sums += torch.stack([loss.detach() / d.world,
+                                         (kl * mask).sum() / n_glob,
+                                         entropy(logits / args.temperature, mask) * n_loc / n_glob,
+                                         torch.zeros((), device=device)])
         else:
             with torch.no_grad():
-                _, h = forward_completions(policy, rows_prompt, comp, want_hidden=True)
-                old_values = value_head(h.float()).squeeze(-1) * mask              # (B, Tn)
+                _, old_values = forward_completions(actor, rows_prompt, comp)
+                old_values = old_values * mask                                      # (B, Tn)
                 # per-token reward: the KL penalty on every token, the sequence reward on its last
                 tok_rew = -args.kl_coef * kl_penalty(old_logp, ref_logp, "k1") * mask
                 last = (ro.lengths - 1).clamp(min=0).to(device)
                 tok_rew[torch.arange(len(last)), last] += rewards
                 adv, returns = gae(tok_rew, old_values, mask, args.gamma, args.gae_lambda)
-                # whiten the advantages over the batch's tokens (OpenRLHF does the same)
-                mu = masked_mean(adv, mask)
-                adv = (adv - mu) / (masked_mean((adv - mu) ** 2, mask).sqrt() + 1e-6) * mask
-            idx = torch.randperm(len(comp), generator=torch.Generator().manual_seed(step))
-            agg = {"kl": 0.0, "entropy": 0.0, "clip_frac": 0.0, "loss": 0.0}
+                # whiten the advantages over the global batch's tokens (OpenRLHF does the same)
+                s = dist.all_sum(torch.stack([(adv * mask).sum(), mask.sum()]))
+                mu = s[0] / s[1]
+                var = dist.all_sum(((adv - mu) ** 2 * mask).sum()) / s[1]
+                adv = (adv - mu) / (var.sqrt() + 1e-6) * mask
+            # minibatch k = this rank's rows of prompts k*C .. (k+1)*C - 1 (see MINE)
+            rows_per_mb = len(comp) // M
+            mbs = [torch.arange(k * rows_per_mb, (k + 1) * rows_per_mb) for k in range(M)]
+            n_loc = torch.stack([mask[mb].sum() for mb in mbs])
+            n_glob = dist.all_sum(n_loc)
             n_mb = 0
-            minibatches = [c for _ in range(args.ppo_epochs) for c in idx.chunk(args.minibatches)]
-            for mb in minibatches:
-                mbl = mb.tolist()
-                logits, h = forward_completions(policy, [rows_prompt[i] for i in mbl],
-                                                comp[mb], want_hidden=True)
+            for mb, nl, ng in [(mb, n_loc[k], n_glob[k]) for _ in range(args.ppo_epochs)
+                               for k, mb in enumerate(mbs)]:
+                logits, values = forward_completions(train_actor, [rows_prompt[i] for i in mb.tolist()],
+                                                     comp[mb])
                 logp = token_logprobs(logits / args.temperature, comp[mb], V)
-                values = value_head(h.float()).squeeze(-1)
                 pl, cf = ppo_policy_loss(logp, old_logp[mb], adv[mb], mask[mb], args.clip)
                 vl = value_loss(values, old_values[mb], returns[mb], mask[mb], args.value_clip)
-                loss = pl + args.vf_coef * vl
-                if not torch.isfinite(loss):
+                loss = global_mean((pl + args.vf_coef * vl) * nl, ng)
+                if dist.any_rank(not bool(torch.isfinite(loss)), device):
                     skipped = True  # the minibatches already applied stay applied
                     break
                 optimizer.zero_grad(set_to_none=True)
@@ -286,53 +362,58 @@ try:
                 torch.nn.utils.clip_grad_norm_(params, args.grad_clip)
                 optimizer.step()
                 with torch.no_grad():
-                    agg["kl"] += masked_mean(kl_penalty(logp, ref_logp[mb], "k1"), mask[mb]).item()
-                    agg["entropy"] += entropy(logits / args.temperature, mask[mb]).item()
-                agg["clip_frac"] += cf.item()
-                agg["loss"] += loss.item()
+                    sums += torch.stack([loss.detach() / d.world,
+                                         (kl_penalty(logp, ref_logp[mb], "k1") * mask[mb]).sum() / ng,
+                                         entropy(logits / args.temperature, mask[mb]) * nl / ng,
+                                         cf * nl / ng])
                 n_mb += 1
-            if n_mb:
-                stats.update({k: v / n_mb for k, v in agg.items()})
+            sums /= max(n_mb, 1)
+        loss_v, kl_v, ent_v, clip_v = dist.all_sum(sums).tolist()
+        stats = {"kl": kl_v, "entropy": ent_v, "clip_frac": clip_v, "loss": loss_v}
         t_train = time.time() - t2
         if skipped:
             bad_steps += 1
             log("metrics.jsonl", dict(step=step + 1, skipped="non-finite reward or loss"))
-            tqdm.write(f"step {step + 1}: non-finite reward or loss, update skipped "
-                       f"({bad_steps} in a row)")
+            say(f"step {step + 1}: non-finite reward or loss, update skipped ({bad_steps} in a row)")
             if bad_steps >= args.max_bad_steps:
                 die(f"{bad_steps} non-finite steps in a row (last at step {step + 1}); the last "
                     f"checkpoint in {args.out_dir} is intact")
             continue
 
-        # -- log --------------------------------------------------------------------------
-        lens = ro.lengths.float()
-        rec = dict(step=step + 1, reward=parts["total"].mean().item(),
-                   outcome=parts["outcome"].mean().item(), explore=parts["explore"].mean().item(),
-                   repetition=parts["repetition"].mean().item(), explore_coef=coef, acc=acc,
-                   len_mean=lens.mean().item(),
+        # -- log: every rank's rows, gathered in the global order ---------------------------
+        rows = [dict(i=MINE[i // G] * G + i % G, text=texts[i], correct=correct[i], len=int(n),
+                     finish=ro.finish[i], **{k: float(parts[k][i]) for k in
+                                             ("total", "outcome", "explore", "repetition")})
+                for i, n in enumerate(ro.lengths.tolist())]
+        rows = sorted(dist.gather_shards(rows, d), key=lambda r: r["i"])
+        lens = torch.tensor([float(r["len"]) for r in rows])
+        mean = lambda k: sum(r[k] for r in rows) / len(rows)  # noqa: E731
+        rec = dict(step=step + 1, reward=mean("total"), outcome=mean("outcome"),
+                   explore=mean("explore"), repetition=mean("repetition"), explore_coef=coef,
+                   acc=acc, len_mean=lens.mean().item(),
                    **{f"len_p{q}": lens.quantile(q / 100).item() for q in (10, 50, 90)},
-                   truncated=sum(f == "length" for f in ro.finish) / len(ro.finish),
-                   behaviors=frequencies(texts, args.task), **stats,
-                   tok_per_s=float(ro.lengths.sum()) / max(t_gen, 1e-9),
+                   truncated=sum(r["finish"] == "length" for r in rows) / len(rows),
+                   behaviors=frequencies([r["text"] for r in rows], args.task), **stats,
+                   tok_per_s=float(lens.sum()) / max(t_gen, 1e-9),
                    t_gen=t_gen, t_score=t_score, t_train=t_train)
         log("metrics.jsonl", rec)
-        for i in range(min(args.log_samples, len(texts))):
-            log("samples.jsonl", dict(step=step + 1, prompt=problems[i // G]["prompt"],
-                                      response=texts[i], correct=correct[i],
-                                      reward=parts["total"][i].item()))
-        tqdm.write(f"step {step + 1:4d} | reward {rec['reward']:+.3f} (out {rec['outcome']:+.3f} "
-                   f"exp {rec['explore']:+.3f} rep {rec['repetition']:+.3f}) | acc {acc:.3f} | "
-                   f"len {rec['len_mean']:.0f} | kl {stats['kl']:.4f} | ent {stats['entropy']:.3f} | "
-                   f"clip {stats['clip_frac']:.3f} | {rec['tok_per_s']:.0f} tok/s | "
-                   f"gen {t_gen:.1f}s score {t_score:.2f}s train {t_train:.1f}s")
+        all_problems = rollout_batch(step)
+        for r in rows[:args.log_samples]:
+            log("samples.jsonl", dict(step=step + 1, prompt=all_problems[r["i"] // G]["prompt"],
+                                      response=r["text"], correct=r["correct"], reward=r["total"]))
+        say(f"step {step + 1:4d} | reward {rec['reward']:+.3f} (out {rec['outcome']:+.3f} "
+            f"exp {rec['explore']:+.3f} rep {rec['repetition']:+.3f}) | acc {acc:.3f} | "
+            f"len {rec['len_mean']:.0f} | kl {stats['kl']:.4f} | ent {stats['entropy']:.3f} | "
+            f"clip {stats['clip_frac']:.3f} | {rec['tok_per_s']:.0f} tok/s | "
+            f"gen {t_gen:.1f}s score {t_score:.2f}s train {t_train:.1f}s")
         bad_steps = 0
 
         done = step + 1
         if done % args.eval_interval == 0 or done == args.max_steps:
             if eval_problems:
                 ev = evaluate(done)
-                tqdm.write(f"eval step {done}: held-out acc {ev['val_acc']:.3f} | mean reply "
-                           f"{ev['val_mean_tokens']:.0f} tokens | behaviours {ev['val_behaviors']}")
+                say(f"eval step {done}: held-out acc {ev['val_acc']:.3f} | mean reply "
+                    f"{ev['val_mean_tokens']:.0f} tokens | behaviours {ev['val_behaviors']}")
                 log("metrics.jsonl", dict(step=done, **ev))
             save(done)
 except KeyboardInterrupt:
@@ -340,4 +421,6 @@ except KeyboardInterrupt:
     die(f"interrupted at step {step}; the last checkpoint in {args.out_dir} is intact "
         "(continue with --resume)", code=130)
 pbar.close()
-print(f"done: {args.max_steps} steps; checkpoint in {args.out_dir}")
+if d.main:
+    print(f"done: {args.max_steps} steps; checkpoint in {args.out_dir}")
+dist.shutdown()

@@ -11,16 +11,24 @@ weight decay on matrices only, linear warm-up then cosine decay, gradient clippi
 accumulation. Every --eval_interval steps: held-out loss on test-split demonstrations, greedy
 accuracy on held-out problems (exact checker), and an atomic checkpoint that --resume continues
 bit for bit (same data order, optimizer state and step).
+
+torchrun --standalone --nproc_per_node=N train_sft.py: --batch_size stays the global micro-batch;
+every rank packs the same rows and trains on every N-th one, the loss is normalised by the
+global number of assistant tokens, and DDP averages the gradients, so a step equals the
+one-process step (tests/test_dist.py). Rank 0 logs and saves.
 """
+import contextlib
 import math
 import os
 import sys
 import time
 
 import torch
+from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 from data import get_task
+from nanorlsp import dist
 from nanorlsp.checkpoint import (CheckpointError, load_model, model_from_state, open_run,
                                  save_checkpoint)
 from nanorlsp.common import (ArgParser, UserError, append_jsonl, autocast, die, nonneg_int,
@@ -59,7 +67,8 @@ ap.add_argument("--n_head", type=positive_int, default=4)
 ap.add_argument("--n_kv_head", type=positive_int, default=4)
 ap.add_argument("--compile", action="store_true", help="torch.compile the model")
 # optimization
-ap.add_argument("--batch_size", type=positive_int, default=8, help="packed rows per micro-batch")
+ap.add_argument("--batch_size", type=positive_int, default=8,
+                help="packed rows per micro-batch (global: split across torchrun ranks)")
 ap.add_argument("--grad_accum", type=positive_int, default=1, help="micro-batches per step")
 ap.add_argument("--lr", type=float, default=1e-3)
 ap.add_argument("--min_lr_frac", type=float, default=0.1, help="final lr as a fraction of --lr")
@@ -75,10 +84,13 @@ args = ap.parse_args()
 
 try:
     task = get_task(args.task)
-    device = resolve_device(args.device)
+    d = dist.setup(args.device)
+    device = d.device
     dtype = resolve_dtype(args.dtype, device)
 except (ValueError, UserError) as e:
     die(str(e))
+if args.batch_size % d.world:
+    die(f"--batch_size {args.batch_size} must be a multiple of the {d.world} ranks")
 
 # -----------------------------------------------------------------------------
 # the output directory: never overwrite a run by accident; resume only what exists
@@ -91,7 +103,8 @@ except UserError as e:
     die(str(e))
 
 torch.manual_seed(args.seed)
-os.makedirs(args.out_dir, exist_ok=True)
+if d.main:
+    os.makedirs(args.out_dir, exist_ok=True)
 
 # -----------------------------------------------------------------------------
 # data: demonstrations -> tokenizer -> (ids, mask) -> packed rows
@@ -120,7 +133,8 @@ if args.seq_len == 0:
     args.seq_len = 64 * math.ceil((longest - 1) / 64)  # rows hold seq_len + 1 tokens
 elif longest > args.seq_len + 1:
     die(f"--seq_len {args.seq_len} is shorter than the longest demonstration ({longest} tokens)")
-print(f"data: {len(train_ex)} demonstrations ({n_tok / len(train_ex):.0f} tokens avg, longest "
+say = print if d.main else (lambda *a, **k: None)
+say(f"data: {len(train_ex)} demonstrations ({n_tok / len(train_ex):.0f} tokens avg, longest "
       f"{longest}), rows of {args.seq_len}, vocab {tok.n_vocab}, {time.time() - t0:.1f}s")
 
 
@@ -150,7 +164,7 @@ else:
                       max_seq_len=max(args.seq_len, args.max_new_tokens + 64))
     model = GPT(cfg).to(device)
 model.train()
-print(f"model: {model.num_params() / 1e6:.2f}M parameters, {model.config.n_layer} layers, "
+say(f"model: {model.num_params() / 1e6:.2f}M parameters, {model.config.n_layer} layers, "
       f"d={model.config.n_embd}, device {device}, compute dtype {str(dtype).split('.')[-1]}")
 # fused/foreach AdamW differ in the last bits between devices; plain foreach is deterministic
 optimizer = torch.optim.AdamW(model.optim_groups(args.weight_decay), lr=args.lr,
@@ -160,7 +174,10 @@ if state is not None:
     optimizer.load_state_dict(state["optimizer"])
     start_step = state["step"]
     torch.set_rng_state(state["rng"]["torch"])
-fwd_model = torch.compile(model) if args.compile else model
+# under torchrun DDP averages the gradients during backward; `model` stays the plain module
+ddp_model = DDP(model, device_ids=[d.local_rank] if device.startswith("cuda") else None) \
+    if d.world > 1 else model
+fwd_model = torch.compile(ddp_model) if args.compile else ddp_model
 
 
 def lr_at(step: int) -> float:
@@ -176,40 +193,47 @@ def lr_at(step: int) -> float:
 def val_loss() -> float:
     model.eval()
     tot, cnt = 0.0, 0.0
-    rows = pack(val_ex, args.seq_len, seed=0, epoch=0)
+    rows = pack(val_ex, args.seq_len, seed=0, epoch=0)[d.rank::d.world]   # this rank's share
     for i in range(0, len(rows), args.batch_size):
         idx, tgt, m, pos, am = (t.to(device) for t in collate(val_ex, rows[i:i + args.batch_size],
                                                               args.seq_len))
         with autocast(device, dtype):
-            logits = fwd_model(idx, positions=pos, attn_mask=am)
+            logits = model(idx, positions=pos, attn_mask=am)
         tot += sft_loss_sum(logits, tgt, m).item()
         cnt += m.sum().item()
     model.train()
+    tot, cnt = dist.all_sum(torch.tensor([tot, cnt], dtype=torch.float64)).tolist()
     return tot / max(cnt, 1)
 
 
 def evaluate(step: int) -> dict:
     out = {"val_loss": val_loss()}
     if eval_problems:
-        acc, replies = task_accuracy(model, tok, task, eval_problems, args.max_new_tokens,
-                                     temperature=0.0, batch_size=100)
-        out["val_acc"] = acc
+        _, mine = task_accuracy(model, tok, task, eval_problems[d.rank::d.world],
+                                args.max_new_tokens, temperature=0.0, batch_size=100)
+        replies = dist.gather_shards(mine, d)
+        out["val_acc"] = sum(r["correct"] for r in replies) / len(replies)
         out["val_mean_tokens"] = sum(r["n_tokens"] for r in replies) / len(replies)
         out.update({f"val_{k}": v for k, v in breakdown(task, eval_problems, replies).items()})
     return out
 
 
 def log(rec: dict):
-    append_jsonl(os.path.join(args.out_dir, "metrics.jsonl"), rec)
+    if d.main:
+        append_jsonl(os.path.join(args.out_dir, "metrics.jsonl"), rec)
 
 
 def save(step: int):
-    save_checkpoint(args.out_dir, model, tok, step, vars(args), optimizer,
-                    extra={"rng": {"torch": torch.get_rng_state()}, "task": args.task})
+    if d.main:
+        save_checkpoint(args.out_dir, model, tok, step, vars(args), optimizer,
+                        extra={"rng": {"torch": torch.get_rng_state()}, "task": args.task})
+    dist.barrier()
 
 
 # on resume, drop metrics logged after the checkpoint (they belong to the lost tail of the run)
-reset_logs(args.out_dir, ("metrics.jsonl",), start_step if state is not None else None)
+if d.main:
+    reset_logs(args.out_dir, ("metrics.jsonl",), start_step if state is not None else None)
+write = tqdm.write if d.main else (lambda *a, **k: None)
 
 # -----------------------------------------------------------------------------
 # training loop
@@ -217,7 +241,7 @@ reset_logs(args.out_dir, ("metrics.jsonl",), start_step if state is not None els
 rows_per_step = args.batch_size * args.grad_accum
 stream = row_stream(train_ex, args.seq_len, args.seed, skip=start_step * rows_per_step)
 pbar = tqdm(range(start_step, args.max_steps), initial=start_step, total=args.max_steps,
-            desc="sft", dynamic_ncols=True, disable=None)
+            desc="sft", dynamic_ncols=True, disable=None if d.main else True)
 t_run, t_log, tokens_since = time.time(), time.time(), 0
 loss_acc, n_acc = 0.0, 0
 step = start_step
@@ -226,23 +250,29 @@ try:
         lr = lr_at(step)
         for g in optimizer.param_groups:
             g["lr"] = lr
-        micro = [collate(train_ex, [next(stream) for _ in range(args.batch_size)], args.seq_len)
-                 for _ in range(args.grad_accum)]
-        # normalise by the assistant tokens of the whole step, so accumulation = one big batch
-        n_targets = sum(mb[2].sum() for mb in micro).clamp(min=1)
+        # every rank draws the same global micro-batches and keeps every world-th row
+        micro = [[next(stream) for _ in range(args.batch_size)] for _ in range(args.grad_accum)]
+        # normalise by the assistant tokens of the whole global step, so accumulation and ranks
+        # add up to one big batch (DDP then averages over ranks: hence x world)
+        n_targets = sum(collate(train_ex, rows, args.seq_len)[2].sum() for rows in micro).clamp(min=1)
         step_loss = 0.0
-        for idx, tgt, m, pos, am in micro:
-            idx, tgt, m, pos, am = idx.to(device), tgt.to(device), m.to(device), pos.to(device), am.to(device)
-            with autocast(device, dtype):
-                logits = fwd_model(idx, positions=pos, attn_mask=am)
-            loss = sft_loss_sum(logits, tgt, m) / n_targets
-            loss.backward()
-            step_loss += loss.item()
-            tokens_since += idx.numel()
+        for k, rows in enumerate(micro):
+            idx, tgt, m, pos, am = (t.to(device) for t in
+                                    collate(train_ex, rows[d.rank::d.world], args.seq_len))
+            # DDP all-reduces on the last micro-batch's backward only
+            sync = k == len(micro) - 1 or d.world == 1
+            with contextlib.nullcontext() if sync else ddp_model.no_sync():
+                with autocast(device, dtype):
+                    logits = fwd_model(idx, positions=pos, attn_mask=am)
+                loss = sft_loss_sum(logits, tgt, m) / n_targets * d.world
+                loss.backward()
+            step_loss += loss.item() / d.world
+            tokens_since += idx.numel() * d.world
         gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(),
                                                args.grad_clip if args.grad_clip > 0 else float("inf"))
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        step_loss = dist.all_sum(torch.tensor([step_loss])).item()
         loss_acc, n_acc = loss_acc + step_loss, n_acc + 1
 
         done = step + 1
@@ -250,7 +280,7 @@ try:
             dt = time.time() - t_log
             rec = dict(step=done, loss=loss_acc / n_acc, lr=lr, grad_norm=float(gnorm),
                        tok_per_s=tokens_since / dt, elapsed_s=time.time() - t_run)
-            tqdm.write(f"step {done:5d} | loss {rec['loss']:.4f} | lr {lr:.2e} | "
+            write(f"step {done:5d} | loss {rec['loss']:.4f} | lr {lr:.2e} | "
                        f"gnorm {rec['grad_norm']:.2f} | {rec['tok_per_s']:.0f} tok/s")
             log(rec)
             t_log, tokens_since, loss_acc, n_acc = time.time(), 0, 0.0, 0
@@ -259,9 +289,9 @@ try:
             msg = f"eval step {done}: val_loss {ev['val_loss']:.4f}"
             if "val_acc" in ev:
                 msg += f" | held-out acc {ev['val_acc']:.3f} | mean reply {ev['val_mean_tokens']:.0f} tokens"
-            tqdm.write(msg)
+            write(msg)
             if "val_style" in ev:
-                tqdm.write("  replies by style (share, accuracy): " + ", ".join(
+                write("  replies by style (share, accuracy): " + ", ".join(
                     f"{s} {v['frac']:.2f} {v['acc']:.2f}" for s, v in ev["val_style"].items())
                     + " | accuracy by level: " + ", ".join(
                     f"L{k} {v:.2f}" for k, v in ev["val_level"].items()))
@@ -273,4 +303,5 @@ except KeyboardInterrupt:
     die(f"interrupted at step {step}; the last checkpoint in {args.out_dir} is intact "
         "(continue with --resume)", code=130)
 pbar.close()
-print(f"done: {args.max_steps} steps in {time.time() - t_run:.0f}s; checkpoint in {args.out_dir}")
+say(f"done: {args.max_steps} steps in {time.time() - t_run:.0f}s; checkpoint in {args.out_dir}")
+dist.shutdown()

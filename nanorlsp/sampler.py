@@ -40,6 +40,7 @@ sampled; the RL loss must mask the same way).
 """
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from nanorlsp.model import KVCache
@@ -70,6 +71,45 @@ def _filter_logits(logits, top_k, top_p):
         drop = drop_sorted.scatter(-1, order, drop_sorted)
         logits = logits.masked_fill(drop, float("-inf"))
     return logits
+
+
+# -----------------------------------------------------------------------------
+# Randomness keyed by (seed, row key, step): shard-invariant sampling
+
+_M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
+
+
+def _splitmix64(x: np.ndarray) -> np.ndarray:
+    """The splitmix64 finaliser (Steele et al. 2014): a bijective mix of uint64 counters into
+    well-distributed uint64s. numpy uint64 arithmetic wraps mod 2^64, as the algorithm wants."""
+    x = x + np.uint64(0x9E3779B97F4A7C15)
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def row_uniforms(seed: int, row_keys: list[int], n_steps: int) -> torch.Tensor:
+    """U (B, n_steps) float64 in [0, 1): the uniform that draws row b's token at step t.
+
+    A counter-based generator (like Philox): U[b, t] is a hash of (seed, row_keys[b], t) alone,
+    not of the batch the row happens to be in. So a rollout is the same whether its prompt is
+    sampled alone, in a batch of 128, or on rank 3 of a torchrun job: the DDP test compares a
+    2-process run with a 1-process run token for token. (torch.multinomial with a generator
+    draws for the whole batch at once, so sharding the batch would change every sample.)
+    """
+    with np.errstate(over="ignore"):
+        s = _splitmix64(np.array([seed & 0xFFFFFFFFFFFFFFFF], dtype=np.uint64))
+        k = _splitmix64(np.array(row_keys, dtype=np.uint64) ^ s)                # (B,)
+        x = _splitmix64(k[:, None] + np.arange(n_steps, dtype=np.uint64)[None, :])
+    return torch.from_numpy((x >> np.uint64(11)).astype(np.float64) / float(2 ** 53))
+
+
+def _draw(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Inverse-CDF sampling: the first id whose cumulative probability exceeds u * total.
+    probs (B, V), u (B,) -> (B,). u * total < total, so the id always has probability > 0
+    (never a masked id), whatever the rounding of the float64 cumulative sum."""
+    cdf = probs.double().cumsum(-1)                                                 # (B, V)
+    return torch.searchsorted(cdf, (u * cdf[:, -1])[:, None], right=True).squeeze(-1)
 
 
 # -----------------------------------------------------------------------------
@@ -113,9 +153,14 @@ def _compiled_step():
 def sample(model, prompts: list[list[int]], max_new_tokens: int, temperature: float = 1.0,
            top_k: int | None = None, top_p: float = 1.0, n_samples: int = 1,
            stop_tokens=None, seed: int | None = None, return_logprobs: bool = False,
-           pad_id: int = 0, vocab_limit: int | None = None, compile: bool = False) -> Rollout:
+           pad_id: int = 0, vocab_limit: int | None = None, compile: bool = False,
+           row_keys: list[int] | None = None) -> Rollout:
     """Generate for every prompt n_samples times; rows are prompt-major (prompt i's samples are
     rows i*n_samples .. i*n_samples + n_samples - 1).
+
+    Sampling is keyed: row b's randomness is a function of (seed, row_keys[b]) only (default
+    keys 0..B-1; see row_uniforms). train_rl passes each row's index in the *global* batch, so a
+    row samples the same tokens on any rank. seed=None draws a seed from torch's global RNG.
 
     compile=True runs the decode step through torch.compile (see _compiled_step): the first call
     for a model and shape pays the compile, later calls with the same B and S reuse it.
@@ -135,7 +180,14 @@ def sample(model, prompts: list[list[int]], max_new_tokens: int, temperature: fl
     B = P * n
     Lp = max(len(p) for p in prompts)
     S = Lp + max_new_tokens
-    gen = torch.Generator(device=device).manual_seed(seed) if seed is not None else None
+    if row_keys is None:
+        row_keys = list(range(B))
+    if len(row_keys) != B:
+        raise ValueError(f"row_keys has {len(row_keys)} keys for {B} rows")
+    if temperature > 0:
+        if seed is None:
+            seed = int(torch.randint(0, 2 ** 62, (1,)).item())
+        uniforms = row_uniforms(seed, row_keys, max_new_tokens).to(device)        # (B, T)
     stop = torch.tensor(sorted(set(stop_tokens or [])), dtype=torch.long, device=device)
 
     # -- prefill: left-padded prompts (P, Lp) ---------------------------------------------
@@ -188,7 +240,7 @@ def sample(model, prompts: list[list[int]], max_new_tokens: int, temperature: fl
         else:
             scaled = logits / temperature
             probs = torch.softmax(_filter_logits(scaled, top_k, top_p), dim=-1)
-            nxt = torch.multinomial(probs, 1, generator=gen).squeeze(-1)
+            nxt = _draw(probs, uniforms[:, t])
         if logps is not None:
             lp = torch.log_softmax(scaled.float(), -1).gather(-1, nxt[:, None]).squeeze(-1)
             logps[:, t] = torch.where(done, 0.0, lp)

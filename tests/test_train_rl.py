@@ -85,3 +85,50 @@ def test_rl_resume_with_another_config_is_refused(sft, tmp_path):
     other = tiny_ckpt(tmp_path / "other", n_embd=64)
     line = one_error_line(run_rl("--init_from", other, "--out_dir", d, "--resume", check=False))
     assert "another model config" in line
+
+
+@pytest.mark.slow
+def test_rl_resume_is_bit_exact(sft, tmp_path):
+    """2 steps, stop, --resume to 4 == 4 steps straight: same weights and Adam state bit for bit
+    (rollouts are a pure function of seed and step, the optimizer state is in the checkpoint)."""
+    full, half = str(tmp_path / "full"), str(tmp_path / "half")
+    common = ["--init_from", sft, "--eval_interval", "2", "--eval_problems", "0", "--lr", "3e-3"]
+    run_rl(*common, "--out_dir", full, "--max_steps", "4")
+    run_rl(*common, "--out_dir", half, "--max_steps", "2")
+    run_rl(*common, "--out_dir", half, "--max_steps", "4", "--resume")
+    a, b = read_checkpoint(full), read_checkpoint(half)
+    assert a["step"] == b["step"] == 4
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    sa, sb = a["optimizer"]["state"], b["optimizer"]["state"]
+    assert all(torch.equal(sa[i]["exp_avg_sq"], sb[i]["exp_avg_sq"]) for i in sa)
+    la = [json.loads(x) for x in open(os.path.join(full, "metrics.jsonl"))]
+    lb = [json.loads(x) for x in open(os.path.join(half, "metrics.jsonl"))]
+    assert [(m["step"], m["reward"]) for m in la] == [(m["step"], m["reward"]) for m in lb]
+
+
+@pytest.mark.slow
+def test_non_finite_loss_skips_then_stops(sft, tmp_path):
+    """Fault injection: the REINFORCE loss is NaN at step 2 and from step 4 on. Step 2 is skipped
+    and logged, the run goes on, and 3 bad steps in a row stop it with one clear line, the last
+    checkpoint (step 3) intact."""
+    d = str(tmp_path / "run")
+    inject = (
+        "import runpy, sys\n"
+        "import nanorlsp.rl as rl\n"
+        "orig, n = rl.reinforce_loss, [0]\n"
+        "def bad(*a):\n"
+        "    n[0] += 1\n"
+        "    return orig(*a) * (float('nan') if n[0] == 2 or n[0] >= 4 else 1.0)\n"
+        "rl.reinforce_loss = bad\n"
+        "sys.argv = ['train_rl.py'] + sys.argv[1:]\n"
+        "runpy.run_path('train_rl.py', run_name='__main__')\n")
+    r = subprocess.run([sys.executable, "-c", inject, *SMALL, "--init_from", sft, "--out_dir", d,
+                        "--max_steps", "10", "--eval_interval", "1", "--eval_problems", "0"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1
+    assert r.stderr.strip().splitlines()[-1] == (
+        f"error: 3 non-finite steps in a row (last at step 6); the last checkpoint in {d} is intact")
+    ms = [json.loads(x) for x in open(os.path.join(d, "metrics.jsonl"))]
+    assert [m["step"] for m in ms if "skipped" in m] == [2, 4, 5, 6]
+    assert [m["step"] for m in ms if "reward" in m] == [1, 3]
+    assert read_checkpoint(d)["step"] == 3
