@@ -43,6 +43,7 @@ from nanorlsp.checkpoint import (CheckpointError, load_model, model_from_state, 
 from nanorlsp.common import (ArgParser, UserError, append_jsonl, autocast, die, nonneg_int,
                              positive_int, reset_logs, resolve_device, resolve_dtype)
 from nanorlsp.evaluation import task_accuracy
+from nanorlsp.model import GPT
 from nanorlsp.rewards import EXPLORE, RewardConfig, coef_at, score
 from nanorlsp.rl import (entropy, gae, group_advantages, kl_penalty, masked_mean,
                          ppo_policy_loss, reinforce_loss, token_logprobs, value_loss)
@@ -85,6 +86,11 @@ ap.add_argument("--gae_lambda", type=float, default=0.95)
 ap.add_argument("--eval_interval", type=positive_int, default=50)
 ap.add_argument("--eval_problems", type=nonneg_int, default=500)
 ap.add_argument("--log_samples", type=nonneg_int, default=4, help="transcripts per step in samples.jsonl")
+ap.add_argument("--grad_accum", type=positive_int, default=1,
+                help="micro-batches per update (each rank splits its rows; same result, less memory)")
+ap.add_argument("--fsdp", action="store_true",
+                help="torchrun: shard policy, reference and optimizer state (FSDP2) instead of DDP")
+ap.add_argument("--act_ckpt", action="store_true", help="activation checkpointing per block")
 ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
 ap.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"])
 ap.add_argument("--seed", type=int, default=1337)
@@ -104,6 +110,8 @@ except (ValueError, UserError) as e:
 if args.temperature <= 0:
     die("--temperature must be > 0 for RL (rollouts must explore)")
 M = args.minibatches if args.algo == "ppo" else 1
+if args.fsdp and d.world == 1:
+    die("--fsdp shards over torchrun ranks: run it under torchrun --nproc_per_node=N (N > 1)")
 if args.prompts_per_step % (M * d.world):
     die(f"--prompts_per_step {args.prompts_per_step} must be a multiple of "
         f"{'--minibatches x ' if M > 1 else ''}ranks = {M * d.world}")
@@ -133,8 +141,11 @@ if state is not None:
 else:
     policy, _ = load_model(args.init_from, device=device)
 policy.train()
+policy.act_ckpt = args.act_ckpt
 torch.manual_seed(args.seed)  # the value head's init: the same on every rank and in one process
 value_head = nn.Linear(policy.config.n_embd, 1).to(device) if args.algo == "ppo" else None
+if state is not None and value_head is not None:
+    value_head.load_state_dict(state["value_head"])
 
 
 class WithValues(nn.Module):
@@ -153,18 +164,38 @@ class WithValues(nn.Module):
 
 
 actor = WithValues(policy, value_head)
-params = list(actor.parameters())
-# under torchrun DDP all-reduces (averages) the gradients during backward; one process: as is
-train_actor = DDP(actor, device_ids=[d.local_rank] if device.startswith("cuda") else None) \
-    if d.world > 1 else actor
 ref_actor = WithValues(ref, None)
+# Under torchrun: DDP (each rank holds everything; gradients all-reduced, averaged) or FSDP2
+# (each rank holds 1/N of every parameter, gradient and Adam moment; blocks are gathered just in
+# time for forward and backward). One process: the module as is.
+if args.fsdp:
+    train_actor = dist.fsdp(actor, policy.layers, device)
+    dist.fsdp(ref_actor, ref.layers, device)
+    # Rollouts run on a gathered copy (refreshed each step, dtype of the policy): the sampler's
+    # ~max_new_tokens small forwards would otherwise all-gather every block at every token.
+    # Memory: one more full copy of the weights per GPU (2 bytes/param in bf16).
+    roll = GPT(policy.config).to(device).eval()
+    roll.requires_grad_(False)
+elif d.world > 1:
+    train_actor = DDP(actor, device_ids=[d.local_rank] if device.startswith("cuda") else None)
+    roll = policy
+else:
+    train_actor, roll = actor, policy
+params = list(train_actor.parameters())
 optimizer = torch.optim.AdamW(params, lr=args.lr, betas=(0.9, 0.95), weight_decay=0.0)
 start_step = 0
 if state is not None:
-    optimizer.load_state_dict(state["optimizer"])
-    if value_head is not None:
-        value_head.load_state_dict(state["value_head"])
+    try:
+        dist.load_optimizer(train_actor, optimizer, state["optimizer"], args.fsdp)
+    except UserError as e:
+        die(str(e))
     start_step = state["step"]
+
+
+def refresh_rollout_copy():
+    """FSDP: gather the policy's current weights into the rollout copy (every rank)."""
+    if roll is not policy:
+        roll.load_state_dict(dist.full_state(policy))
 if d.main:
     os.makedirs(args.out_dir, exist_ok=True)
 
@@ -224,7 +255,8 @@ def say(msg: str):
 
 def evaluate(step: int) -> dict:
     # greedy replies to this rank's share of the problems, gathered back in order on every rank
-    _, mine = task_accuracy(policy, tok, task, eval_problems[d.rank::d.world],
+    refresh_rollout_copy()
+    _, mine = task_accuracy(roll, tok, task, eval_problems[d.rank::d.world],
                             args.max_new_tokens, temperature=0.0, batch_size=128)
     replies = dist.gather_shards(mine, d)
     acc = sum(r["correct"] for r in replies) / len(replies)
@@ -234,10 +266,14 @@ def evaluate(step: int) -> dict:
 
 
 def save(step: int):
+    # under FSDP every rank takes part in gathering the full weights and optimizer state
+    model_state = dist.full_state(policy)
+    head_state = dist.full_state(value_head) if value_head is not None else None
+    optim_state = dist.optimizer_state(train_actor, optimizer, args.fsdp)
     if d.main:
-        save_checkpoint(args.out_dir, policy, tok, step, vars(args), optimizer,
-                        extra={"value_head": value_head.state_dict() if value_head else None,
-                               "task": args.task})
+        save_checkpoint(args.out_dir, policy, tok, step, vars(args), optim_state,
+                        extra={"value_head": head_state, "task": args.task},
+                        model_state=model_state)
     dist.barrier()  # no rank runs ahead of a checkpoint it might need
 
 
@@ -249,6 +285,35 @@ if state is None and eval_problems:
     say(f"eval step 0 (the SFT policy): held-out acc {ev['val_acc']:.3f} | mean reply "
           f"{ev['val_mean_tokens']:.0f} tokens | behaviours {ev['val_behaviors']}")
     log("metrics.jsonl", dict(step=0, **ev))
+
+def update(rows: torch.Tensor, sums_fn):
+    """One optimizer step on this rank's `rows` (all ranks together): forward / backward in
+    --grad_accum micro-batches, each loss a token *sum* over the micro-batch divided by the
+    global token count of the update (so micro-batches and ranks add up to one global mean),
+    gradients synced on the last micro-batch only, clipped, applied. sums_fn(mb, logits, values)
+    -> (loss sum, [kl sum, entropy sum, clip-fraction sum]). Returns (skipped, stats (4,): the
+    global means of loss, kl, entropy, clip fraction). A non-finite loss on any rank skips the
+    whole update on every rank."""
+    n_glob = dist.all_sum(mask[rows].sum())
+    chunks = rows.chunk(args.grad_accum)
+    stats = torch.zeros(4, device=device)
+    optimizer.zero_grad(set_to_none=True)
+    for k, mb in enumerate(chunks):
+        with dist.grad_sync(train_actor, k == len(chunks) - 1):
+            logits, values = forward_completions(train_actor, [rows_prompt[i] for i in mb.tolist()],
+                                                 comp[mb])
+            loss_sum, extra = sums_fn(mb, logits, values)
+            loss = global_mean(loss_sum, n_glob)
+            if dist.any_rank(not bool(torch.isfinite(loss)), device):
+                optimizer.zero_grad(set_to_none=True)
+                return True, stats
+            loss.backward()
+        with torch.no_grad():
+            stats += torch.stack([loss.detach() / d.world] + [x.detach() / n_glob for x in extra])
+    torch.nn.utils.clip_grad_norm_(params, args.grad_clip)
+    optimizer.step()
+    return False, stats
+
 
 # -----------------------------------------------------------------------------
 # the loop
@@ -264,8 +329,9 @@ try:
         # -- rollouts: this rank's prompts x G samples, log-probs of the sampled tokens ------
         problems = [rollout_batch(step)[i] for i in MINE]                  # P_local prompts
         prompt_ids = [tok.render_prompt([{"role": "user", "content": p["prompt"]}]) for p in problems]
+        refresh_rollout_copy()
         policy.eval()
-        ro = sample(policy, prompt_ids, args.max_new_tokens, temperature=args.temperature,
+        ro = sample(roll, prompt_ids, args.max_new_tokens, temperature=args.temperature,
                     n_samples=G, stop_tokens=tok.stop_tokens, seed=args.seed * 100003 + step,
                     return_logprobs=True, vocab_limit=V,
                     row_keys=[i * G + j for i in MINE for j in range(G)])
@@ -307,25 +373,18 @@ try:
             pass
         elif args.algo == "reinforce":
             adv = group_advantages(rewards, G, args.baseline, args.std_norm)  # groups stay on a rank
-            n_loc = mask.sum()
-            n_glob = dist.all_sum(n_loc)
-            logits, _ = forward_completions(train_actor, rows_prompt, comp)
-            logp = token_logprobs(logits / args.temperature, comp, V)
-            kl = kl_penalty(logp, ref_logp, args.kl_estimator)
-            # reinforce_loss and the KL are token means over this rank's rows: x n_loc = sums
-            loss = global_mean((reinforce_loss(logp, adv, mask) + args.kl_coef * masked_mean(kl, mask))
-                               * n_loc, n_glob)
-            skipped = dist.any_rank(not bool(torch.isfinite(loss)), device)
-            if not skipped:
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(params, args.grad_clip)
-                optimizer.step()
-                with torch.no_grad():
-                    sums += torch.stack([loss.detach() / d.world,
-                                         (kl * mask).sum() / n_glob,
-                                         entropy(logits / args.temperature, mask) * n_loc / n_glob,
-                                         torch.zeros((), device=device)])
+
+            def reinforce_sums(mb, logits, values):
+                """The loss and stats of rows mb as token sums (x token count of the means)."""
+                m = mask[mb]
+                logp = token_logprobs(logits / args.temperature, comp[mb], V)
+                kl = kl_penalty(logp, ref_logp[mb], args.kl_estimator)
+                n = m.sum()
+                loss = (reinforce_loss(logp, adv[mb], m) + args.kl_coef * masked_mean(kl, m)) * n
+                return loss, [(kl * m).sum(), entropy(logits / args.temperature, m) * n,
+                              torch.zeros((), device=device)]
+
+            skipped, sums = update(torch.arange(len(comp)), reinforce_sums)
         else:
             with torch.no_grad():
                 _, old_values = forward_completions(actor, rows_prompt, comp)
@@ -336,37 +395,34 @@ try:
                 tok_rew[torch.arange(len(last)), last] += rewards
                 adv, returns = gae(tok_rew, old_values, mask, args.gamma, args.gae_lambda)
                 # whiten the advantages over the global batch's tokens (OpenRLHF does the same)
-                s = dist.all_sum(torch.stack([(adv * mask).sum(), mask.sum()]))
-                mu = s[0] / s[1]
-                var = dist.all_sum(((adv - mu) ** 2 * mask).sum()) / s[1]
+                sm = dist.all_sum(torch.stack([(adv * mask).sum(), mask.sum()]))
+                mu = sm[0] / sm[1]
+                var = dist.all_sum(((adv - mu) ** 2 * mask).sum()) / sm[1]
                 adv = (adv - mu) / (var.sqrt() + 1e-6) * mask
+
+            def ppo_sums(mb, logits, values):
+                m = mask[mb]
+                logp = token_logprobs(logits / args.temperature, comp[mb], V)
+                pl, cf = ppo_policy_loss(logp, old_logp[mb], adv[mb], m, args.clip)
+                vl = value_loss(values, old_values[mb], returns[mb], m, args.value_clip)
+                n = m.sum()
+                return (pl + args.vf_coef * vl) * n, [
+                    (kl_penalty(logp, ref_logp[mb], "k1") * m).sum(),
+                    entropy(logits / args.temperature, m) * n, cf * n]
+
             # minibatch k = this rank's rows of prompts k*C .. (k+1)*C - 1 (see MINE)
             rows_per_mb = len(comp) // M
-            mbs = [torch.arange(k * rows_per_mb, (k + 1) * rows_per_mb) for k in range(M)]
-            n_loc = torch.stack([mask[mb].sum() for mb in mbs])
-            n_glob = dist.all_sum(n_loc)
             n_mb = 0
-            for mb, nl, ng in [(mb, n_loc[k], n_glob[k]) for _ in range(args.ppo_epochs)
-                               for k, mb in enumerate(mbs)]:
-                logits, values = forward_completions(train_actor, [rows_prompt[i] for i in mb.tolist()],
-                                                     comp[mb])
-                logp = token_logprobs(logits / args.temperature, comp[mb], V)
-                pl, cf = ppo_policy_loss(logp, old_logp[mb], adv[mb], mask[mb], args.clip)
-                vl = value_loss(values, old_values[mb], returns[mb], mask[mb], args.value_clip)
-                loss = global_mean((pl + args.vf_coef * vl) * nl, ng)
-                if dist.any_rank(not bool(torch.isfinite(loss)), device):
-                    skipped = True  # the minibatches already applied stay applied
+            for _ in range(args.ppo_epochs):
+                for k in range(M):
+                    skipped, mb_sums = update(torch.arange(k * rows_per_mb, (k + 1) * rows_per_mb),
+                                              ppo_sums)
+                    if skipped:
+                        break  # the minibatches already applied stay applied
+                    sums += mb_sums
+                    n_mb += 1
+                if skipped:
                     break
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(params, args.grad_clip)
-                optimizer.step()
-                with torch.no_grad():
-                    sums += torch.stack([loss.detach() / d.world,
-                                         (kl_penalty(logp, ref_logp[mb], "k1") * mask[mb]).sum() / ng,
-                                         entropy(logits / args.temperature, mask[mb]) * nl / ng,
-                                         cf * nl / ng])
-                n_mb += 1
             sums /= max(n_mb, 1)
         loss_v, kl_v, ent_v, clip_v = dist.all_sum(sums).tolist()
         stats = {"kl": kl_v, "entropy": ent_v, "clip_frac": clip_v, "loss": loss_v}

@@ -17,7 +17,6 @@ every rank packs the same rows and trains on every N-th one, the loss is normali
 global number of assistant tokens, and DDP averages the gradients, so a step equals the
 one-process step (tests/test_dist.py). Rank 0 logs and saves.
 """
-import contextlib
 import math
 import os
 import sys
@@ -66,6 +65,9 @@ ap.add_argument("--n_embd", type=positive_int, default=128)
 ap.add_argument("--n_head", type=positive_int, default=4)
 ap.add_argument("--n_kv_head", type=positive_int, default=4)
 ap.add_argument("--compile", action="store_true", help="torch.compile the model")
+ap.add_argument("--fsdp", action="store_true",
+                help="torchrun: shard weights, gradients and optimizer state (FSDP2) instead of DDP")
+ap.add_argument("--act_ckpt", action="store_true", help="activation checkpointing per block")
 # optimization
 ap.add_argument("--batch_size", type=positive_int, default=8,
                 help="packed rows per micro-batch (global: split across torchrun ranks)")
@@ -89,6 +91,8 @@ try:
     dtype = resolve_dtype(args.dtype, device)
 except (ValueError, UserError) as e:
     die(str(e))
+if args.fsdp and d.world == 1:
+    die("--fsdp shards over torchrun ranks: run it under torchrun --nproc_per_node=N (N > 1)")
 if args.batch_size % d.world:
     die(f"--batch_size {args.batch_size} must be a multiple of the {d.world} ranks")
 
@@ -164,20 +168,40 @@ else:
                       max_seq_len=max(args.seq_len, args.max_new_tokens + 64))
     model = GPT(cfg).to(device)
 model.train()
+model.act_ckpt = args.act_ckpt
 say(f"model: {model.num_params() / 1e6:.2f}M parameters, {model.config.n_layer} layers, "
       f"d={model.config.n_embd}, device {device}, compute dtype {str(dtype).split('.')[-1]}")
+# Under torchrun: DDP (gradients all-reduced, averaged; `model` stays the plain module) or FSDP2
+# (`model` itself becomes sharded: 1/N of every weight, gradient and Adam moment per rank).
+# Evaluation then samples from a gathered copy (see eval_model).
+if args.fsdp:
+    ddp_model = dist.fsdp(model, model.layers, device)
+elif d.world > 1:
+    ddp_model = DDP(model, device_ids=[d.local_rank] if device.startswith("cuda") else None)
+else:
+    ddp_model = model
+fwd_model = torch.compile(ddp_model) if args.compile else ddp_model
 # fused/foreach AdamW differ in the last bits between devices; plain foreach is deterministic
 optimizer = torch.optim.AdamW(model.optim_groups(args.weight_decay), lr=args.lr,
                               betas=(0.9, 0.95), eps=1e-8)
 start_step = 0
 if state is not None:
-    optimizer.load_state_dict(state["optimizer"])
+    try:
+        dist.load_optimizer(ddp_model, optimizer, state["optimizer"], args.fsdp)
+    except UserError as e:
+        die(str(e))
     start_step = state["step"]
     torch.set_rng_state(state["rng"]["torch"])
-# under torchrun DDP averages the gradients during backward; `model` stays the plain module
-ddp_model = DDP(model, device_ids=[d.local_rank] if device.startswith("cuda") else None) \
-    if d.world > 1 else model
-fwd_model = torch.compile(ddp_model) if args.compile else ddp_model
+
+
+def eval_model():
+    """The model to evaluate and sample from: itself, or under FSDP a gathered plain copy (every
+    rank samples its own share of problems, so no rank may wait on another's forward)."""
+    if not args.fsdp:
+        return model
+    copy = GPT(model.config).to(device)
+    copy.load_state_dict(dist.full_state(model))
+    return copy
 
 
 def lr_at(step: int) -> float:
@@ -190,7 +214,7 @@ def lr_at(step: int) -> float:
 
 
 @torch.no_grad()
-def val_loss() -> float:
+def val_loss(model) -> float:
     model.eval()
     tot, cnt = 0.0, 0.0
     rows = pack(val_ex, args.seq_len, seed=0, epoch=0)[d.rank::d.world]   # this rank's share
@@ -207,9 +231,10 @@ def val_loss() -> float:
 
 
 def evaluate(step: int) -> dict:
-    out = {"val_loss": val_loss()}
+    em = eval_model()
+    out = {"val_loss": val_loss(em)}
     if eval_problems:
-        _, mine = task_accuracy(model, tok, task, eval_problems[d.rank::d.world],
+        _, mine = task_accuracy(em, tok, task, eval_problems[d.rank::d.world],
                                 args.max_new_tokens, temperature=0.0, batch_size=100)
         replies = dist.gather_shards(mine, d)
         out["val_acc"] = sum(r["correct"] for r in replies) / len(replies)
@@ -224,9 +249,12 @@ def log(rec: dict):
 
 
 def save(step: int):
+    model_state = dist.full_state(model)  # FSDP: every rank helps gather
+    optim_state = dist.optimizer_state(ddp_model, optimizer, args.fsdp)
     if d.main:
-        save_checkpoint(args.out_dir, model, tok, step, vars(args), optimizer,
-                        extra={"rng": {"torch": torch.get_rng_state()}, "task": args.task})
+        save_checkpoint(args.out_dir, model, tok, step, vars(args), optim_state,
+                        extra={"rng": {"torch": torch.get_rng_state()}, "task": args.task},
+                        model_state=model_state)
     dist.barrier()
 
 
@@ -259,9 +287,8 @@ try:
         for k, rows in enumerate(micro):
             idx, tgt, m, pos, am = (t.to(device) for t in
                                     collate(train_ex, rows[d.rank::d.world], args.seq_len))
-            # DDP all-reduces on the last micro-batch's backward only
-            sync = k == len(micro) - 1 or d.world == 1
-            with contextlib.nullcontext() if sync else ddp_model.no_sync():
+            # DDP / FSDP reduce gradients on the last micro-batch's backward only
+            with dist.grad_sync(ddp_model, k == len(micro) - 1):
                 with autocast(device, dtype):
                     logits = fwd_model(idx, positions=pos, attn_mask=am)
                 loss = sft_loss_sum(logits, tgt, m) / n_targets * d.world

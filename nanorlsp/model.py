@@ -28,6 +28,7 @@ import math
 from dataclasses import dataclass, asdict
 
 import torch
+import torch.utils.checkpoint
 import torch.nn as nn
 import torch.nn.functional as F
 
@@ -237,6 +238,7 @@ class GPT(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.config = cfg
+        self.act_ckpt = False  # set True to recompute blocks in backward (--act_ckpt)
         self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.n_embd)
         self.layers = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layer))
         self.norm = RMSNorm(cfg.n_embd, cfg.rms_norm_eps)
@@ -275,7 +277,13 @@ class GPT(nn.Module):
         x = self.embed_tokens(idx)                                        # (B, T, C)
         cos, sin = rope_cos_sin(positions, self.inv_freq, x.dtype)        # (B, T, D)
         for block in self.layers:
-            x = block(x, cos, sin, kv_cache, cache_index, attn_mask)
+            if self.act_ckpt and self.training and torch.is_grad_enabled():
+                # activation checkpointing: keep only each block's input, recompute the block in
+                # backward (~1/3 more compute for O(n_layer) less activation memory)
+                x = torch.utils.checkpoint.checkpoint(block, x, cos, sin, None, None, attn_mask,
+                                                      use_reentrant=False)
+            else:
+                x = block(x, cos, sin, kv_cache, cache_index, attn_mask)
         x = self.norm(x)
         logits = self.lm_head(x).float()                                   # (B, T, vocab)
         return (logits, x) if return_hidden else logits

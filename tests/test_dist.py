@@ -138,3 +138,46 @@ def test_batch_must_split_over_ranks(sft, tmp_path):
              "--prompts_per_step", "3"])
     assert r.returncode != 0
     assert "error: --prompts_per_step 3 must be a multiple of ranks = 2" in r.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("algo", ["reinforce", "ppo"])
+def test_rl_fsdp_equals_one_process(sft, tmp_path, algo):
+    """FSDP2 over 2 gloo ranks (+ activation checkpointing) == 1 process with gradient
+    accumulation on the same global batch; then the FSDP checkpoint resumes."""
+    one, two = str(tmp_path / "one"), str(tmp_path / "two")
+    args = ["train_rl.py", *RL, "--init_from", sft, "--algo", algo]
+    r1 = run([sys.executable, *args, "--out_dir", one, "--grad_accum", "2"])
+    assert r1.returncode == 0, r1.stderr[-2000:]
+    r2 = run([*TORCHRUN, *args, "--out_dir", two, "--fsdp", "--act_ckpt"])
+    assert r2.returncode == 0, r2.stderr[-3000:]
+    assert_same_run(one, two, weights(sft)["model"], ["reward", "acc", "kl", "entropy", "loss"])
+    assert weights(two)["optimizer"]["fsdp_full"]
+    r3 = run([*TORCHRUN, *args, "--out_dir", two, "--fsdp", "--resume", "--max_steps", "4"])
+    assert r3.returncode == 0, r3.stderr[-3000:]
+    assert weights(two)["step"] == 4
+    # --resume restores the run's own settings, --fsdp included, even when not typed again
+    if algo == "reinforce":
+        r4 = run([*TORCHRUN, *args, "--out_dir", two, "--resume", "--max_steps", "5"])
+        assert r4.returncode == 0, r4.stderr[-3000:]
+        assert weights(two)["step"] == 5 and weights(two)["optimizer"]["fsdp_full"]
+
+
+@pytest.mark.slow
+def test_sft_fsdp_equals_one_process(tmp_path):
+    one, two = str(tmp_path / "one"), str(tmp_path / "two")
+    r1 = run([sys.executable, "train_sft.py", *SFT, "--out_dir", one])
+    assert r1.returncode == 0, r1.stderr[-2000:]
+    r2 = run([*TORCHRUN, "train_sft.py", *SFT, "--out_dir", two, "--fsdp", "--act_ckpt"])
+    assert r2.returncode == 0, r2.stderr[-3000:]
+    from nanorlsp.model import GPT, ModelConfig
+    torch.manual_seed(1337)
+    start = GPT(ModelConfig(**weights(one)["model_config"])).state_dict()
+    assert_same_run(one, two, start, ["loss", "grad_norm", "val_loss", "val_acc"])
+
+
+def test_fsdp_needs_torchrun(sft, tmp_path):
+    r = run([sys.executable, "train_rl.py", *RL, "--init_from", sft, "--fsdp",
+             "--out_dir", str(tmp_path / "x")])
+    assert r.returncode != 0 and r.stderr.strip() == (
+        "error: --fsdp shards over torchrun ranks: run it under torchrun --nproc_per_node=N (N > 1)")
