@@ -1,0 +1,303 @@
+"""
+GPU memory budget of a training stage, per GPU, from the model config: a formula, not a guess.
+
+    python -m nanorlsp.memory qwen2.5-7b --gpus 8 --fsdp       # a preset (see PRESETS)
+    python -m nanorlsp.memory path/to/Qwen2.5-1.5B              # a HF dir (its config.json)
+    python -m nanorlsp.memory out/sft --stage sft               # a nanorlsp run (its ckpt.pt)
+    python -m nanorlsp.memory --table                           # the README's markdown table
+
+    from nanorlsp.memory import budget
+    b = budget(cfg, gpus=8, fsdp=True)        # {"weights": bytes, ..., "total": bytes}
+
+What is counted (P = parameters; b = bytes of the compute dtype --dtype, f = of --frozen_dtype;
+/N where FSDP FULL_SHARDs a state over N GPUs, DDP replicates it):
+  always   weights 4P/N, grads 4P/N (fp32 masters: torch AdamW on fp32 params, as train_*.py do;
+           grads stay allocated between steps: zero_grad(set_to_none) runs just before
+           backward), AdamW exp_avg + exp_avg_sq 8P/N, for rl the frozen reference fP/N.
+  train    compute weights: DDP runs bf16 autocast, which casts every fp32 weight once and keeps
+           the casts to the end of forward (2P); FSDP2 (nanorlsp.dist.fsdp: each block its own
+           group, the root holding embedding, final norm and lm_head; MixedPrecisionPolicy
+           (param_dtype=bf16, reduce_dtype=fp32)) keeps the root's gathered params and their
+           unsharded grads from forward to the end of backward, and gathers two blocks (current
+           + prefetched) plus one block's unsharded grad: b (2 root + 3 block).
+           activations: the tensors autograd saves, counted per token per layer from this
+           model's code (act_bytes; tests/test_memory.py checks them against saved_tensors_hooks
+           exactly): 2 RMSNorms (fp32 input, normalized, output; under autocast one bf16 cast
+           of the output per consumer: q, k, v / gate, up), q, k, v after RoPE, the attention
+           output and its logsumexp (flash / memory-efficient SDPA: no T x T scores), SwiGLU's
+           gate, up, silu(gate), product; plus the final norm and the int64 ids. With
+           --act_ckpt only each block's input (the residual stream) is kept, plus one block's
+           activations while it is recomputed.
+           logits: (B, T, V) fp32, LOGIT_COPIES of them alive at the start of backward.
+  rollout  (rl) the model that samples: DDP samples with the policy itself (no copy) in fp32,
+           or a bf16 cast (2P); FSDP with a whole gathered copy (fP). The KV cache
+           2 n_layer (B + P) n_kv_head S head_dim f (B decode rows plus the P-prompt prefill
+           cache they are copied from, nanorlsp/sampler.py; the sampler uses the dtype of the
+           model's weights); the prefill's logits P x prompt_len x V (fp32, + bf16 if f = 2).
+  total    always + max(train, rollout): the two phases of an RL step never overlap.
+
+--frozen_dtype is the dtype of the reference, the rollout copy and hence the KV cache:
+train_rl.py keeps all three fp32 today (load_model's and GPT's default), so fp32 is the default
+here; bf16 halves them.
+
+Not counted: the CUDA context and NCCL buffers (~0.5-1 GiB), allocator fragmentation, gradients
+of activations in flight during backward (about one block's), the rotary cos/sin tables, PPO's
+value head (n_embd + 1 params), the sampler's per-step (B, V) logits, and the refresh of FSDP's
+rollout copy (train_rl.refresh_rollout_copy gathers the whole fp32 state dict at once: +4P
+for a moment, before sampling starts). Hence FITS_FRACTION: a budget "fits" under 90% of a card.
+
+Footguns, stated bluntly: batch sizes are per GPU (more GPUs = a bigger global batch, not less
+activation memory per GPU); --micro_batch is a rank's rows per forward, in train_rl.py
+(prompts_per_step x n_samples / ranks) / --grad_accum. For big vocabularies (Qwen: 152k) the
+fp32 logits outweigh everything else: mind --micro_batch x --seq_len. The rl count assumes the
+reference's forward is micro-batched like the update; train_rl.py today runs it over all of a
+rank's rollout rows at once and keeps ref_logits through the update: rollout_batch x T x V x 4 B
+more (37 GiB for Qwen2.5-7B at 64 rows x 1024), plus that forward's transient copies.
+"""
+import argparse
+import inspect
+import json
+import math
+import os
+
+from nanorlsp.model import ModelConfig
+
+GIB = 2 ** 30
+GPU_SIZES = (24, 40, 80)     # GiB of common cards (RTX 4090 / A100-40 / A100-80, H100)
+FITS_FRACTION = 0.9          # headroom for what is not counted (see the docstring)
+LOGIT_COPIES = {"sft": 4, "rl": 5}  # fp32 (B, T, V) tensors alive at the start of backward:
+# sft: the logits, log_softmax's saved output, its gradient and the gradient of the logits
+# (sft_loss_sum); rl adds the reference's logits of the same rows, held through the update
+
+# Published config.json values, https://huggingface.co/<name>/blob/main/config.json (checked
+# against copies of those files: Qwen2.5-0.5B and -1.5B(-Instruct) mirrors on the hub, the
+# Qwen2.5-7B and Llama-3.1-8B configs in citsjtu2020/LLM-Prof sglang/Model_Config.md).
+# Only the keys that size the model; config_from_hf fills the rest.
+PRESETS = {
+    "qwen2.5-0.5b": dict(architectures=["Qwen2ForCausalLM"], hidden_size=896,
+                         intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
+                         num_key_value_heads=2, vocab_size=151936, tie_word_embeddings=True,
+                         max_position_embeddings=32768, rope_theta=1000000.0),
+    "qwen2.5-1.5b": dict(architectures=["Qwen2ForCausalLM"], hidden_size=1536,
+                         intermediate_size=8960, num_hidden_layers=28, num_attention_heads=12,
+                         num_key_value_heads=2, vocab_size=151936, tie_word_embeddings=True,
+                         max_position_embeddings=32768, rope_theta=1000000.0),
+    "qwen2.5-7b": dict(architectures=["Qwen2ForCausalLM"], hidden_size=3584,
+                       intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
+                       num_key_value_heads=4, vocab_size=152064, tie_word_embeddings=False,
+                       max_position_embeddings=131072, rope_theta=1000000.0),
+    "llama-3.1-8b": dict(architectures=["LlamaForCausalLM"], hidden_size=4096,
+                         intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
+                         num_key_value_heads=8, vocab_size=128256, tie_word_embeddings=False,
+                         max_position_embeddings=131072, rope_theta=500000.0,
+                         rope_scaling=dict(rope_type="llama3", factor=8.0, low_freq_factor=1.0,
+                                           high_freq_factor=4.0,
+                                           original_max_position_embeddings=8192)),
+}
+
+
+# -----------------------------------------------------------------------------
+# the model: config and exact sizes
+
+def load_config(model: str) -> ModelConfig:
+    """A preset name, a HF config.json (or its dir), or a nanorlsp run (dir or ckpt.pt).
+    ValueError with one line for anything else."""
+    from nanorlsp.checkpoint import CKPT_NAME, CheckpointError, read_checkpoint
+    from nanorlsp.hf import config_from_hf  # the loader's own mapping: one map, no drift
+    try:
+        if model.lower() in PRESETS:
+            return config_from_hf(PRESETS[model.lower()], where=model)
+        if model.endswith(".pt") or os.path.isfile(os.path.join(model, CKPT_NAME)):
+            return ModelConfig.from_dict(dict(read_checkpoint(model)["model_config"]))
+        path = os.path.join(model, "config.json") if os.path.isdir(model) else model
+        if not os.path.isfile(path):
+            raise ValueError(f"{model!r} is not a preset ({', '.join(PRESETS)}), a config.json, "
+                             "a Hugging Face model dir or a nanorlsp checkpoint")
+        try:
+            hf = json.load(open(path))
+        except (OSError, ValueError) as e:
+            raise ValueError(f"{path} is not readable JSON ({e})") from None
+        return config_from_hf(hf, where=path)
+    except (CheckpointError, TypeError, AssertionError) as e:
+        raise ValueError(str(e)) from None
+
+
+def block_params(c: ModelConfig) -> int:
+    """One transformer block: q/k/v/o (+ q/k/v biases), SwiGLU gate/up/down, two RMSNorm gains."""
+    q, kv = c.n_head * c.head_dim, c.n_kv_head * c.head_dim
+    attn = c.n_embd * (q + 2 * kv) + q * c.n_embd + (q + 2 * kv if c.qkv_bias else 0)
+    return attn + 3 * c.n_embd * c.intermediate_size + 2 * c.n_embd
+
+
+def num_params(c: ModelConfig) -> int:
+    """Exactly GPT(c).num_params(): embedding, blocks, final norm, lm_head unless tied."""
+    emb = c.vocab_size * c.n_embd
+    return emb + c.n_layer * block_params(c) + c.n_embd + (0 if c.tie_embeddings else emb)
+
+
+def norm_bytes(c: ModelConfig, mode: str, consumers: int) -> int:
+    """Bytes an RMSNorm and the linears reading it save per token: its fp32 input (the residual
+    under autocast, else x.float()) and rsqrt, then the normalized x and the output. Under
+    autocast both are fp32 and each consuming linear saves its own bf16 cast of the output."""
+    C, b = c.n_embd, (4 if mode == "fp32" else 2)
+    if mode == "autocast":
+        return 4 * C + 4 + 4 * C + 2 * C * consumers
+    return 4 * C + 4 + b * C + b * C
+
+
+def act_bytes(c: ModelConfig, mode: str) -> int:
+    """Bytes autograd saves per token for one block. mode: "autocast" (fp32 weights, bf16
+    autocast: DDP), "bf16" (bf16 weights: FSDP's param_dtype) or "fp32"."""
+    q, kv, b = c.n_head * c.head_dim, c.n_kv_head * c.head_dim, (4 if mode == "fp32" else 2)
+    # q, k (after RoPE), v, the attention output; SDPA's logsumexp (B, n_head, T) in fp32
+    attn = norm_bytes(c, mode, 3) + b * (2 * q + 2 * kv) + 4 * c.n_head
+    mlp = norm_bytes(c, mode, 2) + b * 4 * c.intermediate_size  # gate, up, silu(gate), product
+    return attn + mlp
+
+
+# -----------------------------------------------------------------------------
+# the budget
+
+TRAIN = ("compute weights", "activations", "logits")
+ROLLOUT = ("rollout policy", "kv cache", "prefill logits")
+
+
+def budget(cfg, gpus=1, fsdp=False, stage="rl", micro_batch=8, seq_len=1024, rollout_batch=64,
+           prompt_len=256, n_samples=8, act_ckpt=True, dtype="bf16",
+           frozen_dtype="fp32") -> dict[str, float]:
+    """Bytes per GPU by component, plus "total" (always + max(train, rollout)).
+    cfg: a ModelConfig or a HF config.json dict. Batch sizes are rows per GPU; seq_len is prompt +
+    completion (the training sequence and the rollout cache length S)."""
+    from nanorlsp.hf import config_from_hf
+    c = cfg if isinstance(cfg, ModelConfig) else config_from_hf(cfg, where="config dict")
+    assert stage in ("sft", "rl") and {dtype, frozen_dtype} <= {"bf16", "fp32"}
+    nbytes = {"bf16": 2, "fp32": 4}
+    P, b, f, n = num_params(c), nbytes[dtype], nbytes[frozen_dtype], (gpus if fsdp else 1)
+    rl = stage == "rl"
+    out = {"weights": 4 * P / n, "grads": 4 * P / n, "optimizer": 8 * P / n,
+           "reference": f * P / n if rl else 0.0}
+    # -- train phase
+    if fsdp:  # the root group (all but the blocks) + its grads, two gathered blocks + one grad
+        root = P - c.n_layer * block_params(c)
+        out["compute weights"] = b * (2 * root + 3 * block_params(c))
+    else:     # autocast's bf16 cast of every weight (none in fp32)
+        out["compute weights"] = 2 * P if b == 2 else 0.0
+    mode = "fp32" if b == 4 else ("bf16" if fsdp else "autocast")
+    layer, tokens = act_bytes(c, mode), micro_batch * seq_len
+    resid = 4 if mode != "bf16" else 2    # the residual stream is fp32 under autocast
+    final_norm = norm_bytes(c, mode, 1) + 8   # read by the lm_head; + the int64 ids (embedding)
+    per_token = (c.n_layer * resid * c.n_embd + layer) if act_ckpt else c.n_layer * layer
+    out["activations"] = tokens * (per_token + final_norm)
+    out["logits"] = LOGIT_COPIES[stage] * tokens * c.vocab_size * 4
+    # -- rollout phase (rl): the sampling copy, the KV cache, the prefill's logits
+    prompts = math.ceil(rollout_batch / n_samples)
+    out["rollout policy"] = (0.0 if f == 4 and not fsdp else f * P) if rl else 0.0
+    out["kv cache"] = (2 * c.n_layer * (rollout_batch + prompts) * c.n_kv_head * seq_len
+                       * c.head_dim * f) if rl else 0.0
+    # the prefill returns logits at every prompt position: the lm_head's output (+ its fp32 cast)
+    out["prefill logits"] = prompts * prompt_len * c.vocab_size * (6 if f == 2 else 4) if rl else 0.0
+    always = sum(v for k, v in out.items() if k not in TRAIN + ROLLOUT)
+    out["total"] = always + max(sum(out[k] for k in TRAIN), sum(out[k] for k in ROLLOUT))
+    return {k: float(v) for k, v in out.items()}
+
+
+# budget()'s settings and their defaults, shared by table() and the CLI
+DEFAULTS = {k: p.default for k, p in inspect.signature(budget).parameters.items()
+            if p.default is not p.empty and k not in ("gpus", "fsdp")}
+
+
+def fits(total: float) -> list[int]:
+    return [g for g in GPU_SIZES if total <= FITS_FRACTION * g * GIB]
+
+
+# -----------------------------------------------------------------------------
+# output
+
+def report(name: str, c: ModelConfig, b: dict, args) -> str:
+    par = "FSDP (FULL_SHARD)" if args.fsdp else "DDP (replicated)"
+    lines = [f"{name}: {num_params(c) / 1e9:.3f}B params ({c.arch}, {c.n_layer} layers, "
+             f"n_embd {c.n_embd}, vocab {c.vocab_size}{', tied' if c.tie_embeddings else ''})",
+             f"stage {args.stage}, {args.gpus} GPU(s), {par}, compute {args.dtype}, frozen "
+             f"{args.frozen_dtype}, micro_batch "
+             f"{args.micro_batch} x seq_len {args.seq_len}, act_ckpt {args.act_ckpt}"
+             + (f", rollouts {args.rollout_batch} rows (prompt {args.prompt_len})"
+                if args.stage == "rl" else ""), "", f"{'component':<18}{'phase':<9}{'GiB/GPU':>9}"]
+    for k, v in b.items():
+        if k != "total" and v:
+            phase = "train" if k in TRAIN else "rollout" if k in ROLLOUT else "always"
+            lines.append(f"{k:<18}{phase:<9}{v / GIB:>9.2f}")
+    ok = fits(b["total"])
+    lines += [f"{'total':<27}{b['total'] / GIB:>9.2f}   (always + max(train, rollout))",
+              "fits: " + ", ".join(f"{g} GiB {'yes' if g in ok else 'no'}" for g in GPU_SIZES)
+              + f" (at {FITS_FRACTION:.0%} of the card)"]
+    return "\n".join(lines)
+
+
+def table(**kw) -> str:
+    """The README's table: every preset x {1, 8} GPUs x {DDP, FSDP}, with budget()'s settings
+    (the CLI passes its flags; the defaults are budget()'s: stage rl, bf16, act_ckpt, ...)."""
+    g = lambda b, *ks: f"{sum(b[k] for k in ks) / GIB:.1f}"  # noqa: E731
+    k = {**DEFAULTS, **kw}
+    rows = [f"GiB per GPU; stage {k['stage']}, compute {k['dtype']}, reference / rollout copy / KV "
+            f"cache {k['frozen_dtype']}, micro_batch {k['micro_batch']} rows x "
+            f"seq_len {k['seq_len']} per GPU, activation checkpointing "
+            f"{'on' if k['act_ckpt'] else 'off'}"
+            + (f", rollouts {k['rollout_batch']} rows per GPU ({k['n_samples']} samples per "
+               f"prompt, prompt_len {k['prompt_len']})" if k["stage"] == "rl" else "")
+            + f"; fits = the smallest of {'/'.join(map(str, GPU_SIZES))} GiB with the total under "
+            f"{FITS_FRACTION:.0%}", "",
+            "| model | params | GPUs | sharding | weights+grads+AdamW | reference | "
+            "train: compute weights+activations+logits | rollout: policy+KV+prefill | "
+            "total GiB/GPU | fits |", "|" + "---|" * 10]
+    for name in PRESETS:
+        c = load_config(name)
+        for gpus in (1, 8):
+            for fsdp in (False, True):
+                b = budget(c, gpus=gpus, fsdp=fsdp, **k)
+                ok = fits(b["total"])
+                rows.append(f"| {name} | {num_params(c) / 1e9:.2f}B | {gpus} | "
+                            f"{'FSDP' if fsdp else 'DDP'} | {g(b, 'weights', 'grads', 'optimizer')} | "
+                            f"{g(b, 'reference')} | {g(b, *TRAIN)} | {g(b, *ROLLOUT)} | "
+                            f"{g(b, 'total')} | {f'{ok[0]} GiB' if ok else 'none'} |")
+    return "\n".join(rows)
+
+
+def main(argv=None):
+    from nanorlsp.common import ArgParser, die, positive_int
+    ap = ArgParser(prog="python -m nanorlsp.memory", formatter_class=argparse.
+                   ArgumentDefaultsHelpFormatter, description="Per-GPU memory budget of an sft / "
+                   "rl stage; what is counted and why: the module docstring.")
+    ap.add_argument("model", nargs="?", help=f"preset ({', '.join(PRESETS)}), HF config.json or "
+                    "model dir, or nanorlsp checkpoint dir")
+    ap.add_argument("--table", action="store_true", help="print the README table (presets x "
+                    "{1, 8} GPUs x {DDP, FSDP}) with these settings")
+    ap.add_argument("--gpus", type=positive_int, default=1, help="data-parallel GPUs")
+    ap.add_argument("--fsdp", action="store_true", help="FULL_SHARD params/grads/AdamW (else DDP)")
+    ap.add_argument("--stage", choices=["sft", "rl"], help="rl: + reference, rollouts")
+    ap.add_argument("--dtype", choices=["bf16", "fp32"], help="compute dtype")
+    ap.add_argument("--frozen_dtype", choices=["bf16", "fp32"],
+                    help="dtype of the reference, the rollout copy and the KV cache")
+    ap.add_argument("--micro_batch", type=positive_int, help="training rows per GPU")
+    ap.add_argument("--seq_len", type=positive_int, help="prompt + completion tokens")
+    ap.add_argument("--rollout_batch", type=positive_int, help="rollout rows per GPU")
+    ap.add_argument("--prompt_len", type=positive_int, help="prompt tokens (the prefill)")
+    ap.add_argument("--n_samples", type=positive_int, help="rollouts per prompt")
+    ap.add_argument("--act_ckpt", action=argparse.BooleanOptionalAction,
+                    help="activation checkpointing per block")
+    ap.set_defaults(**DEFAULTS)
+    args = ap.parse_args(argv)
+    kw = {k: getattr(args, k) for k in DEFAULTS}
+    if args.table:
+        print(table(**kw))
+        return
+    if args.model is None:
+        ap.error("give a MODEL (or --table)")
+    try:
+        c = load_config(args.model)
+    except ValueError as e:
+        die(str(e))
+    print(report(args.model, c, budget(c, gpus=args.gpus, fsdp=args.fsdp, **kw), args))
+
+
+if __name__ == "__main__":
+    main()
