@@ -33,7 +33,7 @@ from nanorlsp.behaviors import frequencies
 from nanorlsp.checkpoint import CheckpointError, has_checkpoint, load_model
 from nanorlsp.common import (ArgParser, UserError, atomic_write, die, nonneg_int, positive_int,
                              resolve_device, resolve_dtype)
-from nanorlsp.evaluation import breakdown, majority_vote, pass_at_k, respond
+from nanorlsp.evaluation import breakdown, majority_vote, pass_at_k, respond, user_prompt
 from nanorlsp.verifier import extract_answer, grade, is_equiv
 
 # -----------------------------------------------------------------------------
@@ -113,7 +113,7 @@ print(f"eval {init_from} on {args.data or args.task}: {len(problems)} problems x
 # generate and grade
 
 t0 = time.time()
-replies = respond(model, tok, [p["prompt"] for p in problems], max_new, args.temperature,
+replies = respond(model, tok, [user_prompt(p, tok) for p in problems], max_new, args.temperature,
                   n_samples=args.n_samples, batch_size=args.batch_size, seed=args.seed,
                   top_p=args.top_p)
 t_gen = time.time() - t0

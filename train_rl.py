@@ -42,7 +42,7 @@ from nanorlsp.checkpoint import (CheckpointError, load_model, model_from_state, 
                                  save_checkpoint)
 from nanorlsp.common import (ArgParser, UserError, append_jsonl, autocast, die, nonneg_int,
                              positive_int, reset_logs, resolve_device, resolve_dtype)
-from nanorlsp.evaluation import task_accuracy
+from nanorlsp.evaluation import task_accuracy, user_prompt
 from nanorlsp.model import GPT
 from nanorlsp.rewards import EXPLORE, RewardConfig, coef_at, score
 from nanorlsp.rl import (entropy, gae, group_advantages, kl_penalty, masked_mean,
@@ -55,7 +55,9 @@ from nanorlsp.verifier import last_boxed
 
 ap = ArgParser(description="RLSP stages 2-3: RL with the verifier and an exploration reward.")
 ap.add_argument("--init_from", default="out/sft", help="the SFT checkpoint (policy and reference)")
-ap.add_argument("--task", default="arith", help="synthetic task: arith | countdown")
+ap.add_argument("--task", default="arith",
+                help="synthetic: arith | countdown; real: gsm8k | math (../shared/data files)")
+ap.add_argument("--data", default=None, help="a real task's train problems (JSONL) instead")
 ap.add_argument("--out_dir", default="out/rl")
 ap.add_argument("--resume", action="store_true", help="continue the run in --out_dir")
 ap.add_argument("--overwrite", action="store_true", help="start over in a --out_dir with a checkpoint")
@@ -99,7 +101,7 @@ ap.add_argument("--max_bad_steps", type=positive_int, default=3,
 args = ap.parse_args()
 
 try:
-    task = get_task(args.task)
+    task = get_task(args.task, args.data)
     d = dist.setup(args.device)
     device = d.device
     dtype = resolve_dtype(args.dtype, device)
@@ -126,8 +128,11 @@ try:
 except UserError as e:
     die(str(e))
 
+# the frozen reference (and under FSDP the rollout copy) only run forward: on CUDA they are held
+# in the compute dtype (bf16: half the memory); on CPU in float32 like the policy
+frozen_dtype = dtype if device.startswith("cuda") else torch.float32
 try:
-    ref, tok = load_model(args.init_from, device=device)
+    ref, tok = load_model(args.init_from, device=device, dtype=frozen_dtype)
 except CheckpointError as e:
     die(str(e))
 ref.requires_grad_(False)
@@ -174,7 +179,7 @@ if args.fsdp:
     # Rollouts run on a gathered copy (refreshed each step, dtype of the policy): the sampler's
     # ~max_new_tokens small forwards would otherwise all-gather every block at every token.
     # Memory: one more full copy of the weights per GPU (2 bytes/param in bf16).
-    roll = GPT(policy.config).to(device).eval()
+    roll = GPT(policy.config).to(device=device, dtype=frozen_dtype).eval()
     roll.requires_grad_(False)
 elif d.world > 1:
     train_actor = DDP(actor, device_ids=[d.local_rank] if device.startswith("cuda") else None)
@@ -193,9 +198,10 @@ if state is not None:
 
 
 def refresh_rollout_copy():
-    """FSDP: gather the policy's current weights into the rollout copy (every rank)."""
+    """FSDP: gather the policy's current weights into the rollout copy (every rank), one tensor
+    at a time (a whole gathered fp32 state dict would cost 4 more bytes per parameter)."""
     if roll is not policy:
-        roll.load_state_dict(dist.full_state(policy))
+        dist.copy_full_state(policy, roll)
 if d.main:
     os.makedirs(args.out_dir, exist_ok=True)
 
@@ -328,7 +334,8 @@ try:
         t0 = time.time()
         # -- rollouts: this rank's prompts x G samples, log-probs of the sampled tokens ------
         problems = [rollout_batch(step)[i] for i in MINE]                  # P_local prompts
-        prompt_ids = [tok.render_prompt([{"role": "user", "content": p["prompt"]}]) for p in problems]
+        prompt_ids = [tok.render_prompt([{"role": "user", "content": user_prompt(p, tok)}])
+                      for p in problems]
         refresh_rollout_copy()
         policy.eval()
         ro = sample(roll, prompt_ids, args.max_new_tokens, temperature=args.temperature,
@@ -365,8 +372,12 @@ try:
         # -- update ----------------------------------------------------------------------
         t2 = time.time()
         with torch.no_grad():
-            ref_logits, _ = forward_completions(ref_actor, rows_prompt, comp)
-            ref_logp = token_logprobs(ref_logits / args.temperature, comp, V)
+            # in --grad_accum chunks, like the update: only the (B, Tn) log-probs are kept, never
+            # the reference's (B, Tn, V) logits of the whole batch
+            ref_logp = torch.cat([
+                token_logprobs(forward_completions(ref_actor, [rows_prompt[i] for i in mb.tolist()],
+                                                   comp[mb])[0] / args.temperature, comp[mb], V)
+                for mb in torch.arange(len(comp)).chunk(args.grad_accum)])
         # token-level sums per rank -> global means (the loss, KL, entropy, clip fraction)
         sums = torch.zeros(4, device=device)                             # loss, kl, ent, clip
         if skipped:
@@ -387,8 +398,9 @@ try:
             skipped, sums = update(torch.arange(len(comp)), reinforce_sums)
         else:
             with torch.no_grad():
-                _, old_values = forward_completions(actor, rows_prompt, comp)
-                old_values = old_values * mask                                      # (B, Tn)
+                old_values = torch.cat([
+                    forward_completions(actor, [rows_prompt[i] for i in mb.tolist()], comp[mb])[1]
+                    for mb in torch.arange(len(comp)).chunk(args.grad_accum)]) * mask  # (B, Tn)
                 # per-token reward: the KL penalty on every token, the sequence reward on its last
                 tok_rew = -args.kl_coef * kl_penalty(old_logp, ref_logp, "k1") * mask
                 last = (ro.lengths - 1).clamp(min=0).to(device)

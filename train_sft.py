@@ -41,7 +41,9 @@ from nanorlsp.tokenizer import build_tiny_tokenizer, load_tokenizer
 # arguments
 
 ap = ArgParser(description="RLSP stage 1: SFT on reasoning demonstrations.")
-ap.add_argument("--task", default="arith", help="synthetic task: arith | countdown")
+ap.add_argument("--task", default="arith",
+                help="synthetic: arith | countdown; real: gsm8k | math (../shared/data files)")
+ap.add_argument("--data", default=None, help="a real task's train problems (JSONL) instead")
 ap.add_argument("--init_from", default="scratch",
                 help="'scratch' (a new tiny model) or a checkpoint directory to fine-tune")
 ap.add_argument("--out_dir", default="out/sft", help="checkpoint, metrics.jsonl, tokenizer")
@@ -85,7 +87,7 @@ ap.add_argument("--max_new_tokens", type=positive_int, default=320, help="genera
 args = ap.parse_args()
 
 try:
-    task = get_task(args.task)
+    task = get_task(args.task, args.data)
     d = dist.setup(args.device)
     device = d.device
     dtype = resolve_dtype(args.dtype, device)

@@ -14,10 +14,18 @@ make_sft_examples and check.
 import importlib
 
 TASK_NAMES = ("arith", "countdown")
+REAL_TRAIN_TASKS = ("gsm8k", "math")   # data/real.py: files from ../shared/data or --data
 
 
-def get_task(name: str):
-    """The task module for `name`; a ValueError naming the choices for anything else."""
+def get_task(name: str, data: str | None = None):
+    """The task for `name` (a module, or for a real set an object with the same functions);
+    a ValueError naming the choices for anything else. `data`: a real set's train file."""
+    if name in REAL_TRAIN_TASKS:
+        from data.real import training_task
+        return training_task(name, data)
+    if data is not None:
+        raise ValueError(f"--data is for the real sets ({', '.join(REAL_TRAIN_TASKS)}), not {name}")
     if name not in TASK_NAMES:
-        raise ValueError(f"unknown task {name!r} (choose from {', '.join(TASK_NAMES)})")
+        raise ValueError(f"unknown task {name!r} (choose from "
+                         f"{', '.join(TASK_NAMES + REAL_TRAIN_TASKS)})")
     return importlib.import_module(f"data.{name}")

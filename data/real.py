@@ -15,15 +15,26 @@ Layouts (those of the files in ../shared/data, see its SOURCES.md):
 The prompt asks for the final answer in \\boxed{}, as the paper's evaluation does, so one
 verifier (nanorlsp.verifier.grade) checks every set. Problems keep their order in the file;
 --limit takes the first N.
+
+Training on real sets (train_sft.py / train_rl.py --task gsm8k|math [--data FILE.jsonl]):
+`training_task(name, data)` is a task with the synthetic tasks' interface (make_problems,
+make_sft_examples, check, classify_style): train problems from the set's train file (or --data),
+held-out problems from its test file.
+    gsm8k   train gsm8k_train.jsonl (7,473, with rationales: SFT demonstrations), test gsm8k_test
+    math    train math_train.jsonl (7,500, answers only: RL, not SFT), test math500.jsonl
 """
 import json
 import os
+import random
+import re
+from types import SimpleNamespace
+
+from nanorlsp.evaluation import INSTRUCTION  # one prompt for every set
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED = os.path.join(ROOT, "..", "shared", "data")
 DEFAULT_FILES = {"gsm8k": "gsm8k_test.jsonl", "math500": "math500.jsonl", "aime24": "aime24.jsonl"}
 REAL_TASKS = tuple(DEFAULT_FILES)
-INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
 
 
 class DataError(ValueError):
@@ -76,3 +87,54 @@ def load_problems(task: str, path: str | None = None, limit: int | None = None) 
     if not problems:
         raise DataError(f"{path}: no problems in the file" if limit != 0 else "--limit 0: nothing to evaluate")
     return problems
+
+
+# -----------------------------------------------------------------------------
+# real sets as training tasks
+
+TRAIN_FILES = {"gsm8k": ("gsm8k_train.jsonl", "gsm8k_test.jsonl"),
+               "math": ("math_train.jsonl", "math500.jsonl")}
+_CALC = re.compile(r"<<[^>]*>>")  # GSM8K's calculator annotations, "48/2=<<48/2=24>>24"
+
+
+def _demonstration(row: dict) -> str | None:
+    """A GSM8K rationale as a reply: calculator annotations dropped, '#### n' -> \\boxed{n}."""
+    if "####" not in row["rationale"]:
+        return None
+    body, ans = row["rationale"].rsplit("####", 1)
+    return f"{_CALC.sub('', body).strip()}\nThe answer is \\boxed{{{ans.strip()}}}."
+
+
+def training_task(name: str, data: str | None = None):
+    """A real set as a training task (see the module docstring); DataError for bad files."""
+    from nanorlsp.verifier import grade
+    train_file, test_file = TRAIN_FILES[name]
+    train_path = data or os.path.normpath(os.path.join(SHARED, train_file))
+    test_path = os.path.normpath(os.path.join(SHARED, test_file))
+    splits = {"train": load_problems(name, path=train_path),
+              "test": load_problems(name, path=test_path)}
+    # the raw rationale is kept for SFT (load_problems keeps only the gold answer)
+    if name == "gsm8k":
+        with open(train_path, encoding="utf-8") as f:
+            rows = [json.loads(x) for x in f if x.strip()]
+        for p, r in zip(splits["train"], rows):
+            p["rationale"] = str(r["answer"])
+
+    def make_problems(split: str, n: int, seed: int, **_):
+        """n problems of the split: all of them in file order when n >= the split's size (the
+        held-out set is then the whole test file), else a seeded sample."""
+        pool = splits[split]
+        return list(pool) if n >= len(pool) else random.Random(seed).sample(pool, n)
+
+    def make_sft_examples(n: int, seed: int, split: str = "train"):
+        if name != "gsm8k" or split != "train":
+            raise DataError(f"--task {name}: no demonstrations to fine-tune on (GSM8K train "
+                            "has rationales; MATH train here has answers only: use train_rl.py)")
+        rows = [dict(p, response=_demonstration(p), style="rationale")
+                for p in make_problems("train", n, seed)]
+        return [r for r in rows if r["response"]]
+
+    return SimpleNamespace(NAME=name, make_problems=make_problems,
+                           make_sft_examples=make_sft_examples,
+                           check=lambda text, p: grade(text, p["answer"]),
+                           classify_style=lambda text: "free")

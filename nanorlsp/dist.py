@@ -174,3 +174,13 @@ def grad_sync(model, enabled: bool):
     if hasattr(model, "set_requires_gradient_sync"):
         model.set_requires_gradient_sync(enabled)
     return contextlib.nullcontext()
+
+
+@torch.no_grad()
+def copy_full_state(src: torch.nn.Module, dst: torch.nn.Module):
+    """dst's parameters and buffers <- src's, gathering FSDP shards one tensor at a time (peak
+    extra memory: the largest single tensor, not a second full state dict)."""
+    from torch.distributed.tensor import DTensor
+    dst_state = dst.state_dict()
+    for k, v in src.state_dict().items():
+        dst_state[k].copy_(v.full_tensor() if isinstance(v, DTensor) else v)

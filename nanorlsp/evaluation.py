@@ -12,6 +12,18 @@ import torch
 
 from nanorlsp.sampler import sample
 
+# The paper's evaluation prompt (and Qwen2.5-Math's): the verifier reads the last \boxed{}.
+INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
+
+
+def user_prompt(problem: dict, tok) -> str:
+    """The user turn for a problem. The tiny model learned its reply format from the SFT traces;
+    a real model (any other chat format) is told to box its final answer, once."""
+    text = problem["prompt"]
+    if tok.chat_format != "tiny" and "\\boxed" not in text:
+        text += "\n" + INSTRUCTION
+    return text
+
 
 @torch.no_grad()
 def respond(model, tok, prompts: list[str], max_new_tokens: int, temperature: float = 0.0,
@@ -39,7 +51,7 @@ def respond(model, tok, prompts: list[str], max_new_tokens: int, temperature: fl
 
 def task_accuracy(model, tok, task, problems: list[dict], max_new_tokens: int, **kw):
     """Fraction of replies the task's exact checker accepts, and the replies with verdicts."""
-    replies = respond(model, tok, [p["prompt"] for p in problems], max_new_tokens, **kw)
+    replies = respond(model, tok, [user_prompt(p, tok) for p in problems], max_new_tokens, **kw)
     n = len(replies) // max(len(problems), 1)
     for j, r in enumerate(replies):
         r["correct"] = bool(task.check(r["text"], problems[j // n]))

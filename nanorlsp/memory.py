@@ -29,22 +29,22 @@ What is counted (P = parameters; b = bytes of the compute dtype --dtype, f = of 
            --act_ckpt only each block's input (the residual stream) is kept, plus one block's
            activations while it is recomputed.
            logits: (B, T, V) fp32, LOGIT_COPIES of them alive at the start of backward.
-  rollout  (rl) the model that samples: DDP samples with the policy itself (no copy) in fp32,
-           or a bf16 cast (2P); FSDP with a whole gathered copy (fP). The KV cache
-           2 n_layer (B + P) n_kv_head S head_dim f (B decode rows plus the P-prompt prefill
-           cache they are copied from, nanorlsp/sampler.py; the sampler uses the dtype of the
-           model's weights); the prefill's logits P x prompt_len x V (fp32, + bf16 if f = 2).
+  rollout  (rl) the model that samples: DDP samples with the fp32 policy itself (no copy);
+           FSDP with a whole gathered copy in the frozen dtype (fP). The KV cache
+           2 n_layer (B + P) n_kv_head S head_dim k (B decode rows plus the P-prompt prefill
+           cache they are copied from, nanorlsp/sampler.py; k = the sampling model's dtype: 4
+           under DDP, f under FSDP); the prefill's logits P x prompt_len x V (fp32, + bf16 if
+           k = 2).
   total    always + max(train, rollout): the two phases of an RL step never overlap.
 
---frozen_dtype is the dtype of the reference, the rollout copy and hence the KV cache:
-train_rl.py keeps all three fp32 today (load_model's and GPT's default), so fp32 is the default
-here; bf16 halves them.
+--frozen_dtype is the dtype of the reference and of FSDP's rollout copy (hence its KV cache):
+train_rl.py holds them in the compute dtype on CUDA (bf16 by default), so bf16 is the default.
 
 Not counted: the CUDA context and NCCL buffers (~0.5-1 GiB), allocator fragmentation, gradients
 of activations in flight during backward (about one block's), the rotary cos/sin tables, PPO's
 value head (n_embd + 1 params), the sampler's per-step (B, V) logits, and the refresh of FSDP's
-rollout copy (train_rl.refresh_rollout_copy gathers the whole fp32 state dict at once: +4P
-for a moment, before sampling starts). Hence FITS_FRACTION: a budget "fits" under 90% of a card.
+rollout copy (train_rl.refresh_rollout_copy gathers one fp32 tensor at a time: the largest
+one, for a moment, before sampling starts). Hence FITS_FRACTION: a budget "fits" under 90% of a card.
 
 Footguns, stated bluntly: batch sizes are per GPU (more GPUs = a bigger global batch, not less
 activation memory per GPU); --micro_batch is a rank's rows per forward, in train_rl.py
@@ -164,7 +164,7 @@ ROLLOUT = ("rollout policy", "kv cache", "prefill logits")
 
 def budget(cfg, gpus=1, fsdp=False, stage="rl", micro_batch=8, seq_len=1024, rollout_batch=64,
            prompt_len=256, n_samples=8, act_ckpt=True, dtype="bf16",
-           frozen_dtype="fp32") -> dict[str, float]:
+           frozen_dtype="bf16") -> dict[str, float]:
     """Bytes per GPU by component, plus "total" (always + max(train, rollout)).
     cfg: a ModelConfig or a HF config.json dict. Batch sizes are rows per GPU; seq_len is prompt +
     completion (the training sequence and the rollout cache length S)."""
@@ -191,11 +191,14 @@ def budget(cfg, gpus=1, fsdp=False, stage="rl", micro_batch=8, seq_len=1024, rol
     out["logits"] = LOGIT_COPIES[stage] * tokens * c.vocab_size * 4
     # -- rollout phase (rl): the sampling copy, the KV cache, the prefill's logits
     prompts = math.ceil(rollout_batch / n_samples)
-    out["rollout policy"] = (0.0 if f == 4 and not fsdp else f * P) if rl else 0.0
+    # DDP samples with the fp32 policy itself (no copy, an fp32 cache); FSDP with a gathered copy
+    # in the frozen dtype
+    kv = f if fsdp else 4
+    out["rollout policy"] = f * P if rl and fsdp else 0.0
     out["kv cache"] = (2 * c.n_layer * (rollout_batch + prompts) * c.n_kv_head * seq_len
-                       * c.head_dim * f) if rl else 0.0
+                       * c.head_dim * kv) if rl else 0.0
     # the prefill returns logits at every prompt position: the lm_head's output (+ its fp32 cast)
-    out["prefill logits"] = prompts * prompt_len * c.vocab_size * (6 if f == 2 else 4) if rl else 0.0
+    out["prefill logits"] = prompts * prompt_len * c.vocab_size * (6 if kv == 2 else 4) if rl else 0.0
     always = sum(v for k, v in out.items() if k not in TRAIN + ROLLOUT)
     out["total"] = always + max(sum(out[k] for k in TRAIN), sum(out[k] for k in ROLLOUT))
     return {k: float(v) for k, v in out.items()}
@@ -251,14 +254,13 @@ def table(**kw) -> str:
             "total GiB/GPU | fits |", "|" + "---|" * 10]
     for name in PRESETS:
         c = load_config(name)
-        for gpus in (1, 8):
-            for fsdp in (False, True):
-                b = budget(c, gpus=gpus, fsdp=fsdp, **k)
-                ok = fits(b["total"])
-                rows.append(f"| {name} | {num_params(c) / 1e9:.2f}B | {gpus} | "
-                            f"{'FSDP' if fsdp else 'DDP'} | {g(b, 'weights', 'grads', 'optimizer')} | "
-                            f"{g(b, 'reference')} | {g(b, *TRAIN)} | {g(b, *ROLLOUT)} | "
-                            f"{g(b, 'total')} | {f'{ok[0]} GiB' if ok else 'none'} |")
+        for gpus, fsdp in ((1, False), (8, False), (8, True)):  # FSDP needs > 1 rank
+            b = budget(c, gpus=gpus, fsdp=fsdp, **k)
+            ok = fits(b["total"])
+            rows.append(f"| {name} | {num_params(c) / 1e9:.2f}B | {gpus} | "
+                        f"{'FSDP' if fsdp else 'DDP'} | {g(b, 'weights', 'grads', 'optimizer')} | "
+                        f"{g(b, 'reference')} | {g(b, *TRAIN)} | {g(b, *ROLLOUT)} | "
+                        f"{g(b, 'total')} | {f'{ok[0]} GiB' if ok else 'none'} |")
     return "\n".join(rows)
 
 

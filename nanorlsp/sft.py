@@ -24,7 +24,8 @@ import torch.nn.functional as F
 
 def render_examples(tok, rows: list[dict]) -> list[tuple[list[int], list[int]]]:
     """(ids, mask) of the user prompt + assistant response conversation for each row."""
-    return [tok.render_conversation([{"role": "user", "content": r["prompt"]},
+    from nanorlsp.evaluation import user_prompt
+    return [tok.render_conversation([{"role": "user", "content": user_prompt(r, tok)},
                                      {"role": "assistant", "content": r["response"]}])
             for r in rows]
 

@@ -84,12 +84,14 @@ def test_fsdp_shards_state_kv_and_acts_scale():
     on, off = budget(cfg, act_ckpt=True), budget(cfg, act_ckpt=False)
     assert on["activations"] < off["activations"] / 5 and on["logits"] == off["logits"]
     assert budget(cfg, micro_batch=16)["logits"] == 2 * on["logits"]
-    # bf16 frozen copies: half the reference and the KV cache; DDP then needs a bf16 cast to
-    # sample with, where in fp32 it samples with the policy itself
-    half = budget(cfg, gpus=8, frozen_dtype="bf16")
-    assert half["reference"] == ddp["reference"] / 2 and half["kv cache"] == ddp["kv cache"] / 2
-    assert ddp["rollout policy"] == 0 and half["rollout policy"] == 2 * num_params(cfg)
-    assert fsdp["rollout policy"] == 4 * num_params(cfg)   # FSDP: a whole gathered fp32 copy
+    # fp32 frozen copies: twice the reference; DDP samples with the fp32 policy itself (no copy,
+    # an fp32 cache) whatever the frozen dtype; FSDP with a gathered copy in the frozen dtype
+    full = budget(cfg, gpus=8, frozen_dtype="fp32")
+    assert full["reference"] == 2 * ddp["reference"] and full["kv cache"] == ddp["kv cache"]
+    assert ddp["rollout policy"] == 0 and full["rollout policy"] == 0
+    assert fsdp["rollout policy"] == 2 * num_params(cfg)   # FSDP: a whole gathered bf16 copy
+    f32 = budget(cfg, gpus=8, fsdp=True, frozen_dtype="fp32")
+    assert f32["kv cache"] == 2 * fsdp["kv cache"] and f32["rollout policy"] == 4 * num_params(cfg)
 
 
 def test_budget_takes_a_hf_dict():
@@ -102,7 +104,7 @@ def test_cli_preset_and_table(capsys):
     assert "7.616B params" in out and "total" in out and "80 GiB yes" in out
     main(["--table"])
     rows = [r for r in capsys.readouterr().out.splitlines() if r.startswith("| ")]
-    assert len(rows) == 1 + len(PRESETS) * 2 * 2
+    assert len(rows) == 1 + len(PRESETS) * 3   # 1 GPU DDP, 8 GPUs DDP, 8 GPUs FSDP
 
 
 def test_cli_hf_config_and_native_checkpoint(tmp_path, capsys):
