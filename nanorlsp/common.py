@@ -95,6 +95,10 @@ def atomic_write(path: str, data) -> None:
             with os.fdopen(fd, "wb" if isinstance(data, bytes) else "w", encoding=None
                            if isinstance(data, bytes) else "utf-8") as f:
                 f.write(data)
+        # mkstemp creates 0600; give the file the permissions a plain open() would (umask)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
