@@ -116,9 +116,13 @@ if d.main:
 # data: demonstrations -> tokenizer -> (ids, mask) -> packed rows
 
 t0 = time.time()
-train_rows = task.make_sft_examples(args.n_train, seed=args.seed)
-val_rows = task.make_sft_examples(args.n_val, seed=0, split="test")
-eval_problems = task.make_problems("test", args.eval_problems, seed=0) if args.eval_problems else []
+try:
+    train_rows = task.make_sft_examples(args.n_train, seed=args.seed)
+    val_rows = task.make_sft_examples(args.n_val, seed=0, split="test")
+    eval_problems = (task.make_problems("test", args.eval_problems, seed=0)
+                     if args.eval_problems else [])
+except ValueError as e:  # a real set's DataError: one line naming the file
+    die(str(e))
 
 if state is not None:
     tok = load_tokenizer(args.out_dir)

@@ -113,12 +113,14 @@ def training_task(name: str, data: str | None = None):
     test_path = os.path.normpath(os.path.join(SHARED, test_file))
     splits = {"train": load_problems(name, path=train_path),
               "test": load_problems(name, path=test_path)}
-    # the raw rationale is kept for SFT (load_problems keeps only the gold answer)
+    # the raw rationale is kept for SFT (load_problems keeps only the gold answer); the test
+    # file's rationales give the held-out SFT loss
     if name == "gsm8k":
-        with open(train_path, encoding="utf-8") as f:
-            rows = [json.loads(x) for x in f if x.strip()]
-        for p, r in zip(splits["train"], rows):
-            p["rationale"] = str(r["answer"])
+        for split, path in (("train", train_path), ("test", test_path)):
+            with open(path, encoding="utf-8") as f:
+                rows = [json.loads(x) for x in f if x.strip()]
+            for p, r in zip(splits[split], rows):
+                p["rationale"] = str(r["answer"])
 
     def make_problems(split: str, n: int, seed: int, **_):
         """n problems of the split: all of them in file order when n >= the split's size (the
@@ -127,11 +129,11 @@ def training_task(name: str, data: str | None = None):
         return list(pool) if n >= len(pool) else random.Random(seed).sample(pool, n)
 
     def make_sft_examples(n: int, seed: int, split: str = "train"):
-        if name != "gsm8k" or split != "train":
-            raise DataError(f"--task {name}: no demonstrations to fine-tune on (GSM8K train "
-                            "has rationales; MATH train here has answers only: use train_rl.py)")
+        if name != "gsm8k":
+            raise DataError(f"--task {name}: no demonstrations to fine-tune on (GSM8K has "
+                            "rationales; MATH train here has answers only: use train_rl.py)")
         rows = [dict(p, response=_demonstration(p), style="rationale")
-                for p in make_problems("train", n, seed)]
+                for p in make_problems(split, n, seed)]
         return [r for r in rows if r["response"]]
 
     return SimpleNamespace(NAME=name, make_problems=make_problems,
