@@ -6,6 +6,7 @@ alternatives (Ye et al. 2025, section 5; counted per response, plotted over RL s
     detect("...\\nwait, 7+9=16 not 15. redo:\\n...", task="arith")
         # {"backtracking": True, "verification": False, "alternatives": False}
     frequencies(responses, task="gsm8k")   # fraction of responses showing each behaviour
+    spans(text, task="arith")              # [(start, end, behaviour)]: where, for highlighting
 
 Two kinds of evidence:
 - Synthetic tasks (arith, countdown) write their behaviours as exact line markers, so counts are
@@ -83,3 +84,28 @@ def frequencies(texts: list[str], task: str | None = None) -> dict[str, float]:
         return {b: 0.0 for b in BEHAVIORS}
     hits = [detect(t, task) for t in texts]
     return {b: sum(h[b] for h in hits) / len(texts) for b in BEHAVIORS}
+
+
+def _line(text: str, start: int) -> tuple[int, int]:
+    """The (start, end) of the line a marker match begins on (a match may begin on the newline
+    before it: the markers' regexes allow leading whitespace)."""
+    while start < len(text) and text[start] in "\r\n":
+        start += 1
+    end = text.find("\n", start)
+    return start, len(text) if end < 0 else end
+
+
+def spans(text: str, task: str | None = None) -> list[tuple[int, int, str]]:
+    """Where each behaviour occurs in one response: (start, end, behaviour) character spans,
+    sorted, one per occurrence that `counts` counts. A synthetic task's marker spans its whole
+    line; a keyword spans the matched words. For highlighting transcripts (notebook 05)."""
+    out = []
+    if task in MARKERS:
+        for b, pat in MARKERS[task].items():
+            if pat is not None:
+                out += [(*_line(text, m.start()), b) for m in pat.finditer(text)]
+        if task == "countdown":  # the first top-level try is the first idea, the rest alternatives
+            out += [(*_line(text, m.start()), "alternatives") for m in list(_TOP_TRY.finditer(text))[1:]]
+    else:
+        out = [(m.start(), m.end(), b) for b, pat in KEYWORDS.items() for m in pat.finditer(text)]
+    return sorted(out)

@@ -7,16 +7,23 @@ Plot RL runs from their metrics.jsonl: the curves in which RLSP's emergence show
 Figures: reward.png (total and its parts), accuracy.png (rollout accuracy and greedy held-out
 accuracy), length.png (response length median with its 10-90 percentile band), behaviors.png
 (share of rollouts that backtrack / verify / explore alternatives), kl.png (KL to the reference
-and policy entropy). plot_runs() is what the notebooks call.
+and policy entropy).
+
+    from nanorlsp.plot import figures, plot_runs
+    figs = figures(["out/rl", "out/rl_none"])   # {"reward": Figure, ...}: what the notebooks show
+    plot_runs(["out/rl"], "plots/")             # the same figures, saved as PNG (the CLI)
+
+Figures are built with matplotlib's object API (matplotlib.figure.Figure), never pyplot: no
+backend is selected and no global figure state is touched, so this works headless (CI, servers)
+and inside a notebook without switching its inline backend.
 """
 import argparse
 import json
 import os
 
-import matplotlib
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")  # files only: no display needed (CI, servers)
-import matplotlib.pyplot as plt  # noqa: E402
+NAMES = ("reward", "accuracy", "length", "behaviors", "kl")
 
 
 def load_metrics(run_dir: str) -> tuple[list[dict], list[dict]]:
@@ -33,40 +40,37 @@ def _series(rows, key):
     return [p[0] for p in pts], [p[1] for p in pts]
 
 
-def plot_runs(run_dirs: list[str], out_dir: str | None = None) -> list[str]:
-    """Draw the standard figures for one or more runs; returns the PNG paths."""
-    out_dir = out_dir or os.path.join(run_dirs[0], "plots")
-    os.makedirs(out_dir, exist_ok=True)
-    runs = {os.path.basename(os.path.normpath(d)) or d: load_metrics(d) for d in run_dirs}
-    paths = []
+def figures(run_dirs: list[str], labels: list[str] | None = None) -> dict[str, Figure]:
+    """The standard figures for one or more runs, overlaid: {name: Figure} in NAMES order.
+    labels: legend names (default: each run directory's base name)."""
+    labels = labels or [os.path.basename(os.path.normpath(d)) or d for d in run_dirs]
+    if len(labels) != len(run_dirs):
+        raise ValueError(f"{len(labels)} labels for {len(run_dirs)} runs")
+    runs = {name: load_metrics(d) for name, d in zip(labels, run_dirs)}
+    figs = {}
 
-    def save(fig, name):
-        fig.tight_layout()
-        p = os.path.join(out_dir, name)
-        fig.savefig(p, dpi=110)
-        plt.close(fig)
-        paths.append(p)
-
-    fig, axes = plt.subplots(1, 4, figsize=(16, 3.4))
+    fig = Figure(figsize=(16, 3.4), layout="constrained")
+    axes = fig.subplots(1, 4)
     for ax, key, title in zip(axes, ("reward", "outcome", "explore", "repetition"),
                               ("total reward", "outcome (verifier)", "exploration", "repetition")):
         for name, (steps, _) in runs.items():
             ax.plot(*_series(steps, key), label=name)
-        ax.set(title=title, xlabel="RL step")
-    axes[0].set_ylabel("mean over rollouts")
+        ax.set(title=title, xlabel="RL step", ylabel="mean over rollouts")
     axes[0].legend()
-    save(fig, "reward.png")
+    figs["reward"] = fig
 
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = Figure(figsize=(6, 4), layout="constrained")
+    ax = fig.subplots()
     for name, (steps, evals) in runs.items():
         line, = ax.plot(*_series(steps, "acc"), alpha=0.5, label=f"{name}: rollouts (T=1)")
         ax.plot(*_series(evals, "val_acc"), "o-", color=line.get_color(),
                 label=f"{name}: held-out (greedy)")
     ax.set(title="accuracy", xlabel="RL step", ylabel="fraction correct", ylim=(0, 1))
     ax.legend()
-    save(fig, "accuracy.png")
+    figs["accuracy"] = fig
 
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = Figure(figsize=(6, 4), layout="constrained")
+    ax = fig.subplots()
     for name, (steps, _) in runs.items():
         x, p50 = _series(steps, "len_p50")
         line, = ax.plot(x, p50, label=f"{name}: median")
@@ -74,24 +78,39 @@ def plot_runs(run_dirs: list[str], out_dir: str | None = None) -> list[str]:
                         color=line.get_color(), alpha=0.2, label=f"{name}: 10-90%")
     ax.set(title="response length", xlabel="RL step", ylabel="tokens")
     ax.legend()
-    save(fig, "length.png")
+    figs["length"] = fig
 
-    fig, axes = plt.subplots(1, 3, figsize=(14, 3.6))
+    fig = Figure(figsize=(14, 3.6), layout="constrained")
+    axes = fig.subplots(1, 3)
     for ax, b in zip(axes, ("backtracking", "verification", "alternatives")):
         for name, (steps, _) in runs.items():
             ax.plot([r["step"] for r in steps], [r["behaviors"][b] for r in steps], label=name)
-        ax.set(title=b, xlabel="RL step", ylim=(0, 1))
-    axes[0].set_ylabel("share of rollouts")
+        ax.set(title=b, xlabel="RL step", ylabel="share of rollouts", ylim=(0, 1))
     axes[0].legend()
-    save(fig, "behaviors.png")
+    figs["behaviors"] = fig
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    fig = Figure(figsize=(10, 3.6), layout="constrained")
+    axes = fig.subplots(1, 2)
     for ax, key, title in zip(axes, ("kl", "entropy"), ("KL to the SFT reference", "entropy")):
         for name, (steps, _) in runs.items():
             ax.plot(*_series(steps, key), label=name)
         ax.set(title=title, xlabel="RL step", ylabel="nats per token")
     axes[0].legend()
-    save(fig, "kl.png")
+    figs["kl"] = fig
+    return figs
+
+
+def plot_runs(run_dirs: list[str], out_dir: str | None = None, labels: list[str] | None = None,
+              dpi: int = 110) -> list[str]:
+    """Draw the standard figures for one or more runs to out_dir/NAME.png; returns the paths."""
+    out_dir = out_dir or os.path.join(run_dirs[0], "plots")
+    figs = figures(run_dirs, labels)
+    os.makedirs(out_dir, exist_ok=True)
+    paths = []
+    for name, fig in figs.items():
+        p = os.path.join(out_dir, f"{name}.png")
+        fig.savefig(p, dpi=dpi)
+        paths.append(p)
     return paths
 
 
