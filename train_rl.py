@@ -57,6 +57,9 @@ ap = ArgParser(description="RLSP stages 2-3: RL with the verifier and an explora
 ap.add_argument("--init_from", default="out/sft", help="the SFT checkpoint (policy and reference)")
 ap.add_argument("--task", default="arith",
                 help="synthetic: arith | countdown; real: gsm8k | math (../shared/data files)")
+ap.add_argument("--levels", default=None,
+                help="arith only: train on these difficulty levels, e.g. 1,2 (a curriculum for weak "
+                     "models); held-out evaluation keeps every level")
 ap.add_argument("--data", default=None, help="a real task's train problems (JSONL) instead")
 ap.add_argument("--out_dir", default="out/rl")
 ap.add_argument("--resume", action="store_true", help="continue the run in --out_dir")
@@ -205,7 +208,17 @@ def refresh_rollout_copy():
 if d.main:
     os.makedirs(args.out_dir, exist_ok=True)
 
-train_problems = task.make_problems("train", 20000, seed=args.seed)
+if args.levels:
+    try:
+        levels = [int(x) for x in args.levels.split(",")]
+        if args.task != "arith" or not all(1 <= lv <= 5 for lv in levels):
+            raise ValueError
+    except ValueError:
+        die(f"--levels {args.levels}: a comma list of arith levels 1-5 (with --task arith)")
+    train_problems = [p for lv in levels for p in task.make_problems(
+        "train", 20000 // len(levels), seed=args.seed + lv, level=lv, distinct=False)]
+else:
+    train_problems = task.make_problems("train", 20000, seed=args.seed)
 eval_problems = task.make_problems("test", args.eval_problems, seed=0) if args.eval_problems else []
 V = tok.n_vocab  # the sampler never emits the padded embedding rows; the loss masks them too
 

@@ -132,3 +132,15 @@ def test_non_finite_loss_skips_then_stops(sft, tmp_path):
     assert [m["step"] for m in ms if "skipped" in m] == [2, 4, 5, 6]
     assert [m["step"] for m in ms if "reward" in m] == [1, 3]
     assert read_checkpoint(d)["step"] == 3
+
+
+def test_rl_levels_curriculum(sft, tmp_path):
+    """--levels 1 trains on one-digit facts only; a bad list is one error line."""
+    d = str(tmp_path / "lv")
+    run_rl("--init_from", sft, "--out_dir", d, "--max_steps", "1", "--eval_problems", "0",
+           "--levels", "1", "--log_samples", "4")
+    prompts = [json.loads(x)["prompt"] for x in open(os.path.join(d, "samples.jsonl"))]
+    assert prompts and all(len(p.split()[2]) == 1 and len(p.split()[4].rstrip("?")) == 1
+                           for p in prompts), prompts
+    assert "--levels 7" in one_error_line(run_rl("--init_from", sft, "--levels", "7",
+                                                 "--out_dir", str(tmp_path / "x"), check=False))
