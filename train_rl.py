@@ -32,7 +32,6 @@ import time
 
 import torch
 import torch.nn as nn
-from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 from data import get_task
@@ -41,7 +40,7 @@ from nanorlsp.behaviors import frequencies
 from nanorlsp.checkpoint import (CheckpointError, load_model, model_from_state, open_run,
                                  save_checkpoint)
 from nanorlsp.common import (ArgParser, UserError, append_jsonl, autocast, die, nonneg_int,
-                             positive_int, reset_logs, resolve_device, resolve_dtype)
+                             positive_int, reset_logs, resolve_dtype)
 from nanorlsp.evaluation import task_accuracy, user_prompt
 from nanorlsp.model import GPT
 from nanorlsp.rewards import EXPLORE, RewardConfig, coef_at, score
@@ -105,7 +104,7 @@ args = ap.parse_args()
 
 try:
     task = get_task(args.task, args.data)
-    d = dist.setup(args.device)
+    d = dist.setup(args.device, args.fsdp)
     device = d.device
     dtype = resolve_dtype(args.dtype, device)
     rcfg = RewardConfig(explore=args.explore_reward, coef=args.explore_coef,
@@ -115,8 +114,6 @@ except (ValueError, UserError) as e:
 if args.temperature <= 0:
     die("--temperature must be > 0 for RL (rollouts must explore)")
 M = args.minibatches if args.algo == "ppo" else 1
-if args.fsdp and d.world == 1:
-    die("--fsdp shards over torchrun ranks: run it under torchrun --nproc_per_node=N (N > 1)")
 if args.prompts_per_step % (M * d.world):
     die(f"--prompts_per_step {args.prompts_per_step} must be a multiple of "
         f"{'--minibatches x ' if M > 1 else ''}ranks = {M * d.world}")
@@ -176,19 +173,16 @@ ref_actor = WithValues(ref, None)
 # Under torchrun: DDP (each rank holds everything; gradients all-reduced, averaged) or FSDP2
 # (each rank holds 1/N of every parameter, gradient and Adam moment; blocks are gathered just in
 # time for forward and backward). One process: the module as is.
+train_actor = dist.wrap(actor, policy.layers, d, args.fsdp)
 if args.fsdp:
-    train_actor = dist.fsdp(actor, policy.layers, device)
-    dist.fsdp(ref_actor, ref.layers, device)
+    dist.shard(ref_actor, ref.layers, device)
     # Rollouts run on a gathered copy (refreshed each step, dtype of the policy): the sampler's
     # ~max_new_tokens small forwards would otherwise all-gather every block at every token.
     # Memory: one more full copy of the weights per GPU (2 bytes/param in bf16).
     roll = GPT(policy.config).to(device=device, dtype=frozen_dtype).eval()
     roll.requires_grad_(False)
-elif d.world > 1:
-    train_actor = DDP(actor, device_ids=[d.local_rank] if device.startswith("cuda") else None)
-    roll = policy
 else:
-    train_actor, roll = actor, policy
+    roll = policy
 params = list(train_actor.parameters())
 optimizer = torch.optim.AdamW(params, lr=args.lr, betas=(0.9, 0.95), weight_decay=0.0)
 start_step = 0
@@ -346,7 +340,8 @@ try:
     for step in pbar:
         t0 = time.time()
         # -- rollouts: this rank's prompts x G samples, log-probs of the sampled tokens ------
-        problems = [rollout_batch(step)[i] for i in MINE]                  # P_local prompts
+        batch = rollout_batch(step)                                        # the global P prompts
+        problems = [batch[i] for i in MINE]                                # this rank's
         prompt_ids = [tok.render_prompt([{"role": "user", "content": user_prompt(p, tok)}])
                       for p in problems]
         refresh_rollout_copy()
@@ -478,9 +473,8 @@ try:
                    tok_per_s=float(lens.sum()) / max(t_gen, 1e-9),
                    t_gen=t_gen, t_score=t_score, t_train=t_train)
         log("metrics.jsonl", rec)
-        all_problems = rollout_batch(step)
         for r in rows[:args.log_samples]:
-            log("samples.jsonl", dict(step=step + 1, prompt=all_problems[r["i"] // G]["prompt"],
+            log("samples.jsonl", dict(step=step + 1, prompt=batch[r["i"] // G]["prompt"],
                                       response=r["text"], correct=r["correct"], reward=r["total"]))
         say(f"step {step + 1:4d} | reward {rec['reward']:+.3f} (out {rec['outcome']:+.3f} "
             f"exp {rec['explore']:+.3f} rep {rec['repetition']:+.3f}) | acc {acc:.3f} | "

@@ -23,7 +23,6 @@ import sys
 import time
 
 import torch
-from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 from data import get_task
@@ -31,7 +30,7 @@ from nanorlsp import dist
 from nanorlsp.checkpoint import (CheckpointError, load_model, model_from_state, open_run,
                                  save_checkpoint)
 from nanorlsp.common import (ArgParser, UserError, append_jsonl, autocast, die, nonneg_int,
-                             positive_int, reset_logs, resolve_device, resolve_dtype)
+                             positive_int, reset_logs, resolve_dtype)
 from nanorlsp.evaluation import breakdown, task_accuracy
 from nanorlsp.model import GPT, ModelConfig
 from nanorlsp.sft import collate, pack, render_examples, sft_loss_sum
@@ -88,13 +87,11 @@ args = ap.parse_args()
 
 try:
     task = get_task(args.task, args.data)
-    d = dist.setup(args.device)
+    d = dist.setup(args.device, args.fsdp)
     device = d.device
     dtype = resolve_dtype(args.dtype, device)
 except (ValueError, UserError) as e:
     die(str(e))
-if args.fsdp and d.world == 1:
-    die("--fsdp shards over torchrun ranks: run it under torchrun --nproc_per_node=N (N > 1)")
 if args.batch_size % d.world:
     die(f"--batch_size {args.batch_size} must be a multiple of the {d.world} ranks")
 
@@ -180,12 +177,7 @@ say(f"model: {model.num_params() / 1e6:.2f}M parameters, {model.config.n_layer} 
 # Under torchrun: DDP (gradients all-reduced, averaged; `model` stays the plain module) or FSDP2
 # (`model` itself becomes sharded: 1/N of every weight, gradient and Adam moment per rank).
 # Evaluation then samples from a gathered copy (see eval_model).
-if args.fsdp:
-    ddp_model = dist.fsdp(model, model.layers, device)
-elif d.world > 1:
-    ddp_model = DDP(model, device_ids=[d.local_rank] if device.startswith("cuda") else None)
-else:
-    ddp_model = model
+ddp_model = dist.wrap(model, model.layers, d, args.fsdp)
 fwd_model = torch.compile(ddp_model) if args.compile else ddp_model
 # fused/foreach AdamW differ in the last bits between devices; plain foreach is deterministic
 optimizer = torch.optim.AdamW(model.optim_groups(args.weight_decay), lr=args.lr,
@@ -206,7 +198,7 @@ def eval_model():
     if not args.fsdp:
         return model
     copy = GPT(model.config).to(device)
-    copy.load_state_dict(dist.full_state(model))
+    dist.copy_full_state(model, copy)
     return copy
 
 
@@ -285,14 +277,15 @@ try:
         for g in optimizer.param_groups:
             g["lr"] = lr
         # every rank draws the same global micro-batches and keeps every world-th row
-        micro = [[next(stream) for _ in range(args.batch_size)] for _ in range(args.grad_accum)]
+        rows = [[next(stream) for _ in range(args.batch_size)] for _ in range(args.grad_accum)]
+        # collate builds each row on its own, so a rank's rows of the global batch are a slice
+        micro = [collate(train_ex, r, args.seq_len) for r in rows]
         # normalise by the assistant tokens of the whole global step, so accumulation and ranks
         # add up to one big batch (DDP then averages over ranks: hence x world)
-        n_targets = sum(collate(train_ex, rows, args.seq_len)[2].sum() for rows in micro).clamp(min=1)
+        n_targets = sum(mb[2].sum() for mb in micro).clamp(min=1)
         step_loss = 0.0
-        for k, rows in enumerate(micro):
-            idx, tgt, m, pos, am = (t.to(device) for t in
-                                    collate(train_ex, rows[d.rank::d.world], args.seq_len))
+        for k, mb in enumerate(micro):
+            idx, tgt, m, pos, am = (t[d.rank::d.world].to(device) for t in mb)
             # DDP / FSDP reduce gradients on the last micro-batch's backward only
             with dist.grad_sync(ddp_model, k == len(micro) - 1):
                 with autocast(device, dtype):

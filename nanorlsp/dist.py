@@ -4,6 +4,7 @@ torchrun support in one place: the same scripts run under `python` (one process)
 
     from nanorlsp import dist
     d = dist.setup("auto")          # reads RANK / LOCAL_RANK / WORLD_SIZE set by torchrun
+    train_model = dist.wrap(model, model.layers, d, fsdp=False)   # DDP under torchrun
     mine = items[d.rank::d.world]   # shard the global batch
     total = dist.all_sum(torch.tensor([x, n]))
     everything = dist.gather_shards(mine, d)   # back in the global order, on every rank
@@ -48,10 +49,14 @@ def env_rank() -> int:
     return int(os.environ.get("RANK", "0"))
 
 
-def setup(device_arg: str = "auto") -> Dist:
-    """Join the process group when launched by torchrun (WORLD_SIZE > 1); else one process."""
+def setup(device_arg: str = "auto", fsdp: bool = False) -> Dist:
+    """Join the process group when launched by torchrun (WORLD_SIZE > 1); else one process.
+    fsdp: the script was asked to shard, which needs more than one rank (a UserError if not)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     device = resolve_device(device_arg)
+    if fsdp and world == 1:
+        raise UserError("--fsdp shards over torchrun ranks: run it under torchrun "
+                        "--nproc_per_node=N (N > 1)")
     if world == 1:
         return Dist(device=device)
     rank, local_rank = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"])
@@ -117,7 +122,19 @@ def shutdown():
 # -----------------------------------------------------------------------------
 # FSDP2 and the state of sharded models
 
-def fsdp(model: torch.nn.Module, blocks, device: str) -> torch.nn.Module:
+def wrap(model: torch.nn.Module, blocks, d: Dist, fsdp: bool) -> torch.nn.Module:
+    """The module the training step runs: FSDP2-sharded in place (`fsdp`), DDP around it under
+    torchrun, or the module itself in one process."""
+    if fsdp:
+        return shard(model, blocks, d.device)
+    if d.world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+        return DistributedDataParallel(
+            model, device_ids=[d.local_rank] if d.device.startswith("cuda") else None)
+    return model
+
+
+def shard(model: torch.nn.Module, blocks, device: str) -> torch.nn.Module:
     """Shard `model` with FSDP2 (fully_shard): each transformer block is its own unit (gathered
     just before its forward / backward, freed after), the root holds the rest (embeddings, final
     norm, head, value head). On CUDA: bf16 compute copies of the params, fp32 gradient

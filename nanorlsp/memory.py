@@ -15,7 +15,7 @@ What is counted (P = parameters; b = bytes of the compute dtype --dtype, f = of 
            grads stay allocated between steps: zero_grad(set_to_none) runs just before
            backward), AdamW exp_avg + exp_avg_sq 8P/N, for rl the frozen reference fP/N.
   train    compute weights: DDP runs bf16 autocast, which casts every fp32 weight once and keeps
-           the casts to the end of forward (2P); FSDP2 (nanorlsp.dist.fsdp: each block its own
+           the casts to the end of forward (2P); FSDP2 (nanorlsp.dist.shard: each block its own
            group, the root holding embedding, final norm and lm_head; MixedPrecisionPolicy
            (param_dtype=bf16, reduce_dtype=fp32)) keeps the root's gathered params and their
            unsharded grads from forward to the end of backward, and gathers two blocks (current
