@@ -161,10 +161,10 @@ class WithValues(nn.Module):
         super().__init__()
         self.model, self.head = model, head
 
-    def forward(self, idx):
+    def forward(self, idx, logits_at=None):
         if self.head is None:
-            return self.model(idx), None
-        logits, h = self.model(idx, return_hidden=True)
+            return self.model(idx, logits_at=logits_at), None
+        logits, h = self.model(idx, return_hidden=True, logits_at=logits_at)
         return logits, self.head(h.float()).squeeze(-1)
 
 
@@ -241,13 +241,10 @@ def forward_completions(model, prompt_ids, comp):
     for i, p in enumerate(prompt_ids):
         seq[i, :len(p)] = torch.tensor(p, device=device)
         seq[i, len(p):len(p) + Tn] = comp[i]
-    with autocast(device, dtype):
-        logits, values = model(seq)
     pos = Lp[:, None] - 1 + torch.arange(Tn, device=device)[None]        # (B, Tn)
-    logits = logits.gather(1, pos[..., None].expand(-1, -1, logits.size(-1)))
-    if values is not None:
-        values = values.gather(1, pos)
-    return logits, values
+    # the LM head runs at these Tn positions only: the prompt's (B, Lp, V) logits are never made
+    with autocast(device, dtype):
+        return model(seq, logits_at=pos)
 
 
 def global_mean(x_sum: torch.Tensor, n_global: torch.Tensor):

@@ -18,7 +18,11 @@ the model: forward(idx, positions, kv_cache, cache_index, attn_mask).
   (T,) gives the slots this call's keys/values are written to, in place (index_copy_), so no
   tensor grows while decoding and every decode step has the same shapes (torch.compile and CUDA
   graph friendly).
-- attn_mask (B, 1, T, S) bool, True = may attend. Without a mask the attention is causal.
+- attn_mask (B, 1, T, S) bool, True = may attend. Without a mask the attention is causal. With a
+  cache, S may be shorter than max_len: the call attends over the first S slots only.
+- logits_at (B, Tn) positions: compute the LM head there only, (B, Tn, V) instead of (B, T, V).
+  The RL update scores completions only; the prompt's positions would cost V-wide rows of
+  float32 logits (49152 for SmolLM2) and their gradients for nothing.
 
 Rotary layout: the "rotate half" convention of the Hugging Face Llama/Qwen2 code (the two halves
 of head_dim are the real and imaginary parts), so those weights load without permutation. GGUF
@@ -194,7 +198,11 @@ class Attention(nn.Module):
             kc, vc = kv_cache.k[self.layer_idx], kv_cache.v[self.layer_idx]
             kc.index_copy_(2, cache_index, k.to(kc.dtype))
             vc.index_copy_(2, cache_index, v.to(vc.dtype))
-            k, v = kc.to(q.dtype), vc.to(q.dtype)
+            # attend over the first S' = attn_mask.size(-1) slots only: the sampler passes a mask
+            # as long as the filled part of the cache (rounded up to a bucket), so a decode step
+            # reads S' slots of every layer's cache, not all max_len of them
+            n = attn_mask.size(-1) if attn_mask is not None else kc.size(2)
+            k, v = kc[:, :, :n].to(q.dtype), vc[:, :, :n].to(q.dtype)
         gqa = self.n_kv_head != self.n_head
         if attn_mask is None:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
@@ -263,11 +271,12 @@ class GPT(nn.Module):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
     def forward(self, idx, positions=None, kv_cache=None, cache_index=None, attn_mask=None,
-                return_hidden=False):
+                return_hidden=False, logits_at=None):
         """idx (B, T) -> logits (B, T, vocab_size), float32 (the loss and log-probs want it).
 
         positions (B, T) default to 0..T-1. With kv_cache, cache_index (T,) is required.
         return_hidden: also return the final normed hidden states (B, T, C) (PPO's value head).
+        logits_at (B, Tn) long: logits (and hidden states) at these positions only, (B, Tn, V).
         """
         B, T = idx.shape
         if positions is None:
@@ -284,6 +293,8 @@ class GPT(nn.Module):
                                                       use_reentrant=False)
             else:
                 x = block(x, cos, sin, kv_cache, cache_index, attn_mask)
+        if logits_at is not None:
+            x = x.gather(1, logits_at[..., None].expand(-1, -1, x.size(-1)))  # (B, Tn, C)
         x = self.norm(x)
         logits = self.lm_head(x).float()                                   # (B, T, vocab)
         return (logits, x) if return_hidden else logits
@@ -297,10 +308,13 @@ class GPT(nn.Module):
         return n
 
     def flops_per_token(self, seq_len: int) -> float:
-        """Training FLOPs per token: 6 N (matmuls, forward + backward, Kaplan et al. 2020)
-        plus attention's 12 * n_layer * n_head * head_dim * seq_len (PaLM appendix B)."""
+        """Training FLOPs per token: 6 N (forward + backward, Kaplan et al. 2020) with N the
+        weight matrices' parameters (every nn.Linear, the LM head included even when it is tied
+        to the embedding, whose lookup is no matmul), plus attention's 12 * n_layer * n_head *
+        head_dim * seq_len (PaLM appendix B: QK^T and AV at full context, forward + backward).
+        Forward only is a third of it."""
         c = self.config
-        n = self.num_params(non_embedding=True)
+        n = sum(m.weight.numel() for m in self.modules() if isinstance(m, nn.Linear))
         return 6 * n + 12 * c.n_layer * c.n_head * c.head_dim * seq_len
 
     def optim_groups(self, weight_decay: float) -> list[dict]:

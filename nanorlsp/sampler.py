@@ -14,15 +14,17 @@ How it works (the model's forward takes the cache hooks, so nothing here forks t
 3. The cache rows are copied to each prompt's n_samples rows (the GRPO / RLSP group): a prompt is
    encoded once however many samples it gets.
 4. Decode: one token per step for all B = P * n_samples rows. Step t writes slot Lp + t in place;
-   the attention mask (B, 1, 1, S) marks the valid slots. Every step has the same shapes, with
+   the attention mask (B, 1, 1, S') marks the valid slots among the first S' (the filled part,
+   rounded up to a bucket). Every step of a bucket has the same shapes, with
    no tensor growing and no per-row Python loop: `_decode_step` is one function of fixed-shape
    tensors, run eager or, with compile=True, through torch.compile (traced once per shape).
 5. A row that emits a stop token is finished: later tokens are padding and are not counted.
 
-Speed (python bench_sampler.py, CPU): attention reads the whole static cache every step, masked,
-so for a tiny model decode is bound by reading the cache and by per-op overhead, not by matmuls;
-compile=True fuses away most of the per-op overhead: about 2x at batch 1, 1.5x at batch 32 on
-2 CPU cores, after a first call that spends ~5-10 s compiling.
+Attention length: step t attends over the filled slots rounded up to a bucket (a multiple of 64,
+at most 8 buckets per cache), never the whole static cache: a tiny model's decode is bound by
+reading its cache, and a fixed bucket keeps the shapes static (one compiled graph per bucket).
+
+Speed: `python bench.py --sections decode` (numbers in the README's performance section).
 
 Memory: the cache holds 2 * n_layer * B * n_kv_head * S * head_dim elements (S = Lp +
 max_new_tokens), allocated once, plus the prefill's 2 * n_layer * P * n_kv_head * S * head_dim
@@ -119,14 +121,21 @@ def _decode_step(model, cache, tok, pos, slot_idx, valid):
     """Feed each row's previous token and return the next-token logits (B, V).
 
     tok (B, 1) ids, pos (B, 1) their rotary positions, slot_idx (1,) long: the cache slot they
-    are written to, valid (B, S) bool: the slots a query may attend to, updated here in place to
-    include slot_idx. Same shapes every step, slot a tensor not an int: torch.compile traces this
-    once per shape (architecture, B, S) and replays it; nothing allocated here grows with t.
+    are written to, valid (B, S') bool: the slots a query may attend to (a view of the first S'
+    slots, S' >= slot_idx + 1), updated here in place to include slot_idx. The attention reads
+    only those S' slots of the cache. Same shapes every step of a bucket, slot a tensor not an
+    int: torch.compile traces this once per shape (architecture, B, S') and replays it; nothing
+    allocated here grows with t.
     """
     valid.index_fill_(1, slot_idx, True)
     logits = model(tok, positions=pos, kv_cache=cache, cache_index=slot_idx,
                    attn_mask=valid[:, None, None, :])                           # (B, 1, V)
     return logits[:, -1, :]
+
+
+def _bucket(S: int) -> int:
+    """The attention length granularity: a multiple of 64, at most 8 buckets per cache."""
+    return 64 * max(1, -(-S // (8 * 64)))
 
 
 _compiled_decode_step = None
@@ -145,6 +154,8 @@ def _compiled_step():
     """
     global _compiled_decode_step
     if _compiled_decode_step is None:
+        # one graph per (B, S') bucket: up to 8 per cache length, a few batch sizes per process
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
         _compiled_decode_step = torch.compile(_decode_step, dynamic=False)
     return _compiled_decode_step
 
@@ -203,8 +214,9 @@ def sample(model, prompts: list[list[int]], max_new_tokens: int, temperature: fl
     # softmax is finite (an all-masked row would give NaN, and 0 * NaN poisons the real rows)
     attn = (causal[None] & valid[:, None, :]) | (slots[:Lp, None] == slots[None, :])[None]
     small = KVCache(model.config, P, S, device, dtype)
+    # the prompts attend over their own Lp slots only (attn_mask's length: see the model)
     logits = model(idx, positions=positions, kv_cache=small, cache_index=slots[:Lp],
-                   attn_mask=attn[:, None])[:, -1, :]                             # (P, V)
+                   attn_mask=attn[:, None, :, :Lp])[:, -1, :]                     # (P, V)
 
     # -- copy each prompt's cache to its n_samples rows ---------------------------------
     cache = small.repeat_rows(n)                                                  # L x (B, Hkv, S, D)
@@ -226,9 +238,13 @@ def sample(model, prompts: list[list[int]], max_new_tokens: int, temperature: fl
     # so a compiled step sees the same inputs every step (an int would be a new constant)
     slot_idx = torch.full((1,), Lp, dtype=torch.long, device=device)             # (1,)
     pos = (Lp - pad)[:, None]                                                     # (B, 1)
+    # step t attends over slots 0 .. Lp + t - 1: the mask (and so the cache read) covers the
+    # first Lp + t slots rounded up to a bucket, not all S (measured in bench.py)
+    bucket = _bucket(S)
     for t in range(max_new_tokens):
         if t > 0:
-            logits = step(model, cache, nxt[:, None], pos, slot_idx, valid)        # (B, V)
+            n_attn = min(S, bucket * -(-(Lp + t) // bucket))
+            logits = step(model, cache, nxt[:, None], pos, slot_idx, valid[:, :n_attn])  # (B, V)
             slot_idx += 1
             pos += 1
         if vocab_limit is not None and vocab_limit < logits.size(-1):

@@ -271,3 +271,27 @@ def test_backward_gives_finite_grads_everywhere():
         assert p.grad is not None, name
         assert torch.isfinite(p.grad).all(), name
         assert p.grad.abs().sum() > 0, name
+
+
+def test_logits_at_equals_gathered_full_logits():
+    """logits_at picks positions before the LM head: the same logits and hidden states as a full
+    forward gathered there, and gradients flow only through the chosen positions' head rows."""
+    model = make_model(seed=5)
+    idx = torch.randint(0, model.config.vocab_size, (3, 10))
+    at = torch.tensor([[2, 3, 4], [0, 1, 9], [5, 5, 6]])
+    full, h = model(idx, return_hidden=True)
+    part, hp = model(idx, return_hidden=True, logits_at=at)
+    assert part.shape == (3, 3, model.config.vocab_size) and hp.shape == (3, 3, model.config.n_embd)
+    torch.testing.assert_close(part, full.gather(1, at[..., None].expand(-1, -1, full.size(-1))))
+    torch.testing.assert_close(hp, h.gather(1, at[..., None].expand(-1, -1, h.size(-1))))
+
+
+def test_flops_per_token_counts_the_tied_head():
+    """6 x every weight matrix (the tied LM head too) + attention's 12 L H D T."""
+    for tie in (False, True):
+        model = make_model(seed=0, tie_embeddings=tie)
+        c = model.config
+        mats = (c.n_layer * (c.n_embd * (c.n_head + 2 * c.n_kv_head) * c.head_dim
+                             + c.n_head * c.head_dim * c.n_embd + 3 * c.n_embd * c.intermediate_size)
+                + c.vocab_size * c.n_embd)
+        assert model.flops_per_token(100) == 6 * mats + 12 * c.n_layer * c.n_head * c.head_dim * 100

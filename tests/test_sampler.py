@@ -116,6 +116,24 @@ def test_seeded_determinism():
     assert ((d.tokens >= 0) & (d.tokens < V)).all()
 
 
+def test_long_generation_crosses_attention_buckets():
+    """Decode attends over the filled slots rounded up to 64 (sampler._bucket): a 150-token
+    generation crosses two bucket edges (64, 128) and ends in the last partial bucket; greedy
+    tokens equal the naive reference's and the log-probs equal a full forward's."""
+    from nanorlsp.sampler import _bucket
+    model = make_model(seed=3, scale=0.1)
+    max_new = 150
+    assert _bucket(max(map(len, PROMPTS)) + max_new) == 64
+    ref = [naive_generate(model, p, max_new) for p in PROMPTS]
+    r = sample(model, PROMPTS, max_new, temperature=0, return_logprobs=True)
+    assert r.completions() == ref
+    for b, p in enumerate(PROMPTS):
+        want = torch.log_softmax(full_logits(model, p, ref[b]), -1)
+        want = want.gather(-1, torch.tensor(ref[b])[:, None])[:, 0]
+        torch.testing.assert_close(r.logprobs[b], want, atol=1e-5, rtol=0)
+    assert _bucket(64 * 8) == 64 and _bucket(64 * 8 + 1) == 128 and _bucket(4096) == 512
+
+
 # -----------------------------------------------------------------------------
 # Rollout: log-probs, mask, lengths, finish
 
