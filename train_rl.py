@@ -128,9 +128,10 @@ try:
 except UserError as e:
     die(str(e))
 
-# the frozen reference (and under FSDP the rollout copy) only run forward: on CUDA they are held
-# in the compute dtype (bf16: half the memory); on CPU in float32 like the policy
-frozen_dtype = dtype if device.startswith("cuda") else torch.float32
+# the frozen reference and the rollout copy only run forward: they are held in the compute dtype
+# (bf16 by default on CUDA, or --dtype bfloat16 on a CPU with bf16 matmuls, ~2.5x its float32
+# rate: python bench.py --sections peak); logits, log-probs and losses stay float32
+frozen_dtype = dtype
 try:
     ref, tok = load_model(args.init_from, device=device, dtype=frozen_dtype)
 except CheckpointError as e:
@@ -176,9 +177,11 @@ ref_actor = WithValues(ref, None)
 train_actor = dist.wrap(actor, policy.layers, d, args.fsdp)
 if args.fsdp:
     dist.shard(ref_actor, ref.layers, device)
-    # Rollouts run on a gathered copy (refreshed each step, dtype of the policy): the sampler's
-    # ~max_new_tokens small forwards would otherwise all-gather every block at every token.
-    # Memory: one more full copy of the weights per GPU (2 bytes/param in bf16).
+if args.fsdp or frozen_dtype != torch.float32:
+    # Rollouts run on a copy in the frozen dtype, refreshed each step: under FSDP a gathered one
+    # (the sampler's ~max_new_tokens small forwards would otherwise all-gather every block at
+    # every token); in bf16, the fast dtype for the sampler's forwards (autocast would re-cast
+    # every weight at every token). Memory: one more copy of the weights (2 bytes/param in bf16).
     roll = GPT(policy.config).to(device=device, dtype=frozen_dtype).eval()
     roll.requires_grad_(False)
 else:
@@ -195,8 +198,8 @@ if state is not None:
 
 
 def refresh_rollout_copy():
-    """FSDP: gather the policy's current weights into the rollout copy (every rank), one tensor
-    at a time (a whole gathered fp32 state dict would cost 4 more bytes per parameter)."""
+    """The policy's current weights into the rollout copy (every rank; FSDP gathers them), one
+    tensor at a time (a whole gathered fp32 state dict would cost 4 more bytes per parameter)."""
     if roll is not policy:
         dist.copy_full_state(policy, roll)
 if d.main:

@@ -29,16 +29,15 @@ What is counted (P = parameters; b = bytes of the compute dtype --dtype, f = of 
            --act_ckpt only each block's input (the residual stream) is kept, plus one block's
            activations while it is recomputed.
            logits: (B, T, V) fp32, LOGIT_COPIES of them alive at the start of backward.
-  rollout  (rl) the model that samples: DDP samples with the fp32 policy itself (no copy);
-           FSDP with a whole gathered copy in the frozen dtype (fP). The KV cache
-           2 n_layer (B + P) n_kv_head S head_dim k (B decode rows plus the P-prompt prefill
-           cache they are copied from, nanorlsp/sampler.py; k = the sampling model's dtype: 4
-           under DDP, f under FSDP); the prefill's logits P x prompt_len x V (fp32, + bf16 if
-           k = 2).
+  rollout  (rl) the model that samples: a copy in the frozen dtype (fP) under FSDP (gathered)
+           or when that dtype is not fp32; else (fp32 DDP) the policy itself, no copy. The KV
+           cache 2 n_layer (B + P) n_kv_head S head_dim k (B decode rows plus the P-prompt
+           prefill cache they are copied from, nanorlsp/sampler.py; k = the sampling model's
+           dtype); the prefill's logits P x prompt_len x V (fp32, + bf16 if k = 2).
   total    always + max(train, rollout): the two phases of an RL step never overlap.
 
---frozen_dtype is the dtype of the reference and of FSDP's rollout copy (hence its KV cache):
-train_rl.py holds them in the compute dtype on CUDA (bf16 by default), so bf16 is the default.
+--frozen_dtype is the dtype of the reference and of the rollout copy (hence its KV cache):
+train_rl.py holds them in the compute dtype (bf16 by default on CUDA), so bf16 is the default.
 
 Not counted: the CUDA context and NCCL buffers (~0.5-1 GiB), allocator fragmentation, gradients
 of activations in flight during backward (about one block's), the rotary cos/sin tables, PPO's
@@ -50,9 +49,8 @@ Footguns, stated bluntly: batch sizes are per GPU (more GPUs = a bigger global b
 activation memory per GPU); --micro_batch is a rank's rows per forward, in train_rl.py
 (prompts_per_step x n_samples / ranks) / --grad_accum. For big vocabularies (Qwen: 152k) the
 fp32 logits outweigh everything else: mind --micro_batch x --seq_len. The rl count assumes the
-reference's forward is micro-batched like the update; train_rl.py today runs it over all of a
-rank's rollout rows at once and keeps ref_logits through the update: rollout_batch x T x V x 4 B
-more (37 GiB for Qwen2.5-7B at 64 rows x 1024), plus that forward's transient copies.
+reference's forward is micro-batched like the update, as train_rl.py does (--grad_accum chunks,
+keeping only the (B, T) log-probs).
 """
 import argparse
 import inspect
@@ -191,10 +189,10 @@ def budget(cfg, gpus=1, fsdp=False, stage="rl", micro_batch=8, seq_len=1024, rol
     out["logits"] = LOGIT_COPIES[stage] * tokens * c.vocab_size * 4
     # -- rollout phase (rl): the sampling copy, the KV cache, the prefill's logits
     prompts = math.ceil(rollout_batch / n_samples)
-    # DDP samples with the fp32 policy itself (no copy, an fp32 cache); FSDP with a gathered copy
-    # in the frozen dtype
-    kv = f if fsdp else 4
-    out["rollout policy"] = f * P if rl and fsdp else 0.0
+    # a copy in the frozen dtype samples (gathered under FSDP); fp32 DDP samples with the policy
+    copy = fsdp or f != 4
+    kv = f if copy else 4
+    out["rollout policy"] = f * P if rl and copy else 0.0
     out["kv cache"] = (2 * c.n_layer * (rollout_batch + prompts) * c.n_kv_head * seq_len
                        * c.head_dim * kv) if rl else 0.0
     # the prefill returns logits at every prompt position: the lm_head's output (+ its fp32 cast)
