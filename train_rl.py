@@ -43,7 +43,7 @@ from nanorlsp.common import (ArgParser, UserError, append_jsonl, autocast, die, 
                              positive_int, reset_logs, resolve_dtype)
 from nanorlsp.evaluation import task_accuracy, user_prompt
 from nanorlsp.model import GPT
-from nanorlsp.rewards import EXPLORE, RewardConfig, coef_at, score
+from nanorlsp.rewards import EXPLORE, SCHEDULES, RewardConfig, adaptive_coefs, coef_at, score
 from nanorlsp.rl import (entropy, gae, group_advantages, kl_penalty, masked_mean,
                          ppo_policy_loss, reinforce_loss, token_logprobs, value_loss)
 from nanorlsp.sampler import sample
@@ -67,7 +67,12 @@ ap.add_argument("--max_steps", type=positive_int, default=150)
 ap.add_argument("--algo", default="reinforce", choices=["reinforce", "ppo"])
 ap.add_argument("--explore_reward", default="rlsp", choices=list(EXPLORE))
 ap.add_argument("--explore_coef", type=float, default=0.5, help="lambda of the exploration reward")
-ap.add_argument("--explore_schedule", default="constant", choices=["constant", "linear", "threshold"])
+ap.add_argument("--explore_schedule", default="constant", choices=SCHEDULES,
+                help="constant | linear (decay to 0) | threshold (off once the batch accuracy "
+                     "reaches --acc_threshold) | adaptive (per prompt: pay for exploring when its "
+                     "group accuracy is below --acc_threshold, charge for length when above)")
+ap.add_argument("--acc_threshold", type=float, default=0.9,
+                help="the threshold and adaptive schedules' accuracy threshold")
 ap.add_argument("--kl_coef", type=float, default=0.05)
 ap.add_argument("--kl_estimator", default="k3", choices=["k1", "k3"])
 ap.add_argument("--n_samples", type=positive_int, default=8, help="G: rollouts per prompt")
@@ -108,7 +113,8 @@ try:
     device = d.device
     dtype = resolve_dtype(args.dtype, device)
     rcfg = RewardConfig(explore=args.explore_reward, coef=args.explore_coef,
-                        schedule=args.explore_schedule, schedule_steps=args.max_steps)
+                        schedule=args.explore_schedule, schedule_steps=args.max_steps,
+                        acc_threshold=args.acc_threshold)
 except (ValueError, UserError) as e:
     die(str(e))
 if args.temperature <= 0:
@@ -370,7 +376,9 @@ try:
         n_right, n_rows = dist.all_sum(torch.tensor([float(sum(correct)), float(len(correct))]))
         acc = (n_right / n_rows).item()                                    # the global batch's
         coef = coef_at(rcfg, step, acc)
-        parts = score(reason, correct, has_ans, rcfg, coef)
+        row_coef = (adaptive_coefs(correct, G, coef, rcfg.acc_threshold)
+                    if rcfg.schedule == "adaptive" else coef)
+        parts = score(reason, correct, has_ans, rcfg, row_coef)
         rewards = parts["total"].to(device)
         t_score = time.time() - t1
         # a non-finite reward or loss (on any rank) skips the update on every rank (logged);
@@ -458,7 +466,8 @@ try:
 
         # -- log: every rank's rows, gathered in the global order ---------------------------
         rows = [dict(i=MINE[i // G] * G + i % G, text=texts[i], correct=correct[i], len=int(n),
-                     finish=ro.finish[i], **{k: float(parts[k][i]) for k in
+                     finish=ro.finish[i], easy=bool(torch.is_tensor(row_coef) and row_coef[i] < 0),
+                     **{k: float(parts[k][i]) for k in
                                              ("total", "outcome", "explore", "repetition")})
                 for i, n in enumerate(ro.lengths.tolist())]
         rows = sorted(dist.gather_shards(rows, d), key=lambda r: r["i"])
@@ -472,6 +481,8 @@ try:
                    behaviors=frequencies([r["text"] for r in rows], args.task), **stats,
                    tok_per_s=float(lens.sum()) / max(t_gen, 1e-9),
                    t_gen=t_gen, t_score=t_score, t_train=t_train)
+        if rcfg.schedule == "adaptive":      # the share of rows whose length was charged
+            rec["easy_frac"] = mean("easy")
         log("metrics.jsonl", rec)
         for r in rows[:args.log_samples]:
             log("samples.jsonl", dict(step=step + 1, prompt=batch[r["i"] // G]["prompt"],

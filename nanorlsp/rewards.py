@@ -24,6 +24,13 @@ The RLSP reward, in decoupled parts (Ye et al. 2025, section 3; ../shared/docs/R
 
 coef_at(step, acc) gives the exploration coefficient's schedule: constant, linear decay to 0
 over schedule_steps, or switched off once the batch accuracy passes acc_threshold.
+
+adaptive (beyond the paper: its open question of thinking time that adapts to difficulty):
+adaptive_coefs gives every response its own coefficient from its prompt's group accuracy. A
+prompt the group mostly fails (accuracy < acc_threshold) is hard: its responses get +coef, paid
+for exploring as above. A prompt the group already solves is easy: -coef, the same term with its
+sign flipped, so length costs instead of pays (rlsp: +coef / L, shorter is better; linear:
+-coef * min(L, cap) / cap per token). Group accuracy is the difficulty signal RL has for free.
 """
 import math
 from dataclasses import dataclass
@@ -31,7 +38,7 @@ from dataclasses import dataclass
 import torch
 
 EXPLORE = ("rlsp", "linear", "cosine", "none")
-SCHEDULES = ("constant", "linear", "threshold")
+SCHEDULES = ("constant", "linear", "threshold", "adaptive")
 
 
 @dataclass
@@ -59,6 +66,9 @@ class RewardConfig:
             raise ValueError(f"unknown exploration reward {self.explore!r} (choose from {', '.join(EXPLORE)})")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"unknown schedule {self.schedule!r} (choose from {', '.join(SCHEDULES)})")
+        if self.schedule == "adaptive" and self.explore not in ("rlsp", "linear"):
+            raise ValueError(f"the adaptive schedule flips the sign of an rlsp or linear "
+                             f"exploration reward, not {self.explore!r}")
 
 
 def coef_at(cfg: RewardConfig, step: int, batch_acc: float | None = None) -> float:
@@ -68,6 +78,16 @@ def coef_at(cfg: RewardConfig, step: int, batch_acc: float | None = None) -> flo
     if cfg.schedule == "threshold" and batch_acc is not None and batch_acc >= cfg.acc_threshold:
         return 0.0
     return cfg.coef
+
+
+def adaptive_coefs(correct: list[bool], group_size: int, coef: float,
+                   acc_threshold: float) -> torch.Tensor:
+    """(N,) per-response coefficients of the adaptive schedule: +coef for the responses of a
+    prompt whose group accuracy is below acc_threshold (hard: explore), -coef for the rest (easy:
+    length costs). Rows are prompt-major groups of group_size, as the sampler returns them."""
+    c = torch.tensor(correct, dtype=torch.float32).view(-1, group_size)       # (P, G)
+    hard = c.mean(1, keepdim=True) < acc_threshold                            # (P, 1)
+    return torch.where(hard, coef, -coef).expand_as(c).reshape(-1)
 
 
 def repeated_tokens(ids: list[int], n: int) -> int:
@@ -84,11 +104,13 @@ def repeated_tokens(ids: list[int], n: int) -> int:
 
 
 def score(reason_ids: list[list[int]], correct: list[bool], has_answer: list[bool],
-          cfg: RewardConfig, coef: float) -> dict[str, torch.Tensor]:
+          cfg: RewardConfig, coef) -> dict[str, torch.Tensor]:
     """Reward parts for N responses. reason_ids: each response's reasoning tokens (before the
-    final answer); correct / has_answer: the verifier's verdicts. Returns (N,) float tensors:
+    final answer); correct / has_answer: the verifier's verdicts; coef: the exploration
+    coefficient, one float or (N,) per response (adaptive_coefs). Returns (N,) float tensors:
     outcome, explore, repetition, total, and eff_len (the L used)."""
     N = len(reason_ids)
+    coefs = coef.tolist() if torch.is_tensor(coef) else [coef] * N
     outcome, explore, repetition, eff = (torch.zeros(N) for _ in range(4))
     for i, ids in enumerate(reason_ids):
         rep = repeated_tokens(ids, cfg.rep_ngram)
@@ -98,9 +120,9 @@ def score(reason_ids: list[list[int]], correct: list[bool], has_answer: list[boo
         repetition[i] = -cfg.rep_coef * rep / n_grams
         outcome[i] = 1.0 if correct[i] else (0.0 if has_answer[i] else cfg.no_answer_penalty)
         if cfg.explore == "rlsp":
-            explore[i] = -coef / max(L, 1)
+            explore[i] = -coefs[i] / max(L, 1)
         elif cfg.explore == "linear":
-            explore[i] = coef * min(L, cfg.linear_cap) / cfg.linear_cap
+            explore[i] = coefs[i] * min(L, cfg.linear_cap) / cfg.linear_cap
         elif cfg.explore == "cosine":
             if not has_answer[i]:
                 continue  # no answer: the outcome penalty stands alone

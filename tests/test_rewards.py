@@ -75,3 +75,22 @@ def test_padding_never_out_earns_a_concise_correct_answer(explore):
         ids = [tok.encode(reason)] + [tok.encode(p) for p in pads]
         tot = score(ids, [True] * len(ids), [True] * len(ids), cfg, cfg.coef)["total"]
         assert torch.all(tot[1:] <= tot[0] + 1e-9), (explore, tot.tolist(), reason)
+
+
+def test_adaptive_coefs_pay_hard_groups_and_charge_easy_ones():
+    from nanorlsp.rewards import adaptive_coefs
+    correct = [True, True, True, True,   False, True, False, False,   True, True, True, False]
+    c = adaptive_coefs(correct, 4, 0.5, acc_threshold=0.75)   # group accuracy 1.0, 0.25, 0.75
+    assert c.tolist() == [-0.5] * 4 + [0.5] * 4 + [-0.5] * 4
+    cfg = RewardConfig(explore="rlsp", schedule="adaptive", acc_threshold=0.75)
+    short, long_ = [1] * 10, list(range(50))
+    parts = score([short, long_, short, long_], [True] * 4, [True] * 4, cfg,
+                  torch.tensor([0.5, 0.5, -0.5, -0.5]))
+    ex = parts["explore"].tolist()
+    assert ex[1] > ex[0]                  # hard prompt: longer reasoning is paid more
+    assert ex[2] > ex[3] > 0              # easy prompt: shorter is better (+coef / L)
+    lin = RewardConfig(explore="linear", schedule="adaptive")
+    e = score([long_, long_], [True, True], [True, True], lin, torch.tensor([0.2, -0.2]))["explore"]
+    assert e.tolist() == pytest.approx([0.2 * 50 / 128, -0.2 * 50 / 128])
+    with pytest.raises(ValueError, match="adaptive"):
+        RewardConfig(explore="cosine", schedule="adaptive")

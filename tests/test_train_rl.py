@@ -161,3 +161,15 @@ def test_rl_bf16_on_cpu(sft, tmp_path):
     assert all(v.dtype == torch.float32 for v in st["model"].values() if v.is_floating_point())
     ref = read_checkpoint(sft)["model"]
     assert any(not torch.equal(ref[k], st["model"][k]) for k in ref)
+
+
+def test_rl_adaptive_schedule(sft, tmp_path):
+    """--explore_schedule adaptive runs and logs the share of rows whose length was charged."""
+    d = str(tmp_path / "adaptive")
+    run_rl("--init_from", sft, "--out_dir", d, "--max_steps", "2", "--eval_problems", "0",
+           "--explore_schedule", "adaptive", "--acc_threshold", "0.5")
+    steps = [json.loads(x) for x in open(os.path.join(d, "metrics.jsonl"))]
+    assert [0 <= m["easy_frac"] <= 1 for m in steps if "reward" in m] == [True, True]
+    bad = run_rl("--init_from", sft, "--out_dir", str(tmp_path / "bad"), "--explore_schedule",
+                 "adaptive", "--explore_reward", "cosine", check=False)
+    assert bad.returncode == 1 and "adaptive" in bad.stderr.strip().splitlines()[-1]
