@@ -14,10 +14,12 @@ Sections
   --new_tokens tokens after a --prompt_len prompt (prefill included): ours (nanorlsp.sampler,
   eager and torch.compile'd), naive (full recompute every step, tiny model, B <= 8) and
   transformers' generate on the same weights (copied with nanorlsp.hf's name map; logits and
-  greedy tokens checked before timing). Runs interleaved (ours, compiled, naive, hf, ours, ...),
+  greedy tokens checked before timing); on CPU for the real-size model also ours on a bf16 copy
+  (not in the float32 ratios). Runs interleaved (ours, compiled, naive, hf, ours, ...),
   the median of --repeats kept. The floor is the time the run's matrix multiplies alone take at
-  the peak rate: 2 x (weight-matrix parameters, LM head included) FLOPs per processed token plus
-  attention's QK^T and AV at the context each token really sees. % of floor = floor / time.
+  the peak rate: 2 x (weight-matrix parameters, LM head included) FLOPs per processed token (the
+  prompt's LM head at its last position only) plus attention's QK^T and AV at the context each
+  token really sees. % of floor = floor / time.
 - train: one SFT step (packed rows with a block-diagonal mask as train_sft.py makes them,
   forward, masked cross-entropy, backward, AdamW) and one RL update (the reference's forward,
   the policy's forward + backward over prompt + completion with the LM head at the completion
@@ -63,7 +65,9 @@ ap.add_argument("--models", default="", help="decode/train models (default: tiny
 ap.add_argument("--batch_sizes", default="1,8,32,64", help="decode batch sizes")
 ap.add_argument("--prompt_len", type=int, default=16)
 ap.add_argument("--new_tokens", type=int, default=0,
-                help="decode tokens per row (0: 128 for tiny, 32 for the others)")
+                help="decode tokens per row (0: 128 for tiny, 24 for the others)")
+ap.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"],
+                help="decode dtype (auto: bfloat16 on CUDA, float32 on CPU, where the targets are)")
 ap.add_argument("--repeats", type=int, default=3, help="timed runs per cell (median)")
 ap.add_argument("--no_compile", action="store_true", help="skip the torch.compile'd sampler")
 ap.add_argument("--rl_steps", type=int, default=3, help="train_rl.py steps per run (median)")
@@ -80,7 +84,9 @@ if args.threads:
     torch.set_num_threads(args.threads)
 device = torch.device(args.device)
 CUDA = device.type == "cuda"
-DTYPE = torch.bfloat16 if CUDA else torch.float32       # decode dtype (the CPU targets: float32)
+DTYPE = {"auto": torch.bfloat16 if CUDA else torch.float32, "float32": torch.float32,
+         "bfloat16": torch.bfloat16}[args.dtype]                   # the decode dtype
+DNAME = str(DTYPE).split(".")[-1]
 if args.quick:
     args.batch_sizes, args.repeats, args.rl_steps = "1,4", 1, 2
 batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
@@ -153,13 +159,23 @@ def gemm_tflops(n: int, dtype, min_time: float) -> float:
     return best
 
 
+def copy_gbs(n_bytes: int) -> float:
+    """Memory bandwidth, GB/s: a float32 copy of n_bytes (read + write), best of 5."""
+    x = torch.randn(n_bytes // 4, device=device)
+    y = torch.empty_like(x)
+    best = min(timed(lambda: y.copy_(x))[0] for _ in range(5))
+    return 2 * n_bytes / best / 1e9
+
+
 n_gemm = 512 if args.quick else 8192 if CUDA else 2048
+BANDWIDTH = copy_gbs(2 ** 24 if args.quick else 2 ** 28)
 PEAK = {"float32": gemm_tflops(n_gemm, torch.float32, 0.2 if args.quick else 1.5),
         "bfloat16": gemm_tflops(n_gemm, torch.bfloat16, 0.2 if args.quick else 1.5)}
 if "peak" in sections:
     print(f"## peak: {n_gemm}^3 GEMM, best of 3\n")
     print(table(["dtype", "TFLOP/s"], [[k, f"{v:.3f}"] for k, v in PEAK.items()]))
-    print(f"\nbf16 / fp32: {PEAK['bfloat16'] / PEAK['float32']:.2f}x\n", flush=True)
+    print(f"\nbf16 / fp32: {PEAK['bfloat16'] / PEAK['float32']:.2f}x; memory bandwidth "
+          f"(a {2 ** 28 // 2 ** 20} MiB float32 copy): {BANDWIDTH:.1f} GB/s\n", flush=True)
 
 # -----------------------------------------------------------------------------
 # decode: ours vs naive vs transformers, same weights
@@ -198,12 +214,21 @@ def hf_generate(hf, idx, n):
 
 
 def run_flops(model, B, Lp, n):
-    """Matmul FLOPs of a greedy run: prefill Lp tokens, n - 1 decode steps (the last sampled
-    token needs no forward), attention at the context each token sees."""
-    c, w = model.config, matmul_params(model)
+    """Matmul FLOPs a greedy run needs: prefill Lp tokens (the LM head at the last one only:
+    the other positions' logits are never used), n - 1 decode steps (the last sampled token needs
+    no forward), attention at the context each token sees."""
+    c, w, head = model.config, matmul_params(model), model.lm_head.weight.numel()
     attn = 4 * c.n_layer * c.n_head * c.head_dim               # QK^T + AV per token per key
-    prefill = Lp * 2 * w + attn * Lp * (Lp + 1) / 2
+    prefill = Lp * 2 * (w - head) + 2 * head + attn * Lp * (Lp + 1) / 2
     return B * (prefill + sum(2 * w + attn * (Lp + t + 1) for t in range(n - 1)))
+
+
+def run_bytes(model, B, Lp, n):
+    """Bytes a decode must read at least: every weight matrix once per step (prefill included)
+    and, per decode step, the keys and values of the context each row really has."""
+    c, el = model.config, next(model.parameters()).element_size()
+    kv = 2 * c.n_layer * c.n_kv_head * c.head_dim * el                 # per row per cached token
+    return n * matmul_params(model) * el + B * sum(kv * (Lp + t + 1) for t in range(n - 1))
 
 
 decode_rows = []
@@ -211,7 +236,7 @@ if "decode" in sections:
     for name in models:
         torch.manual_seed(0)
         model = GPT(model_config(name)).to(device=device, dtype=DTYPE).eval()
-        V, n_new = model.config.vocab_size, args.new_tokens or (128 if name == "tiny" else 32)
+        V, n_new = model.config.vocab_size, args.new_tokens or (128 if name == "tiny" else 24)
         if args.quick:
             n_new = 8
         methods = {"ours": lambda idx, n: sample(model, idx.tolist(), n, temperature=0).tokens}
@@ -220,6 +245,12 @@ if "decode" in sections:
                                                             compile=True).tokens
         if name == "tiny":
             methods["naive"] = lambda idx, n: naive_generate(model, idx, n)
+        elif not CUDA and DTYPE == torch.float32:
+            # the same sampler on a bf16 copy: what train_rl.py --dtype bfloat16 samples with
+            model_bf16 = GPT(model.config).to(device=device, dtype=torch.bfloat16).eval()
+            model_bf16.load_state_dict(model.state_dict())
+            methods["ours bf16"] = lambda idx, n: sample(model_bf16, idx.tolist(), n,
+                                                         temperature=0).tokens
         try:
             hf = hf_copy(model)
             methods["transformers"] = lambda idx, n: hf_generate(hf, idx, n)
@@ -237,7 +268,7 @@ if "decode" in sections:
                 out = f(idx, n_new)
                 if ref is None:
                     ref = out
-                elif DTYPE == torch.float32 and not torch.equal(out, ref):
+                elif DTYPE == torch.float32 and "bf16" not in k and not torch.equal(out, ref):
                     print(f"note: {name} B={B} {k}: tokens differ from ours in "
                           f"{(out != ref).any(1).sum().item()}/{B} rows (float ties)")
             times = {k: [] for k in todo}
@@ -245,23 +276,32 @@ if "decode" in sections:
                 for k, f in todo.items():
                     times[k].append(timed(lambda: f(idx, n_new))[0])
             med = {k: statistics.median(v) for k, v in times.items()}
-            floor = run_flops(model, B, args.prompt_len, n_new) / (PEAK["float32"] * 1e12)
-            decode_rows.append((name, B, n_new, med, floor))
+            floor = run_flops(model, B, args.prompt_len, n_new) / (PEAK[DNAME] * 1e12)
+            mem = run_bytes(model, B, args.prompt_len, n_new) / (BANDWIDTH * 1e9)
+            c = model.config    # our static cache: 2 n_layer B n_kv_head S head_dim elements
+            kv_mb = (2 * c.n_layer * B * c.n_kv_head * (args.prompt_len + n_new) * c.head_dim
+                     * DTYPE.itemsize / 2 ** 20)
+            decode_rows.append((name, B, n_new, med, floor, mem, kv_mb))
             print(f"  {name} B={B}: " + ", ".join(f"{k} {v:.3f}s" for k, v in med.items()),
                   file=sys.stderr, flush=True)
         del model
-    names = ["ours", "ours+compile", "naive", "transformers"]
+    names = ["ours", "ours+compile", "naive", "transformers", "ours bf16"]
     head = (["model", "B", "tokens"] + [f"{k} tok/s" for k in names]
-            + ["best ours / transformers", "best ours % of floor"])
+            + ["best ours / transformers", "best ours % of floor", "% of roofline", "KV cache MiB"])
     rows = []
-    for name, B, n_new, med, floor in decode_rows:
+    for name, B, n_new, med, floor, mem, kv_mb in decode_rows:
         tps = [f"{B * n_new / med[k]:.0f}" if k in med else "-" for k in names]
-        best = min(med[k] for k in med if k.startswith("ours"))
+        best = min(med[k] for k in med if k.startswith("ours") and "bf16" not in k)
         vs = f"{med['transformers'] / best:.2f}x" if "transformers" in med else "-"
-        rows.append([name, B, n_new] + tps + [vs, f"{100 * floor / best:.0f}%"])
+        rows.append([name, B, n_new] + tps + [vs, f"{100 * floor / best:.0f}%",
+                                              f"{100 * max(floor, mem) / best:.0f}%", f"{kv_mb:.1f}"])
     print(f"## decode: generated tokens/s, greedy, prompt {args.prompt_len}, "
-          f"{str(DTYPE).split('.')[-1]}, median of {args.repeats}\n")
-    print(table(head, rows) + "\n", flush=True)
+          f"{DNAME}, median of {args.repeats}\n")
+    print(table(head, rows) + "\n")
+    print(f"ratios and floors: the best of ours and ours+compile, {DNAME} (ours bf16 apart). "
+          "roofline: the larger of "
+          "the matmul floor and the memory floor (weights once per step + the real context's "
+          "keys and values per row, at the measured copy bandwidth)\n", flush=True)
 
 # -----------------------------------------------------------------------------
 # train: an SFT step and an RL update, tokens/s and MFU
@@ -311,7 +351,10 @@ def bench_train(name, kind, dtype, B, T, Tn, steps):
             (-(lp - ref_lp).mean()).backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
-        flops = model.flops_per_token(T) * B * T * 4 / 3            # + the reference's forward
+        # the LM head runs at the Tn completion positions only (logits_at), in both models;
+        # the reference's forward is a third of a training pass
+        head = model.lm_head.weight.numel()
+        flops = (model.flops_per_token(T) * T - 6 * head * (T - Tn)) * B * 4 / 3
     step()                                                            # warm-up (allocations)
     dts = [timed(step)[0] for _ in range(steps)]
     return statistics.median(dts), flops
@@ -324,13 +367,14 @@ if "train" in sections:
         B, T, Tn = (2, 64, 32) if args.quick else shapes.get(name, (4, 512, 256))
         for kind in ("sft", "rl"):
             for dt in (torch.float32, torch.bfloat16):
-                sec, flops = bench_train(name, kind, dt, B, T, Tn, 1 if args.quick else 3)
+                sec, flops = bench_train(name, kind, dt, B, T, Tn,
+                                         1 if args.quick else 3 if name == "tiny" else 2)
                 d = str(dt).split(".")[-1]
                 rows.append([name, kind, d, f"{B}x{T}", f"{sec:.3f}", f"{B * T / sec:.0f}",
                              f"{100 * flops / sec / 1e12 / PEAK['float32']:.0f}%",
                              f"{100 * flops / sec / 1e12 / PEAK[d]:.0f}%"])
                 print(f"  train {name} {kind} {d}: {sec:.3f}s", file=sys.stderr, flush=True)
-    print("## train: one optimizer step (median of 3)\n")
+    print("## train: one optimizer step (median of 3 for tiny, 2 for the others)\n")
     print(table(["model", "step", "compute", "rows x tokens", "s/step", "tokens/s",
                  "MFU vs fp32 peak", "MFU vs own-dtype peak"], rows) + "\n", flush=True)
 
