@@ -1,0 +1,263 @@
+"""
+The RLSP study at small scale: every run, evaluation, table and figure of RESULTS.md.
+
+    python study.py                           # the whole study, from scratch, resumable (~2.5 h on 2 cores)
+    python study.py --tasks arith --seeds 1   # a smaller one
+    python study.py --report                  # only rewrite RESULTS.md from the finished runs
+
+What runs (out/study/<task>/...; a finished step is never redone, an interrupted run resumes):
+1. SFT, one checkpoint per task (train_sft.py defaults): the shared starting point.
+2. RL from it with the same budget (--steps x 16 prompts x 8 samples, REINFORCE unless named),
+   one run per seed: verifier only (none), rlsp, linear, cosine; adaptive (rlsp with the
+   difficulty-aware schedule: pay for exploring on prompts the group fails, charge for length on
+   prompts it solves); then PPO with the reward whose REINFORCE runs scored best.
+3. Every checkpoint (the SFT one included) evaluated on the 500 held-out problems: greedy
+   (pass@1, reply length, truncation, accuracy and tokens by level) and 8 samples at T = 1
+   (pass@k, maj@k, behaviour frequencies).
+4. RESULTS.md: the tables (mean and spread over seeds), figures in docs/study/ beside it,
+   wall-clock per run.
+
+--jobs runs that many independent jobs at once, each with cores / jobs torch threads (a 2-core
+box: 2 jobs of 1 thread beat 1 job of 2 threads for the tiny model).
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from nanorlsp.checkpoint import has_checkpoint, read_checkpoint
+
+ap = argparse.ArgumentParser(description="The RLSP ablation study: runs, evals, RESULTS.md.")
+ap.add_argument("--out_dir", default="out/study")
+ap.add_argument("--tasks", default="arith,countdown")
+ap.add_argument("--seeds", default="1,2,3", help="RL seeds (one SFT checkpoint per task)")
+ap.add_argument("--steps", type=int, default=100, help="RL steps per run (the compute budget)")
+ap.add_argument("--rewards", default="none,rlsp,linear,cosine,adaptive")
+ap.add_argument("--sft_steps", type=int, default=2500, help="train_sft.py steps per task")
+ap.add_argument("--limit", type=int, default=500, help="held-out problems per evaluation")
+ap.add_argument("--rl_flags", default="", help="extra train_rl.py flags for every run (quoted)")
+ap.add_argument("--jobs", type=int, default=2, help="runs at once")
+ap.add_argument("--report", action="store_true", help="only rewrite RESULTS.md")
+ap.add_argument("--results", default="RESULTS.md")
+args = ap.parse_args()
+
+TASKS = args.tasks.split(",")
+SEEDS = [int(s) for s in args.seeds.split(",")]
+REWARDS = args.rewards.split(",")
+ROOT = os.path.dirname(os.path.abspath(__file__))
+OUT = args.out_dir
+THREADS = max(1, (os.cpu_count() or 1) // args.jobs)
+os.makedirs(os.path.join(OUT, "logs"), exist_ok=True)
+TIMES = os.path.join(OUT, "times.json")
+times = json.load(open(TIMES)) if os.path.exists(TIMES) else {}
+
+
+# per task: countdown's long searches run to ~400 tiny-tokenizer tokens (train_rl's default cap
+# is 224, arith's longest traces ~120)
+TASK_RL_FLAGS = {"arith": [], "countdown": ["--max_new_tokens", "512"]}
+
+
+def rl_flags(task: str, reward: str) -> list[str]:
+    f = TASK_RL_FLAGS.get(task, []) + args.rl_flags.split()
+    if reward == "adaptive":
+        return f + ["--explore_reward", "rlsp", "--explore_schedule", "adaptive"]
+    return f + ["--explore_reward", reward]
+
+
+# -----------------------------------------------------------------------------
+# jobs: a named list of commands, each skipped when its output exists
+
+
+def step_done(run_dir: str, steps: int) -> bool:
+    return has_checkpoint(run_dir) and read_checkpoint(run_dir)["step"] >= steps
+
+
+def train_cmd(script: str, run_dir: str, flags: list[str], steps: int) -> list[str] | None:
+    if step_done(run_dir, steps):
+        return None
+    resume = ["--resume"] if has_checkpoint(run_dir) else []
+    return [sys.executable, script, "--out_dir", run_dir, "--max_steps", str(steps), *resume,
+            *flags]
+
+
+def eval_cmds(task: str, run_dir: str) -> list[list[str]]:
+    out = []
+    for name, flags in (("greedy", ["--temperature", "0"]),
+                        ("t1", ["--temperature", "1", "--n_samples", "8", "--seed", "0"])):
+        path = os.path.join(run_dir, f"eval_{name}.json")
+        if not os.path.exists(path):
+            out.append([sys.executable, "eval.py", "--init_from", run_dir, "--task", task,
+                        "--limit", str(args.limit), "--out", path, *flags])
+    return out
+
+
+def run_job(name: str, cmds: list[list[str]]) -> None:
+    cmds = [c for c in cmds if c]
+    if not cmds:
+        return
+    env = {**os.environ, "OMP_NUM_THREADS": str(THREADS)}
+    t0 = time.time()
+    with open(os.path.join(OUT, "logs", name.replace("/", "_") + ".log"), "a") as log:
+        for c in cmds:
+            print(f"[{time.strftime('%H:%M:%S')}] {name}: {' '.join(c[1:])}", flush=True)
+            log.write(f"$ {' '.join(c)}\n")
+            log.flush()
+            t1 = time.time()
+            r = subprocess.run(c, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+            if r.returncode:
+                raise SystemExit(f"study: {name} failed (exit {r.returncode}); see "
+                                 f"{log.name}; finished runs are kept, rerun to resume")
+            if c[1] in ("train_sft.py", "train_rl.py"):
+                times[name] = times.get(name, 0.0) + time.time() - t1
+                json.dump(times, open(TIMES, "w"), indent=1)
+    print(f"[{time.strftime('%H:%M:%S')}] {name}: done in {time.time() - t0:.0f} s", flush=True)
+
+
+def run_all(jobs: dict) -> None:
+    with ThreadPoolExecutor(args.jobs) as pool:
+        for f in [pool.submit(run_job, k, v) for k, v in jobs.items()]:
+            f.result()
+
+
+def read(path: str):
+    return json.load(open(path)) if os.path.exists(path) else None
+
+
+def runs_of(task: str, reward: str, algo: str = "reinforce") -> list[str]:
+    tag = reward if algo == "reinforce" else f"{algo}_{reward}"
+    return [os.path.join(OUT, task, f"{tag}_s{s}") for s in SEEDS]
+
+
+def best_reward(task: str) -> str | None:
+    """The REINFORCE reward (exploration ones only) with the best mean greedy pass@1."""
+    scores = {}
+    for r in REWARDS:
+        if r == "none":
+            continue
+        accs = [e["pass@1"] for d in runs_of(task, r)
+                if (e := read(os.path.join(d, "eval_greedy.json")))]
+        if len(accs) == len(SEEDS):
+            scores[r] = statistics.mean(accs)
+    return max(scores, key=scores.get) if scores else None
+
+
+t_start = time.time()
+if not args.report:
+    # 1. SFT per task, then its evals
+    run_all({f"{t}/sft": [train_cmd("train_sft.py", os.path.join(OUT, t, "sft"),
+                                    ["--task", t, "--eval_problems", "0"], args.sft_steps)]
+             + eval_cmds(t, os.path.join(OUT, t, "sft")) for t in TASKS})
+    # 2. REINFORCE runs, every reward x seed
+    jobs = {}
+    for t in TASKS:
+        sft = os.path.join(OUT, t, "sft")
+        for r in REWARDS:
+            for s, d in zip(SEEDS, runs_of(t, r)):
+                jobs[f"{t}/{r}_s{s}"] = [train_cmd("train_rl.py", d, [
+                    "--init_from", sft, "--task", t, "--seed", str(s), *rl_flags(t, r)],
+                    args.steps)] + eval_cmds(t, d)
+    run_all(jobs)
+    # 3. PPO with each task's best exploration reward
+    jobs = {}
+    for t in TASKS:
+        r = best_reward(t)
+        for s, d in zip(SEEDS, runs_of(t, r, "ppo")):
+            jobs[f"{t}/ppo_{r}_s{s}"] = [train_cmd("train_rl.py", d, [
+                "--init_from", os.path.join(OUT, t, "sft"), "--task", t, "--seed", str(s),
+                "--algo", "ppo", *rl_flags(t, r)], args.steps)] + eval_cmds(t, d)
+    run_all(jobs)
+    print(f"study: runs finished in {time.time() - t_start:.0f} s", flush=True)
+
+# -----------------------------------------------------------------------------
+# the report
+
+from nanorlsp.plot import figures  # noqa: E402  (matplotlib only when reporting)
+
+BEH = ("backtracking", "verification", "alternatives")
+
+
+def ms(xs: list[float], pct: bool = True) -> str:
+    """mean +- sample std over seeds ('-' if none)."""
+    if not xs:
+        return "-"
+    f = (lambda x: f"{100 * x:.1f}") if pct else (lambda x: f"{x:.1f}")
+    return f(statistics.mean(xs)) + (f" ± {f(statistics.stdev(xs))}" if len(xs) > 1 else "")
+
+
+def by_level_tokens(path: str) -> dict[int, float]:
+    """Mean reply tokens per difficulty level from an eval's transcripts."""
+    acc: dict[int, list[int]] = {}
+    tp = path.replace(".json", ".transcripts.jsonl")
+    if os.path.exists(tp):
+        for line in open(tp):
+            r = json.loads(line)
+            lv = r["problem"].get("level") if isinstance(r["problem"], dict) else None
+            if lv is not None:
+                acc.setdefault(lv, []).append(r["n_tokens"])
+    return {k: statistics.mean(v) for k, v in sorted(acc.items())}
+
+
+lines = ["# RESULTS: the RLSP study at small scale", "",
+         f"Reproduce everything: `python study.py` (this file is its output; `python study.py "
+         f"--report` rewrites it from finished runs). Runs live in `{OUT}`; RL budget "
+         f"{args.steps} steps x 16 prompts x 8 samples per run, seeds {args.seeds}; held-out "
+         f"evaluation on {args.limit} problems per task. Figures: `docs/study/`.", ""]
+results = os.path.abspath(args.results)
+fig_dir = os.path.join(os.path.dirname(results), "docs", "study")     # linked relatively
+os.makedirs(fig_dir, exist_ok=True)
+for t in TASKS:
+    sft = os.path.join(OUT, t, "sft")
+    best = best_reward(t)
+    configs = [("SFT only", "sft", [sft])] + [
+        (f"RL {r}" if r != "none" else "RL verifier only (none)", r, runs_of(t, r)) for r in REWARDS]
+    if best:
+        configs.append((f"PPO {best}", f"ppo_{best}", runs_of(t, best, "ppo")))
+    lines += [f"## {t}", "",
+              "| config | runs | greedy pass@1 (%) | pass@8 T=1 (%) | maj@8 (%) | reply tokens "
+              "(greedy) | truncated (%) | backtracking / verification / alternatives, T=1 (%) | "
+              "train min |", "|" + "---|" * 9]
+    for label, key, dirs in configs:
+        g = [e for d in dirs if (e := read(os.path.join(d, "eval_greedy.json")))]
+        s = [e for d in dirs if (e := read(os.path.join(d, "eval_t1.json")))]
+        mins = [times[k] / 60 for d in dirs if (k := f"{t}/{os.path.basename(d)}") in times]
+        beh = " / ".join(ms([e["behaviors"][b] for e in s]) for b in BEH)
+        lines.append(f"| {label} | {len(g)} | {ms([e['pass@1'] for e in g])} | "
+                     f"{ms([e['pass@8'] for e in s if 'pass@8' in e])} | "
+                     f"{ms([e['maj@8'] for e in s if 'maj@8' in e])} | "
+                     f"{ms([e['mean_response_tokens'] for e in g], pct=False)} | "
+                     f"{ms([e['truncation_rate'] for e in g])} | {beh} | "
+                     f"{ms(mins, pct=False)} |")
+    lines.append("")
+    # adaptive vs rlsp: accuracy and tokens per level
+    if "adaptive" in REWARDS and "rlsp" in REWARDS:
+        lines += [f"### {t}: adaptive thinking vs plain RLSP, by difficulty level (greedy)", "",
+                  "| config | level | accuracy (%) | reply tokens |", "|---|---|---|---|"]
+        for key in ("sft", "rlsp", "adaptive"):
+            dirs = [sft] if key == "sft" else runs_of(t, key)
+            evals = [(e, by_level_tokens(p)) for d in dirs
+                     if (e := read(p := os.path.join(d, "eval_greedy.json")))]
+            levels = sorted({int(k) for e, _ in evals for k in e.get("accuracy_by_level", {})})
+            for lv in levels:
+                accs = [e["accuracy_by_level"][str(lv)] for e, _ in evals
+                        if str(lv) in e["accuracy_by_level"]]
+                toks = [tk[lv] for _, tk in evals if lv in tk]
+                lines.append(f"| {key} | {lv} | {ms(accs)} | {ms(toks, pct=False)} |")
+        lines.append("")
+    # figures: every config's seed-1 run over training
+    runs = [(label, dirs[0]) for label, _, dirs in configs[1:]
+            if os.path.exists(os.path.join(dirs[0], "metrics.jsonl"))]
+    if runs:
+        figs = figures([d for _, d in runs], [lab for lab, _ in runs])
+        for name in ("accuracy", "length", "behaviors"):
+            path = os.path.join(fig_dir, f"{t}_{name}.png")
+            figs[name].savefig(path, dpi=80)
+            lines.append(f"![{t} {name}](docs/study/{t}_{name}.png)")
+        lines.append("")
+
+lines.append(f"(RESULTS.md written in {time.time() - t_start:.0f} s of this invocation.)")
+open(results, "w").write("\n".join(lines) + "\n")
+print(f"study: wrote {args.results}")
