@@ -413,7 +413,13 @@ if RL_SECTIONS:
         env = {**os.environ, "OMP_NUM_THREADS": "1"} if nproc > 1 else dict(os.environ)
         r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=HERE)
         if r.returncode:
-            die(f"train_rl.py failed ({' '.join(cmd[1:])}): {r.stderr.strip().splitlines()[-1]}")
+            # torchrun ends its report with a banner: name the first error line instead
+            lines = [x for x in r.stderr.splitlines() if x.strip() and not x.startswith("=")]
+            errs = [x for x in lines if "error" in x.lower()] or lines or ["(no output)"]
+            with open(out + ".log", "w") as f:
+                f.write(r.stdout + r.stderr)
+            die(f"train_rl.py failed ({' '.join(cmd[1:])}): {errs[0].strip()} (full output in "
+                f"{out}.log)")
         recs = [json.loads(x) for x in open(os.path.join(out, "metrics.jsonl"))]
         recs = [x for x in recs if "t_gen" in x][1:] or [x for x in recs if "t_gen" in x]
         med = {k: statistics.median(x[k] for x in recs) for k in ("t_gen", "t_score", "t_train")}

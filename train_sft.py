@@ -17,6 +17,7 @@ every rank packs the same rows and trains on every N-th one, the loss is normali
 global number of assistant tokens, and DDP averages the gradients, so a step equals the
 one-process step (tests/test_dist.py). Rank 0 logs and saves.
 """
+import gc
 import math
 import os
 import sys
@@ -330,4 +331,8 @@ except KeyboardInterrupt:
         "(continue with --resume)", code=130)
 pbar.close()
 say(f"done: {args.max_steps} steps in {time.time() - t_run:.0f}s; checkpoint in {args.out_dir}")
+# DDP's reducer holds the process group: free it first, so the group is torn down here, in order
+# (see train_rl.py)
+del ddp_model, fwd_model, optimizer
+gc.collect()
 dist.shutdown()
