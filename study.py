@@ -43,6 +43,7 @@ ap.add_argument("--rl_flags", default="", help="extra train_rl.py flags for ever
 ap.add_argument("--jobs", type=int, default=2, help="runs at once")
 ap.add_argument("--report", action="store_true", help="only rewrite RESULTS.md")
 ap.add_argument("--results", default="RESULTS.md")
+ap.add_argument("--smol_dir", default="out/smol", help="the SmolLM2 evals (README commands)")
 args = ap.parse_args()
 
 TASKS = args.tasks.split(",")
@@ -188,14 +189,22 @@ def ms(xs: list[float], pct: bool = True) -> str:
     return f(statistics.mean(xs)) + (f" ± {f(statistics.stdev(xs))}" if len(xs) > 1 else "")
 
 
-def by_level_tokens(path: str) -> dict[int, float]:
-    """Mean reply tokens per difficulty level from an eval's transcripts."""
+_levels: dict[str, dict[str, int]] = {}
+
+
+def by_level_tokens(task: str, path: str) -> dict[int, float]:
+    """Mean reply tokens per difficulty level from an eval's transcripts (each problem's level
+    looked up in the task's held-out set, which eval.py draws the same way: seed 0)."""
+    from data import get_task
+    if task not in _levels:
+        _levels[task] = {p["prompt"]: p.get("level") for p in
+                         get_task(task).make_problems("test", args.limit, seed=0)}
     acc: dict[int, list[int]] = {}
     tp = path.replace(".json", ".transcripts.jsonl")
     if os.path.exists(tp):
         for line in open(tp):
             r = json.loads(line)
-            lv = r["problem"].get("level") if isinstance(r["problem"], dict) else None
+            lv = _levels[task].get(r["problem"])
             if lv is not None:
                 acc.setdefault(lv, []).append(r["n_tokens"])
     return {k: statistics.mean(v) for k, v in sorted(acc.items())}
@@ -238,7 +247,7 @@ for t in TASKS:
                   "| config | level | accuracy (%) | reply tokens |", "|---|---|---|---|"]
         for key in ("sft", "rlsp", "adaptive"):
             dirs = [sft] if key == "sft" else runs_of(t, key)
-            evals = [(e, by_level_tokens(p)) for d in dirs
+            evals = [(e, by_level_tokens(t, p)) for d in dirs
                      if (e := read(p := os.path.join(d, "eval_greedy.json")))]
             levels = sorted({int(k) for e, _ in evals for k in e.get("accuracy_by_level", {})})
             for lv in levels:
@@ -257,6 +266,59 @@ for t in TASKS:
             figs[name].savefig(path, dpi=80)
             lines.append(f"![{t} {name}](docs/study/{t}_{name}.png)")
         lines.append("")
+
+# -- what emerged: behaviours in the SFT data vs in samples after RL, with transcripts
+from data import get_task  # noqa: E402
+from nanorlsp.behaviors import frequencies  # noqa: E402
+
+lines += ["## What emerged", ""]
+for t in TASKS:
+    demos = [r["response"] for r in get_task(t).make_sft_examples(4000, seed=1337)]
+    in_data = frequencies(demos, t)
+    sft_t1 = read(os.path.join(OUT, t, "sft", "eval_t1.json"))
+    rl_dirs = runs_of(t, "rlsp")
+    rl_t1 = [e for d in rl_dirs if (e := read(os.path.join(d, "eval_t1.json")))]
+    if not (sft_t1 and rl_t1):
+        lines += [f"{t}: runs not finished yet.", ""]
+        continue
+    lines += [f"### {t}", "", "| behaviour | SFT demonstrations | SFT samples (T=1) | RLSP samples "
+              "(T=1, mean over seeds) | |", "|---|---|---|---|---|"]
+    for b in BEH:
+        after = statistics.mean(e["behaviors"][b] for e in rl_t1)
+        verdict = ("new: absent from the SFT data" if in_data[b] == 0 and after > 0 else
+                   "absent throughout" if after == 0 and in_data[b] == 0 else
+                   "more frequent than in SFT samples" if after > sft_t1["behaviors"][b] else
+                   "less frequent than in SFT samples")
+        lines.append(f"| {b} | {100 * in_data[b]:.1f}% | {100 * sft_t1['behaviors'][b]:.1f}% | "
+                     f"{100 * after:.1f}% | {verdict} |")
+    lines += ["", f"Transcripts from `{rl_dirs[0]}` (T = 1 samples on held-out problems), one per "
+              "behaviour that became more frequent:", ""]
+    tp = os.path.join(rl_dirs[0], "eval_t1.transcripts.jsonl")
+    rows = [json.loads(x) for x in open(tp)] if os.path.exists(tp) else []
+    for b in BEH:
+        if statistics.mean(e["behaviors"][b] for e in rl_t1) <= sft_t1["behaviors"][b]:
+            continue
+        hits = [r for r in rows if frequencies([r["response"]], t)[b] > 0]
+        ex = next((r for r in hits if r["correct"]), hits[0] if hits else None)
+        if ex:
+            lines += [f"{b} ({len(hits)} of {len(rows)} samples), correct: {ex['correct']}:", "",
+                      "```", ex["problem"], "---", ex["response"].strip(), "```", ""]
+
+# -- the real model: SmolLM2-135M-Instruct on arith (README's commands; 200 held-out problems)
+smol = {k: read(os.path.join(args.smol_dir, f"{k}_arith.json")) for k in ("base", "sft", "rlsft")}
+lines += ["## A real model: SmolLM2-135M-Instruct on arith", ""]
+if all(smol.values()):
+    lines += ["Greedy, 200 held-out problems, bf16 (commands: README, \"RLSP on SmolLM2\"): base, "
+              "then SFT on the arith traces (70 steps), then RL with the rlsp reward (20 steps).",
+              "", "| checkpoint | pass@1 | accuracy by level | mean reply tokens |",
+              "|---|---|---|---|"]
+    for k, label in (("base", "SmolLM2 base"), ("sft", "+ SFT"), ("rlsft", "+ SFT + RLSP")):
+        e = smol[k]
+        lv = " / ".join(f"{v:.2f}" for _, v in sorted(e["accuracy_by_level"].items()))
+        lines.append(f"| {label} | {e['pass@1']:.3f} | {lv} | {e['mean_response_tokens']:.0f} |")
+    lines.append("")
+else:
+    lines += [f"Not found in {args.smol_dir} (run the README's SmolLM2 commands).", ""]
 
 lines.append(f"(RESULTS.md written in {time.time() - t_start:.0f} s of this invocation.)")
 open(results, "w").write("\n".join(lines) + "\n")

@@ -17,7 +17,7 @@ def test_study_small(tmp_path):
     out, res = str(tmp_path / "study"), str(tmp_path / "RESULTS.md")
     cmd = [sys.executable, "study.py", "--tasks", "arith", "--seeds", "1,2", "--steps", "2",
            "--sft_steps", "20", "--limit", "6", "--rewards", "none,rlsp,adaptive", "--jobs", "2",
-           "--out_dir", out, "--results", res, "--rl_flags",
+           "--out_dir", out, "--results", res, "--smol_dir", str(tmp_path / "no_smol"), "--rl_flags",
            "--prompts_per_step 2 --n_samples 2 --max_new_tokens 12 --eval_problems 0"]
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
@@ -25,6 +25,10 @@ def test_study_small(tmp_path):
     for label in ("SFT only", "RL verifier only (none)", "RL rlsp", "RL adaptive", "PPO "):
         assert f"| {label}" in text, label
     assert "adaptive thinking vs plain RLSP" in text
+    # what emerged: each behaviour in the SFT data vs after RLSP; SmolLM2's evals are absent here
+    for b in ("backtracking", "verification", "alternatives"):
+        assert f"| {b} | " in text.split("## What emerged")[1], b
+    assert "Not found in" in text.split("## A real model")[1]
     for name in ("accuracy", "length", "behaviors"):
         assert os.path.exists(tmp_path / "docs" / "study" / f"arith_{name}.png")
     runs = set(os.listdir(os.path.join(out, "arith")))
