@@ -60,7 +60,7 @@ class Rollout:
         return [row[:n].tolist() for row, n in zip(self.tokens, self.lengths.tolist())]
 
 
-def _filter_logits(logits, top_k, top_p):
+def filter_logits(logits, top_k, top_p):
     """Mask logits (B, V) outside the top-k / nucleus top-p set to -inf."""
     if top_k is not None and 0 < top_k < logits.size(-1):
         kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]          # (B, 1)
@@ -258,7 +258,7 @@ def sample(model, prompts: list[list[int]], max_new_tokens: int, temperature: fl
             scaled = logits
         else:
             scaled = logits / temperature
-            probs = torch.softmax(_filter_logits(scaled, top_k, top_p), dim=-1)
+            probs = torch.softmax(filter_logits(scaled, top_k, top_p), dim=-1)
             nxt = _draw(probs, uniforms[:, t])
         if logps is not None:
             lp = torch.log_softmax(scaled.float(), -1).gather(-1, nxt[:, None]).squeeze(-1)
