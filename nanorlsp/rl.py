@@ -50,8 +50,11 @@ def token_logprobs(logits: torch.Tensor, targets: torch.Tensor,
     return torch.log_softmax(logits, -1).gather(-1, targets[..., None]).squeeze(-1)
 
 
+@torch.no_grad()
 def entropy(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean per-token entropy of the policy, -sum_v p log p, over masked positions."""
+    """Mean per-token entropy of the policy, -sum_v p log p, over masked positions. A logged
+    statistic, not a loss term: computed without autograd, which would otherwise keep two more
+    (B, T, V) float32 tensors alive through the backward pass."""
     logp = torch.log_softmax(logits.float(), -1)
     return masked_mean(-(logp.exp() * logp).sum(-1), mask)
 

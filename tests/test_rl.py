@@ -99,5 +99,7 @@ def test_token_logprobs_entropy_and_masks():
         -1, tgt.clamp(max=2)[..., None])[..., 0])
     uniform = torch.zeros(1, 2, 4)
     assert entropy(uniform, t([[1., 0.]])).item() == pytest.approx(math.log(4))
+    # a logged statistic: no autograd graph (it would hold (B, T, V) tensors through backward)
+    assert not entropy(uniform.clone().requires_grad_(), t([[1., 1.]])).requires_grad
     assert masked_mean(t([1., 100.]), t([1., 0.])).item() == 1.0
     assert masked_mean(t([1.]), t([0.])).item() == 0.0
