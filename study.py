@@ -35,10 +35,13 @@ ap = argparse.ArgumentParser(description="The RLSP ablation study: runs, evals, 
 ap.add_argument("--out_dir", default="out/study")
 ap.add_argument("--tasks", default="arith,countdown")
 ap.add_argument("--seeds", default="1,2,3", help="RL seeds (one SFT checkpoint per task)")
-ap.add_argument("--steps", type=int, default=100, help="RL steps per run (the compute budget)")
+ap.add_argument("--steps", type=int, default=None,
+                help="RL steps per run, every task (default: the task's BUDGET)")
 ap.add_argument("--rewards", default="none,rlsp,linear,cosine,adaptive")
-ap.add_argument("--sft_steps", type=int, default=2500, help="train_sft.py steps per task")
-ap.add_argument("--limit", type=int, default=500, help="held-out problems per evaluation")
+ap.add_argument("--sft_steps", type=int, default=None,
+                help="train_sft.py steps, every task (default: the task's BUDGET)")
+ap.add_argument("--limit", type=int, default=None,
+                help="held-out problems per evaluation, every task (default: the task's BUDGET)")
 ap.add_argument("--rl_flags", default="", help="extra train_rl.py flags for every run (quoted)")
 ap.add_argument("--jobs", type=int, default=2, help="runs at once")
 ap.add_argument("--report", action="store_true", help="only rewrite RESULTS.md")
@@ -53,17 +56,36 @@ ROOT = os.path.dirname(os.path.abspath(__file__))
 OUT = args.out_dir
 THREADS = max(1, (os.cpu_count() or 1) // args.jobs)
 os.makedirs(os.path.join(OUT, "logs"), exist_ok=True)
-TIMES = os.path.join(OUT, "times.json")
+TIMES = os.path.join(OUT, "times.json")   # older runs' wall-clock; new runs keep their own
 times = json.load(open(TIMES)) if os.path.exists(TIMES) else {}
 
 
-# per task: countdown's long searches run to ~400 tiny-tokenizer tokens (train_rl's default cap
-# is 224, arith's longest traces ~120)
-TASK_RL_FLAGS = {"arith": [], "countdown": ["--max_new_tokens", "512"]}
+# Per task budget. Every config of a task gets the same one (same SFT checkpoint, same RL steps,
+# prompts and samples), so the rewards compete on equal compute. arith: train_sft.py and
+# train_rl.py defaults (2500 SFT steps; 100 RL steps x 16 prompts x 8 samples, replies up to 224
+# tokens). countdown's searches are long-tailed (tiny-tokenizer demonstrations: median 224 tokens,
+# p90 725, max ~2.7k): rows of its longest example would cost ~8 s per SFT step on this CPU, so
+# SFT drops the 22% of demonstrations over 512 tokens and RL samples replies up to 512 tokens
+# (~10x an arith rollout), with 8 prompts per step and 4 samples per problem at evaluation, to
+# fit the study in a few hours of a 2-core CPU.
+BUDGET = {
+    "arith": dict(sft_steps=2500, sft_flags=[], steps=100, rl_flags=[], limit=500, k=8,
+                  eval_flags=[]),
+    "countdown": dict(sft_steps=1500, sft_flags=["--seq_len", "512", "--drop_long"], steps=40,
+                      rl_flags=["--max_new_tokens", "512", "--prompts_per_step", "8",
+                                "--eval_problems", "100", "--eval_interval", "20"],
+                      limit=200, k=4, eval_flags=["--max_new_tokens", "512"]),
+}
+for t in TASKS:
+    if t not in BUDGET:
+        raise SystemExit(f"study: no BUDGET for task '{t}' (known: {', '.join(BUDGET)})")
+    for key in ("steps", "sft_steps", "limit"):
+        if getattr(args, key) is not None:
+            BUDGET[t][key] = getattr(args, key)
 
 
 def rl_flags(task: str, reward: str) -> list[str]:
-    f = TASK_RL_FLAGS.get(task, []) + args.rl_flags.split()
+    f = BUDGET[task]["rl_flags"] + args.rl_flags.split()
     if reward == "adaptive":
         return f + ["--explore_reward", "rlsp", "--explore_schedule", "adaptive"]
     return f + ["--explore_reward", reward]
@@ -86,13 +108,13 @@ def train_cmd(script: str, run_dir: str, flags: list[str], steps: int) -> list[s
 
 
 def eval_cmds(task: str, run_dir: str) -> list[list[str]]:
-    out = []
+    b, out = BUDGET[task], []
     for name, flags in (("greedy", ["--temperature", "0"]),
-                        ("t1", ["--temperature", "1", "--n_samples", "8", "--seed", "0"])):
+                        ("t1", ["--temperature", "1", "--n_samples", str(b["k"]), "--seed", "0"])):
         path = os.path.join(run_dir, f"eval_{name}.json")
         if not os.path.exists(path):
             out.append([sys.executable, "eval.py", "--init_from", run_dir, "--task", task,
-                        "--limit", str(args.limit), "--out", path, *flags])
+                        "--limit", str(b["limit"]), "--out", path, *flags, *b["eval_flags"]])
     return out
 
 
@@ -113,8 +135,11 @@ def run_job(name: str, cmds: list[list[str]]) -> None:
                 raise SystemExit(f"study: {name} failed (exit {r.returncode}); see "
                                  f"{log.name}; finished runs are kept, rerun to resume")
             if c[1] in ("train_sft.py", "train_rl.py"):
-                times[name] = times.get(name, 0.0) + time.time() - t1
-                json.dump(times, open(TIMES, "w"), indent=1)
+                # training wall-clock, kept in the run's own directory (two study processes,
+                # one per task, may run side by side)
+                tf = os.path.join(OUT, name, "train_seconds.json")
+                spent = (read(tf) or {"seconds": times.get(name, 0.0)})["seconds"]
+                json.dump({"seconds": spent + time.time() - t1}, open(tf, "w"))
     print(f"[{time.strftime('%H:%M:%S')}] {name}: done in {time.time() - t0:.0f} s", flush=True)
 
 
@@ -131,6 +156,11 @@ def read(path: str):
 def runs_of(task: str, reward: str, algo: str = "reinforce") -> list[str]:
     tag = reward if algo == "reinforce" else f"{algo}_{reward}"
     return [os.path.join(OUT, task, f"{tag}_s{s}") for s in SEEDS]
+
+
+def train_seconds(task: str, run_dir: str) -> float | None:
+    r = read(os.path.join(run_dir, "train_seconds.json"))
+    return r["seconds"] if r else times.get(f"{task}/{os.path.basename(run_dir)}")
 
 
 def best_reward(task: str) -> str | None:
@@ -150,7 +180,8 @@ t_start = time.time()
 if not args.report:
     # 1. SFT per task, then its evals
     run_all({f"{t}/sft": [train_cmd("train_sft.py", os.path.join(OUT, t, "sft"),
-                                    ["--task", t, "--eval_problems", "0"], args.sft_steps)]
+                                    ["--task", t, "--eval_problems", "0",
+                                     *BUDGET[t]["sft_flags"]], BUDGET[t]["sft_steps"])]
              + eval_cmds(t, os.path.join(OUT, t, "sft")) for t in TASKS})
     # 2. REINFORCE runs, every reward x seed
     jobs = {}
@@ -160,16 +191,18 @@ if not args.report:
             for s, d in zip(SEEDS, runs_of(t, r)):
                 jobs[f"{t}/{r}_s{s}"] = [train_cmd("train_rl.py", d, [
                     "--init_from", sft, "--task", t, "--seed", str(s), *rl_flags(t, r)],
-                    args.steps)] + eval_cmds(t, d)
+                    BUDGET[t]["steps"])] + eval_cmds(t, d)
     run_all(jobs)
     # 3. PPO with each task's best exploration reward
     jobs = {}
     for t in TASKS:
         r = best_reward(t)
+        if r is None:   # no exploration reward in --rewards
+            continue
         for s, d in zip(SEEDS, runs_of(t, r, "ppo")):
             jobs[f"{t}/ppo_{r}_s{s}"] = [train_cmd("train_rl.py", d, [
                 "--init_from", os.path.join(OUT, t, "sft"), "--task", t, "--seed", str(s),
-                "--algo", "ppo", *rl_flags(t, r)], args.steps)] + eval_cmds(t, d)
+                "--algo", "ppo", *rl_flags(t, r)], BUDGET[t]["steps"])] + eval_cmds(t, d)
     run_all(jobs)
     print(f"study: runs finished in {time.time() - t_start:.0f} s", flush=True)
 
@@ -198,7 +231,7 @@ def by_level_tokens(task: str, path: str) -> dict[int, float]:
     from data import get_task
     if task not in _levels:
         _levels[task] = {p["prompt"]: p.get("level") for p in
-                         get_task(task).make_problems("test", args.limit, seed=0)}
+                         get_task(task).make_problems("test", BUDGET[task]["limit"], seed=0)}
     acc: dict[int, list[int]] = {}
     tp = path.replace(".json", ".transcripts.jsonl")
     if os.path.exists(tp):
@@ -212,9 +245,19 @@ def by_level_tokens(task: str, path: str) -> dict[int, float]:
 
 lines = ["# RESULTS: the RLSP study at small scale", "",
          f"Reproduce everything: `python study.py` (this file is its output; `python study.py "
-         f"--report` rewrites it from finished runs). Runs live in `{OUT}`; RL budget "
-         f"{args.steps} steps x 16 prompts x 8 samples per run, seeds {args.seeds}; held-out "
-         f"evaluation on {args.limit} problems per task. Figures: `docs/study/`.", ""]
+         f"--report` rewrites it from finished runs). Runs live in `{OUT}`, seeds {args.seeds}. "
+         "Figures: `docs/study/`. Budgets (`BUDGET` in study.py), the same for every config of a "
+         "task:", ""]
+for t in TASKS:
+    b = BUDGET[t]
+    sft_cmd = " ".join(["train_sft.py --task", t, "--max_steps", str(b["sft_steps"]),
+                        *b["sft_flags"]])
+    rl_cmd = " ".join(["train_rl.py --init_from <sft> --task", t, "--max_steps",
+                       str(b["steps"]), *b["rl_flags"]])
+    lines.append(f"- {t}: SFT `{sft_cmd}`; RL `{rl_cmd}` (train_rl.py defaults otherwise); "
+                 f"evaluation on {b['limit']} held-out problems, greedy and {b['k']} samples at "
+                 f"T = 1 (`eval.py` defaults{', ' + ' '.join(b['eval_flags']) if b['eval_flags'] else ''}).")
+lines.append("")
 results = os.path.abspath(args.results)
 fig_dir = os.path.join(os.path.dirname(results), "docs", "study")     # linked relatively
 os.makedirs(fig_dir, exist_ok=True)
@@ -225,18 +268,19 @@ for t in TASKS:
         (f"RL {r}" if r != "none" else "RL verifier only (none)", r, runs_of(t, r)) for r in REWARDS]
     if best:
         configs.append((f"PPO {best}", f"ppo_{best}", runs_of(t, best, "ppo")))
+    k = BUDGET[t]["k"]
     lines += [f"## {t}", "",
-              "| config | runs | greedy pass@1 (%) | pass@8 T=1 (%) | maj@8 (%) | reply tokens "
+              f"| config | runs | greedy pass@1 (%) | pass@{k} T=1 (%) | maj@{k} (%) | reply tokens "
               "(greedy) | truncated (%) | backtracking / verification / alternatives, T=1 (%) | "
               "train min |", "|" + "---|" * 9]
     for label, key, dirs in configs:
         g = [e for d in dirs if (e := read(os.path.join(d, "eval_greedy.json")))]
         s = [e for d in dirs if (e := read(os.path.join(d, "eval_t1.json")))]
-        mins = [times[k] / 60 for d in dirs if (k := f"{t}/{os.path.basename(d)}") in times]
+        mins = [m / 60 for d in dirs if (m := train_seconds(t, d)) is not None]
         beh = " / ".join(ms([e["behaviors"][b] for e in s]) for b in BEH)
         lines.append(f"| {label} | {len(g)} | {ms([e['pass@1'] for e in g])} | "
-                     f"{ms([e['pass@8'] for e in s if 'pass@8' in e])} | "
-                     f"{ms([e['maj@8'] for e in s if 'maj@8' in e])} | "
+                     f"{ms([e[f'pass@{k}'] for e in s if f'pass@{k}' in e])} | "
+                     f"{ms([e[f'maj@{k}'] for e in s if f'maj@{k}' in e])} | "
                      f"{ms([e['mean_response_tokens'] for e in g], pct=False)} | "
                      f"{ms([e['truncation_rate'] for e in g])} | {beh} | "
                      f"{ms(mins, pct=False)} |")

@@ -61,6 +61,8 @@ ap.add_argument("--n_val", type=positive_int, default=500, help="held-out demons
 ap.add_argument("--n_merges", type=nonneg_int, default=256, help="BPE merges for the tiny tokenizer")
 ap.add_argument("--seq_len", type=nonneg_int, default=0,
                 help="packed row length (0: the longest demonstration, rounded up to 64)")
+ap.add_argument("--drop_long", action="store_true",
+                help="with --seq_len: drop the demonstrations that do not fit (default: refuse)")
 # model (ignored with --init_from a checkpoint)
 ap.add_argument("--n_layer", type=positive_int, default=2)
 ap.add_argument("--n_embd", type=positive_int, default=128)
@@ -139,9 +141,23 @@ n_tok = sum(len(x) for x, _ in train_ex)
 longest = max(len(x) for x, _ in train_ex + val_ex)
 if args.seq_len == 0:
     args.seq_len = 64 * math.ceil((longest - 1) / 64)  # rows hold seq_len + 1 tokens
-elif longest > args.seq_len + 1:
-    die(f"--seq_len {args.seq_len} is shorter than the longest demonstration ({longest} tokens)")
+elif longest > args.seq_len + 1 and not args.drop_long:
+    die(f"--seq_len {args.seq_len} is shorter than the longest demonstration ({longest} tokens); "
+        f"--drop_long drops what does not fit")
 say = print if d.main else (lambda *a, **k: None)
+if args.drop_long:
+    # a long-tailed task (countdown's 160-node searches reach ~2.7k tokens, p90 ~700) packed into
+    # rows of its longest example spends most compute on attention over rows of a few long
+    # searches; dropping the tail trades those demonstrations for rows a few times shorter
+    fits = lambda ex: [x for x in ex if len(x[0]) <= args.seq_len + 1]
+    n_before = len(train_ex)
+    train_ex, val_ex = fits(train_ex), fits(val_ex)
+    if not train_ex or not val_ex:
+        die(f"--seq_len {args.seq_len} --drop_long leaves no demonstrations")
+    say(f"data: --drop_long dropped {n_before - len(train_ex)} of {n_before} demonstrations "
+        f"longer than {args.seq_len + 1} tokens")
+    n_tok = sum(len(x) for x, _ in train_ex)
+    longest = max(len(x) for x, _ in train_ex + val_ex)
 say(f"data: {len(train_ex)} demonstrations ({n_tok / len(train_ex):.0f} tokens avg, longest "
       f"{longest}), rows of {args.seq_len}, vocab {tok.n_vocab}, {time.time() - t0:.1f}s")
 

@@ -1,6 +1,7 @@
 """SFT loss, packing, checkpoints, and train_sft.py end to end (resume, bad input)."""
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -258,3 +259,17 @@ def test_bad_checkpoints_nothing_overwritten(tmp_path):
         line = one_error_line(run_sft("--out_dir", d, "--resume", check=False))
         assert "corrupt or truncated" in line
         assert open(ck, "rb").read() == bad  # nothing overwritten
+
+
+def test_seq_len_shorter_than_a_demonstration(tmp_path):
+    """A --seq_len that a demonstration does not fit is refused in one line, unless --drop_long,
+    which trains on the demonstrations that fit and says how many it dropped."""
+    r = run_sft("--out_dir", str(tmp_path / "a"), "--seq_len", "32", "--max_steps", "1",
+                check=False)
+    assert "--drop_long" in one_error_line(r)
+    r = run_sft("--out_dir", str(tmp_path / "b"), "--seq_len", "32", "--drop_long",
+                "--max_steps", "2", "--eval_interval", "2", "--eval_problems", "0")
+    n = re.search(r"dropped (\d+) of 300 demonstrations longer than 33 tokens", r.stdout)
+    assert n and 0 < int(n.group(1)) < 300, r.stdout
+    assert re.search(r"longest (\d+)\), rows of 32", r.stdout)
+    assert int(re.search(r"longest (\d+)\)", r.stdout).group(1)) <= 33
