@@ -1,19 +1,20 @@
 """
 The RLSP study at small scale: every run, evaluation, table and figure of RESULTS.md.
 
-    python study.py                           # the whole study, from scratch, resumable (~2.5 h on 2 cores)
+    python study.py                           # the whole study, from scratch, resumable (TIME)
     python study.py --tasks arith --seeds 1   # a smaller one
     python study.py --report                  # only rewrite RESULTS.md from the finished runs
 
-What runs (out/study/<task>/...; a finished step is never redone, an interrupted run resumes):
-1. SFT, one checkpoint per task (train_sft.py defaults): the shared starting point.
-2. RL from it with the same budget (--steps x 16 prompts x 8 samples, REINFORCE unless named),
-   one run per seed: verifier only (none), rlsp, linear, cosine; adaptive (rlsp with the
-   difficulty-aware schedule: pay for exploring on prompts the group fails, charge for length on
-   prompts it solves); then PPO with the reward whose REINFORCE runs scored best.
-3. Every checkpoint (the SFT one included) evaluated on the 500 held-out problems: greedy
-   (pass@1, reply length, truncation, accuracy and tokens by level) and 8 samples at T = 1
-   (pass@k, maj@k, behaviour frequencies).
+What runs (out/study/<task>/...; a finished step is never redone, an interrupted run resumes),
+each task with its own BUDGET below, the same for all of its configs:
+1. SFT, one checkpoint per task: the shared starting point.
+2. RL from it, one run per reward and seed (REINFORCE): verifier only (none), the paper's rlsp,
+   linear and cosine; adaptive (rlsp with the difficulty-aware schedule: pay for exploring on
+   prompts the group fails, charge for length on prompts it solves); then PPO with the paper's
+   reward whose REINFORCE runs scored best.
+3. Every checkpoint (the SFT one included) evaluated on held-out problems: greedy (pass@1, reply
+   length, truncation, accuracy and tokens by level) and k samples at T = 1 (pass@k, maj@k,
+   behaviour frequencies).
 4. RESULTS.md: the tables (mean and spread over seeds), figures in docs/study/ beside it,
    wall-clock per run.
 
@@ -37,7 +38,9 @@ ap.add_argument("--tasks", default="arith,countdown")
 ap.add_argument("--seeds", default="1,2,3", help="RL seeds (one SFT checkpoint per task)")
 ap.add_argument("--steps", type=int, default=None,
                 help="RL steps per run, every task (default: the task's BUDGET)")
-ap.add_argument("--rewards", default="none,rlsp,linear,cosine,adaptive")
+ap.add_argument("--rewards", default=None,
+                help="comma-separated: none, rlsp, linear, cosine, adaptive[_THRESHOLD] "
+                     "(default: the task's BUDGET)")
 ap.add_argument("--sft_steps", type=int, default=None,
                 help="train_sft.py steps, every task (default: the task's BUDGET)")
 ap.add_argument("--limit", type=int, default=None,
@@ -51,7 +54,6 @@ args = ap.parse_args()
 
 TASKS = args.tasks.split(",")
 SEEDS = [int(s) for s in args.seeds.split(",")]
-REWARDS = args.rewards.split(",")
 ROOT = os.path.dirname(os.path.abspath(__file__))
 OUT = args.out_dir
 THREADS = max(1, (os.cpu_count() or 1) // args.jobs)
@@ -68,27 +70,49 @@ times = json.load(open(TIMES)) if os.path.exists(TIMES) else {}
 # SFT drops the 22% of demonstrations over 512 tokens and RL samples replies up to 512 tokens
 # (~10x an arith rollout), with 8 prompts per step and 4 samples per problem at evaluation, to
 # fit the study in a few hours of a 2-core CPU.
+# adaptive_T: the adaptive schedule with --acc_threshold T (default 0.9: with 8 samples a prompt
+# counts as solved only when all 8 are right); arith runs 0.5 too, where half the group suffices.
+PAPER = ("rlsp", "linear", "cosine")      # the paper's exploration rewards: PPO takes the best
 BUDGET = {
     "arith": dict(sft_steps=2500, sft_flags=[], steps=100, rl_flags=[], limit=500, k=8,
-                  eval_flags=[]),
+                  eval_flags=[], rewards="none,rlsp,linear,cosine,adaptive,adaptive_0.5"),
     "countdown": dict(sft_steps=1500, sft_flags=["--seq_len", "512", "--drop_long"], steps=40,
                       rl_flags=["--max_new_tokens", "512", "--prompts_per_step", "8",
                                 "--eval_problems", "100", "--eval_interval", "20"],
-                      limit=200, k=4, eval_flags=["--max_new_tokens", "512"]),
+                      limit=200, k=4, eval_flags=["--max_new_tokens", "512"],
+                      rewards="none,rlsp,linear,cosine,adaptive"),
 }
 for t in TASKS:
     if t not in BUDGET:
         raise SystemExit(f"study: no BUDGET for task '{t}' (known: {', '.join(BUDGET)})")
-    for key in ("steps", "sft_steps", "limit"):
+    for key in ("steps", "sft_steps", "limit", "rewards"):
         if getattr(args, key) is not None:
             BUDGET[t][key] = getattr(args, key)
 
 
+def rewards_of(task: str) -> list[str]:
+    return BUDGET[task]["rewards"].split(",")
+
+
 def rl_flags(task: str, reward: str) -> list[str]:
     f = BUDGET[task]["rl_flags"] + args.rl_flags.split()
-    if reward == "adaptive":
-        return f + ["--explore_reward", "rlsp", "--explore_schedule", "adaptive"]
+    if reward.startswith("adaptive"):
+        thr = reward.partition("_")[2]
+        return f + ["--explore_reward", "rlsp", "--explore_schedule", "adaptive",
+                    *(["--acc_threshold", thr] if thr else [])]
     return f + ["--explore_reward", reward]
+
+
+def short(key: str) -> str:
+    return f"adaptive ({key.partition('_')[2] or '0.9'})" if key.startswith("adaptive") else key
+
+
+def label_of(reward: str) -> str:
+    if reward == "none":
+        return "RL verifier only (none)"
+    if reward.startswith("adaptive"):
+        return f"RL adaptive (threshold {reward.partition('_')[2] or '0.9'})"
+    return f"RL {reward}"
 
 
 # -----------------------------------------------------------------------------
@@ -163,11 +187,27 @@ def train_seconds(task: str, run_dir: str) -> float | None:
     return r["seconds"] if r else times.get(f"{task}/{os.path.basename(run_dir)}")
 
 
+def first_last(run_dir: str, n: int = 10):
+    """Mean of each rollout statistic over a run's first and last n RL steps, or None."""
+    path = os.path.join(run_dir, "metrics.jsonl")
+    if not os.path.exists(path):
+        return None
+    steps = [r for line in open(path) if "acc" in (r := json.loads(line))]
+    if len(steps) < 2 * n:
+        return None
+
+    def mean(rows):
+        out = {k: statistics.mean(r[k] for r in rows) for k in ("acc", "len_mean", "truncated")}
+        out["behaviors"] = {b: statistics.mean(r["behaviors"][b] for r in rows) for b in BEH}
+        return out
+    return mean(steps[:n]), mean(steps[-n:])
+
+
 def best_reward(task: str) -> str | None:
-    """The REINFORCE reward (exploration ones only) with the best mean greedy pass@1."""
+    """The paper's exploration reward whose REINFORCE runs have the best mean greedy pass@1."""
     scores = {}
-    for r in REWARDS:
-        if r == "none":
+    for r in rewards_of(task):
+        if r not in PAPER:
             continue
         accs = [e["pass@1"] for d in runs_of(task, r)
                 if (e := read(os.path.join(d, "eval_greedy.json")))]
@@ -187,7 +227,7 @@ if not args.report:
     jobs = {}
     for t in TASKS:
         sft = os.path.join(OUT, t, "sft")
-        for r in REWARDS:
+        for r in rewards_of(t):
             for s, d in zip(SEEDS, runs_of(t, r)):
                 jobs[f"{t}/{r}_s{s}"] = [train_cmd("train_rl.py", d, [
                     "--init_from", sft, "--task", t, "--seed", str(s), *rl_flags(t, r)],
@@ -209,7 +249,9 @@ if not args.report:
 # -----------------------------------------------------------------------------
 # the report
 
-from nanorlsp.plot import figures  # noqa: E402  (matplotlib only when reporting)
+from matplotlib.figure import Figure  # noqa: E402  (matplotlib only when reporting)
+
+from nanorlsp.plot import figures  # noqa: E402
 
 BEH = ("backtracking", "verification", "alternatives")
 
@@ -265,7 +307,7 @@ for t in TASKS:
     sft = os.path.join(OUT, t, "sft")
     best = best_reward(t)
     configs = [("SFT only", "sft", [sft])] + [
-        (f"RL {r}" if r != "none" else "RL verifier only (none)", r, runs_of(t, r)) for r in REWARDS]
+        (label_of(r), r, runs_of(t, r)) for r in rewards_of(t)]
     if best:
         configs.append((f"PPO {best}", f"ppo_{best}", runs_of(t, best, "ppo")))
     k = BUDGET[t]["k"]
@@ -286,20 +328,54 @@ for t in TASKS:
                      f"{ms(mins, pct=False)} |")
     lines.append("")
     # adaptive vs rlsp: accuracy and tokens per level
-    if "adaptive" in REWARDS and "rlsp" in REWARDS:
+    adaptive = [r for r in rewards_of(t) if r.startswith("adaptive")]
+    if adaptive and "rlsp" in rewards_of(t):
         lines += [f"### {t}: adaptive thinking vs plain RLSP, by difficulty level (greedy)", "",
                   "| config | level | accuracy (%) | reply tokens |", "|---|---|---|---|"]
-        for key in ("sft", "rlsp", "adaptive"):
+        fig = Figure(figsize=(11, 3.6), layout="constrained")
+        ax_acc, ax_tok = fig.subplots(1, 2)
+        keys = ["sft"] + [k for k in ("none", "rlsp") if k in rewards_of(t)] + adaptive
+        for i, key in enumerate(keys):
             dirs = [sft] if key == "sft" else runs_of(t, key)
             evals = [(e, by_level_tokens(t, p)) for d in dirs
                      if (e := read(p := os.path.join(d, "eval_greedy.json")))]
             levels = sorted({int(k) for e, _ in evals for k in e.get("accuracy_by_level", {})})
+            if not evals:
+                continue
+            acc_m, tok_m = [], []
             for lv in levels:
                 accs = [e["accuracy_by_level"][str(lv)] for e, _ in evals
                         if str(lv) in e["accuracy_by_level"]]
                 toks = [tk[lv] for _, tk in evals if lv in tk]
-                lines.append(f"| {key} | {lv} | {ms(accs)} | {ms(toks, pct=False)} |")
-        lines.append("")
+                if key != "none":
+                    lines.append(f"| {short(key)} | {lv} | {ms(accs)} | {ms(toks, pct=False)} |")
+                acc_m.append(statistics.mean(accs) if accs else float("nan"))
+                tok_m.append(statistics.mean(toks) if toks else float("nan"))
+            w = 0.8 / len(keys)
+            for ax, ys in ((ax_acc, acc_m), (ax_tok, tok_m)):
+                ax.bar([lv + (i - (len(keys) - 1) / 2) * w for lv in levels], ys, w,
+                       label=short(key))
+        ax_acc.set(title=f"{t}: greedy accuracy by level (mean over seeds)", xlabel="level",
+                   ylabel="fraction correct", ylim=(0, 1))
+        ax_tok.set(title=f"{t}: reply tokens by level", xlabel="level", ylabel="tokens")
+        ax_tok.legend(loc="upper left")
+        fig.savefig(os.path.join(fig_dir, f"{t}_levels.png"), dpi=80)
+        lines += ["", f"![{t} by level](docs/study/{t}_levels.png)", ""]
+    # over training: the rollouts' shares in the first and last 10 steps (T = 1, all seeds)
+    lines += [f"### {t}: over training (rollouts at T = 1, first / last 10 steps, mean over "
+              "seeds)", "", "| config | accuracy (%) | reply tokens | truncated (%) | "
+              "backtracking (%) | verification (%) | alternatives (%) |", "|---|---|---|---|---|---|---|"]
+    for label, key, dirs in configs[1:]:
+        ends = [w for d in dirs if (w := first_last(d))]
+        if not ends:
+            continue
+        cell = lambda f, pct=True: " → ".join(
+            (f"{100 * v:.1f}" if pct else f"{v:.0f}")
+            for v in (statistics.mean(f(a) for a, _ in ends), statistics.mean(f(b) for _, b in ends)))
+        lines.append(f"| {label} | {cell(lambda r: r['acc'])} | {cell(lambda r: r['len_mean'], False)} | "
+                     f"{cell(lambda r: r['truncated'])} | "
+                     + " | ".join(cell(lambda r, b=b: r["behaviors"][b]) for b in BEH) + " |")
+    lines.append("")
     # figures: every config's seed-1 run over training
     runs = [(label, dirs[0]) for label, _, dirs in configs[1:]
             if os.path.exists(os.path.join(dirs[0], "metrics.jsonl"))]

@@ -1,8 +1,10 @@
 """
-study.py end to end at toy size: SFT, RL runs for three rewards and PPO on the best, their
+study.py end to end at toy size: SFT, RL runs for three rewards (one adaptive with its own
+threshold) and PPO on the best of the paper's, their
 evaluations, RESULTS.md with its tables and figures; a second invocation redoes nothing.
 Marked slow (about a minute on 2 cores).
 """
+import json
 import os
 import subprocess
 import sys
@@ -16,13 +18,14 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def test_study_small(tmp_path):
     out, res = str(tmp_path / "study"), str(tmp_path / "RESULTS.md")
     cmd = [sys.executable, "study.py", "--tasks", "arith", "--seeds", "1,2", "--steps", "2",
-           "--sft_steps", "20", "--limit", "6", "--rewards", "none,rlsp,adaptive", "--jobs", "2",
+           "--sft_steps", "20", "--limit", "6", "--rewards", "none,rlsp,adaptive_0.5", "--jobs", "2",
            "--out_dir", out, "--results", res, "--smol_dir", str(tmp_path / "no_smol"), "--rl_flags",
            "--prompts_per_step 2 --n_samples 2 --max_new_tokens 12 --eval_problems 0"]
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     text = open(res).read()
-    for label in ("SFT only", "RL verifier only (none)", "RL rlsp", "RL adaptive", "PPO "):
+    for label in ("SFT only", "RL verifier only (none)", "RL rlsp", "RL adaptive (threshold 0.5)",
+                  "PPO rlsp"):
         assert f"| {label}" in text, label
     assert "adaptive thinking vs plain RLSP" in text
     # what emerged: each behaviour in the SFT data vs after RLSP; SmolLM2's evals are absent here
@@ -33,9 +36,12 @@ def test_study_small(tmp_path):
         assert os.path.exists(tmp_path / "docs" / "study" / f"arith_{name}.png")
     runs = set(os.listdir(os.path.join(out, "arith")))
     ppo = {d for d in runs if d.startswith("ppo_")}
-    assert ppo in ({"ppo_rlsp_s1", "ppo_rlsp_s2"}, {"ppo_adaptive_s1", "ppo_adaptive_s2"})
-    assert runs - ppo == {"sft", "none_s1", "none_s2", "rlsp_s1", "rlsp_s2", "adaptive_s1",
-                          "adaptive_s2"}
+    assert ppo == {"ppo_rlsp_s1", "ppo_rlsp_s2"}   # PPO takes the best of the paper's rewards
+    assert runs - ppo == {"sft", "none_s1", "none_s2", "rlsp_s1", "rlsp_s2", "adaptive_0.5_s1",
+                          "adaptive_0.5_s2"}
+    cfg = json.load(open(os.path.join(out, "arith", "adaptive_0.5_s1", "config.json")))["args"]
+    assert (cfg["explore_reward"], cfg["explore_schedule"], cfg["acc_threshold"]) == \
+        ("rlsp", "adaptive", 0.5)
     for d in runs:
         assert os.path.exists(os.path.join(out, "arith", d, "eval_greedy.json")), d
     # everything is finished: a rerun launches nothing
