@@ -72,6 +72,8 @@ times = json.load(open(TIMES)) if os.path.exists(TIMES) else {}
 # fit the study in a few hours of a 2-core CPU.
 # adaptive_T: the adaptive schedule with --acc_threshold T (default 0.9: with 8 samples a prompt
 # counts as solved only when all 8 are right); arith runs 0.5 too, where half the group suffices.
+# countdown runs no adaptive: after its SFT the group accuracy is ~5%, a prompt all (or half) of
+# its samples solve is rare, and the schedule is then plain rlsp.
 PAPER = ("rlsp", "linear", "cosine")      # the paper's exploration rewards: PPO takes the best
 BUDGET = {
     "arith": dict(sft_steps=2500, sft_flags=[], steps=100, rl_flags=[], limit=500, k=8,
@@ -80,7 +82,7 @@ BUDGET = {
                       rl_flags=["--max_new_tokens", "512", "--prompts_per_step", "8",
                                 "--eval_problems", "100", "--eval_interval", "20"],
                       limit=200, k=4, eval_flags=["--max_new_tokens", "512"],
-                      rewards="none,rlsp,linear,cosine,adaptive"),
+                      rewards="none,rlsp,linear,cosine"),
 }
 for t in TASKS:
     if t not in BUDGET:
@@ -251,8 +253,6 @@ if not args.report:
 
 from matplotlib.figure import Figure  # noqa: E402  (matplotlib only when reporting)
 
-from nanorlsp.plot import figures  # noqa: E402
-
 BEH = ("backtracking", "verification", "alternatives")
 
 
@@ -299,10 +299,17 @@ for t in TASKS:
     lines.append(f"- {t}: SFT `{sft_cmd}`; RL `{rl_cmd}` (train_rl.py defaults otherwise); "
                  f"evaluation on {b['limit']} held-out problems, greedy and {b['k']} samples at "
                  f"T = 1 (`eval.py` defaults{', ' + ' '.join(b['eval_flags']) if b['eval_flags'] else ''}).")
-lines.append("")
+lines += ["", f"`train min` is the training command's wall-clock on {os.cpu_count()} CPU core(s) "
+          f"with --jobs {args.jobs} runs (each {THREADS} thread(s)) sharing them, and sometimes a "
+          "second study process: a cost, not a benchmark.", ""]
 results = os.path.abspath(args.results)
 fig_dir = os.path.join(os.path.dirname(results), "docs", "study")     # linked relatively
 os.makedirs(fig_dir, exist_ok=True)
+# the reading of the tables is written by hand, from the runs (a rerun regenerates the tables,
+# not this text: check it against them)
+findings = os.path.join(fig_dir, "findings.md")
+if os.path.exists(findings):
+    lines += [open(findings).read().strip(), ""]
 for t in TASKS:
     sft = os.path.join(OUT, t, "sft")
     best = best_reward(t)
@@ -376,16 +383,28 @@ for t in TASKS:
                      f"{cell(lambda r: r['truncated'])} | "
                      + " | ".join(cell(lambda r, b=b: r["behaviors"][b]) for b in BEH) + " |")
     lines.append("")
-    # figures: every config's seed-1 run over training
-    runs = [(label, dirs[0]) for label, _, dirs in configs[1:]
-            if os.path.exists(os.path.join(dirs[0], "metrics.jsonl"))]
-    if runs:
-        figs = figures([d for _, d in runs], [lab for lab, _ in runs])
-        for name in ("accuracy", "length", "behaviors"):
-            path = os.path.join(fig_dir, f"{t}_{name}.png")
-            figs[name].savefig(path, dpi=80)
-            lines.append(f"![{t} {name}](docs/study/{t}_{name}.png)")
-        lines.append("")
+    # figure: every config over training, mean over its seeds, smoothed
+    curves = {label: ms_ for label, _, dirs in configs[1:] if (ms_ := [
+        [r for line in open(m) if "acc" in (r := json.loads(line))]
+        for d in dirs if os.path.exists(m := os.path.join(d, "metrics.jsonl"))])}
+    if curves:
+        panels = [("acc", "rollout accuracy (T = 1)"), ("len_mean", "mean reply tokens")] + [
+            (b, f"{b} (share of rollouts)") for b in BEH if t != "arith" or b != "alternatives"]
+        fig = Figure(figsize=(4 * len(panels), 3.4), layout="constrained")
+        for ax, (key, title) in zip(fig.subplots(1, len(panels)), panels):
+            for label, runs in curves.items():
+                n = min(len(r) for r in runs)
+                y = [statistics.mean((r[i]["behaviors"] if key in BEH else r[i])[key] for r in runs)
+                     for i in range(n)]
+                w = max(1, min(5, n))       # moving average over 5 steps
+                ys = [statistics.mean(y[max(0, i - w + 1):i + 1]) for i in range(n)]
+                ax.plot([r["step"] for r in runs[0][:n]], ys, label=label.replace("RL ", ""))
+            ax.set(title=title, xlabel="RL step")
+        fig.axes[0].legend(fontsize=7)
+        fig.savefig(os.path.join(fig_dir, f"{t}_training.png"), dpi=80)
+        lines += [f"![{t} over training](docs/study/{t}_training.png)", "",
+                  "(Mean over seeds, moving average over 5 steps. Per-run figures with spreads: "
+                  "`python -m nanorlsp.plot RUN_DIR ...`.)", ""]
 
 # -- what emerged: behaviours in the SFT data vs in samples after RL, with transcripts
 from data import get_task  # noqa: E402

@@ -32,8 +32,9 @@ def test_study_small(tmp_path):
     for b in ("backtracking", "verification", "alternatives"):
         assert f"| {b} | " in text.split("## What emerged")[1], b
     assert "Not found in" in text.split("## A real model")[1]
-    for name in ("accuracy", "length", "behaviors"):
+    for name in ("training", "levels"):
         assert os.path.exists(tmp_path / "docs" / "study" / f"arith_{name}.png")
+    assert "over training (rollouts at T = 1" in text
     runs = set(os.listdir(os.path.join(out, "arith")))
     ppo = {d for d in runs if d.startswith("ppo_")}
     assert ppo == {"ppo_rlsp_s1", "ppo_rlsp_s2"}   # PPO takes the best of the paper's rewards
