@@ -1,7 +1,7 @@
 """
 The RLSP study at small scale: every run, evaluation, table and figure of RESULTS.md.
 
-    python study.py                           # the whole study, from scratch, resumable (TIME)
+    python study.py                           # the whole study, from scratch, resumable (~2.5 h)
     python study.py --tasks arith --seeds 1   # a smaller one
     python study.py --report                  # only rewrite RESULTS.md from the finished runs
 
@@ -24,6 +24,7 @@ box: 2 jobs of 1 thread beat 1 job of 2 threads for the tiny model).
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -189,6 +190,19 @@ def train_seconds(task: str, run_dir: str) -> float | None:
     return r["seconds"] if r else times.get(f"{task}/{os.path.basename(run_dir)}")
 
 
+_EQ = re.compile(r"(?<![\d.+\-*/])(\d+)\s*([+\-*/])\s*(\d+)\s*=\s*(-?\d+)")
+
+
+def arithmetic_errors(text: str) -> tuple[int, int]:
+    """(equations, wrong ones) among the two-operand steps `a op b = c` of a reply."""
+    n = bad = 0
+    for a, op, b, c in _EQ.findall(text):
+        a, b, c = int(a), int(b), int(c)
+        ok = {"+": a + b == c, "-": a - b == c, "*": a * b == c, "/": b != 0 and a == b * c}[op]
+        n, bad = n + 1, bad + (not ok)
+    return n, bad
+
+
 def first_last(run_dir: str, n: int = 10):
     """Mean of each rollout statistic over a run's first and last n RL steps, or None."""
     path = os.path.join(run_dir, "metrics.jsonl")
@@ -285,8 +299,12 @@ def by_level_tokens(task: str, path: str) -> dict[int, float]:
     return {k: statistics.mean(v) for k, v in sorted(acc.items())}
 
 
+# measured once, by hand, for the committed RESULTS.md (the runs are resumable, so a clock in
+# here would only see the last invocation)
+MEASURED = ("about 2 h 30 min on the 2-core CPU that made this file (07:12-09:51 with a 9-minute "
+            "interruption; the two tasks partly side by side)")
 lines = ["# RESULTS: the RLSP study at small scale", "",
-         f"Reproduce everything: `python study.py` (this file is its output; `python study.py "
+         f"Reproduce everything: `python study.py`, {MEASURED} (this file is its output; `python study.py "
          f"--report` rewrites it from finished runs). Runs live in `{OUT}`, seeds {args.seeds}. "
          "Figures: `docs/study/`. Budgets (`BUDGET` in study.py), the same for every config of a "
          "task:", ""]
@@ -430,16 +448,37 @@ for t in TASKS:
                    "less frequent than in SFT samples")
         lines.append(f"| {b} | {100 * in_data[b]:.1f}% | {100 * sft_t1['behaviors'][b]:.1f}% | "
                      f"{100 * after:.1f}% | {verdict} |")
-    lines += ["", f"Transcripts from `{rl_dirs[0]}` (T = 1 samples on held-out problems), one per "
-              "behaviour that became more frequent:", ""]
     tp = os.path.join(rl_dirs[0], "eval_t1.transcripts.jsonl")
     rows = [json.loads(x) for x in open(tp)] if os.path.exists(tp) else []
+    if t == "countdown":
+        # a behaviour is only as good as the search it is part of: how often is a search step's
+        # own arithmetic ("21-4=17") wrong? (the verifier checks the boxed expression only)
+        share = lambda texts: (lambda c: c[1] / max(1, c[0]))(
+            [sum(x) for x in zip((0, 0), *map(arithmetic_errors, texts))])
+        samples = lambda d: [json.loads(x)["response"] for x in
+                             open(os.path.join(d, "eval_t1.transcripts.jsonl"))]
+        cells = [share(demos), share(samples(os.path.join(OUT, t, "sft")))] + [
+            statistics.mean(share(samples(d)) for d in runs_of(t, r)
+                            if os.path.exists(os.path.join(d, "eval_t1.transcripts.jsonl")))
+            if any(os.path.exists(os.path.join(d, "eval_t1.transcripts.jsonl"))
+                   for d in runs_of(t, r)) else float("nan") for r in ("rlsp", "none")]
+        lines += ["", "Search steps (`a op b = c`) whose arithmetic is wrong: SFT demonstrations "
+                  f"{100 * cells[0]:.1f}%, SFT samples {100 * cells[1]:.1f}%, RLSP samples "
+                  f"{100 * cells[2]:.1f}%, verifier-only samples {100 * cells[3]:.1f}% (T = 1, "
+                  "mean over seeds)."]
+    lines += ["", f"Transcripts from `{rl_dirs[0]}` (T = 1 samples on held-out problems), one per "
+              "behaviour that became more frequent, a correct one whose every step adds up where "
+              "there is one:", ""]
+    shown = set()
     for b in BEH:
         if statistics.mean(e["behaviors"][b] for e in rl_t1) <= sft_t1["behaviors"][b]:
             continue
         hits = [r for r in rows if frequencies([r["response"]], t)[b] > 0]
-        ex = next((r for r in hits if r["correct"]), hits[0] if hits else None)
+        fresh = [r for r in hits if r["problem"] not in shown] or hits
+        ex = next((r for r in fresh if r["correct"] and arithmetic_errors(r["response"])[1] == 0),
+                  next((r for r in fresh if r["correct"]), fresh[0] if fresh else None))
         if ex:
+            shown.add(ex["problem"])
             lines += [f"{b} ({len(hits)} of {len(rows)} samples), correct: {ex['correct']}:", "",
                       "```", ex["problem"], "---", ex["response"].strip(), "```", ""]
 
@@ -459,6 +498,5 @@ if all(smol.values()):
 else:
     lines += [f"Not found in {args.smol_dir} (run the README's SmolLM2 commands).", ""]
 
-lines.append(f"(RESULTS.md written in {time.time() - t_start:.0f} s of this invocation.)")
 open(results, "w").write("\n".join(lines) + "\n")
 print(f"study: wrote {args.results}")
