@@ -137,15 +137,8 @@ else:
                                n_merges=args.n_merges)
 train_ex = render_examples(tok, train_rows)
 val_ex = render_examples(tok, val_rows)
-n_tok = sum(len(x) for x, _ in train_ex)
-longest = max(len(x) for x, _ in train_ex + val_ex)
-if args.seq_len == 0:
-    args.seq_len = 64 * math.ceil((longest - 1) / 64)  # rows hold seq_len + 1 tokens
-elif longest > args.seq_len + 1 and not args.drop_long:
-    die(f"--seq_len {args.seq_len} is shorter than the longest demonstration ({longest} tokens); "
-        f"--drop_long drops what does not fit")
 say = print if d.main else (lambda *a, **k: None)
-if args.drop_long:
+if args.drop_long and args.seq_len:
     # a long-tailed task (countdown's 160-node searches reach ~2.7k tokens, p90 ~700) packed into
     # rows of its longest example spends most compute on attention over rows of a few long
     # searches; dropping the tail trades those demonstrations for rows a few times shorter
@@ -156,8 +149,13 @@ if args.drop_long:
         die(f"--seq_len {args.seq_len} --drop_long leaves no demonstrations")
     say(f"data: --drop_long dropped {n_before - len(train_ex)} of {n_before} demonstrations "
         f"longer than {args.seq_len + 1} tokens")
-    n_tok = sum(len(x) for x, _ in train_ex)
-    longest = max(len(x) for x, _ in train_ex + val_ex)
+n_tok = sum(len(x) for x, _ in train_ex)
+longest = max(len(x) for x, _ in train_ex + val_ex)
+if args.seq_len == 0:
+    args.seq_len = 64 * math.ceil((longest - 1) / 64)  # rows hold seq_len + 1 tokens
+elif longest > args.seq_len + 1:
+    die(f"--seq_len {args.seq_len} is shorter than the longest demonstration ({longest} tokens); "
+        f"--drop_long drops what does not fit")
 say(f"data: {len(train_ex)} demonstrations ({n_tok / len(train_ex):.0f} tokens avg, longest "
       f"{longest}), rows of {args.seq_len}, vocab {tok.n_vocab}, {time.time() - t0:.1f}s")
 
