@@ -24,7 +24,6 @@ box: 2 jobs of 1 thread beat 1 job of 2 threads for the tiny model).
 import argparse
 import json
 import os
-import re
 import statistics
 import subprocess
 import sys
@@ -76,6 +75,7 @@ times = json.load(open(TIMES)) if os.path.exists(TIMES) else {}
 # countdown runs no adaptive: after its SFT the group accuracy is ~5%, a prompt all (or half) of
 # its samples solve is rare, and the schedule is then plain rlsp.
 PAPER = ("rlsp", "linear", "cosine")      # the paper's exploration rewards: PPO takes the best
+BEH = ("backtracking", "verification", "alternatives")
 BUDGET = {
     "arith": dict(sft_steps=2500, sft_flags=[], steps=100, rl_flags=[], limit=500, k=8,
                   eval_flags=[], rewards="none,rlsp,linear,cosine,adaptive,adaptive_0.5"),
@@ -97,24 +97,29 @@ def rewards_of(task: str) -> list[str]:
     return BUDGET[task]["rewards"].split(",")
 
 
+def threshold(reward: str) -> str | None:
+    """adaptive_T -> 'T', adaptive -> None (train_rl.py's default --acc_threshold, 0.9)."""
+    return reward.partition("_")[2] or None
+
+
 def rl_flags(task: str, reward: str) -> list[str]:
     f = BUDGET[task]["rl_flags"] + args.rl_flags.split()
     if reward.startswith("adaptive"):
-        thr = reward.partition("_")[2]
+        thr = threshold(reward)
         return f + ["--explore_reward", "rlsp", "--explore_schedule", "adaptive",
                     *(["--acc_threshold", thr] if thr else [])]
     return f + ["--explore_reward", reward]
 
 
 def short(key: str) -> str:
-    return f"adaptive ({key.partition('_')[2] or '0.9'})" if key.startswith("adaptive") else key
+    return f"adaptive ({threshold(key) or '0.9'})" if key.startswith("adaptive") else key
 
 
 def label_of(reward: str) -> str:
     if reward == "none":
         return "RL verifier only (none)"
     if reward.startswith("adaptive"):
-        return f"RL adaptive (threshold {reward.partition('_')[2] or '0.9'})"
+        return f"RL adaptive (threshold {threshold(reward) or '0.9'})"
     return f"RL {reward}"
 
 
@@ -190,25 +195,22 @@ def train_seconds(task: str, run_dir: str) -> float | None:
     return r["seconds"] if r else times.get(f"{task}/{os.path.basename(run_dir)}")
 
 
-_EQ = re.compile(r"(?<![\d.+\-*/])(\d+)\s*([+\-*/])\s*(\d+)\s*=\s*(-?\d+)")
-
-
-def arithmetic_errors(text: str) -> tuple[int, int]:
-    """(equations, wrong ones) among the two-operand steps `a op b = c` of a reply."""
-    n = bad = 0
-    for a, op, b, c in _EQ.findall(text):
-        a, b, c = int(a), int(b), int(c)
-        ok = {"+": a + b == c, "-": a - b == c, "*": a * b == c, "/": b != 0 and a == b * c}[op]
-        n, bad = n + 1, bad + (not ok)
-    return n, bad
-
-
-def first_last(run_dir: str, n: int = 10):
-    """Mean of each rollout statistic over a run's first and last n RL steps, or None."""
+def rollout_steps(run_dir: str) -> list[dict]:
+    """A run's per-step rollout records from metrics.jsonl ([] if it has none yet)."""
     path = os.path.join(run_dir, "metrics.jsonl")
     if not os.path.exists(path):
-        return None
-    steps = [r for line in open(path) if "acc" in (r := json.loads(line))]
+        return []
+    return [r for line in open(path) if "acc" in (r := json.loads(line))]
+
+
+def t1_responses(run_dir: str) -> list[str] | None:
+    """The replies of a run's T = 1 evaluation, or None before it ran."""
+    path = os.path.join(run_dir, "eval_t1.transcripts.jsonl")
+    return [json.loads(x)["response"] for x in open(path)] if os.path.exists(path) else None
+
+
+def first_last(steps: list[dict], n: int = 10):
+    """Mean of each rollout statistic over a run's first and last n RL steps, or None."""
     if len(steps) < 2 * n:
         return None
 
@@ -266,8 +268,6 @@ if not args.report:
 # the report
 
 from matplotlib.figure import Figure  # noqa: E402  (matplotlib only when reporting)
-
-BEH = ("backtracking", "verification", "alternatives")
 
 
 def ms(xs: list[float], pct: bool = True) -> str:
@@ -364,9 +364,9 @@ for t in TASKS:
             dirs = [sft] if key == "sft" else runs_of(t, key)
             evals = [(e, by_level_tokens(t, p)) for d in dirs
                      if (e := read(p := os.path.join(d, "eval_greedy.json")))]
-            levels = sorted({int(k) for e, _ in evals for k in e.get("accuracy_by_level", {})})
             if not evals:
                 continue
+            levels = sorted({int(k) for e, _ in evals for k in e.get("accuracy_by_level", {})})
             acc_m, tok_m = [], []
             for lv in levels:
                 accs = [e["accuracy_by_level"][str(lv)] for e, _ in evals
@@ -386,12 +386,13 @@ for t in TASKS:
         ax_tok.legend(loc="upper left")
         fig.savefig(os.path.join(fig_dir, f"{t}_levels.png"), dpi=80)
         lines += ["", f"![{t} by level](docs/study/{t}_levels.png)", ""]
-    # over training: the rollouts' shares in the first and last 10 steps (T = 1, all seeds)
+    # over training, from each run's rollouts (T = 1): first / last 10 steps, and the figure
+    steps = {label: [st for d in dirs if (st := rollout_steps(d))] for label, _, dirs in configs[1:]}
     lines += [f"### {t}: over training (rollouts at T = 1, first / last 10 steps, mean over "
               "seeds)", "", "| config | accuracy (%) | reply tokens | truncated (%) | "
               "backtracking (%) | verification (%) | alternatives (%) |", "|---|---|---|---|---|---|---|"]
-    for label, key, dirs in configs[1:]:
-        ends = [w for d in dirs if (w := first_last(d))]
+    for label, runs in steps.items():
+        ends = [w for st in runs if (w := first_last(st))]
         if not ends:
             continue
         cell = lambda f, pct=True: " → ".join(
@@ -402,9 +403,7 @@ for t in TASKS:
                      + " | ".join(cell(lambda r, b=b: r["behaviors"][b]) for b in BEH) + " |")
     lines.append("")
     # figure: every config over training, mean over its seeds, smoothed
-    curves = {label: ms_ for label, _, dirs in configs[1:] if (ms_ := [
-        [r for line in open(m) if "acc" in (r := json.loads(line))]
-        for d in dirs if os.path.exists(m := os.path.join(d, "metrics.jsonl"))])}
+    curves = {label: runs for label, runs in steps.items() if runs}
     if curves:
         panels = [("acc", "rollout accuracy (T = 1)"), ("len_mean", "mean reply tokens")] + [
             (b, f"{b} (share of rollouts)") for b in BEH if t != "arith" or b != "alternatives"]
@@ -426,6 +425,7 @@ for t in TASKS:
 
 # -- what emerged: behaviours in the SFT data vs in samples after RL, with transcripts
 from data import get_task  # noqa: E402
+from data.countdown import step_errors  # noqa: E402
 from nanorlsp.behaviors import frequencies  # noqa: E402
 
 lines += ["## What emerged", ""]
@@ -440,28 +440,29 @@ for t in TASKS:
         continue
     lines += [f"### {t}", "", "| behaviour | SFT demonstrations | SFT samples (T=1) | RLSP samples "
               "(T=1, mean over seeds) | |", "|---|---|---|---|---|"]
+    after = {b: statistics.mean(e["behaviors"][b] for e in rl_t1) for b in BEH}
     for b in BEH:
-        after = statistics.mean(e["behaviors"][b] for e in rl_t1)
-        verdict = ("new: absent from the SFT data" if in_data[b] == 0 and after > 0 else
-                   "absent throughout" if after == 0 and in_data[b] == 0 else
-                   "more frequent than in SFT samples" if after > sft_t1["behaviors"][b] else
+        verdict = ("new: absent from the SFT data" if in_data[b] == 0 and after[b] > 0 else
+                   "absent throughout" if after[b] == 0 and in_data[b] == 0 else
+                   "more frequent than in SFT samples" if after[b] > sft_t1["behaviors"][b] else
                    "less frequent than in SFT samples")
         lines.append(f"| {b} | {100 * in_data[b]:.1f}% | {100 * sft_t1['behaviors'][b]:.1f}% | "
-                     f"{100 * after:.1f}% | {verdict} |")
+                     f"{100 * after[b]:.1f}% | {verdict} |")
     tp = os.path.join(rl_dirs[0], "eval_t1.transcripts.jsonl")
     rows = [json.loads(x) for x in open(tp)] if os.path.exists(tp) else []
     if t == "countdown":
         # a behaviour is only as good as the search it is part of: how often is a search step's
         # own arithmetic ("21-4=17") wrong? (the verifier checks the boxed expression only)
-        share = lambda texts: (lambda c: c[1] / max(1, c[0]))(
-            [sum(x) for x in zip((0, 0), *map(arithmetic_errors, texts))])
-        samples = lambda d: [json.loads(x)["response"] for x in
-                             open(os.path.join(d, "eval_t1.transcripts.jsonl"))]
-        cells = [share(demos), share(samples(os.path.join(OUT, t, "sft")))] + [
-            statistics.mean(share(samples(d)) for d in runs_of(t, r)
-                            if os.path.exists(os.path.join(d, "eval_t1.transcripts.jsonl")))
-            if any(os.path.exists(os.path.join(d, "eval_t1.transcripts.jsonl"))
-                   for d in runs_of(t, r)) else float("nan") for r in ("rlsp", "none")]
+        def wrong_share(texts: list[str]) -> float:
+            n, bad = map(sum, zip((0, 0), *map(step_errors, texts)))
+            return bad / max(1, n)
+
+        def wrong_share_over_seeds(reward: str) -> float:
+            shares = [wrong_share(r) for d in runs_of(t, reward) if (r := t1_responses(d))]
+            return statistics.mean(shares) if shares else float("nan")
+
+        cells = [wrong_share(demos), wrong_share(t1_responses(os.path.join(OUT, t, "sft")) or []),
+                 wrong_share_over_seeds("rlsp"), wrong_share_over_seeds("none")]
         lines += ["", "Search steps (`a op b = c`) whose arithmetic is wrong: SFT demonstrations "
                   f"{100 * cells[0]:.1f}%, SFT samples {100 * cells[1]:.1f}%, RLSP samples "
                   f"{100 * cells[2]:.1f}%, verifier-only samples {100 * cells[3]:.1f}% (T = 1, "
@@ -471,11 +472,11 @@ for t in TASKS:
               "there is one:", ""]
     shown = set()
     for b in BEH:
-        if statistics.mean(e["behaviors"][b] for e in rl_t1) <= sft_t1["behaviors"][b]:
+        if after[b] <= sft_t1["behaviors"][b]:
             continue
         hits = [r for r in rows if frequencies([r["response"]], t)[b] > 0]
         fresh = [r for r in hits if r["problem"] not in shown] or hits
-        ex = next((r for r in fresh if r["correct"] and arithmetic_errors(r["response"])[1] == 0),
+        ex = next((r for r in fresh if r["correct"] and step_errors(r["response"])[1] == 0),
                   next((r for r in fresh if r["correct"]), fresh[0] if fresh else None))
         if ex:
             shown.add(ex["problem"])

@@ -193,6 +193,18 @@ def make_trace(problem: dict, style: str, rng: random.Random) -> str:
 
 
 _NODE = re.compile(r"^\s*(try )?\d+[+\-*/]\d+=", re.M)
+_STEP = re.compile(r"^\s*(?:try )?(\d+)([+\-*/])(\d+)=(-?\d+)", re.M)   # a node, its operands
+
+
+def step_errors(response: str) -> tuple[int, int]:
+    """(search steps, wrong ones): the steps `x op y=v` of a (model's) search whose arithmetic is
+    wrong. The verifier checks only the boxed expression; this checks the search that led there."""
+    n = bad = 0
+    for x, op, y, v in _STEP.findall(response):
+        x, y, v = int(x), int(y), int(v)
+        ok = {"+": x + y == v, "-": x - y == v, "*": x * y == v, "/": y != 0 and x == y * v}[op]
+        n, bad = n + 1, bad + (not ok)
+    return n, bad
 
 
 def classify_style(response: str) -> str:

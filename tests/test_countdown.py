@@ -153,3 +153,16 @@ def test_classify_style_never_exceeds_the_budget():
         got = cd.classify_style(r["response"])
         assert order.index(got) <= order.index(r["style"]), (got, r["style"])
         assert (got == "direct") == (r["style"] == "direct")
+
+
+def test_step_errors_count_the_searchs_wrong_arithmetic():
+    n_steps = 0
+    for r in cd.make_sft_examples(200, seed=5):
+        n, bad = cd.step_errors(r["response"])
+        assert bad == 0, r["response"]        # the demonstrations' searches are exact
+        assert n == len(cd._NODE.findall(r["response"]))   # every node is a step
+        n_steps += n
+    assert n_steps > 0
+    reply = "goal 35 from [4, 18, 21]\ntry 21*18=388 -> [4, 388]\n 388/4=97 no\nbacktrack\n" \
+            "try 21-4=17 -> [17, 18]\n 18+17=35 yes\ncheck: 21-4+18 = 35\n\\boxed{21-4+18}"
+    assert cd.step_errors(reply) == (4, 1)   # 21*18 is 378; the check line is no step
