@@ -26,10 +26,29 @@ GAE (gamma, lambda) advantages, clipped ratio, clipped value loss.
     L_V  = 0.5 mean_t max((V - R)^2, (V_old + clip(V - V_old, -eps_v, eps_v) - R)^2)
 
 KL to the reference policy (Schulman's estimators, http://joschu.net/blog/kl-approx.html), per
-token with log r = logp_ref - logp on samples from pi:
-    k1 = -log r                (unbiased, can be negative)
-    k3 = (r - 1) - log r       (unbiased, always >= 0, lower variance)
+token with log r = logp_ref - logp on samples y ~ pi. What matters for a *loss* term is not the
+estimate's value but its gradient in expectation over pi (tests/test_rl.py enumerates a small
+categorical exactly):
+    k1 = -log r                value: unbiased KL(pi || ref). Its own gradient, grad log pi, has
+                               expectation 0 (E_pi grad log pi = 0): as a loss it adds only noise.
+                               So "k1" here is straight-through: the value of k1, the gradient of
+                               k2 (veRL's "k1+"), i.e. the reverse KL's gradient.
+    k2 = (log r)^2 / 2         gradient E_pi[(log pi - log ref) grad log pi] = grad KL(pi || ref),
+                               the reverse KL's exact gradient (veRL's "mse"; biased value).
+    k3 = (r - 1) - log r       value: unbiased KL(pi || ref), >= 0, low variance (veRL's
+                               "low_var_kl", TRL's GRPO). Its gradient E_pi[(1 - r) grad log pi]
+                               = -sum_y ref(y) grad log pi(y) = grad KL(ref || pi): the *forward*
+                               KL's gradient, as in TRL (a fine regulariser, but not the same one).
+The log-ratio is clamped to [-20, 20] before exp (k3 would overflow to inf, and inf * 0 = NaN on
+padding) and k3 to [-10, 10], as veRL does; padding is zeroed with `where`, never multiplied.
+
+Training vs rollout probabilities (the logp_diff diagnostic): rollouts come from the sampler (a
+bf16 / KV-cached copy on GPU), the loss from the training forward. truncated_is_weights gives
+min(pi_train / pi_rollout, cap) per token (Yao et al. 2025, "truncated importance sampling"), to
+reweight REINFORCE when the two differ.
 """
+import math
+
 import torch
 
 
@@ -51,11 +70,15 @@ def token_logprobs(logits: torch.Tensor, targets: torch.Tensor,
 
 
 @torch.no_grad()
-def entropy(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean per-token entropy of the policy, -sum_v p log p, over masked positions. A logged
-    statistic, not a loss term: computed without autograd, which would otherwise keep two more
-    (B, T, V) float32 tensors alive through the backward pass."""
-    logp = torch.log_softmax(logits.float(), -1)
+def entropy(logits: torch.Tensor, mask: torch.Tensor, vocab_limit: int | None = None) -> torch.Tensor:
+    """Mean per-token entropy of the policy, -sum_v p log p, over masked positions, of the
+    distribution the sampler draws from (vocab_limit masks the padded rows, as token_logprobs
+    does). A logged statistic, not a loss term: computed without autograd, which would otherwise
+    keep two more (B, T, V) float32 tensors alive through the backward pass."""
+    logits = logits.float()
+    if vocab_limit is not None and vocab_limit < logits.size(-1):
+        logits = logits[..., :vocab_limit]
+    logp = torch.log_softmax(logits, -1)
     return masked_mean(-(logp.exp() * logp).sum(-1), mask)
 
 
@@ -78,19 +101,51 @@ def group_advantages(rewards: torch.Tensor, group_size: int, baseline: str = "me
     return adv.view(-1)
 
 
-def reinforce_loss(logp: torch.Tensor, adv: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Token-level policy gradient: - sum m A log pi / sum m. logp, mask (B, T); adv (B,)."""
-    return -masked_mean(adv[:, None] * logp, mask)
+def reinforce_loss(logp: torch.Tensor, adv: torch.Tensor, mask: torch.Tensor,
+                   weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Token-level policy gradient: - sum m w A log pi / sum m. logp, mask (B, T); adv (B,);
+    weights (B, T) optional per-token importance weights (truncated_is_weights), no gradient."""
+    w = adv[:, None] if weights is None else adv[:, None] * weights
+    return -masked_mean(w * logp, mask)
 
 
-def kl_penalty(logp: torch.Tensor, ref_logp: torch.Tensor, kind: str = "k3") -> torch.Tensor:
-    """Per-token KL(pi || ref) estimate (B, T) from sampled tokens' log-probs."""
-    log_ratio = ref_logp - logp                                        # log r
+KL_ESTIMATORS = ("k1", "k2", "k3")
+
+
+def kl_penalty(logp: torch.Tensor, ref_logp: torch.Tensor, kind: str = "k3",
+               mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-token KL(pi || ref) estimate (B, T) from sampled tokens' log-probs, as a loss term
+    whose gradient is a KL's gradient (see the module docstring: k1 and k2 follow the reverse
+    KL's, k3 the forward KL's). mask (B, T): positions where it is 0 are exactly 0."""
+    log_ratio = (ref_logp - logp).clamp(-20.0, 20.0)                   # log r
     if kind == "k1":
-        return -log_ratio
-    if kind == "k3":
-        return log_ratio.exp() - 1 - log_ratio
-    raise ValueError(f"unknown KL estimator {kind!r} (k1 | k3)")
+        k2 = 0.5 * log_ratio ** 2
+        kl = -log_ratio.detach() + (k2 - k2.detach())   # value k1, gradient k2's
+    elif kind == "k2":
+        kl = 0.5 * log_ratio ** 2
+    elif kind == "k3":
+        kl = (log_ratio.exp() - 1 - log_ratio).clamp(-10.0, 10.0)
+    else:
+        raise ValueError(f"unknown KL estimator {kind!r} ({' | '.join(KL_ESTIMATORS)})")
+    return kl if mask is None else torch.where(mask.bool(), kl, torch.zeros_like(kl))
+
+
+def kl_value(logp: torch.Tensor, ref_logp: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The k1 estimate -log r per token (B, T), no gradient, 0 on padding: the value PPO puts in
+    the per-token reward (OpenRLHF, the paper's code) and the KL every step logs."""
+    with torch.no_grad():
+        kl = logp - ref_logp
+        return torch.where(mask.bool(), kl, torch.zeros_like(kl))
+
+
+def truncated_is_weights(logp: torch.Tensor, rollout_logp: torch.Tensor, mask: torch.Tensor,
+                         cap: float) -> torch.Tensor:
+    """min(pi_train(y) / pi_rollout(y), cap) per token (B, T), no gradient, 0 on padding:
+    truncated importance sampling for rollouts drawn from a slightly different copy of the
+    policy (bf16, KV-cached) than the one the loss differentiates."""
+    with torch.no_grad():
+        w = (logp - rollout_logp).clamp(max=math.log(cap)).exp()
+        return torch.where(mask.bool(), w, torch.zeros_like(w))
 
 
 def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float = 1.0,

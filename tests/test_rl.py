@@ -4,8 +4,9 @@ import math
 import pytest
 import torch
 
-from nanorlsp.rl import (entropy, gae, group_advantages, kl_penalty, masked_mean,
-                         ppo_policy_loss, reinforce_loss, token_logprobs, value_loss)
+from nanorlsp.rl import (entropy, gae, group_advantages, kl_penalty, kl_value, masked_mean,
+                         ppo_policy_loss, reinforce_loss, token_logprobs, truncated_is_weights,
+                         value_loss)
 
 t = torch.tensor
 
@@ -103,3 +104,76 @@ def test_token_logprobs_entropy_and_masks():
     assert not entropy(uniform.clone().requires_grad_(), t([[1., 1.]])).requires_grad
     assert masked_mean(t([1., 100.]), t([1., 0.])).item() == 1.0
     assert masked_mean(t([1.]), t([0.])).item() == 0.0
+
+
+def expected_grad(kind, theta, ref_logp):
+    """E_{y ~ pi}[grad_theta kl_penalty(log pi(y), log ref(y))] by exact enumeration over the
+    categorical pi = softmax(theta): the weights pi(y) are the sampling distribution (no
+    gradient flows through the sampling), the estimator's own gradient does."""
+    theta = theta.clone().requires_grad_()
+    logp = torch.log_softmax(theta, -1)
+    (logp.exp().detach() * kl_penalty(logp, ref_logp, kind)).sum().backward()
+    return theta.grad
+
+
+def exact_grad(theta, ref_logp, forward=False):
+    """grad_theta of KL(pi || ref) (reverse), or KL(ref || pi) (forward), exactly."""
+    theta = theta.clone().requires_grad_()
+    logp = torch.log_softmax(theta, -1)
+    kl = (ref_logp.exp() * (ref_logp - logp)).sum() if forward else (logp.exp() * (logp - ref_logp)).sum()
+    kl.backward()
+    return theta.grad
+
+
+def test_kl_estimators_expected_gradient_by_enumeration():
+    """Issue 14 item 2: each estimator's expected gradient is a KL's gradient (k1, k2: the
+    reverse KL(pi || ref); k3: the forward KL(ref || pi), as in TRL). The plain k1 loss (-log r,
+    the old code) has expected gradient exactly 0."""
+    torch.manual_seed(0)
+    theta = torch.randn(6, dtype=torch.float64)
+    ref_logp = torch.log_softmax(torch.randn(6, dtype=torch.float64), -1)
+    rev, fwd = exact_grad(theta, ref_logp), exact_grad(theta, ref_logp, forward=True)
+    assert rev.abs().max() > 1e-2 and (rev - fwd).abs().max() > 1e-3   # the two KLs differ here
+    assert torch.allclose(expected_grad("k1", theta, ref_logp), rev, atol=1e-12)
+    assert torch.allclose(expected_grad("k2", theta, ref_logp), rev, atol=1e-12)
+    assert torch.allclose(expected_grad("k3", theta, ref_logp), fwd, atol=1e-12)
+    # the naive k1 loss (logp - ref_logp): zero expected gradient, only noise
+    th = theta.clone().requires_grad_()
+    lp = torch.log_softmax(th, -1)
+    (lp.exp().detach() * (lp - ref_logp)).sum().backward()
+    assert th.grad.abs().max() < 1e-12
+    # k1 keeps the k1 value (the unbiased estimate) for logging
+    lp = torch.log_softmax(theta, -1)
+    assert torch.allclose(kl_penalty(lp, ref_logp, "k1"), lp - ref_logp)
+
+
+def test_kl_clamped_and_masked():
+    """Issue 14 item 8: k3 overflowed (exp(log r) = inf at log r ~ 89), and inf * 0 = NaN on
+    padding poisoned the masked mean. Now the log-ratio is clamped and padding is zeroed."""
+    logp = t([[-100., -1.]])
+    ref = t([[0., -1.]])                      # log r = 100 on a padding position
+    mask = t([[0., 1.]])
+    for kind in ("k1", "k2", "k3"):
+        kl = kl_penalty(logp, ref, kind, mask)
+        assert torch.isfinite(kl).all() and kl[0, 0] == 0.0, kind
+        assert torch.isfinite(masked_mean(kl_penalty(logp, ref, kind), mask)), kind
+    assert kl_penalty(t([-200.]), t([0.]), "k3").item() == 10.0      # clamped as veRL does
+    assert torch.equal(kl_value(t([[-1., -2.]]), t([[-2., -9.]]), t([[1., 0.]])), t([[1., 0.]]))
+
+
+def test_truncated_is_weights_and_weighted_reinforce():
+    lp = t([[math.log(.5), math.log(.2), 0.]])
+    roll = t([[math.log(.25), math.log(.4), 0.]])
+    w = truncated_is_weights(lp, roll, t([[1., 1., 0.]]), cap=1.5)
+    assert torch.allclose(w, t([[1.5, .5, 0.]]))            # ratio 2 capped at 1.5; 0.5 kept
+    adv, mask = t([2.]), t([[1., 1., 0.]])
+    assert reinforce_loss(lp, adv, mask, w).item() == pytest.approx(
+        -(2 * 1.5 * math.log(.5) + 2 * .5 * math.log(.2)) / 2)
+
+
+def test_entropy_respects_vocab_limit():
+    """Issue 14 item 8: the entropy ignored the vocab limit (the padded embedding rows, which the
+    sampler never draws), so it was the entropy of another distribution."""
+    logits = torch.zeros(1, 1, 8)                            # uniform over 8 ids, 3 of them padding
+    assert entropy(logits, t([[1.]]), vocab_limit=5).item() == pytest.approx(math.log(5))
+    assert entropy(logits, t([[1.]])).item() == pytest.approx(math.log(8))
