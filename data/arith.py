@@ -42,7 +42,7 @@ import random
 import re
 import sys
 
-from data.common import print_report, sample_problems, sft_examples
+from data.common import boxed_start, print_report, sample_problems, sft_examples
 from nanorlsp.verifier import last_boxed
 
 NAME = "arith"
@@ -77,7 +77,10 @@ def _draw(rng: random.Random, level: int | None = None) -> dict:
     else:
         op, a, b = "*", nd(2, 3), rng.randint(2, 9)
     ans = a + b if op == "+" else a - b if op == "-" else a * b
-    return {"key": f"{a}{op}{b}", "prompt": f"What is {a} {op} {b}?", "answer": str(ans),
+    # the split key is canonical: a + b and b + a (a * b, b * a) are one problem, on one side of
+    # the train/test split (they were two keys, so 3+4 could be trained on and 4+3 tested)
+    x, y = (min(a, b), max(a, b)) if op in "+*" else (a, b)
+    return {"key": f"{x}{op}{y}", "prompt": f"What is {a} {op} {b}?", "answer": str(ans),
             "a": a, "b": b, "op": op, "level": level}
 
 
@@ -86,7 +89,8 @@ def make_problems(split: str, n: int, seed: int, level: int | None = None,
     """n problems of `split` ('train' or 'test'); all levels mixed unless `level`.
 
     Distinct sets (the default, for evaluation) hold every one-digit fact at most once: level 1
-    has only 300 problems (30 in the test split), so large distinct sets are mostly levels 2-5.
+    has only 210 distinct problems (a + b and b + a are one; 17 of them in the test split), so
+    large distinct sets are mostly levels 2-5.
     """
     return sample_problems(lambda rng: _draw(rng, level), split, n, seed, distinct=distinct)
 
@@ -240,6 +244,12 @@ def classify_style(response: str) -> str:
 # the exact checker
 
 _INT = re.compile(r"-?\d{1,40}")
+
+
+def answer_start(response: str) -> int | None:
+    """Where the answer check() reads begins (the last \\boxed), or None: the RL reward's
+    no-answer test and reasoning length use this, so they agree with the checker."""
+    return boxed_start(response)
 
 
 def check(response: str, problem: dict) -> bool:

@@ -33,6 +33,23 @@ def test_train_test_disjoint():
         assert all(split_of(k) == "test" for k in test)
 
 
+def test_commuted_problems_fall_on_one_side_of_the_split():
+    """Issue 14 item 8: the key was the problem as written, so 3+4 could be trained on and 4+3
+    held out (the same fact). The key is canonical for + and *, not for -."""
+    def problems(split):
+        return {(p["a"], p["op"], p["b"]) for lv in arith.LEVELS
+                for p in arith.make_problems(split, 300, seed=lv, level=lv, distinct=False)}
+    train, test = problems("train"), problems("test")
+    assert not {(b, op, a) for a, op, b in test if op in "+*"} & train
+    assert any(op == "-" for _, op, _ in test)
+    sums = arith.make_problems("train", 2000, seed=0)
+    for p in sums:
+        if p["op"] in "+*" and p["a"] != p["b"]:
+            assert p["key"] == f"{min(p['a'], p['b'])}{p['op']}{max(p['a'], p['b'])}"
+    assert any(p["op"] == "-" and p["a"] < p["b"] and p["key"] == f"{p['a']}-{p['b']}"
+               for p in sums)
+
+
 def test_answers_are_right_and_levels_cover():
     ps = arith.make_problems("train", 1000, seed=0)
     for p in ps:
