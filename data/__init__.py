@@ -6,10 +6,12 @@ Procedurally generated reasoning tasks (nothing is downloaded).
     problems = task.make_problems("test", 200, seed=0)   # [{"key", "prompt", "answer", "level", ...}]
     rows = task.make_sft_examples(5000, seed=0)          # problems + "response" + "style"
     task.check(response, problem) -> bool                # exact checker
+    task.answer_start(response) -> int | None            # where the answer check reads begins
 
 `python -m data.arith` / `python -m data.countdown` print each task's trace-style mix with its
 accuracy. Each task module defines NAME, STYLE_MIX, make_problems, make_trace,
-make_sft_examples and check.
+make_sft_examples, check and answer_start (the RL reward's no-answer test and
+reasoning length use it, so they agree with the checker).
 """
 import importlib
 

@@ -44,6 +44,13 @@ def sample_problems(draw, split: str, n: int, seed: int, max_tries: int = 1000,
     return out
 
 
+def boxed_start(response: str) -> int | None:
+    """The index of the last \\boxed when its braces close (the answer the synthetic tasks'
+    checkers read), else None."""
+    from nanorlsp.verifier import last_boxed
+    return response.rfind("\\boxed") if last_boxed(response) is not None else None
+
+
 def pick_style(rng: random.Random, mix: dict[str, float]) -> str:
     """A trace style drawn from the documented mix {style: probability}."""
     return rng.choices(list(mix), weights=list(mix.values()))[0]

@@ -54,7 +54,7 @@ import re
 import sys
 from fractions import Fraction
 
-from data.common import print_report, sample_problems, sft_examples
+from data.common import boxed_start, print_report, sample_problems, sft_examples
 from nanorlsp.verifier import last_boxed
 
 NAME = "countdown"
@@ -267,6 +267,11 @@ class _Parser:
             raise ValueError(f"expected a number at {j}")
         self.used.append(int(self.s[j:self.i]))
         return Fraction(self.used[-1])
+
+
+def answer_start(response: str) -> int | None:
+    """Where the answer check() reads begins (the last \\boxed), or None (see data/arith.py)."""
+    return boxed_start(response)
 
 
 def check(response: str, problem: dict) -> bool:

@@ -107,7 +107,7 @@ def _demonstration(row: dict) -> str | None:
 
 def training_task(name: str, data: str | None = None):
     """A real set as a training task (see the module docstring); DataError for bad files."""
-    from nanorlsp.verifier import grade
+    from nanorlsp.verifier import answer_start, grade
     train_file, test_file = TRAIN_FILES[name]
     train_path = data or os.path.normpath(os.path.join(SHARED, train_file))
     test_path = os.path.normpath(os.path.join(SHARED, test_file))
@@ -139,4 +139,5 @@ def training_task(name: str, data: str | None = None):
     return SimpleNamespace(NAME=name, make_problems=make_problems,
                            make_sft_examples=make_sft_examples,
                            check=lambda text, p: grade(text, p["answer"]),
+                           answer_start=answer_start,
                            classify_style=lambda text: "free")

@@ -123,8 +123,11 @@ def _answer_tail(text):
     return line.strip().rstrip(".").strip("* ") or None
 
 
-def extract_answer(response: str) -> str | None:
-    r"""The final answer: last \boxed{} / \fbox{}, else 'Answer: ...', else '#### n', else None."""
+def find_answer(response: str) -> tuple[str, int] | None:
+    r"""(the final answer, the index in `response` where it starts), or None: last \boxed{} /
+    \fbox{}, else 'Answer: ...', else '#### n'. The one extraction the grader and the RL reward
+    share: the reward's "no answer" test and its reasoning length L (the text before the answer)
+    come from this same call (issue 14 item 7)."""
     if not isinstance(response, str):
         return None
     i = max(response.rfind("\\boxed"), response.rfind("\\fbox"))
@@ -132,15 +135,30 @@ def extract_answer(response: str) -> str | None:
         box = _box_content(response, i, 6 if response.startswith("\\boxed", i) else 5,
                            MAX_ANSWER_LEN)
         if box and box.strip():
-            return box.strip()
+            return box.strip(), i
     low = response.lower()  # one linear pass; the markers are then found with rfind
     k, key = max((low.rfind(key), key) for key in ("answer:", "answer is"))
     if k >= 0 and (ans := _answer_tail(response[k + len(key):])):
-        return ans
+        return ans, k
     k = response.rfind("####")
     if k >= 0:
-        return response[k + 4:k + 4 + MAX_ANSWER_LEN].strip().split("\n", 1)[0].strip() or None
+        ans = response[k + 4:k + 4 + MAX_ANSWER_LEN].strip().split("\n", 1)[0].strip()
+        if ans:
+            return ans, k
     return None
+
+
+def extract_answer(response: str) -> str | None:
+    r"""The final answer: last \boxed{} / \fbox{}, else 'Answer: ...', else '#### n', else None."""
+    found = find_answer(response)
+    return None if found is None else found[0]
+
+
+def answer_start(response: str) -> int | None:
+    """Where the final answer find_answer extracts begins (None: no answer)."""
+    found = find_answer(response)
+    return None if found is None else found[1]
+
 
 # -----------------------------------------------------------------------------
 # String normalisation

@@ -52,3 +52,28 @@ def test_user_prompt_adds_the_instruction_for_real_chat_formats_only():
     assert user_prompt(p, tok) == p["prompt"] + "\n" + INSTRUCTION
     boxed = {"prompt": "Q\n" + INSTRUCTION}
     assert user_prompt(boxed, tok) == boxed["prompt"]    # never twice
+
+
+@needs_data
+def test_answer_start_is_the_graders_extraction():
+    """Issue 14 item 7: the RL reward's no-answer test used last_boxed while the real tasks'
+    grader also reads 'Answer:' / 'The answer is' / '####' forms, so a wrong free-text answer
+    was "no answer" (-0.5) and L ran past the answer. answer_start is the grader's own extraction;
+    the reasoning length L is the text before it."""
+    from nanorlsp.verifier import last_boxed
+    task = get_task("gsm8k")
+    p = task.make_problems("test", 1, seed=0)[0]
+    for text in (f"work...\nThe answer is {p['answer']}.", f"so\n#### {p['answer']}",
+                 f"Answer: ${p['answer']}$", f"hence \\boxed{{{p['answer']}}} done"):
+        start = task.answer_start(text)
+        assert task.check(text, p) and start is not None, text
+        assert text[:start].rstrip() in ("work...\nThe", "so", "hence", ""), text
+    wrong = "work...\nThe answer is 123456789."
+    assert last_boxed(wrong) is None and task.answer_start(wrong) == len("work...\nThe ")
+    assert task.answer_start("I do not know") is None
+    for name in ("arith", "countdown"):
+        t = get_task(name)
+        for r in t.make_sft_examples(50, seed=0):
+            start = t.answer_start(r["response"])
+            assert start is not None and r["response"][start:].startswith("\\boxed")
+        assert t.answer_start("no box") is None and t.answer_start("\\boxed{12") is None
