@@ -31,7 +31,8 @@ from data import TASK_NAMES, get_task
 from data.real import REAL_TASKS, DataError, load_problems
 from nanorlsp.behaviors import frequencies
 from nanorlsp.checkpoint import CheckpointError, has_checkpoint, load_model
-from nanorlsp.common import (ArgParser, UserError, atomic_write, die, nonneg_int, positive_int,
+from nanorlsp.common import (ArgParser, UserError, atomic_write, die, finite_float, nonneg_int,
+                             positive_int,
                              resolve_device, resolve_dtype)
 from nanorlsp.evaluation import breakdown, majority_vote, pass_at_k, respond, user_prompt
 from nanorlsp.verifier import extract_answer, grade, is_equiv
@@ -47,8 +48,8 @@ ap.add_argument("--data", default=None, help="a JSONL file of problem/question +
 ap.add_argument("--limit", type=nonneg_int, default=None,
                 help="first N problems (synthetic tasks: N test problems; default 500)")
 ap.add_argument("--n_samples", type=positive_int, default=1, help="samples per problem")
-ap.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
-ap.add_argument("--top_p", type=float, default=1.0)
+ap.add_argument("--temperature", type=finite_float, default=0.0, help="0 = greedy")
+ap.add_argument("--top_p", type=finite_float, default=1.0)
 ap.add_argument("--max_new_tokens", type=positive_int, default=None,
                 help="generation cap (default: arith 320, countdown and real sets 1024)")
 ap.add_argument("--k", default=None,

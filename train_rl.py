@@ -18,12 +18,16 @@ not depend on the number of ranks; each rank's loss is normalised by the global 
 DDP averages the gradients, so an N-process step equals the 1-process step on the same batch
 (tests/test_dist.py). Metrics are gathered from all ranks; rank 0 writes logs and checkpoints.
 
-Simplifications, named (STYLE.md #9): the reasoning length L is counted by re-encoding the text before the final \\boxed (not
-the generated ids themselves, which may tokenize differently at the cut); PPO's value head is a
-linear layer on the policy's final hidden state (shared trunk, as in nanochat-style small
-setups: no second model copy in memory), trained with the policy in one backward pass.
-KL to the frozen SFT reference: a k3 loss term for REINFORCE (GRPO), a per-token k1 penalty in
-the reward for PPO (OpenRLHF, the paper's code).
+Simplifications, named (STYLE.md #9): the reasoning length L is counted by re-encoding the text
+before the extracted answer (the one the checker reads: task.answer_start), not the generated ids
+themselves, which may tokenize differently at the cut; PPO's value head is a linear layer on the
+policy's final hidden state (shared trunk, as in nanochat-style small setups: no second model
+copy in memory), trained with the policy in one backward pass, in float32.
+KL to the frozen SFT reference: a loss term for REINFORCE (--kl_estimator, default k3 as GRPO;
+nanorlsp/rl.py says which KL each one's gradient follows), a per-token k1 penalty in the reward
+for PPO (OpenRLHF, the paper's code). PPO's old log-probs come from the training forward (as
+OpenRLHF and veRL recompute them), not from the sampler's copy; every step logs logp_diff, the
+mean |sampler log-prob - training log-prob|, and REINFORCE can reweight by it (--tis_cap).
 """
 import gc
 import os
@@ -40,15 +44,16 @@ from nanorlsp import dist
 from nanorlsp.behaviors import frequencies
 from nanorlsp.checkpoint import (CheckpointError, load_model, model_from_state, open_run,
                                  save_checkpoint)
-from nanorlsp.common import (ArgParser, UserError, append_jsonl, autocast, die, nonneg_int,
+from nanorlsp.common import (ArgParser, UserError, append_jsonl, autocast, die, finite_float,
+                             nonneg_int,
                              positive_int, reset_logs, resolve_dtype)
 from nanorlsp.evaluation import task_accuracy, user_prompt
 from nanorlsp.model import GPT
 from nanorlsp.rewards import EXPLORE, SCHEDULES, RewardConfig, adaptive_coefs, coef_at, score
-from nanorlsp.rl import (entropy, gae, group_advantages, kl_penalty, masked_mean,
-                         ppo_policy_loss, reinforce_loss, token_logprobs, value_loss)
+from nanorlsp.rl import (KL_ESTIMATORS, entropy, gae, group_advantages, kl_penalty, kl_value,
+                         masked_mean, ppo_policy_loss, reinforce_loss, token_logprobs,
+                         truncated_is_weights, value_loss)
 from nanorlsp.sampler import sample
-from nanorlsp.verifier import last_boxed
 
 # -----------------------------------------------------------------------------
 # arguments
@@ -67,32 +72,37 @@ ap.add_argument("--overwrite", action="store_true", help="start over in a --out_
 ap.add_argument("--max_steps", type=positive_int, default=150)
 ap.add_argument("--algo", default="reinforce", choices=["reinforce", "ppo"])
 ap.add_argument("--explore_reward", default="rlsp", choices=list(EXPLORE))
-ap.add_argument("--explore_coef", type=float, default=0.5, help="lambda of the exploration reward")
+ap.add_argument("--explore_coef", type=finite_float, default=0.5, help="lambda of the exploration reward")
 ap.add_argument("--explore_schedule", default="constant", choices=SCHEDULES,
                 help="constant | linear (decay to 0) | threshold (off once the batch accuracy "
                      "reaches --acc_threshold) | adaptive (per prompt: pay for exploring when its "
                      "group accuracy is below --acc_threshold, charge for length when above)")
-ap.add_argument("--acc_threshold", type=float, default=0.9,
+ap.add_argument("--acc_threshold", type=finite_float, default=0.9,
                 help="the threshold and adaptive schedules' accuracy threshold")
-ap.add_argument("--kl_coef", type=float, default=0.05)
-ap.add_argument("--kl_estimator", default="k3", choices=["k1", "k3"])
+ap.add_argument("--kl_coef", type=finite_float, default=0.05)
+ap.add_argument("--kl_estimator", default="k3", choices=KL_ESTIMATORS,
+                help="REINFORCE's KL loss term: k3 (gradient of the forward KL, as TRL), k2 or k1 "
+                     "(gradient of the reverse KL; k1 logs the k1 value): nanorlsp/rl.py")
 ap.add_argument("--n_samples", type=positive_int, default=8, help="G: rollouts per prompt")
 ap.add_argument("--prompts_per_step", type=positive_int, default=16,
                 help="global batch of prompts (split across torchrun ranks)")
 ap.add_argument("--max_new_tokens", type=positive_int, default=224)
-ap.add_argument("--temperature", type=float, default=1.0)
+ap.add_argument("--temperature", type=finite_float, default=1.0)
+ap.add_argument("--tis_cap", type=finite_float, default=0.0,
+                help="REINFORCE: truncated importance sampling, weight each token by "
+                     "min(pi_train / pi_rollout, cap) (0: off); for rollouts from a bf16 copy")
 ap.add_argument("--baseline", default="mean", choices=["mean", "loo"])
 ap.add_argument("--std_norm", action="store_true", help="divide advantages by the group std")
-ap.add_argument("--lr", type=float, default=5e-5)
-ap.add_argument("--grad_clip", type=float, default=1.0)
+ap.add_argument("--lr", type=finite_float, default=5e-5)
+ap.add_argument("--grad_clip", type=finite_float, default=1.0)
 ap.add_argument("--ppo_epochs", type=positive_int, default=2)
 ap.add_argument("--minibatches", type=positive_int, default=2,
                 help="PPO minibatches per epoch (each a slice of the step's prompts)")
-ap.add_argument("--clip", type=float, default=0.2, help="PPO ratio clip")
-ap.add_argument("--value_clip", type=float, default=0.2)
-ap.add_argument("--vf_coef", type=float, default=0.5)
-ap.add_argument("--gamma", type=float, default=1.0)
-ap.add_argument("--gae_lambda", type=float, default=0.95)
+ap.add_argument("--clip", type=finite_float, default=0.2, help="PPO ratio clip")
+ap.add_argument("--value_clip", type=finite_float, default=0.2)
+ap.add_argument("--vf_coef", type=finite_float, default=0.5)
+ap.add_argument("--gamma", type=finite_float, default=1.0)
+ap.add_argument("--gae_lambda", type=finite_float, default=0.95)
 ap.add_argument("--eval_interval", type=positive_int, default=50)
 ap.add_argument("--eval_problems", type=nonneg_int, default=500)
 ap.add_argument("--log_samples", type=nonneg_int, default=4, help="transcripts per step in samples.jsonl")
@@ -107,6 +117,17 @@ ap.add_argument("--seed", type=int, default=1337)
 ap.add_argument("--max_bad_steps", type=positive_int, default=3,
                 help="stop after this many non-finite steps in a row (each one is skipped)")
 args = ap.parse_args()
+
+# --resume: the run's own settings replace the defaults *before* anything below reads args (the
+# task, the reward config, the dtype, the FSDP check, PPO's minibatches), except these if typed
+# (an explicit reference is checked against the run's model config below)
+try:
+    state = open_run(args, sys.argv[1:], keep={"max_steps", "device", "init_from"})
+except UserError as e:
+    die(str(e))
+if args.tis_cap and (args.tis_cap < 1 or args.algo != "reinforce"):
+    die("--tis_cap: a cap >= 1 on the importance weights, for --algo reinforce (PPO's ratio "
+        "already corrects for the rollout copy)")
 
 try:
     task = get_task(args.task, args.data)
@@ -127,13 +148,6 @@ if args.prompts_per_step % (M * d.world):
 
 # -----------------------------------------------------------------------------
 # policy, reference, value head; resume or start fresh
-
-# on --resume the run's own settings, except these if typed (an explicit reference is checked
-# against the run's model config below)
-try:
-    state = open_run(args, sys.argv[1:], keep={"max_steps", "device", "init_from"})
-except UserError as e:
-    die(str(e))
 
 # the frozen reference and the rollout copy only run forward: they are held in the compute dtype
 # (bf16 by default on CUDA, or --dtype bfloat16 on a CPU with bf16 matmuls, ~2.5x its float32
@@ -173,7 +187,10 @@ class WithValues(nn.Module):
         if self.head is None:
             return self.model(idx, logits_at=logits_at), None
         logits, h = self.model(idx, return_hidden=True, logits_at=logits_at)
-        return logits, self.head(h.float()).squeeze(-1)
+        # the value head in float32 even under bf16 autocast (a value's bf16 rounding is ~1e-2
+        # at |V| ~ 2: the size of the GAE deltas it is meant to resolve)
+        with torch.autocast(h.device.type, enabled=False):
+            return logits, self.head(h.float()).squeeze(-1)
 
 
 actor = WithValues(policy, value_head)
@@ -292,7 +309,8 @@ def save(step: int):
     optim_state = dist.optimizer_state(train_actor, optimizer, args.fsdp)
     if d.main:
         save_checkpoint(args.out_dir, policy, tok, step, vars(args), optim_state,
-                        extra={"value_head": head_state, "task": args.task},
+                        extra={"value_head": head_state, "task": args.task,
+                               "explore_off": explore_off},
                         model_state=model_state)
     dist.barrier()  # no rank runs ahead of a checkpoint it might need
 
@@ -311,12 +329,13 @@ def update(rows: torch.Tensor, sums_fn):
     --grad_accum micro-batches, each loss a token *sum* over the micro-batch divided by the
     global token count of the update (so micro-batches and ranks add up to one global mean),
     gradients synced on the last micro-batch only, clipped, applied. sums_fn(mb, logits, values)
-    -> (loss sum, [kl sum, entropy sum, clip-fraction sum]). Returns (skipped, stats (4,): the
-    global means of loss, kl, entropy, clip fraction). A non-finite loss on any rank skips the
-    whole update on every rank."""
+    -> (loss sum, [kl sum, entropy sum, clip-fraction sum, |logp - rollout logp| sum]). Returns
+    (skipped, stats (5,): the global means of loss, kl, entropy, clip fraction, logp_diff, and
+    the gradient norm before clipping). A non-finite loss or gradient on any rank skips the whole
+    update on every rank."""
     n_glob = dist.all_sum(mask[rows].sum())
     chunks = rows.chunk(args.grad_accum)
-    stats = torch.zeros(4, device=device)
+    stats = torch.zeros(6, device=device)
     optimizer.zero_grad(set_to_none=True)
     for k, mb in enumerate(chunks):
         with dist.grad_sync(train_actor, k == len(chunks) - 1):
@@ -329,9 +348,14 @@ def update(rows: torch.Tensor, sums_fn):
                 return True, stats
             loss.backward()
         with torch.no_grad():
-            stats += torch.stack([loss.detach() / d.world] + [x.detach() / n_glob for x in extra])
-    torch.nn.utils.clip_grad_norm_(params, args.grad_clip)
+            stats[:5] += torch.stack([loss.detach() / d.world] + [x.detach() / n_glob for x in extra])
+    gnorm = torch.nn.utils.clip_grad_norm_(params, args.grad_clip)
+    gnorm = gnorm.full_tensor() if hasattr(gnorm, "full_tensor") else gnorm   # FSDP: a DTensor
+    if dist.any_rank(not bool(torch.isfinite(gnorm)), device):
+        optimizer.zero_grad(set_to_none=True)
+        return True, stats
     optimizer.step()
+    stats[5] = gnorm.detach() / d.world     # the same on every rank; all_sum below restores it
     return False, stats
 
 
@@ -340,12 +364,16 @@ def update(rows: torch.Tensor, sums_fn):
 
 G = args.n_samples
 bad_steps = 0
+# the threshold schedule switches the exploration term off once, for the rest of the run (its
+# help says so): the latch is part of the run's state and survives --resume
+explore_off = bool(state.get("explore_off", False)) if state is not None else False
 pbar = tqdm(range(start_step, args.max_steps), initial=start_step, total=args.max_steps,
             desc="rl", dynamic_ncols=True, disable=None if d.main else True)
 step = start_step
 try:
     for step in pbar:
         t0 = time.time()
+        done = step + 1
         # -- rollouts: this rank's prompts x G samples, log-probs of the sampled tokens ------
         batch = rollout_batch(step)                                        # the global P prompts
         problems = [batch[i] for i in MINE]                                # this rank's
@@ -359,7 +387,7 @@ try:
                     row_keys=[i * G + j for i in MINE for j in range(G)])
         policy.train()
         Tn = int(ro.lengths.max())
-        comp, mask, old_logp = ro.tokens[:, :Tn], ro.mask[:, :Tn], ro.logprobs[:, :Tn]
+        comp, mask, roll_logp = ro.tokens[:, :Tn], ro.mask[:, :Tn], ro.logprobs[:, :Tn]
         rows_prompt = [p for p in prompt_ids for _ in range(G)]
         t_gen = time.time() - t0
 
@@ -369,14 +397,17 @@ try:
         for i, toks in enumerate(ro.completions()):
             text = tok.decode(toks[:-1] if ro.finish[i] == "stop" else toks)
             prob = problems[i // G]
-            box = text.rfind("\\boxed")
             texts.append(text)
             correct.append(bool(task.check(text, prob)))
-            has_ans.append(last_boxed(text) is not None)
-            reason.append(tok.encode(text[:box] if box >= 0 else text))
+            # one extraction for the checker, the no-answer test and L: the reasoning is the
+            # text before the answer the checker read (a right answer always has one)
+            start = task.answer_start(text)
+            has_ans.append(correct[-1] or start is not None)
+            reason.append(tok.encode(text[:start] if start is not None else text))
         n_right, n_rows = dist.all_sum(torch.tensor([float(sum(correct)), float(len(correct))]))
         acc = (n_right / n_rows).item()                                    # the global batch's
-        coef = coef_at(rcfg, step, acc)
+        coef = 0.0 if explore_off else coef_at(rcfg, step, acc)
+        explore_off = explore_off or (rcfg.schedule == "threshold" and coef == 0.0)
         row_coef = (adaptive_coefs(correct, G, coef, rcfg.acc_threshold)
                     if rcfg.schedule == "adaptive" else coef)
         parts = score(reason, correct, has_ans, rcfg, row_coef)
@@ -388,15 +419,23 @@ try:
 
         # -- update ----------------------------------------------------------------------
         t2 = time.time()
-        with torch.no_grad():
-            # in --grad_accum chunks, like the update: only the (B, Tn) log-probs are kept, never
-            # the reference's (B, Tn, V) logits of the whole batch
-            ref_logp = torch.cat([
-                token_logprobs(forward_completions(ref_actor, [rows_prompt[i] for i in mb.tolist()],
-                                                   comp[mb])[0] / args.temperature, comp[mb], V)
-                for mb in torch.arange(len(comp)).chunk(args.grad_accum)])
-        # token-level sums per rank -> global means (the loss, KL, entropy, clip fraction)
-        sums = torch.zeros(4, device=device)                             # loss, kl, ent, clip
+
+        def logps_of(model, want_values=False):
+            """Log-probs (B, Tn) of the sampled tokens under `model` (and its values), no grad,
+            in --grad_accum chunks like the update: only (B, Tn) is kept, never (B, Tn, V)."""
+            lps, vals = [], []
+            with torch.no_grad():
+                for mb in torch.arange(len(comp)).chunk(args.grad_accum):
+                    lg, v = forward_completions(model, [rows_prompt[i] for i in mb.tolist()],
+                                                comp[mb])
+                    lps.append(token_logprobs(lg / args.temperature, comp[mb], V))
+                    vals.append(v)
+            return torch.cat(lps), (torch.cat(vals) * mask if want_values else None)
+
+        ref_logp, _ = logps_of(ref_actor)
+        # token-level sums per rank -> global means
+        sums = torch.zeros(6, device=device)      # loss, kl, ent, clip, logp_diff, grad norm
+        n_updates = 0
         if skipped:
             pass
         elif args.algo == "reinforce":
@@ -406,20 +445,27 @@ try:
                 """The loss and stats of rows mb as token sums (x token count of the means)."""
                 m = mask[mb]
                 logp = token_logprobs(logits / args.temperature, comp[mb], V)
-                kl = kl_penalty(logp, ref_logp[mb], args.kl_estimator)
+                # the training forward before the update vs the sampler's log-probs
+                diff = ((logp.detach() - roll_logp[mb]).abs() * m).sum()
+                w = truncated_is_weights(logp, roll_logp[mb], m, args.tis_cap) if args.tis_cap else None
+                kl = kl_penalty(logp, ref_logp[mb], args.kl_estimator, m)
                 n = m.sum()
-                loss = (reinforce_loss(logp, adv[mb], m) + args.kl_coef * masked_mean(kl, m)) * n
-                return loss, [(kl * m).sum(), entropy(logits / args.temperature, m) * n,
-                              torch.zeros((), device=device)]
+                loss = (reinforce_loss(logp, adv[mb], m, w) + args.kl_coef * masked_mean(kl, m)) * n
+                return loss, [kl_penalty(logp.detach(), ref_logp[mb], "k3", m).sum(),
+                              entropy(logits / args.temperature, m, V) * n,
+                              torch.zeros((), device=device), diff]
 
             skipped, sums = update(torch.arange(len(comp)), reinforce_sums)
+            n_updates = 0 if skipped else 1
         else:
+            # PPO's old log-probs and values from the training forward (as OpenRLHF and veRL
+            # recompute them), not the sampler's: the ratio is exactly 1 before the first update
+            # even when rollouts come from a bf16 / KV-cached copy
+            old_logp, old_values = logps_of(actor, want_values=True)
             with torch.no_grad():
-                old_values = torch.cat([
-                    forward_completions(actor, [rows_prompt[i] for i in mb.tolist()], comp[mb])[1]
-                    for mb in torch.arange(len(comp)).chunk(args.grad_accum)]) * mask  # (B, Tn)
+                logp_diff_sum = ((old_logp - roll_logp).abs() * mask).sum()
                 # per-token reward: the KL penalty on every token, the sequence reward on its last
-                tok_rew = -args.kl_coef * kl_penalty(old_logp, ref_logp, "k1") * mask
+                tok_rew = -args.kl_coef * kl_value(old_logp, ref_logp, mask)
                 last = (ro.lengths - 1).clamp(min=0).to(device)
                 tok_rew[torch.arange(len(last)), last] += rewards
                 adv, returns = gae(tok_rew, old_values, mask, args.gamma, args.gae_lambda)
@@ -436,12 +482,12 @@ try:
                 vl = value_loss(values, old_values[mb], returns[mb], m, args.value_clip)
                 n = m.sum()
                 return (pl + args.vf_coef * vl) * n, [
-                    (kl_penalty(logp, ref_logp[mb], "k1") * m).sum(),
-                    entropy(logits / args.temperature, m) * n, cf * n]
+                    kl_penalty(logp.detach(), ref_logp[mb], "k3", m).sum(),
+                    entropy(logits / args.temperature, m, V) * n, cf * n,
+                    torch.zeros((), device=device)]
 
             # minibatch k = this rank's rows of prompts k*C .. (k+1)*C - 1 (see MINE)
             rows_per_mb = len(comp) // M
-            n_mb = 0
             for _ in range(args.ppo_epochs):
                 for k in range(M):
                     skipped, mb_sums = update(torch.arange(k * rows_per_mb, (k + 1) * rows_per_mb),
@@ -449,53 +495,67 @@ try:
                     if skipped:
                         break  # the minibatches already applied stay applied
                     sums += mb_sums
-                    n_mb += 1
+                    n_updates += 1
                 if skipped:
                     break
-            sums /= max(n_mb, 1)
-        loss_v, kl_v, ent_v, clip_v = dist.all_sum(sums).tolist()
-        stats = {"kl": kl_v, "entropy": ent_v, "clip_frac": clip_v, "loss": loss_v}
+            sums /= max(n_updates, 1)
+            # over the whole step's tokens (this rank's share of the global mean)
+            sums[4] = logp_diff_sum / dist.all_sum(mask.sum())
+        loss_v, kl_v, ent_v, clip_v, diff_v, gnorm_v = dist.all_sum(sums).tolist()
+        stats = {"kl": kl_v, "entropy": ent_v, "clip_frac": clip_v, "loss": loss_v,
+                 "logp_diff": diff_v, "grad_norm": gnorm_v, "updates": n_updates}
         t_train = time.time() - t2
         if skipped:
             bad_steps += 1
-            log("metrics.jsonl", dict(step=step + 1, skipped="non-finite reward or loss"))
-            say(f"step {step + 1}: non-finite reward or loss, update skipped ({bad_steps} in a row)")
+            log("metrics.jsonl", dict(step=done, skipped="non-finite reward, loss or gradient"))
+            say(f"step {done}: non-finite reward, loss or gradient, update skipped "
+                f"({bad_steps} in a row)")
             if bad_steps >= args.max_bad_steps:
-                die(f"{bad_steps} non-finite steps in a row (last at step {step + 1}); the last "
+                die(f"{bad_steps} non-finite steps in a row (last at step {done}); the last "
                     f"checkpoint in {args.out_dir} is intact")
-            continue
+        else:
+            bad_steps = 0
+            # -- log: every rank's rows, gathered in the global order -----------------------
+            rows = [dict(i=MINE[i // G] * G + i % G, text=texts[i], correct=correct[i], len=int(n),
+                         finish=ro.finish[i], has_answer=has_ans[i],
+                         easy=bool(torch.is_tensor(row_coef) and row_coef[i] < 0),
+                         **{k: float(parts[k][i]) for k in
+                            ("total", "outcome", "explore", "repetition")})
+                    for i, n in enumerate(ro.lengths.tolist())]
+            rows = sorted(dist.gather_shards(rows, d), key=lambda r: r["i"])
+            lens = torch.tensor([float(r["len"]) for r in rows])
+            mean = lambda k: sum(r[k] for r in rows) / len(rows)  # noqa: E731
+            totals = torch.tensor([r["total"] for r in rows]).view(-1, G)          # (P, G)
+            rec = dict(step=done, reward=mean("total"), outcome=mean("outcome"),
+                       explore=mean("explore"), repetition=mean("repetition"), explore_coef=coef,
+                       acc=acc, len_mean=lens.mean().item(),
+                       **{f"len_p{q}": lens.quantile(q / 100).item() for q in (10, 50, 90)},
+                       truncated=sum(r["finish"] == "length" for r in rows) / len(rows),
+                       # diagnostics for a reward that does not move (README: "When the reward
+                       # does not move"): groups with no learning signal, replies with no answer
+                       flat_groups=(totals == totals[:, :1]).all(1).float().mean().item(),
+                       no_answer=1.0 - mean("has_answer"),
+                       behaviors=frequencies([r["text"] for r in rows], args.task), **stats,
+                       tok_per_s=float(lens.sum()) / max(t_gen, 1e-9),
+                       t_gen=t_gen, t_score=t_score, t_train=t_train)
+            if rcfg.schedule == "adaptive":      # the share of rows whose length was charged
+                rec["easy_frac"] = mean("easy")
+            log("metrics.jsonl", rec)
+            for r in rows[:args.log_samples]:
+                log("samples.jsonl", dict(step=done, prompt=batch[r["i"] // G]["prompt"],
+                                          response=r["text"], correct=r["correct"],
+                                          reward=r["total"]))
+            say(f"step {done:4d} | reward {rec['reward']:+.3f} (out {rec['outcome']:+.3f} "
+                f"exp {rec['explore']:+.3f} rep {rec['repetition']:+.3f}) | acc {acc:.3f} | "
+                f"len {rec['len_mean']:.0f} | flat {rec['flat_groups']:.2f} | no-ans "
+                f"{rec['no_answer']:.2f} | trunc {rec['truncated']:.2f} | kl {stats['kl']:.4f} | "
+                f"ent {stats['entropy']:.3f} | clip {stats['clip_frac']:.3f} | gnorm "
+                f"{stats['grad_norm']:.2f} | dlogp {stats['logp_diff']:.1e} | "
+                f"{rec['tok_per_s']:.0f} tok/s | gen {t_gen:.1f}s score {t_score:.2f}s "
+                f"train {t_train:.1f}s")
 
-        # -- log: every rank's rows, gathered in the global order ---------------------------
-        rows = [dict(i=MINE[i // G] * G + i % G, text=texts[i], correct=correct[i], len=int(n),
-                     finish=ro.finish[i], easy=bool(torch.is_tensor(row_coef) and row_coef[i] < 0),
-                     **{k: float(parts[k][i]) for k in
-                                             ("total", "outcome", "explore", "repetition")})
-                for i, n in enumerate(ro.lengths.tolist())]
-        rows = sorted(dist.gather_shards(rows, d), key=lambda r: r["i"])
-        lens = torch.tensor([float(r["len"]) for r in rows])
-        mean = lambda k: sum(r[k] for r in rows) / len(rows)  # noqa: E731
-        rec = dict(step=step + 1, reward=mean("total"), outcome=mean("outcome"),
-                   explore=mean("explore"), repetition=mean("repetition"), explore_coef=coef,
-                   acc=acc, len_mean=lens.mean().item(),
-                   **{f"len_p{q}": lens.quantile(q / 100).item() for q in (10, 50, 90)},
-                   truncated=sum(r["finish"] == "length" for r in rows) / len(rows),
-                   behaviors=frequencies([r["text"] for r in rows], args.task), **stats,
-                   tok_per_s=float(lens.sum()) / max(t_gen, 1e-9),
-                   t_gen=t_gen, t_score=t_score, t_train=t_train)
-        if rcfg.schedule == "adaptive":      # the share of rows whose length was charged
-            rec["easy_frac"] = mean("easy")
-        log("metrics.jsonl", rec)
-        for r in rows[:args.log_samples]:
-            log("samples.jsonl", dict(step=step + 1, prompt=batch[r["i"] // G]["prompt"],
-                                      response=r["text"], correct=r["correct"], reward=r["total"]))
-        say(f"step {step + 1:4d} | reward {rec['reward']:+.3f} (out {rec['outcome']:+.3f} "
-            f"exp {rec['explore']:+.3f} rep {rec['repetition']:+.3f}) | acc {acc:.3f} | "
-            f"len {rec['len_mean']:.0f} | kl {stats['kl']:.4f} | ent {stats['entropy']:.3f} | "
-            f"clip {stats['clip_frac']:.3f} | {rec['tok_per_s']:.0f} tok/s | "
-            f"gen {t_gen:.1f}s score {t_score:.2f}s train {t_train:.1f}s")
-        bad_steps = 0
-
-        done = step + 1
+        # evaluate and save on schedule and at the end, a skipped step included (the final
+        # checkpoint is always written: the run's last line says where it is)
         if done % args.eval_interval == 0 or done == args.max_steps:
             if eval_problems:
                 ev = evaluate(done)

@@ -30,7 +30,8 @@ from data import get_task
 from nanorlsp import dist
 from nanorlsp.checkpoint import (CheckpointError, load_model, model_from_state, open_run,
                                  save_checkpoint)
-from nanorlsp.common import (ArgParser, UserError, append_jsonl, autocast, die, nonneg_int,
+from nanorlsp.common import (ArgParser, UserError, append_jsonl, autocast, die, finite_float,
+                             nonneg_int,
                              positive_int, reset_logs, resolve_dtype)
 from nanorlsp.evaluation import breakdown, task_accuracy
 from nanorlsp.model import GPT, ModelConfig
@@ -76,17 +77,29 @@ ap.add_argument("--act_ckpt", action="store_true", help="activation checkpointin
 ap.add_argument("--batch_size", type=positive_int, default=8,
                 help="packed rows per micro-batch (global: split across torchrun ranks)")
 ap.add_argument("--grad_accum", type=positive_int, default=1, help="micro-batches per step")
-ap.add_argument("--lr", type=float, default=1e-3)
-ap.add_argument("--min_lr_frac", type=float, default=0.1, help="final lr as a fraction of --lr")
+ap.add_argument("--lr", type=finite_float, default=1e-3)
+ap.add_argument("--min_lr_frac", type=finite_float, default=0.1, help="final lr as a fraction of --lr")
 ap.add_argument("--warmup_steps", type=nonneg_int, default=50)
-ap.add_argument("--weight_decay", type=float, default=0.1)
-ap.add_argument("--grad_clip", type=float, default=1.0, help="max grad norm (0: off)")
+ap.add_argument("--weight_decay", type=finite_float, default=0.1)
+ap.add_argument("--grad_clip", type=finite_float, default=1.0, help="max grad norm (0: off)")
 # logging / eval
 ap.add_argument("--log_interval", type=positive_int, default=25)
 ap.add_argument("--eval_interval", type=positive_int, default=500, help="eval + checkpoint")
 ap.add_argument("--eval_problems", type=nonneg_int, default=500, help="held-out problems (0: off)")
 ap.add_argument("--max_new_tokens", type=positive_int, default=320, help="generation cap in eval")
 args = ap.parse_args()
+
+# -----------------------------------------------------------------------------
+# the output directory: never overwrite a run by accident; resume only what exists
+
+# the run's own hyperparameters on --resume, so the continuation equals an uninterrupted run;
+# only the step budget and the device may change. First, before anything reads args (the task,
+# the device and dtype, the FSDP check were built from the defaults before, so a resumed
+# countdown run trained on arith)
+try:
+    state = open_run(args, sys.argv[1:], keep={"max_steps", "device"})
+except UserError as e:
+    die(str(e))
 
 try:
     task = get_task(args.task, args.data)
@@ -97,16 +110,6 @@ except (ValueError, UserError) as e:
     die(str(e))
 if args.batch_size % d.world:
     die(f"--batch_size {args.batch_size} must be a multiple of the {d.world} ranks")
-
-# -----------------------------------------------------------------------------
-# the output directory: never overwrite a run by accident; resume only what exists
-
-# the run's own hyperparameters on --resume, so the continuation equals an uninterrupted run;
-# only the step budget and the device may change
-try:
-    state = open_run(args, sys.argv[1:], keep={"max_steps", "device"})
-except UserError as e:
-    die(str(e))
 
 torch.manual_seed(args.seed)
 if d.main:

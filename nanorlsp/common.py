@@ -4,6 +4,7 @@ Small shared pieces of the scripts: one-line CLI errors, device and dtype choice
 import argparse
 import contextlib
 import json
+import math
 import os
 import sys
 import tempfile
@@ -46,6 +47,18 @@ def nonneg_int(s: str) -> int:
     v = int(s)
     if v < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {s}")
+    return v
+
+
+def finite_float(s: str) -> float:
+    """A float flag's type: nan and inf are refused when parsed (a nan --explore_coef made every
+    step's reward non-finite, every update was skipped, and the run still reported success)."""
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {s!r}") from None
+    if not math.isfinite(v):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {s}")
     return v
 
 

@@ -273,3 +273,27 @@ def test_seq_len_shorter_than_a_demonstration(tmp_path):
     assert n and 0 < int(n.group(1)) < 300, r.stdout
     assert re.search(r"longest (\d+)\), rows of 32", r.stdout)
     assert int(re.search(r"longest (\d+)\)", r.stdout).group(1)) <= 33
+
+
+@pytest.mark.slow
+def test_resume_restores_the_task_and_settings(tmp_path):
+    """Issue 14 item 1: train_sft.py built the task from the defaults before --resume restored
+    the run's args, so `--resume --out_dir X` of a countdown run went on training on arith. A
+    countdown run of 4 steps cut after its step-2 checkpoint, resumed with nothing but --resume
+    --out_dir, equals the uninterrupted run bit for bit."""
+    common = ["--task", "countdown", "--eval_interval", "2", "--eval_problems", "0",
+              "--batch_size", "4", "--n_train", "200"]
+    full, cut = str(tmp_path / "full"), str(tmp_path / "cut")
+    run_sft("--out_dir", full, *common, "--max_steps", "4")
+    run_sft("--out_dir", cut, *common, "--max_steps", "2")
+    path = os.path.join(cut, "ckpt.pt")
+    st = torch.load(path, weights_only=True)
+    st["args"]["max_steps"] = 4            # as if a 4-step run had been interrupted at step 2
+    torch.save(st, path)
+    r = subprocess.run([sys.executable, "train_sft.py", "--resume", "--out_dir", cut], cwd=ROOT,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    a, b = read_checkpoint(full), read_checkpoint(cut)
+    assert b["step"] == 4 and b["args"]["task"] == "countdown"
+    for name in a["model"]:
+        assert torch.equal(a["model"][name], b["model"][name]), name

@@ -173,3 +173,118 @@ def test_rl_adaptive_schedule(sft, tmp_path):
     bad = run_rl("--init_from", sft, "--out_dir", str(tmp_path / "bad"), "--explore_schedule",
                  "adaptive", "--explore_reward", "cosine", check=False)
     assert bad.returncode == 1 and "adaptive" in bad.stderr.strip().splitlines()[-1]
+
+
+def stretch_run(d, max_steps, **saved):
+    """Make the checkpoint in d look like a run of max_steps interrupted at its last save (its
+    saved args say max_steps), so `--resume --out_dir d` alone continues it."""
+    path = os.path.join(d, "ckpt.pt")
+    st = torch.load(path, weights_only=True)
+    st["args"].update(max_steps=max_steps, **saved)
+    torch.save(st, path)
+
+
+@pytest.mark.slow
+def test_rl_resume_restores_the_runs_own_settings(sft, tmp_path):
+    """Issue 14 item 1: open_run replaced args only after the task, the reward config, the dtype
+    and PPO's minibatch count were built from the defaults, so `--resume --out_dir X` of a
+    countdown PPO run with --explore_reward none continued on arith with rlsp and M = 1. Now a
+    resume with nothing but --resume --out_dir equals the uninterrupted run."""
+    full, cut = str(tmp_path / "full"), str(tmp_path / "cut")
+    common = ["--init_from", sft, "--task", "countdown", "--algo", "ppo", "--explore_reward",
+              "none", "--minibatches", "2", "--eval_problems", "0", "--eval_interval", "1",
+              "--lr", "3e-3", "--max_new_tokens", "8"]
+    run_rl(*common, "--out_dir", full, "--max_steps", "2")
+    run_rl(*common, "--out_dir", cut, "--max_steps", "1")
+    stretch_run(cut, 2)
+    r = subprocess.run([sys.executable, "train_rl.py", "--resume", "--out_dir", cut], cwd=ROOT,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    la = [json.loads(x) for x in open(os.path.join(full, "metrics.jsonl"))]
+    lb = [json.loads(x) for x in open(os.path.join(cut, "metrics.jsonl"))]
+    last = [m for m in lb if m.get("step") == 2 and "reward" in m][0]
+    assert last["explore"] == 0.0 and last["updates"] == 2 * 2      # none; 2 epochs x M = 2
+    prompts = [json.loads(x)["prompt"] for x in open(os.path.join(cut, "samples.jsonl"))]
+    assert all("What is" not in p for p in prompts), prompts       # countdown, not arith
+    assert [(m["step"], m["reward"]) for m in la if "reward" in m] == \
+        [(m["step"], m["reward"]) for m in lb if "reward" in m]
+    a, b = read_checkpoint(full), read_checkpoint(cut)
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert all(torch.equal(a["value_head"][k], b["value_head"][k]) for k in a["value_head"])
+
+
+@pytest.mark.slow
+def test_ppo_old_logprobs_from_the_training_forward(sft, tmp_path):
+    """Issue 14 item 4: with rollouts from the bf16 copy, PPO's old log-probs came from that copy
+    while the new ones came from the fp32 master under autocast, so the ratio was not 1 before
+    the first update (with a clip of 1e-4 most tokens were clipped at the first minibatch). Now
+    one epoch of one minibatch clips nothing, and logp_diff reports the copy's mismatch."""
+    d = str(tmp_path / "ppo")
+    run_rl("--init_from", sft, "--out_dir", d, "--algo", "ppo", "--max_steps", "1",
+           "--ppo_epochs", "1", "--minibatches", "1", "--clip", "1e-4", "--dtype", "bfloat16",
+           "--eval_problems", "0", "--max_new_tokens", "16")
+    m = [json.loads(x) for x in open(os.path.join(d, "metrics.jsonl"))][0]
+    assert m["clip_frac"] == 0.0
+    assert 1e-5 < m["logp_diff"] < 1.0          # the bf16 copy differs a little from the master
+    for k in ("flat_groups", "no_answer", "truncated", "grad_norm"):
+        assert 0 <= m[k] < math.inf, k
+    # float32 rollouts on the policy itself: sampler and training forward agree
+    d32 = str(tmp_path / "fp32")
+    run_rl("--init_from", sft, "--out_dir", d32, "--max_steps", "1", "--eval_problems", "0")
+    assert [json.loads(x) for x in open(os.path.join(d32, "metrics.jsonl"))][0]["logp_diff"] < 1e-4
+
+
+@pytest.mark.slow
+def test_reinforce_truncated_importance_sampling(sft, tmp_path):
+    d = str(tmp_path / "tis")
+    run_rl("--init_from", sft, "--out_dir", d, "--max_steps", "1", "--eval_problems", "0",
+           "--dtype", "bfloat16", "--tis_cap", "2")
+    m = [json.loads(x) for x in open(os.path.join(d, "metrics.jsonl"))][0]
+    assert math.isfinite(m["loss"]) and m["logp_diff"] > 0
+    assert "--tis_cap" in one_error_line(run_rl("--init_from", sft, "--algo", "ppo", "--tis_cap",
+                                                "2", "--out_dir", str(tmp_path / "x"), check=False))
+
+
+@pytest.mark.slow
+def test_skipped_final_step_still_saves(sft, tmp_path):
+    """Issue 14 item 8: a skipped final step skipped the final save while the run printed
+    "checkpoint in ...". Step 2 here is non-finite (a NaN reference, so the KL is NaN): the run
+    ends with a checkpoint at step 2."""
+    d = str(tmp_path / "run")
+    run_rl("--init_from", sft, "--out_dir", d, "--max_steps", "1", "--eval_problems", "0")
+    bad_ref = tmp_path / "nan_ref"
+    st = read_checkpoint(sft)
+    model = GPT(ModelConfig(**st["model_config"]))
+    model.load_state_dict(st["model"])
+    with torch.no_grad():
+        model.lm_head.weight[0, 0] = float("nan")
+    from nanorlsp.tokenizer import load_tokenizer
+    save_checkpoint(str(bad_ref), model, load_tokenizer(sft), step=0, args={})
+    r = run_rl("--out_dir", d, "--resume", "--init_from", str(bad_ref), "--max_steps", "2")
+    assert "step 2: non-finite" in r.stdout + r.stderr
+    assert f"checkpoint in {d}" in r.stdout
+    assert read_checkpoint(d)["step"] == 2
+
+
+def test_non_finite_float_flags_refused(sft, tmp_path):
+    for flag in ("--explore_coef", "--lr", "--kl_coef"):
+        line = one_error_line(run_rl("--init_from", sft, flag, "nan", "--out_dir",
+                                     str(tmp_path / "x"), check=False))
+        assert f"argument {flag}: must be a finite number, got nan" in line
+    assert not os.path.exists(tmp_path / "x")
+
+
+@pytest.mark.slow
+def test_threshold_schedule_is_off_once(sft, tmp_path):
+    """Issue 14 item 8: --explore_schedule threshold is "off once the batch accuracy reaches
+    --acc_threshold", but it switched back on at any later step below it. Step 1 (accuracy 0 >=
+    threshold 0) switches it off; after resuming with a threshold of 0.5, step 2 (accuracy 0)
+    must stay off."""
+    d = str(tmp_path / "thr")
+    run_rl("--init_from", sft, "--out_dir", d, "--max_steps", "1", "--eval_problems", "0",
+           "--explore_schedule", "threshold", "--acc_threshold", "0")
+    assert read_checkpoint(d)["explore_off"] is True
+    stretch_run(d, 2, acc_threshold=0.5)
+    run_rl("--out_dir", d, "--resume", "--init_from", sft)
+    ms = [json.loads(x) for x in open(os.path.join(d, "metrics.jsonl"))]
+    assert [(m["step"], m["explore_coef"], m["acc"]) for m in ms] == [(1, 0.0, 0.0), (2, 0.0, 0.0)]
