@@ -7,7 +7,10 @@ Plot RL runs from their metrics.jsonl: the curves in which RLSP's emergence show
 Figures: reward.png (total and its parts), accuracy.png (rollout accuracy and greedy held-out
 accuracy), length.png (response length median with its 10-90 percentile band), behaviors.png
 (share of rollouts that backtrack / verify / explore alternatives), kl.png (KL to the reference
-and policy entropy).
+and policy entropy), diagnostics.png (the figures to read when the reward does not move: the
+share of groups whose rewards are all equal, of replies with no answer, of truncated replies,
+the sampler-vs-training log-prob gap, the gradient norm before clipping, the PPO clip fraction;
+a run logged before these existed shows empty panels).
 
     from nanorlsp.plot import figures, plot_runs
     figs = figures(["out/rl", "out/rl_none"])   # {"reward": Figure, ...}: what the notebooks show
@@ -23,7 +26,14 @@ import os
 
 from matplotlib.figure import Figure
 
-NAMES = ("reward", "accuracy", "length", "behaviors", "kl")
+NAMES = ("reward", "accuracy", "length", "behaviors", "kl", "diagnostics")
+# (metrics.jsonl key, panel title, y label) of the diagnostics figure
+DIAGNOSTICS = (("flat_groups", "groups with all-equal rewards", "share of groups"),
+               ("no_answer", "replies with no answer", "share of rollouts"),
+               ("truncated", "replies cut at max_new_tokens", "share of rollouts"),
+               ("logp_diff", "|sampler - training log-prob|", "nats per token"),
+               ("grad_norm", "gradient norm (before clipping)", "L2 norm"),
+               ("clip_frac", "PPO clip fraction", "share of tokens"))
 
 
 def load_metrics(run_dir: str) -> tuple[list[dict], list[dict]]:
@@ -97,6 +107,17 @@ def figures(run_dirs: list[str], labels: list[str] | None = None) -> dict[str, F
         ax.set(title=title, xlabel="RL step", ylabel="nats per token")
     axes[0].legend()
     figs["kl"] = fig
+
+    fig = Figure(figsize=(16, 6.4), layout="constrained")
+    axes = fig.subplots(2, 3).ravel()
+    for ax, (key, title, ylabel) in zip(axes, DIAGNOSTICS):
+        for name, (steps, _) in runs.items():
+            ax.plot(*_series(steps, key), label=name)
+        ax.set(title=title, xlabel="RL step", ylabel=ylabel)
+        if key == "logp_diff":
+            ax.set_yscale("symlog", linthresh=1e-6)
+    axes[0].legend()
+    figs["diagnostics"] = fig
     return figs
 
 

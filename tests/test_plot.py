@@ -16,6 +16,8 @@ def fake_run(d, n=6):
             f.write(json.dumps({"step": s, "reward": s / n, "outcome": 0.5, "explore": -0.1,
                                 "repetition": 0.0, "acc": s / n, "len_p10": 10, "len_p50": 20 + s,
                                 "len_p90": 40, "kl": 0.01 * s, "entropy": 0.2,
+                                "flat_groups": 0.5, "no_answer": 0.1, "truncated": 0.0,
+                                "logp_diff": 1e-3, "grad_norm": 1.5, "clip_frac": 0.0,
                                 "behaviors": {"backtracking": 0.1, "verification": 0.2,
                                               "alternatives": 0.0}}) + "\n")
         f.write(json.dumps({"step": n, "val_acc": 0.8}) + "\n")
@@ -26,7 +28,8 @@ def test_plot_runs_overlay(tmp_path):
     a, b = fake_run(tmp_path / "rlsp"), fake_run(tmp_path / "none")
     paths = plot_runs([a, b], str(tmp_path / "plots"))
     names = sorted(p.rsplit("/", 1)[1] for p in paths)
-    assert names == ["accuracy.png", "behaviors.png", "kl.png", "length.png", "reward.png"]
+    assert names == ["accuracy.png", "behaviors.png", "diagnostics.png", "kl.png", "length.png",
+                     "reward.png"]
     for p in paths:
         assert open(p, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
 
