@@ -196,7 +196,9 @@ def grad_sync(model, enabled: bool):
 @torch.no_grad()
 def copy_full_state(src: torch.nn.Module, dst: torch.nn.Module):
     """dst's parameters and buffers <- src's, gathering FSDP shards one tensor at a time (peak
-    extra memory: the largest single tensor, not a second full state dict)."""
+    extra memory: the largest single tensor, not a second full state dict). Buffers outside the
+    state dict (GPT's rotary inv_freq) stay dst's own: GPT keeps them float32 whatever dtype dst
+    was cast to (GPT._apply), so a bf16 copy has the same rotary angles as src."""
     from torch.distributed.tensor import DTensor
     dst_state = dst.state_dict()
     for k, v in src.state_dict().items():

@@ -6,6 +6,7 @@ Hermetic, seeded, tiny configs; a few seconds on CPU.
 
     python -m pytest tests/test_model.py -q
 """
+import importlib.util
 import math
 
 import pytest
@@ -209,6 +210,50 @@ def test_unsupported_rope_type_raises():
         rope_inv_freq(cfg)
     with pytest.raises(ValueError, match="yarn"):
         GPT(cfg)
+
+
+def test_rotary_frequencies_stay_float32_through_dtype_casts(tmp_path):
+    # nn.Module.to(dtype) casts every floating buffer; inv_freq in bf16 is off by up to 2^-9
+    # relative, an angle error that grows with distance. It must be the float32 rope_inv_freq
+    # after every cast, the rollout copy's refresh and every loader's dtype.
+    from nanorlsp import dist
+    from nanorlsp.checkpoint import model_from_state
+    model = make_model(rope_theta=500000.0)
+    want = rope_inv_freq(model.config)
+    copy = GPT(model.config).to(dtype=torch.bfloat16)
+    dist.copy_full_state(model, copy)        # the RL rollout copy: GPT(cfg).to(bf16), refreshed
+    copies = {"to(bfloat16)": copy, "half()": GPT(model.config).half(),
+              "bfloat16().float()": GPT(model.config).bfloat16().float(),
+              "model_from_state(bf16)": model_from_state(
+                  {"model_config": model.config.to_dict(), "model": model.state_dict()},
+                  dtype=torch.bfloat16)}
+    if importlib.util.find_spec("safetensors"):
+        from nanorlsp import hf
+        hf.save_hf(model, None, str(tmp_path))
+        copies["load_hf_dir(bf16)"] = hf.load_hf_dir(str(tmp_path), dtype=torch.bfloat16)
+    for how, m in copies.items():
+        assert m.inv_freq.dtype == torch.float32, how
+        assert torch.equal(m.inv_freq, want), how
+    assert copy.embed_tokens.weight.dtype == torch.bfloat16   # the weights were cast
+
+
+def test_bf16_copy_error_does_not_grow_with_position():
+    # A bf16 copy of the model differs from it by bf16 rounding of the weights: a constant
+    # error. Rotary frequencies rounded to bf16 add an angle error proportional to the distance
+    # between query and key, so the copy's log-prob error would grow along a long sequence
+    # (measured before the fix: 5x larger at positions 3000-6000 than at 0-1000).
+    model = make_model(scale=0.1, vocab_size=256, n_embd=64, max_seq_len=8192)
+    copy = GPT(model.config).to(dtype=torch.bfloat16).eval()
+    copy.load_state_dict(model.state_dict())
+    T = 256
+    idx = rand_idx(4, T, 256, seed=7)
+    pos = (torch.arange(T) * 24).expand(4, T)          # positions 0 .. 6120, every 24th
+    with torch.no_grad():
+        ref = torch.log_softmax(model(idx, positions=pos), -1)
+        lp = torch.log_softmax(copy(idx, positions=pos).float(), -1)
+    err = (lp - ref).abs().mean(-1).mean(0)             # (T,) mean |log-prob error| per position
+    early, late = err[: T // 6].mean(), err[T // 2:].mean()   # positions < 1000, > 3000
+    assert late < 1.25 * early, (early.item(), late.item())
 
 
 # -----------------------------------------------------------------------------
