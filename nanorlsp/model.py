@@ -289,7 +289,8 @@ class GPT(nn.Module):
         """idx (B, T) -> logits (B, T, vocab_size), float32 (the loss and log-probs want it).
 
         positions (B, T) default to 0..T-1. With kv_cache, cache_index (T,) is required.
-        return_hidden: also return the final normed hidden states (B, T, C) (PPO's value head).
+        return_hidden: also return the final normed hidden states (B, T, C), float32 like the
+        logits whatever the weights' dtype (PPO's value head).
         logits_at (B, Tn) long: logits (and hidden states) at these positions only, (B, Tn, V).
         """
         B, T = idx.shape
@@ -309,9 +310,36 @@ class GPT(nn.Module):
                 x = block(x, cos, sin, kv_cache, cache_index, attn_mask)
         if logits_at is not None:
             x = x.gather(1, logits_at[..., None].expand(-1, -1, x.size(-1)))  # (B, Tn, C)
-        x = self.norm(x)
-        logits = self.lm_head(x).float()                                   # (B, T, vocab)
+        # the final norm and the LM head in float32 whatever the weights' dtype (see _logits);
+        # RMSNorm of a float32 input multiplies by its (exactly upcast) weight in float32
+        x = self.norm(x.float())                                          # (B, T, C) float32
+        logits = self._logits(x)                                          # (B, T, vocab) float32
         return (logits, x) if return_hidden else logits
+
+    HEAD_CHUNK = 4096  # rows of a bf16 LM head cast to float32 at a time (see _logits)
+
+    def _logits(self, x):
+        """The LM head: x (B, T, C) float32 -> logits (B, T, V) float32, from float32 products
+        and sums, under bf16 autocast (float32 master weights: training) and with bf16 weights
+        (the sampler's rollout copy) alike.
+
+        Every log-prob (the sampler's, the RL loss's) comes from these logits. In bf16 they are
+        spaced 0.125 at |logit| 20: ~1e-2 of noise in a log-prob over a 49k-152k vocabulary.
+        Autocast is switched off for the head; bf16 weights are cast to float32 (exactly) a chunk
+        of HEAD_CHUNK rows at a time. Why chunks: torch 2.13 has no bf16 matmul with a float32
+        output on CPU (torch.mm's out_dtype is CUDA-only), and casting the whole (V, C) weight
+        writes V * C * 4 fresh bytes every decode step. A decode step of a bf16 SmolLM2-shaped
+        model (batch 32, one CPU thread) took 112 ms with the head in bf16 (bf16-rounded
+        logits), 182 ms casting the whole weight, 134 ms in chunks of 4096 rows (2048: 135, 8192:
+        139) and 130 ms with a kept float32 copy (4 more bytes per head weight, to keep in sync).
+        Footguns: with bf16 weights the backward keeps the float32 chunks (4 * V * C bytes) until
+        it runs; on CUDA the head is a float32 matmul, not a bf16 tensor-core one.
+        """
+        w = self.lm_head.weight                                           # (V, C)
+        with torch.autocast(x.device.type, enabled=False):
+            if w.dtype == torch.float32:
+                return F.linear(x, w)
+            return torch.cat([F.linear(x, c.float()) for c in w.split(self.HEAD_CHUNK)], dim=-1)
 
     # -- bookkeeping ------------------------------------------------------------------------
 

@@ -33,7 +33,8 @@ For the tiny default (2 layers, 4 kv heads, head_dim 32) at B = 64, S = 384, flo
 
 Log-probabilities returned on request are those of the sampled token under the
 temperature-scaled distribution softmax(logits / T), before top-k / top-p truncation (the policy
-RL optimises; at T = 0 they are the untempered log-probs).
+RL optimises; at T = 0 they are the untempered log-probs). The logits are float32 products and
+sums even in a bf16 rollout copy (the model runs its LM head in float32: GPT._logits).
 
 vocab_limit: the model's embedding is padded past the tokenizer's vocabulary (to a multiple of 64
 for fast matmuls); those ids decode to nothing, so logits at ids >= vocab_limit are set to -inf

@@ -340,3 +340,47 @@ def test_flops_per_token_counts_the_tied_head():
                              + c.n_head * c.head_dim * c.n_embd + 3 * c.n_embd * c.intermediate_size)
                 + c.vocab_size * c.n_embd)
         assert model.flops_per_token(100) == 6 * mats + 12 * c.n_layer * c.n_head * c.head_dim * 100
+
+
+# -----------------------------------------------------------------------------
+# The LM head in float32: log-probs from float32 logits, not bf16-rounded ones
+
+def _head_error(logits, h, weight):
+    """Max error of logits against the float64 head on the same hidden states, relative to the
+    largest logit. A bf16-rounded logit is off by up to 2^-9 relative (4e-3 at spacing 0.125
+    around |logit| 20); float32 products and sums give ~1e-7."""
+    ref = F.linear(h.double(), weight.double())
+    return ((logits.double() - ref).abs().max() / ref.abs().max()).item()
+
+
+def test_logits_are_float32_precise_under_bf16_autocast():
+    # training: float32 master weights under bf16 autocast; the head must not run in bf16
+    model = make_model(scale=0.3, tie_embeddings=True)
+    idx = rand_idx(2, 9, 64, seed=11)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits, h = model(idx, return_hidden=True)
+        part = model(idx, logits_at=torch.tensor([[8], [3]]))       # the RL loss's path
+    assert logits.dtype == h.dtype == part.dtype == torch.float32
+    assert _head_error(logits, h, model.lm_head.weight) < 1e-5
+    torch.testing.assert_close(part[:, 0], torch.stack([logits[0, 8], logits[1, 3]]),
+                               rtol=0, atol=0)
+    logits.sum().backward()                                          # and it trains
+    assert torch.isfinite(model.lm_head.weight.grad).all()
+
+
+@pytest.mark.parametrize("tie", [False, True])
+def test_logits_are_float32_precise_in_a_bf16_model(tie):
+    # the sampler's rollout copy: bf16 weights. The final norm's output stays float32 (not
+    # rounded back to bf16) and the head multiplies it by the exact float32 value of its weights
+    model = make_model(scale=0.3, tie_embeddings=tie).to(torch.bfloat16)
+    seen = {}
+    model.norm.register_forward_hook(lambda m, inp, out: seen.update(x=inp[0], y=out))
+    idx = rand_idx(2, 9, 64, seed=12)
+    with torch.no_grad():
+        logits, h = model(idx, return_hidden=True)
+    assert logits.dtype == h.dtype == seen["y"].dtype == torch.float32
+    x = seen["x"].double()
+    want = model.norm.weight.double() * x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True)
+                                                       + model.config.rms_norm_eps)
+    torch.testing.assert_close(seen["y"].double(), want, rtol=1e-6, atol=1e-6)
+    assert _head_error(logits, h, model.lm_head.weight) < 1e-5
