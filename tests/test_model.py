@@ -1,7 +1,9 @@
 """
 Tests for nanorlsp/model.py: shapes and config bookkeeping, causality, GQA == MHA with repeated
 kv heads, RoPE's relative-position property, Llama 3.1 frequency scaling against hand-computed
-values, the KV-cache path against the plain path, optimizer groups and gradients.
+values, float32 rotary frequencies through dtype casts (a bf16 copy's error flat along 6k
+positions), the KV-cache path against the plain path, optimizer groups and gradients, float32
+logits under bf16 autocast and in a bf16 model, masked GQA's packed form (CUDA) == enable_gqa.
 Hermetic, seeded, tiny configs; a few seconds on CPU.
 
     python -m pytest tests/test_model.py -q
@@ -384,3 +386,30 @@ def test_logits_are_float32_precise_in_a_bf16_model(tie):
                                                        + model.config.rms_norm_eps)
     torch.testing.assert_close(seen["y"].double(), want, rtol=1e-6, atol=1e-6)
     assert _head_error(logits, h, model.lm_head.weight) < 1e-5
+
+
+# -----------------------------------------------------------------------------
+# Masked grouped-query attention in the form CUDA's fused kernels take
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("B,H,Hkv,T,S", [(32, 9, 3, 1, 320),    # a decode step (SmolLM2 heads)
+                                         (3, 4, 2, 7, 7),       # a prefill over its own slots
+                                         (2, 14, 2, 13, 64)])   # Qwen2-0.5B heads, longer cache
+def test_packed_gqa_attention_equals_enable_gqa(dtype, B, H, Hkv, T, S):
+    # with a mask, SDPA's enable_gqa runs the math kernel on CUDA; sdpa_gqa_masked folds each kv
+    # head's query heads into the query axis instead: the same attention, Hq == Hkv, no copy of k/v
+    from nanorlsp.model import sdpa_gqa_masked
+    g = torch.Generator().manual_seed(13)
+    D = 64
+    q = torch.randn(B, T, H, D, generator=g).to(dtype).transpose(1, 2)    # (B, H, T, D) view
+    k, v = (torch.randn(B, Hkv, S, D, generator=g).to(dtype) for _ in range(2))
+    mask = torch.rand(B, 1, T, S, generator=g) < 0.6
+    mask[..., 0] = True                                                     # no empty rows
+    want = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
+    got = sdpa_gqa_masked(q, k, v, mask)
+    assert got.shape == want.shape == (B, H, T, D)
+    tol = dict(atol=1e-6, rtol=1e-6) if dtype == torch.float32 else {}
+    torch.testing.assert_close(got, want, **tol)
+    # a (B, 1, 1, S) mask broadcasts over the queries, as in the sampler's decode
+    want = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, :, -1:], enable_gqa=True)
+    torch.testing.assert_close(sdpa_gqa_masked(q, k, v, mask[:, :, -1:]), want, **tol)
