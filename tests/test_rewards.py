@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from data import get_task
-from nanorlsp.rewards import RewardConfig, coef_at, repeated_tokens, score
+from nanorlsp.rewards import (RewardConfig, coef_at, line_verdicts, repeated_tokens, score,
+                              token_pieces)
 from nanorlsp.tokenizer import build_tiny_tokenizer
 
 
@@ -59,21 +60,158 @@ def test_schedules():
         RewardConfig(explore="long")
 
 
+# -----------------------------------------------------------------------------
+# the repetition guard on lines (issue 14 item 6): search is not repetition, padding is
+
+# A countdown search with a transposition: [3, 12] is reached by 1+2 then 4*3 and by 4*3 then
+# 1+2, and the DFS (no table across branches) lists its leaves again, in another order.
+SEARCH = """goal 50 from [1, 2, 3, 4]
+try 1+2=3 -> [3, 3, 4]
+ try 4*3=12 -> [3, 12]
+  12+3=15 no
+  12*3=36 no
+ backtrack
+backtrack
+try 4*3=12 -> [1, 2, 12]
+ try 1+2=3 -> [3, 12]
+  12*3=36 no
+  12+3=15 no
+ backtrack
+backtrack
+"""
+SEARCH_VERDICTS = ["novel"] * 6 + ["revisit"] + ["novel"] * 2 + ["revisit"] * 4
+BYTES = build_tiny_tokenizer()                 # one token per byte: token counts are byte counts
+BYTES_PIECES = token_pieces(BYTES)
+
+
+def verdicts(text):
+    ids = BYTES.encode(text)
+    found = [v for _, _, v in line_verdicts(ids, BYTES_PIECES)]
+    return found, repeated_tokens(ids, 8, BYTES_PIECES)
+
+
+def test_line_verdicts_by_hand():
+    """The search's re-expanded leaves and its backtracks are revisits (free); copies repeat."""
+    assert verdicts(SEARCH) == (SEARCH_VERDICTS, 0)
+    # the last line again, three times: a copy of its own sibling, then after a repeat
+    assert verdicts(SEARCH + "backtrack\n" * 3) == (SEARCH_VERDICTS + ["repeat"] * 3, 30)
+    # the whole search again, as written or re-indented (whitespace is not content)
+    assert verdicts(SEARCH * 2) == (SEARCH_VERDICTS + ["repeat"] * 13, len(SEARCH))
+    shifted = "".join("  " + line.replace(" ", "  ") + " \n" for line in SEARCH.splitlines())
+    assert verdicts(SEARCH + shifted) == (SEARCH_VERDICTS + ["repeat"] * 13, len(shifted))
+    # a loop of one state, and blank lines
+    loop = " try 1+2=3 -> [3, 12]\n"
+    assert verdicts(SEARCH + loop * 4)[1] == 4 * len(loop)
+    assert verdicts(SEARCH + "\n" * 5 + "   \n") == (SEARCH_VERDICTS + ["blank"] * 6, 9)
+    # a node's children re-listed under a new line is the transposition itself (free), once:
+    # a second copy under the same line repeats
+    leaves = "  12*3=36 no\n  12+3=15 no\n"
+    v, rep = verdicts(SEARCH + "try 3*4=12 -> [1, 2, 12]\n" + leaves + leaves)
+    assert v == SEARCH_VERDICTS + ["novel", "revisit", "revisit", "repeat", "repeat"]
+    assert rep == len(leaves)
+    # a loop inside one line (no newline) is left to the n-gram guard
+    assert verdicts("12+3=15 no " * 6)[1] == 11 * 5 - 7
+
+
+def _demos(task_name, n):
+    """The task's SFT demonstrations (all but direct, whose reasoning is empty), the tiny
+    tokenizer trained on them and its pieces."""
+    rows = [r for r in get_task(task_name).make_sft_examples(n, seed=0) if r["style"] != "direct"]
+    tok = build_tiny_tokenizer((r["response"] for r in rows), n_merges=256)
+    return rows, tok, token_pieces(tok)
+
+
+def _reasoning(response):
+    return response.rsplit("\\boxed", 1)[0]
+
+
+@pytest.mark.parametrize("task_name", ["arith", "countdown"])
+def test_sft_demonstrations_score_no_repetition(task_name):
+    """Every style's demonstrations, countdown's long searches included, have repetition ~0 and
+    effective length ~ their length. (The 8-gram guard gave countdown's long searches -0.048 on
+    average, medium -0.021, so the total reward fell as a correct search got longer.)"""
+    rows, tok, pieces = _demos(task_name, 400)
+    cfg = RewardConfig()
+    styles = {r["style"] for r in rows}
+    totals = {}
+    for style in styles:
+        ids = [tok.encode(_reasoning(r["response"])) for r in rows if r["style"] == style]
+        p = score(ids, [True] * len(ids), [True] * len(ids), cfg, cfg.coef, pieces=pieces)
+        lens = torch.tensor([len(x) for x in ids], dtype=torch.float32)
+        assert abs(p["repetition"].mean()) < 1e-3 and p["repetition"].min() > -0.01, style
+        assert torch.all(p["eff_len"] >= 0.98 * lens), style
+        totals[style] = p["total"].mean().item()
+    if task_name == "countdown":   # correct searches: the longer, the more reward (rlsp pays L)
+        assert totals["short"] < totals["medium"] < totals["long"], totals
+
+
+def _paddings(reason, rng):
+    """Padded variants of one reasoning: repeated lines, a block copied in place, the whole
+    reasoning copied (also re-indented, re-spaced), a loop of one state, blank lines."""
+    lines = reason.rstrip("\n").split("\n")
+    body = "\n".join(lines) + "\n"
+    tops = [k for k, line in enumerate(lines) if line.startswith("try ")]
+    if tops:                      # countdown: a whole top-level try, up to its backtrack
+        k = rng.choice(tops)
+        j = next((m for m in range(k + 1, len(lines)) if lines[m] == "backtrack"), len(lines) - 1)
+    else:                         # arith: two or three lines
+        k = rng.randrange(len(lines))
+        j = min(len(lines) - 1, k + 2)
+    block = "\n".join(lines[k:j + 1]) + "\n"
+    tries = [line for line in lines if line.strip().startswith("try ")] or lines
+    return body, {
+        "last line x5": body + (lines[-1] + "\n") * 5,
+        "last line x50": body + (lines[-1] + "\n") * 50,
+        "random lines x40": body + "".join(rng.choice(lines).strip() + "\n" for _ in range(40)),
+        "block x2 in place": "".join(line + "\n" for line in lines[:j + 1]) + block * 2
+                             + "".join(line + "\n" for line in lines[j + 1:]),
+        "block x3 at the end": body + block * 3,
+        "all x2": body * 2,
+        "all x3": body * 3,
+        "one state x20": body + (rng.choice(tries) + "\n") * 20,
+        "re-indented copy": body + "".join(" " + line + "\n" for line in lines),
+        "re-spaced copy": body + "".join(line.replace(" ", "  ") + "  \n" for line in lines),
+        "blank lines": body + "\n" * 20 + "    \n" * 20,
+    }
+
+
+@pytest.mark.parametrize("task_name", ["arith", "countdown"])
+def test_padding_earns_no_effective_length(task_name):
+    """Padding a demonstration adds at most one line of effective length (the first line of a
+    copy, when it can pass for a backtrack) and a repetition penalty of about its share of the
+    tokens."""
+    rows, tok, pieces = _demos(task_name, 300)
+    rng = random.Random(0)
+    cfg = RewardConfig()
+    for r in rows[:60]:
+        body, pads = _paddings(_reasoning(r["response"]), rng)
+        one_line = max(len(tok.encode(line + "\n")) for line in body.split("\n"))
+        ids = [tok.encode(body)] + [tok.encode(p) for p in pads.values()]
+        p = score(ids, [True] * len(ids), [True] * len(ids), cfg, cfg.coef, pieces=pieces)
+        assert p["repetition"][0] == 0 and p["eff_len"][0] == len(ids[0])
+        for k, name in enumerate(pads, 1):
+            added = len(ids[k]) - len(ids[0])
+            assert p["eff_len"][k] <= p["eff_len"][0] + one_line, (name, body)
+            want = -cfg.rep_coef * (added - one_line) / len(ids[k])
+            assert p["repetition"][k] <= want + 1e-6, (name, body)
+
+
 @pytest.mark.parametrize("explore", ["rlsp", "linear", "cosine", "none"])
-def test_padding_never_out_earns_a_concise_correct_answer(explore):
-    """Real arith reasoning, padded with repeated lines or whole repeated copies, never earns
-    more than the concise correct response under the default settings of each reward."""
-    rows = [r for r in get_task("arith").make_sft_examples(300, seed=0) if r["style"] != "direct"]
-    tok = build_tiny_tokenizer((r["response"] for r in rows), n_merges=64)
+@pytest.mark.parametrize("task_name", ["arith", "countdown"])
+def test_padding_never_out_earns_a_concise_correct_answer(explore, task_name):
+    """Real reasoning, padded with repeated lines or whole repeated copies, never earns more
+    than the concise correct response under the default settings of each reward."""
+    rows, tok, pieces = _demos(task_name, 300)
     rng = random.Random(0)
     cfg = RewardConfig(explore=explore)
     for r in rows[:60]:
-        reason = r["response"].rsplit("\\boxed", 1)[0]
+        reason = _reasoning(r["response"])
         lines = reason.strip().split("\n")
         pads = [reason + (lines[-1] + "\n") * k for k in (5, 50)]
         pads += [reason * 4, reason + "\n".join(rng.choice(lines) for _ in range(40))]
         ids = [tok.encode(reason)] + [tok.encode(p) for p in pads]
-        tot = score(ids, [True] * len(ids), [True] * len(ids), cfg, cfg.coef)["total"]
+        ok = [True] * len(ids)
+        tot = score(ids, ok, ok, cfg, cfg.coef, pieces=pieces)["total"]
         assert torch.all(tot[1:] <= tot[0] + 1e-9), (explore, tot.tolist(), reason)
 
 
