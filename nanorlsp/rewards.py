@@ -14,8 +14,10 @@ The RLSP reward, in decoupled parts (Ye et al. 2025, section 3; ../shared/docs/R
     linear  coef * min(L, cap) / cap (a capped bonus per reasoning token)
     cosine  Yeo et al. 2025: r_min + (r_max - r_min) (1 + cos(pi L / L_max)) / 2, with separate
             (r_min, r_max) for correct answers (short preferred) and wrong ones (long preferred),
-            and exceed_penalty past L_max. Replaces the outcome term (it already grades
-            correctness), as in the paper that proposed it.
+            and exceed_penalty past L_max (no_answer_penalty <= exceed_penalty <= the curve's
+            lowest value: a boxed reply that ran long is never worse than no box, and running
+            past L_max never pays). Replaces the outcome term (it already grades correctness),
+            as in the paper that proposed it.
     none    0                        (the verifier-only ablation)
   L is the *effective* reasoning length, L = T - R: the T reasoning tokens before the answer
   minus the R that only repeat earlier text (repeated_tokens). Padding buys no exploration reward.
@@ -65,7 +67,10 @@ class RewardConfig:
     cos_correct: tuple = (0.5, 1.0)   # cosine: (r at L_max, r at L = 0) for correct answers
     cos_wrong: tuple = (0.0, -0.5)    # ... and for wrong ones (longer is less bad)
     cos_max_len: int = 256
-    exceed_penalty: float = -1.0
+    # past L_max. Never below no_answer_penalty (else stopping without a box beats a boxed reply
+    # that ran long) and never above the curve's lowest value (else running past L_max pays):
+    # no_answer_penalty <= exceed_penalty <= min(cos_correct + cos_wrong), here -0.5 all three
+    exceed_penalty: float = -0.5
     rep_ngram: int = 8             # loop_tokens' n: loops inside a line (all of R without pieces)
     rep_coef: float = 1.0
     schedule: str = "constant"
@@ -77,6 +82,11 @@ class RewardConfig:
             raise ValueError(f"unknown exploration reward {self.explore!r} (choose from {', '.join(EXPLORE)})")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"unknown schedule {self.schedule!r} (choose from {', '.join(SCHEDULES)})")
+        lowest = min(*self.cos_correct, *self.cos_wrong)
+        if self.explore == "cosine" and not self.no_answer_penalty <= self.exceed_penalty <= lowest:
+            raise ValueError(f"the cosine reward needs no_answer_penalty <= exceed_penalty <= its "
+                             f"lowest value, got {self.no_answer_penalty} <= {self.exceed_penalty} "
+                             f"<= {lowest}")
         if self.schedule == "adaptive" and self.explore not in ("rlsp", "linear"):
             raise ValueError(f"the adaptive schedule flips the sign of an rlsp or linear "
                              f"exploration reward, not {self.explore!r}")

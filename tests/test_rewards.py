@@ -36,11 +36,31 @@ def test_linear_and_cosine_by_hand():
     assert one(ids, explore="cosine")["total"] == pytest.approx(want)
     want_wrong = 0.0 - 0.5 * (1 + math.cos(math.pi / 4)) / 2
     assert one(ids, correct=False, explore="cosine")["total"] == pytest.approx(want_wrong)
-    assert one(list(range(300)), explore="cosine")["total"] == pytest.approx(-1.0)  # past L_max
+    assert one(list(range(300)), explore="cosine")["total"] == pytest.approx(-0.5)  # past L_max
     # correct short beats correct long; wrong long beats wrong short
     short, long_ = list(range(10)), list(range(200))
     assert one(short, explore="cosine")["total"] > one(long_, explore="cosine")["total"]
     assert one(long_, False, explore="cosine")["total"] > one(short, False, explore="cosine")["total"]
+
+
+def test_cosine_overlong_answer_never_below_no_answer():
+    """Past L_max a boxed reply gets exceed_penalty, which must not be below the no-answer
+    penalty (it was -1 < -0.5: stopping without a box beat a long boxed answer), nor above the
+    curve (running past L_max must not pay)."""
+    long_ = list(range(300))                                  # L = 300 > L_max = 256
+    no_box = one(long_, correct=False, has_answer=False, explore="cosine")["total"]
+    assert no_box == pytest.approx(-0.5)                      # the outcome penalty alone
+    for ok in (True, False):
+        boxed = one(long_, correct=ok, explore="cosine")["total"]
+        assert boxed == pytest.approx(-0.5) and boxed >= no_box
+    # inside L_max every reply is at least as good: wrong at L = 0 is the curve's floor, -0.5
+    assert one([], correct=False, explore="cosine")["total"] == pytest.approx(-0.5)
+    assert one(list(range(256)), correct=False, explore="cosine")["total"] == pytest.approx(0.0)
+    with pytest.raises(ValueError, match="no_answer_penalty <= exceed_penalty"):
+        RewardConfig(explore="cosine", exceed_penalty=-1.0)
+    with pytest.raises(ValueError, match="no_answer_penalty <= exceed_penalty"):
+        RewardConfig(explore="cosine", exceed_penalty=0.2)    # above wrong-at-L=0: -0.5
+    RewardConfig(explore="rlsp", exceed_penalty=-1.0)         # unused outside cosine
 
 
 def test_repeated_tokens():
