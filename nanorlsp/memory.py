@@ -183,7 +183,9 @@ def budget(cfg, gpus=1, fsdp=False, stage="rl", micro_batch=8, seq_len=1024, rol
     mode = "fp32" if b == 4 else ("bf16" if fsdp else "autocast")
     layer, tokens = act_bytes(c, mode), micro_batch * seq_len
     resid = 4 if mode != "bf16" else 2    # the residual stream is fp32 under autocast
-    final_norm = norm_bytes(c, mode, 1) + 8   # read by the lm_head; + the int64 ids (embedding)
+    # float32 in every mode: the LM head runs in float32 on the log-prob path (GPT._logits);
+    # + the int64 ids (embedding)
+    final_norm = norm_bytes(c, "fp32", 1) + 8
     per_token = (c.n_layer * resid * c.n_embd + layer) if act_ckpt else c.n_layer * layer
     out["activations"] = tokens * (per_token + final_norm)
     out["logits"] = LOGIT_COPIES[stage] * tokens * c.vocab_size * 4
