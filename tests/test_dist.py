@@ -3,6 +3,15 @@ torchrun on CPU (gloo): 2 processes must equal 1 process on the same global batc
 train_rl.py (REINFORCE and PPO) and train_sft.py (with gradient accumulation); a killed rank
 takes the whole job down (no hang); a batch that does not split over the ranks is one error line.
 Each run is a few seconds; 2 processes on a 2-core box.
+
+The SFT runs go through tests/run_adam_eps.py (AdamW's eps 1e-3 instead of 1e-8; it says why):
+with eps 1e-8, 6 Adam steps at lr 1e-2 turn the all-reduce's other summation order into weight
+differences of 5e-6 to 2e-5, depending on the CPU and the data (test_sft_two_ranks_equal_one and
+test_sft_fsdp_equals_one_process failed on an AMX Xeon at 1.7e-5 against atol 1e-5); with eps
+1e-3 they are ~4e-8. So the SFT tolerance can be 1e-6, and what it buys is shown by
+test_sft_equivalence_catches_a_broken_rank: a rank's gradient dropped, counted twice, or summed
+instead of averaged moves the weights 4.6e3 to 4e4 x further than that, and step 1's grad_norm
+(before any Adam step) is off by 39-100%.
 """
 import json
 import os
@@ -20,14 +29,21 @@ RL = ["--prompts_per_step", "4", "--n_samples", "2", "--max_new_tokens", "12",
       "--eval_problems", "6", "--log_samples", "2", "--lr", "3e-3", "--max_steps", "3",
       "--eval_interval", "3"]
 SFT = ["--n_train", "300", "--n_val", "20", "--eval_problems", "6", "--max_steps", "6",
-       "--eval_interval", "6", "--log_interval", "3", "--n_layer", "1", "--n_embd", "32",
+       "--eval_interval", "6", "--log_interval", "1", "--n_layer", "1", "--n_embd", "32",
        "--n_head", "2", "--n_kv_head", "1", "--batch_size", "4", "--grad_accum", "2",
        "--n_merges", "16", "--max_new_tokens", "16", "--warmup_steps", "0", "--lr", "1e-2"]
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+# the SFT equivalence runs (see the module docstring): measured max |diff| 4e-8 in the weights
+# (1.2e-7 with another CPU's summation noise emulated, see tests/run_adam_eps.py) and 1.1e-7
+# (relative) in the logged figures: 8 and 90 x below these tolerances
+ADAM = os.path.join(ROOT, "tests", "run_adam_eps.py")
+ADAM_EPS = "1e-3"
+SFT_ATOL, SFT_REL = 1e-6, 1e-5
+sft_tol = dict(atol=SFT_ATOL, rtol=0, m_rel=SFT_REL, m_abs=0)
 
 
-def run(cmd, timeout=300):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+def run(cmd, timeout=300, **env):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **env}
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
 
 
@@ -44,13 +60,15 @@ def metrics(d):
     return [json.loads(x) for x in open(os.path.join(d, "metrics.jsonl"))]
 
 
-def assert_same_run(one, two, start, keys):
+def assert_same_run(one, two, start, keys, atol=1e-5, rtol=1e-4, m_rel=1e-4, m_abs=1e-6):
     """Same weights (float tolerance: the all-reduce sums in another order), same logged
-    figures, and the weights really moved (so equality is not vacuous)."""
+    figures, and the weights really moved (so equality is not vacuous). atol / rtol: the
+    weights', m_rel / m_abs: the logged figures'; the defaults are the RL runs', the SFT runs
+    (eps 1e-3) pass sft_tol."""
     a, b = weights(one), weights(two)
     assert a["step"] == b["step"]
     for k in a["model"]:
-        assert torch.allclose(a["model"][k], b["model"][k], atol=1e-5, rtol=1e-4), k
+        assert torch.allclose(a["model"][k], b["model"][k], atol=atol, rtol=rtol), k
     moved = max((a["model"][k] - start[k]).abs().max().item() for k in start)
     assert moved > 1e-3
     ma, mb = metrics(one), metrics(two)
@@ -58,7 +76,35 @@ def assert_same_run(one, two, start, keys):
     for x, y in zip(ma, mb):
         for k in keys:
             if k in x:
-                assert x[k] == pytest.approx(y[k], rel=1e-4, abs=1e-6), (x["step"], k)
+                assert x[k] == pytest.approx(y[k], rel=m_rel, abs=m_abs), (x["step"], k)
+
+
+SFT_KEYS = ["loss", "grad_norm", "val_loss", "val_acc"]
+
+
+def run_sft(out, *flags, **env):
+    """torchrun train_sft.py on 2 ranks with AdamW's eps at ADAM_EPS (tests/run_adam_eps.py)."""
+    r = run([*TORCHRUN, ADAM, "train_sft.py", *SFT, "--out_dir", out, *flags],
+            ADAM_EPS=ADAM_EPS, **env)
+    assert r.returncode == 0, r.stderr[-3000:]
+
+
+@pytest.fixture(scope="module")
+def sft_one(tmp_path_factory):
+    """The one-process SFT run (eps 1e-3) that the 2-rank runs (DDP, FSDP, broken) are held to."""
+    one = str(tmp_path_factory.mktemp("sft_one"))
+    r = run([sys.executable, ADAM, "train_sft.py", *SFT, "--out_dir", one], ADAM_EPS=ADAM_EPS)
+    assert r.returncode == 0, r.stderr[-2000:]
+    groups = weights(one)["optimizer"]["param_groups"]
+    assert all(g["eps"] == float(ADAM_EPS) for g in groups)  # the wrapper took effect
+    return one
+
+
+def sft_start(one):
+    """The initial weights: the same seeded init the script draws."""
+    from nanorlsp.model import GPT, ModelConfig
+    torch.manual_seed(1337)
+    return GPT(ModelConfig(**weights(one)["model_config"])).state_dict()
 
 
 @pytest.mark.slow
@@ -83,18 +129,10 @@ def test_rl_two_ranks_equal_one(sft, tmp_path, algo):
 
 
 @pytest.mark.slow
-def test_sft_two_ranks_equal_one(tmp_path):
-    one, two = str(tmp_path / "one"), str(tmp_path / "two")
-    r1 = run([sys.executable, "train_sft.py", *SFT, "--out_dir", one])
-    assert r1.returncode == 0, r1.stderr[-2000:]
-    r2 = run([*TORCHRUN, "train_sft.py", *SFT, "--out_dir", two])
-    assert r2.returncode == 0, r2.stderr[-3000:]
-    # the initial weights: the same seeded init the script draws
-    from nanorlsp.model import GPT, ModelConfig
-    cfg = ModelConfig(**weights(one)["model_config"])
-    torch.manual_seed(1337)
-    start = GPT(cfg).state_dict()
-    assert_same_run(one, two, start, ["loss", "grad_norm", "val_loss", "val_acc"])
+def test_sft_two_ranks_equal_one(sft_one, tmp_path):
+    two = str(tmp_path / "two")
+    run_sft(two)
+    assert_same_run(sft_one, two, sft_start(sft_one), SFT_KEYS, **sft_tol)
 
 
 @pytest.mark.slow
@@ -164,16 +202,33 @@ def test_rl_fsdp_equals_one_process(sft, tmp_path, algo):
 
 
 @pytest.mark.slow
-def test_sft_fsdp_equals_one_process(tmp_path):
-    one, two = str(tmp_path / "one"), str(tmp_path / "two")
-    r1 = run([sys.executable, "train_sft.py", *SFT, "--out_dir", one])
-    assert r1.returncode == 0, r1.stderr[-2000:]
-    r2 = run([*TORCHRUN, "train_sft.py", *SFT, "--out_dir", two, "--fsdp", "--act_ckpt"])
-    assert r2.returncode == 0, r2.stderr[-3000:]
-    from nanorlsp.model import GPT, ModelConfig
-    torch.manual_seed(1337)
-    start = GPT(ModelConfig(**weights(one)["model_config"])).state_dict()
-    assert_same_run(one, two, start, ["loss", "grad_norm", "val_loss", "val_acc"])
+def test_sft_fsdp_equals_one_process(sft_one, tmp_path):
+    two = str(tmp_path / "two")
+    run_sft(two, "--fsdp", "--act_ckpt")
+    assert_same_run(sft_one, two, sft_start(sft_one), SFT_KEYS, **sft_tol)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fault,flags", [("drop", []), ("double", ["--fsdp", "--act_ckpt"]),
+                                         ("sum", [])])
+def test_sft_equivalence_catches_a_broken_rank(sft_one, tmp_path, fault, flags):
+    """The SFT tolerance is tight enough to see a sharding error. The same train_sft.py under
+    torchrun with rank 1's gradient dropped (DDP), rank 0's counted twice (FSDP), or both ranks'
+    summed instead of averaged (DDP): the weights land >1e3 x SFT_ATOL away (measured 4e-2,
+    2.3e-2, 4.6e-3), and step 1's grad_norm, before any Adam step could amplify anything, is off
+    by more than 20% (measured 39%, 59%, 100%). The loss of step 1 still agrees: the fault is in
+    the gradient only, as a sharding bug in backward would be."""
+    two = str(tmp_path / "two")
+    run_sft(two, *flags, FAULT=fault)
+    a, b = weights(sft_one)["model"], weights(two)["model"]
+    gap = max((a[k] - b[k]).abs().max().item() for k in a)
+    assert gap > 1e3 * SFT_ATOL, gap
+    first_one, first_two = metrics(sft_one)[0], metrics(two)[0]
+    assert first_one["step"] == first_two["step"] == 1
+    assert first_two["loss"] == pytest.approx(first_one["loss"], rel=SFT_REL)
+    assert abs(first_two["grad_norm"] / first_one["grad_norm"] - 1) > 0.2
+    with pytest.raises(AssertionError):  # and so the equivalence tests above would fail
+        assert_same_run(sft_one, two, sft_start(sft_one), SFT_KEYS, **sft_tol)
 
 
 def test_fsdp_needs_torchrun(sft, tmp_path):
