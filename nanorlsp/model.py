@@ -347,7 +347,7 @@ class GPT(nn.Module):
             x = x.gather(1, logits_at[..., None].expand(-1, -1, x.size(-1)))  # (B, Tn, C)
         # the final norm and the LM head in float32 whatever the weights' dtype (see _logits);
         # RMSNorm of a float32 input multiplies by its (exactly upcast) weight in float32
-        x = self.norm(x.float())                                          # (B, T, C) float32
+        x = self.norm(x.double() if x.dtype == torch.float64 else x.float())   # (B, T, C) >= fp32
         logits = self._logits(x)                                          # (B, T, vocab) float32
         return (logits, x) if return_hidden else logits
 
@@ -372,8 +372,8 @@ class GPT(nn.Module):
         """
         w = self.lm_head.weight                                           # (V, C)
         with torch.autocast(x.device.type, enabled=False):
-            if w.dtype == torch.float32:
-                return F.linear(x, w)
+            if w.dtype in (torch.float32, torch.float64):   # a float64 model stays float64
+                return F.linear(x.to(w.dtype), w)
             return torch.cat([F.linear(x, c.float()) for c in w.split(self.HEAD_CHUNK)], dim=-1)
 
     # -- bookkeeping ------------------------------------------------------------------------

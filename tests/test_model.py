@@ -413,3 +413,15 @@ def test_packed_gqa_attention_equals_enable_gqa(dtype, B, H, Hkv, T, S):
     # a (B, 1, 1, S) mask broadcasts over the queries, as in the sampler's decode
     want = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, :, -1:], enable_gqa=True)
     torch.testing.assert_close(sdpa_gqa_masked(q, k, v, mask[:, :, -1:]), want, **tol)
+
+
+def test_float64_model_runs_in_float64():
+    """GPT(cfg).double() (reference checks in float64) keeps float64 through the final norm and
+    the LM head, which otherwise run in float32 (the bf16 log-prob fix): equal to the float32
+    model to float32 precision."""
+    torch.manual_seed(0)
+    m = GPT(ModelConfig(vocab_size=64, n_layer=1, n_embd=32, n_head=2, n_kv_head=1))
+    idx = torch.randint(0, 64, (2, 7))
+    l32 = m(idx)
+    l64 = m.double()(idx)
+    assert l64.dtype == torch.float64 and torch.allclose(l64.float(), l32, atol=1e-5)
