@@ -49,7 +49,8 @@ from nanorlsp.common import (ArgParser, UserError, append_jsonl, autocast, die, 
                              positive_int, reset_logs, resolve_dtype)
 from nanorlsp.evaluation import task_accuracy, user_prompt
 from nanorlsp.model import GPT
-from nanorlsp.rewards import EXPLORE, SCHEDULES, RewardConfig, adaptive_coefs, coef_at, score
+from nanorlsp.rewards import (EXPLORE, SCHEDULES, RewardConfig, adaptive_coefs, coef_at, score,
+                              token_pieces)
 from nanorlsp.rl import (KL_ESTIMATORS, entropy, gae, group_advantages, kl_penalty, kl_value,
                          masked_mean, ppo_policy_loss, reinforce_loss, token_logprobs,
                          truncated_is_weights, value_loss)
@@ -242,6 +243,7 @@ else:
     train_problems = task.make_problems("train", 20000, seed=args.seed)
 eval_problems = task.make_problems("test", args.eval_problems, seed=0) if args.eval_problems else []
 V = tok.n_vocab  # the sampler never emits the padded embedding rows; the loss masks them too
+PIECES = token_pieces(tok)  # every token's bytes: the repetition guard reads lines (rewards.py)
 
 
 def rollout_batch(step: int):
@@ -410,7 +412,7 @@ try:
         explore_off = explore_off or (rcfg.schedule == "threshold" and coef == 0.0)
         row_coef = (adaptive_coefs(correct, G, coef, rcfg.acc_threshold)
                     if rcfg.schedule == "adaptive" else coef)
-        parts = score(reason, correct, has_ans, rcfg, row_coef)
+        parts = score(reason, correct, has_ans, rcfg, row_coef, pieces=PIECES)
         rewards = parts["total"].to(device)
         t_score = time.time() - t1
         # a non-finite reward or loss (on any rank) skips the update on every rank (logged);
@@ -554,9 +556,9 @@ try:
                 f"{rec['tok_per_s']:.0f} tok/s | gen {t_gen:.1f}s score {t_score:.2f}s "
                 f"train {t_train:.1f}s")
 
-        # evaluate and save on schedule and at the end, a skipped step included (the final
-        # checkpoint is always written: the run's last line says where it is)
-        if done % args.eval_interval == 0 or done == args.max_steps:
+        # evaluate and save on schedule, and always at the end: a skipped final step included
+        # (the run's last line says where the checkpoint is)
+        if (done % args.eval_interval == 0 and not skipped) or done == args.max_steps:
             if eval_problems:
                 ev = evaluate(done)
                 say(f"eval step {done}: held-out acc {ev['val_acc']:.3f} | mean reply "
