@@ -4,14 +4,15 @@ train_rl.py (REINFORCE and PPO) and train_sft.py (with gradient accumulation); a
 takes the whole job down (no hang); a batch that does not split over the ranks is one error line.
 Each run is a few seconds; 2 processes on a 2-core box.
 
-The SFT runs go through tests/run_adam_eps.py (AdamW's eps 1e-3 instead of 1e-8; it says why):
+The SFT and RL equivalence runs go through tests/run_adam_eps.py (AdamW's eps 1e-3 instead of 1e-8; it says why):
 with eps 1e-8, 6 Adam steps at lr 1e-2 turn the all-reduce's other summation order into weight
 differences of 5e-6 to 2e-5, depending on the CPU and the data (test_sft_two_ranks_equal_one and
 test_sft_fsdp_equals_one_process failed on an AMX Xeon at 1.7e-5 against atol 1e-5); with eps
 1e-3 they are ~4e-8. So the SFT tolerance can be 1e-6, and what it buys is shown by
 test_sft_equivalence_catches_a_broken_rank: a rank's gradient dropped, counted twice, or summed
 instead of averaged moves the weights 4.6e3 to 4e4 x further than that, and step 1's grad_norm
-(before any Adam step) is off by 39-100%.
+(before any Adam step) is off by 39-100%. The RL runs (lr 3e-3: slope 3e5 with eps 1e-8) are
+exposed the same way and use the same wrapper and weight tolerance.
 """
 import json
 import os
@@ -33,7 +34,7 @@ SFT = ["--n_train", "300", "--n_val", "20", "--eval_problems", "6", "--max_steps
        "--n_head", "2", "--n_kv_head", "1", "--batch_size", "4", "--grad_accum", "2",
        "--n_merges", "16", "--max_new_tokens", "16", "--warmup_steps", "0", "--lr", "1e-2"]
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-# the SFT equivalence runs (see the module docstring): measured max |diff| 4e-8 in the weights
+# the equivalence runs, SFT and RL (see the module docstring): measured max |diff| 4e-8 in the weights
 # (1.2e-7 with another CPU's summation noise emulated, see tests/run_adam_eps.py) and 1.1e-7
 # (relative) in the logged figures: 8 and 90 x below these tolerances
 ADAM = os.path.join(ROOT, "tests", "run_adam_eps.py")
@@ -63,8 +64,8 @@ def metrics(d):
 def assert_same_run(one, two, start, keys, atol=1e-5, rtol=1e-4, m_rel=1e-4, m_abs=1e-6):
     """Same weights (float tolerance: the all-reduce sums in another order), same logged
     figures, and the weights really moved (so equality is not vacuous). atol / rtol: the
-    weights', m_rel / m_abs: the logged figures'; the defaults are the RL runs', the SFT runs
-    (eps 1e-3) pass sft_tol."""
+    weights', m_rel / m_abs: the logged figures'. The SFT runs pass sft_tol, the RL runs (also
+    eps 1e-3: max |diff| 4e-9 REINFORCE, 1.2e-7 PPO, moved 5e-3 / 3e-2) atol 1e-6."""
     a, b = weights(one), weights(two)
     assert a["step"] == b["step"]
     for k in a["model"]:
@@ -111,15 +112,16 @@ def sft_start(one):
 @pytest.mark.parametrize("algo", ["reinforce", "ppo"])
 def test_rl_two_ranks_equal_one(sft, tmp_path, algo):
     one, two = str(tmp_path / "one"), str(tmp_path / "two")
-    args = ["train_rl.py", *RL, "--init_from", sft, "--algo", algo]
-    r1 = run([sys.executable, *args, "--out_dir", one])
+    args = [ADAM, "train_rl.py", *RL, "--init_from", sft, "--algo", algo]
+    r1 = run([sys.executable, *args, "--out_dir", one], ADAM_EPS=ADAM_EPS)
     assert r1.returncode == 0, r1.stderr[-2000:]
-    r2 = run([*TORCHRUN, *args, "--out_dir", two])
+    r2 = run([*TORCHRUN, *args, "--out_dir", two], ADAM_EPS=ADAM_EPS)
     assert r2.returncode == 0, r2.stderr[-3000:]
     assert "Traceback" not in r2.stderr
     assert_same_run(one, two, weights(sft)["model"],
                     ["reward", "outcome", "explore", "repetition", "acc", "len_mean", "kl",
-                     "entropy", "clip_frac", "loss", "val_acc", "val_mean_tokens"])
+                     "entropy", "clip_frac", "loss", "grad_norm", "val_acc", "val_mean_tokens"],
+                    atol=SFT_ATOL, rtol=0)
     # the same transcripts, from rows sampled on different ranks
     s1 = open(os.path.join(one, "samples.jsonl")).read()
     assert s1 == open(os.path.join(two, "samples.jsonl")).read()
@@ -184,19 +186,22 @@ def test_rl_fsdp_equals_one_process(sft, tmp_path, algo):
     """FSDP2 over 2 gloo ranks (+ activation checkpointing) == 1 process with gradient
     accumulation on the same global batch; then the FSDP checkpoint resumes."""
     one, two = str(tmp_path / "one"), str(tmp_path / "two")
-    args = ["train_rl.py", *RL, "--init_from", sft, "--algo", algo]
-    r1 = run([sys.executable, *args, "--out_dir", one, "--grad_accum", "2"])
+    args = [ADAM, "train_rl.py", *RL, "--init_from", sft, "--algo", algo]
+    r1 = run([sys.executable, *args, "--out_dir", one, "--grad_accum", "2"], ADAM_EPS=ADAM_EPS)
     assert r1.returncode == 0, r1.stderr[-2000:]
-    r2 = run([*TORCHRUN, *args, "--out_dir", two, "--fsdp", "--act_ckpt"])
+    r2 = run([*TORCHRUN, *args, "--out_dir", two, "--fsdp", "--act_ckpt"], ADAM_EPS=ADAM_EPS)
     assert r2.returncode == 0, r2.stderr[-3000:]
-    assert_same_run(one, two, weights(sft)["model"], ["reward", "acc", "kl", "entropy", "loss"])
+    assert_same_run(one, two, weights(sft)["model"], ["reward", "acc", "kl", "entropy", "loss"],
+                    atol=SFT_ATOL, rtol=0)
     assert weights(two)["optimizer"]["fsdp_full"]
-    r3 = run([*TORCHRUN, *args, "--out_dir", two, "--fsdp", "--resume", "--max_steps", "4"])
+    r3 = run([*TORCHRUN, *args, "--out_dir", two, "--fsdp", "--resume", "--max_steps", "4"],
+             ADAM_EPS=ADAM_EPS)
     assert r3.returncode == 0, r3.stderr[-3000:]
     assert weights(two)["step"] == 4
     # --resume restores the run's own settings, --fsdp included, even when not typed again
     if algo == "reinforce":
-        r4 = run([*TORCHRUN, *args, "--out_dir", two, "--resume", "--max_steps", "5"])
+        r4 = run([*TORCHRUN, *args, "--out_dir", two, "--resume", "--max_steps", "5"],
+                 ADAM_EPS=ADAM_EPS)
         assert r4.returncode == 0, r4.stderr[-3000:]
         assert weights(two)["step"] == 5 and weights(two)["optimizer"]["fsdp_full"]
 
