@@ -1,54 +1,85 @@
 r"""
 The outcome verifier: pull the final answer out of a response and decide if it equals the gold.
 
-    from nanorlsp.verifier import extract_answer, is_equiv, grade
+    from nanorlsp.verifier import extract_answer, find_answer, is_equiv, grade
     grade("... so the probability is \\boxed{\\dfrac12}.", "0.5")      # True
+    grade("So she has 18 apples left.", "18")                         # True: the last number
+    find_answer("The answer is $x = 3$.")                              # ('x = 3', 4)
 
 RL maximises whatever this module calls correct, so it must be exact (no false positive for a
 policy to farm), fast (it runs on every sample) and unbreakable: model output is hostile input.
 Nothing from a response is ever executed: sympy's parse_expr / sympify / parse_latex call eval,
 so they are never used. A small tokenizer and recursive-descent parser build unevaluated sympy
 objects directly, and two walkers of our own evaluate them under hard size limits.
+docs/verifier.md has every rule with examples, the measured agreement with Math-Verify (and each
+class of disagreement), the speed, and the commands that reproduce each number.
 
-extract_answer: the last \boxed{...} (balanced braces; also `\boxed x` and \fbox{...}); else the
-last "Answer: ..." or "... answer is ..." (to the end of the line or sentence, or the $...$ right
-after it: "The final answer is $42$. I hope it is correct." gives 42); else GSM8K's last "#### n".
-Linear time on any input: rfind/lower plus scans capped at MAX_ANSWER_LEN characters.
+find_answer / extract_answer, first rule that gives an answer wins:
+  1. the last \boxed{...} / \fbox{...} (balanced braces, `\boxed 5` too); boxes that follow each
+     other with only separators between (`\boxed{4}, \boxed{7}`, `and`, `\quad`) are one list
+  2. the last labelled answer: "Answer: ...", "**Final Answer:** ...", "the answer is ...",
+     <answer>...</answer>, GSM8K's "#### n". The answer is the math span right after the label
+     ("The final answer is $42$. I hope it is correct." gives 42), else the rest of the sentence
+     when it reads as an answer ("3.5 cm"), else the sentence's first number (after its last '=')
+  3. the whole reply, when it is a bare answer itself (one line: "x = 3", "\frac12", "Evelyn")
+  4. the last math span ($...$, \(...\), \[...\], $$...$$; neighbours joined by "and" / "," are
+     one list), unless it holds no digit and a number comes after it ("Let $x$ be ... so 7")
+  5. the last number of the reply (1,234.5; 250,75; 1/2; \frac{3}{4}; 35%)
+A computation's result is the answer: `$\binom{6}{3} = 20$` gives 20 (the last right-hand side
+when the left side has no variable, or of any chain a = b = c). find_answer also returns where
+the answer (its box, label or span) starts: the RL reward's "no answer" test and its reasoning
+length read that (answer_start), so the grader and the reward share one extraction.
+The gold goes through the same extraction when it is not a bare answer (a sentence, a boxed
+solution, "#### 18"). Linear time on any input: rfind plus bounded scans of the reply's end.
 
-Normalisation (string level): unicode minus, times, pi; $ and \( \); \left \right \big; spacing
-\! \, \; \quad ~; \dfrac \tfrac -> \frac; \cdot \times -> *, \div -> /, ** -> ^; degree and
-percent signs dropped; \text{} \mbox{} \mathrm{}: unwrapped at the start (\text{(B)} -> (B)),
-dropped with a following ^2 after a value (units: 5\text{ cm} -> 5); trailing unit words after a
-number (cm, inches, dollars ...); thousands separators (7,425,000; 11,\!111; 1\,000) when the
-whole answer is one such number.
+Normalisation (string level): unicode minus, times, pi, <=; $ and \( \); \left \right \big;
+spacing \! \, \; ~; \dfrac \tfrac -> \frac; \cdot \times -> *, \div -> /, ** -> ^; \text{} \mbox{}
+\mathrm{}: unwrapped at the start (\text{(B)} -> (B)), dropped after a value (units); trailing unit
+words after a number (cm, inches, dollars, apples ...); "and", "or", \quad between answers -> a
+list; thousands separators (7,425,000; 11,\!111; 1\,000: never "45, 678" with a space);
+"35 percent" -> 35%; a stray trailing backslash; \begin{array}{cc} is a matrix.
 
-is_equiv, cheapest first: equal strings; equal normalised strings; two plain numbers compared
-exactly as fractions (most RL checks end here, without sympy); else both sides are parsed:
+is_equiv, cheapest first: equal strings; two integers; equal normalised strings; two plain
+numbers compared exactly as fractions (most RL checks end here, without sympy); else parsed:
   - Scalars: exact rational arithmetic when both sides are rational (0.5 = 1/2 = \frac12, and
-    12 != 1.2, 0.333 != 1/3: a rational answer must be exact). Otherwise mpmath at 50 digits,
-    at N_POINTS pseudo-random points in [0.5, 2.5] per free symbol (fixed by the symbol's name),
-    relative tolerance 1e-12, or 1e-6 when a side contains a decimal, which is then read as an
-    approximation (\pi = 3.1415927, 2\sqrt5 = 4.472136; but 3.14 != \pi). So identities that
-    hold for positive reals count as equal: x^2+2x+1 = (x+1)^2, \sqrt{x^2} = x.
-  - i is the imaginary unit and e Euler's number; 2\sqrt3, 3\pi, 2x, xy are products, but an
-    integer before a fraction of integers is a mixed number (1\frac45 = 9/5, as MATH writes).
+    12 != 1.2). Otherwise mpmath at 50 digits, at N_POINTS pseudo-random points in [0.5, 2.5] per
+    free symbol (fixed by the symbol's name), relative tolerance 1e-12, or 1e-6 when a side
+    contains a decimal (\pi = 3.1415927; 3.14 != \pi). So identities that hold for positive reals
+    count as equal: x^2+2x+1 = (x+1)^2, \sqrt{x^2} = x.
+  - Rounding: a decimal with at least 4 significant digits equals the exact value it is rounded
+    from, to its printed digits: 2/3 = 0.6667, 1/7 = 0.142857142857143, \pi = 3.1416; but
+    1/3 != 0.33 and 0.6667 != 0.66667 (two decimals are compared exactly).
+  - Percent: X% equals X and X/100 (25% = 25 = 0.25); 0.5 != 50 (no sign: no conversion).
+  - i is the imaginary unit and e Euler's number; 2\sqrt3, 3\pi, 2x, xy, 2^3 5^2 are products, but
+    an integer before a fraction of integers is a mixed number (1\frac45 = 9/5, as MATH writes).
+  - Degrees: 30^\circ = 30 (not \pi/6), but inside a trig function they are degrees:
+    \cos(90^\circ - x) = \sin x. Ratios: 3:8 = 3/8.
   - (a, b) and [a, b) are ordered; brackets and order must match (a point equals the open
-    interval with the same ends). \{a, b\} and a bare list "a, b" (MATH's "enter all solutions")
-    are sets: order-free and equal to each other, never to a tuple: (1,2) != \{1,2\}. A set of
-    one element is that element; A \cup B is an order-free union; x \pm y is the set {x+y, x-y}.
-  - "x = 3", "y = 2x+1", "x \in [1,2]": a one-symbol left side is dropped. Other equations
-    compare as lhs - rhs up to a nonzero factor (5x+5y=5 equals x+y=1).
+    interval with the same ends). \{a, b\}, {a, b}, a bare list "a, b" (MATH's "enter all
+    solutions") and several boxes are sets: order-free and equal to each other, never to a tuple:
+    (1,2) != \{1,2\}. A set of one element is that element; x \pm y is the set {x+y, x-y}.
+  - Relations: an inequality in one variable, a chain (2 < g(x) \le 5), x \ne 3, an interval
+    and a union of intervals are sets of reals, compared as such: t >= 2 = 2 \le t = [2, \infty),
+    -t > -4 = t < 4, "x < 2 or x > 3" = (-\infty,2) \cup (3,\infty). Equations compare as
+    lhs - rhs up to a nonzero factor (3x - 6y + 2 = 0 = "y = x/2 + 1/3"), or by their right sides
+    when the left sides are the same.
+  - Labels: an equation against a value compares the value with the last right side when the
+    left side is a name (x, g(t), |PQ|, (a, b), S_1 : S_2, PQ) or a computation (\binom63 = 20):
+    "(a, b) = (4, 1)" = (4, 1), "PQ = 2, RS = 9" = "2, 9". x + 1 = 4 is not 4. An approximation
+    (k \approx 7; \frac23 \approx 0.67) equals each of its sides.
+  - Units: a right number with a unit equals the bare number, but two different known units are
+    unequal (5 cm != 5 m; 15 cm^2 != 15 cm).
   - Matrices elementwise; choice letters (B) = B = \text{(B)}; words of three or more letters
     (\text{Evelyn} = evelyn) case- and punctuation-free; whatever does not parse (numbers in
-    a base, 204_5; inequalities) compares as whitespace-normalised text.
-  - 50\% = 50 (the sign is dropped, never converted: 0.5 != 50\%); 30^\circ = 30 (not \pi/6).
+    a base, 204_5; clock times) compares as whitespace-normalised text.
 
 Limits (every call returns a bool, never raises, in milliseconds): answers over MAX_ANSWER_LEN
 chars are refused; literals over MAX_DIGITS digits, nesting over MAX_DEPTH, factorials above
 100! and containers over MAX_ITEMS do not parse; an exponent or function argument whose value
 exceeds MAX_EXP (9^{9^{9^9}}, 2^{100000}), or a rational past MAX_BITS, is not comparable (False).
-There is no sympy.simplify: every step is bounded by the answer's size, so no timer or signal is
-needed (a SIGALRM would not work off the main thread anyway).
+Extraction reads at most SCAN chars at the end of a reply for spans and numbers. There is no
+sympy.simplify: every step is bounded by the answer's size, so no timer or signal is needed (a
+SIGALRM would not work off the main thread anyway).
 """
 import functools
 import math
@@ -66,8 +97,10 @@ MAX_DEPTH = 100        # parser recursion budget (groups, fractions, powers, sig
 MAX_EXP = 10_000       # largest |exponent| or |function argument| ever evaluated
 MAX_BITS = 100_000     # largest exact rational (numerator + denominator bits)
 MAX_ITEMS = 64         # elements of a tuple, set or matrix
+SCAN = 10_000          # chars at the end of a reply searched for math spans and numbers
 N_POINTS = 3           # evaluation points for expressions with free symbols
 REL_TOL, REL_TOL_DECIMAL, ABS_TOL = 1e-12, 1e-6, 1e-30
+MIN_ROUNDED_DIGITS = 4  # significant digits a decimal needs to stand for a rounded exact value
 _MP = mpmath.MPContext()  # private context: our precision never touches the global mpmath.mp
 _MP.dps = 50
 
@@ -75,30 +108,44 @@ _MP.dps = 50
 # Extraction
 
 
-def _box_content(text, i, name_len, limit):
-    """Content of the box command at text[i] (name_len chars), scanning at most `limit` chars."""
-    j = i + name_len
-    end = len(text) if limit is None else min(len(text), j + limit + 2)
+def _group(text, j, limit):
+    """(content, end) of the brace group opening at text[j] == '{', scanning at most `limit`
+    chars; None when it never closes (a truncated answer is no answer)."""
+    depth, stop = 0, len(text) if limit is None else min(len(text), j + limit + 2)
+    for k in range(j, stop):
+        c = text[k]
+        if c == "{":
+            depth += 1
+        elif c == "}":
+            depth -= 1
+            if depth == 0:
+                return text[j + 1:k], k + 1
+    return None
+
+
+def _box_span(text, i, limit):
+    r"""(content, end) of the \boxed / \fbox command at text[i], or None."""
+    j = i + (6 if text.startswith("\\boxed", i) else 5)
     if j < len(text) and text[j] == "{":
-        depth = 0
-        for k in range(j, end):
-            c = text[k]
-            if c == "{":
-                depth += 1
-            elif c == "}":
-                depth -= 1
-                if depth == 0:
-                    return text[j + 1:k]
-        return None  # unbalanced (or longer than any answer): never closed
-    if j < len(text) and text[j] == " ":
-        # "\boxed 5": the token after the space, up to whitespace or '$'
-        rest = text[j + 1:end].lstrip()
-        out = []
-        for c in rest:
-            if c.isspace() or c == "$":
-                break
-            out.append(c)
-        return "".join(out) or None
+        return _group(text, j, limit)
+    if j < len(text) and text[j] == " ":  # "\boxed 5": the token after the space
+        k = j
+        while k < len(text) and text[k] == " " and k - j < 100:
+            k += 1
+        e = k
+        while e < len(text) and not text[e].isspace() and text[e] != "$" and \
+                (limit is None or e - k < limit):
+            e += 1
+        return (text[k:e], e) if e > k else None
+    return None
+
+
+def _box_content(text, i, name_len, limit):
+    """Content of the command at text[i] (name_len chars) with one brace argument, or None."""
+    j = i + name_len
+    if j < len(text) and text[j] == "{":
+        found = _group(text, j, limit)
+        return found and found[0]
     return None
 
 
@@ -109,47 +156,256 @@ def last_boxed(text: str) -> str | None:
     no answer). Linear time, no regex backtracking: model output is untrusted input.
     """
     i = text.rfind("\\boxed")
-    return None if i < 0 else _box_content(text, i, len("\\boxed"), None)
+    found = None if i < 0 else _box_span(text, i, None)
+    return found and found[0]
 
 
-def _answer_tail(text):
-    """The answer after an 'Answer:' marker: one line, one sentence, or one $...$."""
-    line = text[:MAX_ANSWER_LEN + 8].lstrip(" \t\r\n:*").split("\n", 1)[0].strip()
-    if line.startswith("$"):
-        inner = line.lstrip("$")
-        line = inner[:inner.find("$")] if "$" in inner else inner
-    else:
-        line = line.split(". ", 1)[0]
-    return line.strip().rstrip(".").strip("* ") or None
+def _last_box_start(text, end):
+    return max(text.rfind("\\boxed", 0, end), text.rfind("\\fbox", 0, end))
 
 
-def find_answer(response: str) -> tuple[str, int] | None:
-    r"""(the final answer, the index in `response` where it starts), or None: last \boxed{} /
-    \fbox{}, else 'Answer: ...', else '#### n'. The one extraction the grader and the RL reward
-    share: the reward's "no answer" test and its reasoning length L (the text before the answer)
-    come from this same call (issue 14 item 7)."""
-    if not isinstance(response, str):
+# what may stand between boxes (or math spans) that together are one list of answers
+_SEP = re.compile(r"(?:\s|\$|,|;|&|\\[,;:! ]|\\q?quad|\\[()\[\]]|\\text\{\s*(?:and|or|,)?\s*\}|"
+                  r"\band\b|\bor\b)*")
+
+
+def _boxed(text):
+    i = _last_box_start(text, len(text))
+    if i < 0:
         return None
-    i = max(response.rfind("\\boxed"), response.rfind("\\fbox"))
-    if i >= 0:
-        box = _box_content(response, i, 6 if response.startswith("\\boxed", i) else 5,
-                           MAX_ANSWER_LEN)
-        if box and box.strip():
-            return box.strip(), i
-    low = response.lower()  # one linear pass; the markers are then found with rfind
-    k, key = max((low.rfind(key), key) for key in ("answer:", "answer is"))
-    if k >= 0 and (ans := _answer_tail(response[k + len(key):])):
-        return ans, k
-    k = response.rfind("####")
-    if k >= 0:
-        ans = response[k + 4:k + 4 + MAX_ANSWER_LEN].strip().split("\n", 1)[0].strip()
+    found = _box_span(text, i, MAX_ANSWER_LEN)
+    if not found or not found[0].strip():
+        return None  # an unclosed or empty last box: fall back to the other rules
+    items, start = [found[0].strip()], i
+    for _ in range(MAX_ITEMS):  # \boxed{4}, \boxed{7}: earlier boxes with only separators between
+        j = _last_box_start(text, start)
+        prev = _box_span(text, j, MAX_ANSWER_LEN) if j >= 0 else None
+        if not prev or not prev[0].strip() or start - prev[1] > 40 or \
+                not _SEP.fullmatch(text, prev[1], start):
+            break
+        items.insert(0, prev[0].strip())
+        start = j
+    return ", ".join(items), start
+
+
+_TEXT_ARG = re.compile(r"\\(?:text(?:bf|it|rm|normal)?|mbox|math(?:rm|bf|it|sf|bb)|operatorname|"
+                       r"begin|end)\s*\{[^{}]*\}")
+_WORD_RUN = re.compile(r"(?<![\\a-zA-Z])[a-zA-Z]{2,}")
+_STOP2 = {"is", "it", "so", "be", "we", "of", "to", "an", "as", "at", "by", "if", "on", "no",
+          "my", "he", "me", "us", "am", "do", "go", "up", "the"}
+_MATH_WORDS = {"and", "or", "sin", "cos", "tan", "cot", "sec", "csc", "log", "ln", "exp", "sqrt",
+               "pi", "mod", "arcsin", "arccos", "arctan", "sinh", "cosh", "tanh", "inf"}
+_UNIT = re.compile(r"(?:cm|mm|km|m|meters?|metres?|centimet(?:er|re)s?|millimet(?:er|re)s?|"
+                   r"kilomet(?:er|re)s?|inch(?:es)?|in|feet|foot|ft|yards?|yd|miles?|mi|mph|"
+                   r"kph|km/h|m/s|ft/s|kg|g|grams?|kilograms?|pounds?|lbs?|ounces?|oz|"
+                   r"lit(?:er|re)s?|l|ml|cents?|dollars?|euros?|usd|eur|units?|degrees?|"
+                   r"square|sq|cubic|cu|seconds?|secs?|s|minutes?|mins?|hours?|hrs?|h|days?|"
+                   r"weeks?|months?|years?)\.?(?:\^\{?[23]\}?|[²³])?", re.I)
+_VALUE_THEN_WORDS = re.compile(r"[^a-zA-Z]*\d[^a-zA-Z]*(?:[a-zA-Z]+\.?[\s/]*){1,3}[.,]?")
+
+
+def _bare(s):
+    """True if `s` reads as an answer by itself: a formula, a number and its unit, a word."""
+    s = s.strip()
+    if not s or len(s) > 200 or "\n" in s or "\\boxed" in s or "\\fbox" in s:
+        return False
+    t = _TEXT_ARG.sub(" ", s)  # \text{...} holds units and names, not prose
+    words = [w for w in _WORD_RUN.findall(t) if (len(w) > 2 or w.lower() in _STOP2)
+             and w.lower() not in _MATH_WORDS and not _UNIT.fullmatch(w)]
+    if not words:
+        return True
+    if len(s.split()) <= 2 and re.fullmatch(r"[A-Za-z][A-Za-z' -]*\.?", s):
+        return True  # Evelyn, east, New York
+    return bool(_VALUE_THEN_WORDS.fullmatch(t))  # 18 apples, 5 square feet
+
+
+def _top_level_split(s, seps):
+    """Split s at the strings in `seps` outside {} () []."""
+    parts, depth, k, last = [], 0, 0, 0
+    while k < len(s):
+        c = s[k]
+        if c in "{([":
+            depth += 1
+        elif c in "})]":
+            depth -= 1
+        elif depth == 0:
+            for sep in seps:
+                if s.startswith(sep, k) and not (sep[0] != "\\" and k and s[k - 1] == "\\"):
+                    parts.append(s[last:k])
+                    k += len(sep)
+                    last = k
+                    break
+            else:
+                k += 1
+            continue
+        k += 1
+    return parts + [s[last:]]
+
+
+def _cut(ans):
+    r"""A computation's result: `\binom{6}{3} = 20` -> 20, `x = 2 + 3 = 5` -> 5; `x = 5` stays."""
+    if "=" not in ans:
+        return ans
+    parts = _top_level_split(ans, ("=",))
+    if len(parts) < 2 or len(_top_level_split(ans, (",",))) > 1 or any(not p.strip() for p in parts) or \
+            any(p.rstrip().endswith(("<", ">", "!", "\\le", "\\ge")) for p in parts[:-1]):
+        return ans
+    lhs = re.sub(r"\\[a-zA-Z]+", "", parts[0])
+    if len(parts) > 2 or not re.search(r"[a-zA-Z]", lhs):
+        return parts[-1].strip()
+    return ans
+
+
+_SPAN = re.compile(r"\$\$(.{1,%d}?)\$\$|\\\[(.{1,%d}?)\\\]|\\\((.{1,%d}?)\\\)|"
+                   r"(?<!\\)\$((?:\\\$|[^$\n]){1,%d}?)(?<!\\)\$"
+                   % ((MAX_ANSWER_LEN,) * 4), re.S)
+_SINGLE_SYMBOL = re.compile(r"\s*(?:[a-zA-Z]|\\(?:alpha|beta|gamma|theta|phi|lambda|mu))\s*")
+
+
+def _spans(text, lo):
+    """Math spans of text[lo:] as (content, start, end), content stripped; currency pairs
+    ('$5 and $6') and prose are left out."""
+    out = []
+    for m in _SPAN.finditer(text, lo):
+        body = next(g for g in m.groups() if g is not None)
+        if m.group(4) is not None and body[-1:].isspace() and \
+                text[m.end():m.end() + 1].isalnum():
+            continue  # "$5 and $6": dollars, not math
+        body = body.strip()
+        if body and _bare(body):
+            out.append((body, m.start(), m.end()))
+    return out
+
+
+def _join_spans(text, spans, k, step):
+    """Span k joined with its neighbours (step -1: before it, +1: after it) when only
+    separators stand between: 'the roots are $2$ and $3$' -> '2, 3'."""
+    items, first, last = [spans[k][0]], k, k
+    while 0 <= first + step < len(spans) and 0 <= last + step < len(spans) and \
+            len(items) < MAX_ITEMS:
+        n = first + step if step < 0 else last + step
+        a, b = (spans[n][2], spans[first][1]) if step < 0 else (spans[last][2], spans[n][1])
+        if b - a > 40 or not _SEP.fullmatch(text, a, b):
+            break
+        if step < 0:
+            items.insert(0, spans[n][0])
+            first = n
+        else:
+            items.append(spans[n][0])
+            last = n
+    return ", ".join(_cut(x) for x in items), spans[first][1]
+
+
+_NUMBER = re.compile(r"(?<![\w.\\])-?(?:\\[dt]?frac\{-?\d+(?:\.\d+)?\}\{-?\d+(?:\.\d+)?\}|"
+                     r"\d+(?:\.\d+)?\s*/\s*\d+(?:\.\d+)?(?![\d.]*\s*/)|"
+                     r"\d{1,3}(?:,\d{3})+(?![\d])(?:\.\d+)?|\d+(?:[.,]\d+)?|\.\d+)"
+                     r"(?:\s*(?:\\?%|percent\b|pct\b))?")
+
+
+def _window(text):
+    """Where the bounded scan of the reply's end starts: a line start when one is near."""
+    lo = max(0, len(text) - SCAN)
+    if lo:
+        nl = text.rfind("\n", lo - 200, lo)
+        lo = nl + 1 if nl >= 0 else lo
+    return lo
+
+
+def _free(text, lo=None):
+    """Rules 4 and 5: the last math span or the last number of text[lo:], whichever ends later
+    (a number inside the span is the span's); a span that is one symbol ('let $x$ be') is a name,
+    not an answer."""
+    lo = _window(text) if lo is None else lo
+    spans = [s for s in _spans(text, lo) if not _SINGLE_SYMBOL.fullmatch(s[0])]
+    num = None
+    for m in _NUMBER.finditer(text, lo):
+        num = m
+    if spans and (num is None or num.start() < spans[-1][2]):
+        return _join_spans(text, spans, len(spans) - 1, -1)
+    return (num.group(0), num.start()) if num else None
+
+
+_AFTER_LABEL = re.compile(r"[*\s]*(?:\((?:s|final)\))?[*\s]*(?::|is\b|=)[*:\s]*")
+_SENTENCE_END = re.compile(r"[.!?;](?:\s|$)|,\s+(?=[a-zA-Z]{3,})")
+
+
+def _tail(text, pos):
+    """The answer written after a label ending at text[pos]: (answer, None) or None."""
+    seg = text[pos:pos + MAX_ANSWER_LEN + 200]
+    lead = len(seg) - len(seg.lstrip())
+    seg = seg[lead:]
+    for open_, close in (("$$", "$$"), ("\\[", "\\]")):  # "Answer:\n$$ 5 $$"
+        if seg.startswith(open_):
+            end = seg.find(close, 2)
+            if end > 2 and seg[2:end].strip():
+                return _cut(seg[2:end].strip())
+    line = seg.split("\n", 1)[0]
+    spans = _spans(line, 0)
+    if spans and not any(c.isdigit() for c in line[:spans[0][1]]):
+        return _join_spans(line, spans, 0, +1)[0]
+    m = _SENTENCE_END.search(line)
+    sentence = (line[:m.start()] if m else line).strip(" *\t").rstrip(".")
+    if spans and spans[0][1] < len(sentence):
+        sentence = sentence[:spans[0][1]]
+    if _bare(sentence):
+        return _cut(sentence)
+    head = sentence[sentence.rfind("=") + 1:] if "=" in sentence else sentence
+    num = _NUMBER.search(head)
+    return num.group(0) if num else None
+
+
+def _labelled(text):
+    """Rule 2: the last labelled answer, as (answer, index of its label)."""
+    low = text.lower()  # one linear pass; the labels are then found with rfind
+    best, k = None, len(low)
+    for _ in range(20):  # the last few "answer" words of the reply
+        k = low.rfind("answer", 0, k)
+        if k < 0:
+            break
+        if k >= 2 and low.startswith("</", k - 2):
+            continue
+        if k >= 1 and low.startswith("<answer>", k - 1):  # <answer> ... </answer>
+            body_end = low.find("</answer>", k + 7, k + 7 + MAX_ANSWER_LEN)
+            body = text[k + 7:body_end if body_end >= 0 else k + 7 + MAX_ANSWER_LEN]
+            found = _boxed(body) or _whole(body) or _free(body, 0)
+            if found:
+                best = (found[0], k - 1)
+                break
+            continue
+        m = _AFTER_LABEL.match(low, k + 6)
+        if m and (ans := _tail(text, m.end())):
+            best = (ans, k)
+            break
+    h = text.rfind("####")
+    if h >= 0 and (best is None or h > best[1]):
+        ans = _tail(text, h + 4)
         if ans:
-            return ans, k
+            best = (ans, h)
+    return best
+
+
+def _whole(text):
+    """Rule 3: the reply is a bare answer itself ('42', 'x = 3', '\\frac12', 'Evelyn')."""
+    s = text.strip()
+    if _bare(s):
+        return _cut(s), len(text) - len(text.lstrip())
     return None
 
 
+def find_answer(response: str) -> tuple[str, int] | None:
+    r"""(the final answer, the index in `response` where it starts), or None. Rules, first hit
+    wins: last \boxed{} / \fbox{} (adjacent boxes: one list), else the last labelled answer
+    ('Answer:', 'the answer is', <answer>, '####'), else the whole reply when it is a bare
+    answer, else the last math span, else the last number. The one extraction the grader and the
+    RL reward share: the reward's "no answer" test and its reasoning length L (the text before
+    the answer) come from this same call."""
+    if not isinstance(response, str) or not response.strip():
+        return None
+    return _boxed(response) or _labelled(response) or _whole(response) or _free(response)
+
+
 def extract_answer(response: str) -> str | None:
-    r"""The final answer: last \boxed{} / \fbox{}, else 'Answer: ...', else '#### n', else None."""
+    r"""The final answer find_answer extracts (see there), or None."""
     found = find_answer(response)
     return None if found is None else found[0]
 
@@ -160,34 +416,56 @@ def answer_start(response: str) -> int | None:
     return None if found is None else found[1]
 
 
+_INT = re.compile(r"[-+]?\d{1,60}")
+_DELIM = re.compile(r"(?<!\\)\$|\\\(|\\\[|####|answer", re.I)
+
+
+def _gold_answer(gold):
+    """The gold's answer: the gold itself when it is a bare answer, else its extraction (a
+    sentence, a boxed solution, 'The answer is $5$')."""
+    if _INT.fullmatch(gold) or len(gold) > 20 * MAX_ANSWER_LEN:
+        return gold
+    if "\\boxed" in gold or "\\fbox" in gold or _DELIM.search(gold) or not _bare(gold):
+        found = find_answer(gold)
+        return found[0] if found else gold
+    return gold
+
 # -----------------------------------------------------------------------------
 # String normalisation
 
 _UNICODE = str.maketrans({"−": "-", "–": "-", "×": "*", "·": "*", "÷": "/", "π": "\\pi ",
-                          "∞": "\\infty ", "√": "\\sqrt", "°": "", "\u2009": " ",
-                          "\u00a0": " "})
+                          "∞": "\\infty ", "√": "\\sqrt", "°": "^\\circ ", "\u2009": " ",
+                          "\u00a0": " ", "≤": "\\le ", "≥": "\\ge ", "≠": "\\ne ",
+                          "≈": "\\approx ", "±": "\\pm ", "∪": "\\cup ", "∈": "\\in ",
+                          "²": "^2", "³": "^3", "€": " ", "£": " ", "¥": " ", "₹": " "})
 _TEXT_CMD = re.compile(r"\\(?:text(?:bf|it|rm|normal)?|mbox|math(?:rm|bf|it|sf)|operatorname)"
                        r"\s*\{")
-_UNIT = re.compile(r"(?:cm|mm|km|meters?|metres?|inch(?:es)?|feet|foot|ft|yards?|miles?|mph|kg|"
-                   r"grams?|pounds|lbs|ounces|lit(?:er|re)s|cents?|dollars?|units?|degrees?|"
-                   r"square|sq|cubic|hours?|minutes?|seconds?|days)\.?(?:\^\{?[23]\}?)?", re.I)
 _SUBS = [(re.compile(p), r) for p, r in [
     (r"\\?\$", ""),                                             # math mode, dollars
     (r"(?<!\\)\\[()\[\]]", " "),                                # \( \) \[ \]
     (r"\\(?:left|right|[bB]igg?[lr]?)(?![a-zA-Z])\s*\.?", ""),  # \left( -> (, \left. -> nothing
     (r"(?<=\d)(?:,\\!|\{,\})\s*(?=\d{3}(?!\d))", ""),           # 10,\!080 and 10{,}080
     (r"\\!", ""),
-    (r"(?<!\\)\\[,;:> ]|\\q?quad(?![a-zA-Z])|~", " "),          # spacing (but not \\ + space)
+    (r"\\q?quad(?![a-zA-Z])", ","),                              # answers set apart: a list
+    (r"(?<!\\)\\[,;:> ]|~", " "),                               # spacing (but not \\ + space)
     (r"\\[dtc]frac(?![a-zA-Z])", r"\\frac"),
-    (r"\\(?:displaystyle|limits)(?![a-zA-Z])", ""),
-    (r"\^\s*\{?\s*\\circ\s*\}?|\\circ(?![a-zA-Z])|\\degree(?![a-zA-Z])", ""),
-    (r"\\?%", ""),
+    (r"\\(?:displaystyle|limits|textstyle)(?![a-zA-Z])", ""),
+    (r"\^\s*\{?\s*\\circ\s*\}?|\\circ(?![a-zA-Z])|\\degree(?![a-zA-Z])", r" \\degree "),
+    (r"(?<=[\d\s}])(?:percent|per cent|pct)\b\.?", "%"), (r"\\%", "%"),
     (r"\\(?:cdot|times|ast)(?![a-zA-Z])", "*"), (r"\\div(?![a-zA-Z])", "/"), (r"\*\*", "^"),
+    (r"<=|\\leq?(?:slant)?(?![a-zA-Z])", r" \\le "), (r">=|\\geq?(?:slant)?(?![a-zA-Z])", r" \\ge "),
+    (r"!=|\\neq?(?![a-zA-Z])", r" \\ne "), (r"\\lt(?![a-zA-Z])", "<"), (r"\\gt(?![a-zA-Z])", ">"),
     (r"_\{(\w+)\}", r"_\1"),                                    # 4210_{5} -> 4210_5
-    (r"\\begin\{[pbBvV]?matrix\}", r" \\matbegin "), (r"\\end\{[pbBvV]?matrix\}", r" \\matend "),
+    (r"\\begin\{[pbBvV]?matrix\}|\\begin\{array\}\s*\{[^{}]*\}", r" \\matbegin "),
+    (r"\\end\{(?:[pbBvV]?matrix|array)\}", r" \\matend "),
+    (r"\\mathbb\{R\}", r"(-\\infty,\\infty)"),
+    (r"(?:\s*,)?\s*\b(?:and|or)\b\s*,?|;", ","),                # "2 and 3", "x<1 or x>2"
+    (r"^[\s,]*(?:=|\\approx)?\s*|[\s,\\]*$", ""),               # "= 5", "\approx 8.2", "5,\"
 ]]
-_THOUSANDS = re.compile(r"[-+]?\d{1,3}(?:,\s?\d{3})+(?:\.\d+)?|[-+]?\d{1,3}(?: \d{3})+(?:\.\d+)?")
+_THOUSANDS = re.compile(r"[-+]?\d{1,3}(?:,\d{3})+(?:\.\d+)?%?|[-+]?\d{1,3}(?: \d{3})+(?:\.\d+)?%?")
 _PLAIN_NUM = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)")
+_GLUED_UNIT = re.compile(r"(?<=\d)(?=(?:cm|mm|km|kg|ml|ft|m|g|s|h)(?:\^\{?[23]\}?)?$)")
+_LETTER = re.compile(r"(?<!\\)(?<![a-zA-Z])[a-zA-Z]")
 
 
 def _unwrap_text(s):
@@ -198,13 +476,21 @@ def _unwrap_text(s):
         if inner is None:
             return s
         head, tail = s[:m.start()], s[m.end() + len(inner) + 1:]
-        if inner.strip() in ("and", "or"):  # "2 \text{ and } 3", "1, 2, \text{and } 3": lists
+        if inner.strip(" ,") in ("and", "or", ""):  # "2 \text{ and } 3", "6, 8\text{, and }10"
             inner = "" if head.rstrip().endswith(",") else ","
         elif re.search(r"[\w})\]](?:\s|\\[,;: ]|~)*$", head) and \
                 re.fullmatch(r"[A-Za-z .]*", inner):  # a unit after a value: 15\mbox{ cm}^2
             inner, tail = "", re.sub(r"^\s*\^\s*\{?\s*[23]\s*\}?", "", tail)
         s = head + inner + tail
     return s
+
+
+def _is_unit_word(word, rest):
+    """A word to drop after a value: a known unit, or any word after a plain number (apples)."""
+    w = word.rstrip(".,")
+    if _UNIT.fullmatch(w) and (len(w) > 1 or not _LETTER.search(rest)):
+        return True  # a one-letter unit (5 m, 3 s) only after a plain number
+    return w.isalpha() and len(w) > 1 and w.lower() not in _WORDS and not _LETTER.search(rest)
 
 
 @functools.lru_cache(maxsize=8192)
@@ -215,12 +501,49 @@ def _normalize(s):
     s = _unwrap_text(s)
     for pattern, repl in _SUBS:
         s = pattern.sub(repl, s)
+    s = _GLUED_UNIT.sub(" ", s)  # 5cm -> 5 cm
     words = s.split()
-    if any(c.isdigit() for c in s):  # trailing unit words after a value: "5 square units"
-        while len(words) > 1 and _UNIT.fullmatch(words[-1].rstrip(".")):
+    if len(words) > 1 and any(c.isdigit() for c in s):  # trailing unit words: "5 square units"
+        while len(words) > 1 and _is_unit_word(words[-1], " ".join(words[:-1])):
             words.pop()
-    s = " ".join(words).rstrip(" .")
+    s = " ".join(words).rstrip(" .,")
     return s.replace(",", "").replace(" ", "") if _THOUSANDS.fullmatch(s) else s
+
+
+# Units, for one rule only: two different known units make a right number wrong (5 cm != 5 m).
+_UNIT_NAMES = {}
+for _canon, _names in {
+        "mm": "mm millimeter millimeters millimetre millimetres",
+        "cm": "cm centimeter centimeters centimetre centimetres",
+        "m": "m meter meters metre metres", "km": "km kilometer kilometers kilometre kilometres",
+        "in": "in inch inches", "ft": "ft foot feet", "yd": "yd yard yards",
+        "mi": "mi mile miles", "kg": "kg kilogram kilograms", "g": "g gram grams",
+        "lb": "lb lbs pound pounds", "oz": "oz ounce ounces", "l": "l liter liters litre litres",
+        "ml": "ml milliliter milliliters", "s": "s sec secs second seconds",
+        "min": "min mins minute minutes", "h": "h hr hrs hour hours", "day": "day days",
+        "week": "week weeks", "month": "month months", "year": "year years",
+        "$": "$ dollar dollars usd", "cent": "cent cents", "eur": "€ euro euros eur",
+        "mph": "mph", "m/s": "m/s", "km/h": "km/h kph"}.items():
+    for _n in _names.split():
+        _UNIT_NAMES[_n] = _canon
+_UNIT_TAIL = re.compile(r"(?:\d|\}|\))\s*(?:(square|sq|cubic|cu)\.?\s+)?([a-z$€]+(?:/[a-z]+)?)\.?"
+                        r"\s*(?:\^\s*\{?\s*([23])\s*\}?|([²³]))?\s*\.?\s*$")
+
+
+@functools.lru_cache(maxsize=4096)
+def _unit(s):
+    """The canonical unit an answer names at its end ('cm^2', '$'), or None."""
+    t = re.sub(r"\\(?:text(?:rm)?|mbox|mathrm)\s*\{([^{}]*)\}", r" \1 ", s).lower()
+    t = re.sub(r"\\[,;:! ]|~|(?<!\\)\$", " ", t).strip()  # spacing; math-mode $ is no dollar
+    if re.match(r"(?:\\\$|€)\s*[\d.]", t):  # \$36, €5
+        return "$" if t[0] == "\\" else "eur"
+    m = _UNIT_TAIL.search(t)
+    if not m or m.group(2) not in _UNIT_NAMES:
+        return None
+    power = {"square": "^2", "sq": "^2", "cubic": "^3", "cu": "^3"}.get(m.group(1), "")
+    if m.group(3) or m.group(4):
+        power = "^" + (m.group(3) or {"²": "2", "³": "3"}[m.group(4)])
+    return _UNIT_NAMES[m.group(2)] + power
 
 # -----------------------------------------------------------------------------
 # Tokenizer and parser: normalised string -> unevaluated sympy expression (never eval)
@@ -254,10 +577,11 @@ def _tokenize(s):
         num, cmd, word, char = m.groups()
         if word in _WORDS:
             toks.append("\\" + word)
-        elif word:  # single-letter symbols; a longer word ("evelyn", "import") is no math
-            if len(word) > 2:
-                raise _Bad(word)
-            toks.extend(word)
+        elif word:  # single-letter symbols; a longer word ("evelyn", "import") is no math:
+            if len(word) > 2:  # one token the parser refuses (a label may still hold it: ABC)
+                toks.append("@" + word)
+            else:
+                toks.extend(word)
         else:
             toks.append(num or cmd or char)
     return toks
@@ -284,6 +608,7 @@ class _Parser:
     def __init__(self, toks, pm=1):
         self.toks, self.i, self.pm = list(toks), 0, pm  # pm: the sign \pm stands for here
         self.depth, self.in_exponent, self.inexact, self.symbols = 0, 0, False, set()
+        self.in_function = 0  # inside a function's argument, ^\circ means degrees
 
     def peek(self):
         return self.toks[self.i] if self.i < len(self.toks) else None
@@ -323,8 +648,9 @@ class _Parser:
                 self.take()
                 factors.append(self.unary() if t == "*" else _inv(self.unary()))
             elif (_is_num(t) or t.isalpha() or t in ("(", "[", "{") or t in _ATOM_CMDS) and \
-                    not (_is_num(t) and _is_num(self.toks[self.i - 1])):  # "2 3" is not 6
-                factors.append(self.power())
+                    not (_is_num(t) and _is_num(self.toks[self.i - 1]) and
+                         not (self.i > 1 and self.toks[self.i - 2] == "^")):
+                factors.append(self.power())  # "2 3" is not 6, but 2^3 5^2 is 200
             else:
                 break
         return factors[0] if len(factors) == 1 else _mul(*factors)
@@ -345,6 +671,10 @@ class _Parser:
             if not (base.is_Integer and 0 <= int(base) <= 100):
                 raise _Bad("factorial")
             base = sympy.factorial(base, evaluate=False)
+        while self.peek() == "\\degree":  # 30^\circ = 30, but \sin 30^\circ = \sin(\pi/6)
+            self.take()
+            if self.in_function:
+                base = _mul(base, S.Pi, _inv(Integer(180)))
         if self.peek() != "^":
             return base
         self.take()
@@ -441,7 +771,9 @@ class _Parser:
         if self.peek() == "^":  # \sin^2 x
             self.take()
             power = self.arg()
+        self.in_function += 1
         f = _FUNCS[t](self.power(), evaluate=False)
+        self.in_function -= 1
         f = f if base is None else _mul(f, _inv(sympy.log(base, evaluate=False)))
         return f if power is None else _pow(f, power)
 
@@ -539,20 +871,23 @@ def _value(expr, symbols):
     return ("n", tuple(vals) * (1 if symbols else N_POINTS), bool(symbols))
 
 # -----------------------------------------------------------------------------
-# Structure: scalars, equations, tuples/intervals, sets, unions, matrices, text
+# Structure: scalars, relations, tuples/intervals, sets, unions, matrices, text
 
 _OPEN = {"(", "[", "{", "\\{", "\\matbegin"}
 _CLOSE = {")", "]", "}", "\\}", "\\matend"}
 _CHOICE = re.compile(r"\(([A-Ea-e])\)|([A-E])")
 _TEXTLIKE = re.compile(r"[A-Za-z][A-Za-z '.,!?-]*")
+_RELATIONS = {"=": "=", "\\approx": "~", "\\in": "in", "<": "<", ">": ">", "\\le": "<=",
+              "\\ge": ">=", "\\ne": "!="}
+_FLIP = {"<": ">", ">": "<", "<=": ">=", ">=": "<=", "!=": "!=", "=": "=", "~": "~"}
 
 
 def _split(toks, sep):
-    """Split a token list at `sep` outside any brackets."""
+    """Split a token list at `sep` (a token or a set of tokens) outside any brackets."""
     parts, cur, depth = [], [], 0
     for t in toks:
         depth += (t in _OPEN) - (t in _CLOSE)
-        if t == sep and depth == 0:
+        if depth == 0 and (t == sep if isinstance(sep, str) else t in sep):
             parts.append(cur)
             cur = []
         else:
@@ -570,31 +905,62 @@ def _encloses(toks):
     return False
 
 
-def _scalar(kind, toks, pm=1):
+def _decimal(toks):
+    """(decimals, significant digits) when the tokens are one signed decimal literal."""
+    if toks[:1] in (["-"], ["+"]):
+        toks = toks[1:]
+    if len(toks) != 1 or "." not in toks[0] or not _is_num(toks[0]):
+        return None
+    digits = toks[0].replace(".", "").lstrip("0")
+    return len(toks[0].split(".")[1]), len(digits)
+
+
+def _scalar(kind, toks, pm=1, pct=False):
+    """(kind, value, inexact, percent, decimal): see _value and _decimal."""
     p = _Parser(toks, pm)
     expr = p.parse()
-    return (kind, _value(expr, frozenset(p.symbols)), p.inexact)
+    return (kind, _value(expr, frozenset(p.symbols)), p.inexact, pct, _decimal(toks))
+
+
+def _relation(toks, depth):
+    """'a op b op c' -> ('r', ops, token parts, parsed parts), or None without a relation."""
+    parts = _split(toks, _RELATIONS.keys())
+    if len(parts) == 1:
+        return None
+    if len(parts) > 4 or not all(parts):
+        raise _Bad("relation")
+    ops, k = [], 0
+    for t in toks:  # the relation tokens at depth 0, in order
+        k += (t in _OPEN) - (t in _CLOSE)
+        if k == 0 and t in _RELATIONS:
+            ops.append(_RELATIONS[t])
+    nodes = []
+    for part in parts:
+        try:
+            nodes.append(_structure(part, depth + 1))
+        except Exception:  # a name that does not parse (\angle ABC): kept as text
+            nodes.append(("x", "".join(part)))
+    return ("r", tuple(ops), tuple(tuple(p) for p in parts), tuple(nodes))
 
 
 def _item(toks, depth):
-    for rel in ("=", "\\in"):
-        sides = _split(toks, rel)
-        if len(sides) > 2:
-            raise _Bad("chained relation")
-        if len(sides) == 2:
-            lhs, rhs = sides
-            if (lhs[:1] and (lhs[0].isalpha() or lhs[0] in _GREEK)) and \
-                    (len(lhs) == 1 or (len(lhs) == 3 and lhs[1] == "_")):  # x = 3, a_1 = 3
-                return _structure(rhs, depth + 1)
-            if rel != "=":
-                raise _Bad("relation")
-            return _scalar("e", lhs + ["-", "("] + rhs + [")"])
+    if (rel := _relation(toks, depth)) is not None:
+        return rel
+    ratio = _split(toks, ":")
+    if len(ratio) == 2 and all(ratio):  # 3:8 is 3/8 (05:00 is a clock time: text)
+        node = _scalar("s", ["("] + ratio[0] + [")", "/", "("] + ratio[1] + [")"])
+        if node[1] is None:
+            raise _Bad("ratio")
+        return node
+    pct = bool(toks) and toks[-1] == "%"
+    if pct:
+        toks = toks[:-1]
     n_pm = sum(t in ("\\pm", "\\mp") for t in toks)
     if n_pm > 1:
         raise _Bad("several \\pm")
     if n_pm == 1:
-        return ("set", (_scalar("s", toks, 1), _scalar("s", toks, -1)))
-    return _scalar("s", toks)
+        return ("set", (_scalar("s", toks, 1, pct), _scalar("s", toks, -1, pct)))
+    return _scalar("s", toks, pct=pct)
 
 
 def _collection(toks, depth):
@@ -613,12 +979,19 @@ def _structure(toks, depth=0):
     if len(parts := _split(toks, "\\cup")) > 1:
         return ("u", tuple(_structure(p, depth + 1) for p in parts))
     enclosed = _encloses(toks)
+    if enclosed and toks[0] in ("(", "[") and toks[1:2] == ["\\matbegin"] and \
+            toks[-2] == "\\matend" and _encloses(toks[1:-1]):
+        return _structure(toks[1:-1], depth + 1)  # \left[ \begin{array}..\end{array} \right]
     if enclosed and toks[0] == "\\matbegin" and toks[-1] == "\\matend":
         rows = _split(toks[1:-1], "\\\\")
         cells = [_split(r, "&") for r in (rows[:-1] if not rows[-1] else rows)]
-        if len({len(r) for r in cells}) != 1 or len(cells) * len(cells[0]) > MAX_ITEMS:
+        if not cells or len({len(r) for r in cells}) != 1 or \
+                len(cells) * len(cells[0]) > MAX_ITEMS:
             raise _Bad("ragged or large matrix")
         return ("m", tuple(tuple(_scalar("s", c) for c in r) for r in cells))
+    if enclosed and (toks[0], toks[-1]) in (("\\{", "\\}"), ("{", "}")) and \
+            len(_split(toks[1:-1], ",")) > 1:
+        return _collection(toks[1:-1], depth)
     if enclosed and toks[0] == "\\{" and toks[-1] == "\\}":
         return _collection(toks[1:-1], depth)
     if enclosed and toks[0] in ("(", "[") and toks[-1] in (")", "]") and \
@@ -641,6 +1014,9 @@ def _parse(s):
         return _structure(_tokenize(s))
     except Exception:  # _Bad, or whatever sympy raises on odd input: compare as text
         return ("x", re.sub(r"\s*([^\w\s])\s*", r"\1", s))
+
+# -----------------------------------------------------------------------------
+# Comparison
 
 
 def _close(x, y, tol):
@@ -667,12 +1043,272 @@ def _same_value(u, v, tol, up_to_factor):
     return all(_close(x, y, tol) for x, y in pairs)
 
 
+def _percent_of(v):
+    """The value / 100 (25% read as 0.25)."""
+    if v is None:
+        return None
+    if v[0] == "q":
+        return ("q", v[1] / 100)
+    return ("n", tuple(None if x is None else x / 100 for x in v[1]), v[2])
+
+
+def _rounds_to(d, x):
+    """True if scalar d is a decimal with enough digits that is the exact value x rounded to
+    d's printed decimals (2/3 -> 0.6667)."""
+    if d[4] is None or x[4] is not None or d[4][1] < MIN_ROUNDED_DIGITS or \
+            d[1] is None or x[1] is None or d[1][0] != "q" or (x[1][0] == "n" and x[1][2]):
+        return False
+    half = Fraction(1, 2 * 10 ** d[4][0])
+    if x[1][0] == "q":
+        return abs(x[1][1] - d[1][1]) <= half
+    v = x[1][1][0]
+    if v is None or _MP.im(v) != 0:
+        return False
+    dq = d[1][1]
+    return abs(_MP.re(v) - _MP.mpf(dq.numerator) / dq.denominator) <= \
+        _MP.mpf(half.numerator) / half.denominator * (1 + _MP.mpf(10) ** -30)
+
+
+def _same_scalar(a, b):
+    tol = REL_TOL_DECIMAL if a[2] or b[2] else REL_TOL
+    if _same_value(a[1], b[1], tol, up_to_factor=a[0] == "e"):
+        return True
+    if a[0] != "s":
+        return False
+    if a[3] != b[3]:  # one side a percent: 25% = 0.25
+        p, q = (a, b) if a[3] else (b, a)
+        if _same_value(_percent_of(p[1]), q[1], tol, False):
+            return True
+    return _rounds_to(a, b) or _rounds_to(b, a)
+
+
+def _real(node):
+    """A scalar node without free symbols as a Fraction or a real mpf (+-inf too), else None."""
+    if node[0] != "s" or node[1] is None or node[3]:
+        return None
+    v = node[1]
+    if v[0] == "q":
+        return v[1]
+    x = v[1][0]
+    if v[2] or x is None or _MP.im(x) != 0:
+        return None
+    return _MP.re(x)
+
+
+def _key(x):
+    return _MP.mpf(x.numerator) / x.denominator if isinstance(x, Fraction) else x
+
+
+def _same_end(x, y):
+    if isinstance(x, Fraction) and isinstance(y, Fraction):
+        return x == y
+    return _close(_key(x), _key(y), 1e-9)
+
+
+def _linear(toks):
+    """A side of an inequality as (a, b): the side is a*v + b in its one variable v; (1, 0)
+    for a name of two or more symbols (g(x), x+y: the name is the variable); else None."""
+    p = _Parser(list(toks))
+    expr = p.parse()
+    if len(p.symbols) >= 2:
+        return 1, 0
+    if len(p.symbols) != 1:
+        return None
+    (name,) = p.symbols
+    f = [_numeric(expr, {name: _MP.mpf(k)}) for k in (1, 2, 3)]
+    if any(_MP.im(v) != 0 or not _MP.isfinite(v) for v in f):
+        return None
+    a = f[1] - f[0]
+    if a == 0 or not _close(f[2] - f[1], a, 1e-20):
+        return None
+    return _MP.re(a), _MP.re(f[0] - a)
+
+
+_INF = _MP.inf
+
+
+def _relation_intervals(node):
+    ops, raw, nodes = node[1], node[2], node[3]
+    if ops == ("in",) and _is_label(raw[0]):  # x \in [1, 4]
+        return _intervals(nodes[1])
+    if not set(ops) <= {"<", "<=", ">", ">=", "!="}:
+        return None
+    if len(ops) == 2 and "!=" not in ops:  # lo < middle <= hi
+        if all(o in (">", ">=") for o in ops):
+            ops, raw, nodes = tuple(_FLIP[o] for o in reversed(ops)), raw[::-1], nodes[::-1]
+        if not all(o in ("<", "<=") for o in ops):
+            return None
+        lo, hi, lin = _real(nodes[0]), _real(nodes[2]), _linear(raw[1])
+        if lo is None or hi is None or lin is None:
+            return None
+        a, b = lin
+        ends = [((_key(lo) - b) / a, ops[0] == "<="), ((_key(hi) - b) / a, ops[1] == "<=")]
+        if a < 0:
+            ends.reverse()
+        return [(ends[0][0], ends[0][1], ends[1][0], ends[1][1])]
+    if len(ops) != 1:
+        return None
+    op, lv, rv = ops[0], _real(nodes[0]), _real(nodes[1])
+    if rv is not None and lv is None:
+        side, c = raw[0], rv
+    elif lv is not None and rv is None:
+        side, c, op = raw[1], lv, _FLIP[op]
+    else:
+        return None
+    if (lin := _linear(side)) is None:
+        return None
+    a, b = lin
+    bound = (_key(c) - b) / a if (a, b) != (1, 0) else c
+    if a < 0:
+        op = _FLIP[op]
+    if op == "!=":
+        return [(-_INF, False, bound, False), (bound, False, _INF, False)]
+    if op in ("<", "<="):
+        return [(-_INF, False, bound, op == "<=")]
+    return [(bound, op == ">=", _INF, False)]
+
+
+def _intervals(node):
+    """The node as a union of real intervals [(lo, lo_closed, hi, hi_closed)], or None."""
+    kind = node[0]
+    if kind == "t":
+        if len(node[2]) != 2:
+            return None
+        lo, hi = _real(node[2][0]), _real(node[2][1])
+        if lo is None or hi is None or _key(lo) > _key(hi):
+            return None
+        return [(lo, node[1][0] == "[", hi, node[1][1] == "]")]
+    if kind == "r":
+        try:
+            return _relation_intervals(node)
+        except Exception:  # a side that does not evaluate
+            return None
+    if kind == "u" or (kind == "set" and any(p[0] == "r" for p in node[1])):
+        out = []
+        for part in node[1]:
+            if (iv := _intervals(part)) is None:
+                return None
+            out.extend(iv)
+        return out
+    return None
+
+
+def _canonical(ivs):
+    """Sorted, overlapping or touching intervals merged: (0,1) u [1,2) = (0,2)."""
+    out = []
+    for lo, lc, hi, hc in sorted(ivs, key=lambda v: (_key(v[0]), not v[1])):
+        if out:
+            plo, plc, phi, phc = out[-1]
+            touch = _same_end(lo, phi)
+            if _key(lo) < _key(phi) and not touch or touch and (lc or phc):
+                if _same_end(hi, phi):
+                    out[-1] = (plo, plc, phi, phc or hc)
+                elif _key(hi) > _key(phi):
+                    out[-1] = (plo, plc, hi, hc)
+                continue
+        out.append((lo, lc, hi, hc))
+    return out
+
+
+def _same_intervals(ia, ib):
+    ca, cb = _canonical(ia), _canonical(ib)
+    return len(ca) == len(cb) and all(
+        x[1] == y[1] and x[3] == y[3] and _same_end(x[0], y[0]) and _same_end(x[2], y[2])
+        for x, y in zip(ca, cb))
+
+
+def _is_label(toks):
+    """A name on the left of '=': x, f(x), |PQ|, (a, b), S_1 : S_2, \\angle ABC, x + y
+    (letters; numbers only in subscripts and function arguments)."""
+    named, k = False, 0
+    while k < len(toks):
+        t = toks[k]
+        if t == "_":
+            k += 2
+            continue
+        if t == "(" and k and (toks[k - 1].isalpha() or toks[k - 1] in _GREEK):
+            depth = 0
+            while k < len(toks):  # f(2): skip the argument
+                depth += (toks[k] == "(") - (toks[k] == ")")
+                k += 1
+                if depth == 0:
+                    break
+            continue
+        if _is_num(t) or t in ("\\frac", "\\sqrt"):
+            return False
+        named = named or t.isalpha() or t in _GREEK or (t[:1] in "\\@" and t[1:].isalpha())
+        k += 1
+    return named
+
+
+def _is_constant(toks):
+    """A computation: no letters (\\binom{6}{3}, 2 + 3, \\frac{2}{3})."""
+    return not any(t.isalpha() or t in _GREEK or t[:1] == "@" for t in toks)
+
+
+def _equation_ends(r):
+    """An '=' chain as (first tokens, first node, last tokens, last node): x = 2+3 = 5 is x = 5."""
+    return r[2][0], r[3][0], r[2][-1], r[3][-1]
+
+
+def _relation_value(r, v):
+    ops, raw, nodes = r[1], r[2], r[3]
+    if not set(ops) <= {"=", "~", "in"}:
+        return False
+    constant = _is_constant(raw[0])
+    if not (constant or _is_label(raw[0])):
+        return False  # x + 1 = 4 is not the answer 4
+    if "~" in ops:  # an approximation equals each of its sides
+        return any(_same(n, v) for n in nodes[0 if constant else 1:])
+    return _same(nodes[-1], v)
+
+
+def _relation_relation(a, b):
+    if set(a[1]) <= {"=", "in"} and set(b[1]) <= {"=", "in"} and ("in" in a[1]) == ("in" in b[1]):
+        la, na, ra, ma = _equation_ends(a)
+        lb, nb, rb, mb = _equation_ends(b)
+        if _is_constant(la) and _is_constant(lb):
+            return _same(ma, mb)  # computations: their results
+        if la == lb or (_is_label(la) and _is_label(lb) and "in" in a[1]):
+            return _same(ma, mb)
+        if "=" in a[1] and ("r" not in (ma[0], mb[0])):
+            try:  # lhs - rhs up to a nonzero factor: 5x+5y=5 is x+y=1
+                da = _scalar("e", list(la) + ["-", "("] + list(ra) + [")"])
+                db = _scalar("e", list(lb) + ["-", "("] + list(rb) + [")"])
+                if (da[1] and da[1][0] == "n" and da[1][2]) or (db[1] and db[1][0] == "n" and
+                                                                db[1][2]):
+                    return _same(da, db)
+            except Exception:
+                pass
+        return False
+    if a[1] == b[1]:
+        return all(map(_same, a[3], b[3]))
+    if a[1] == tuple(_FLIP[o] for o in reversed(b[1])):  # a < b is b > a
+        return all(map(_same, a[3], b[3][::-1]))
+    return False
+
+
+def _same_relation(a, b):
+    ia, ib = _intervals(a), _intervals(b)
+    if ia is not None and ib is not None:
+        return _same_intervals(ia, ib)
+    if a[0] != "r":
+        a, b = b, a
+    if b[0] != "r":
+        return _relation_value(a, b)
+    return _relation_relation(a, b)
+
+
 def _same(a, b):
+    if a[0] == "r" or b[0] == "r":
+        return _same_relation(a, b)
     if a[0] != b[0]:
+        if "u" in (a[0], b[0]) or "set" in (a[0], b[0]):  # a union against one interval
+            ia, ib = _intervals(a), _intervals(b)
+            return ia is not None and ib is not None and _same_intervals(ia, ib)
         return False
     if a[0] in ("s", "e"):
-        tol = REL_TOL_DECIMAL if a[2] or b[2] else REL_TOL
-        return _same_value(a[1], b[1], tol, up_to_factor=a[0] == "e")
+        return _same_scalar(a, b)
     if a[0] == "t":
         return a[1] == b[1] and len(a[2]) == len(b[2]) and all(map(_same, a[2], b[2]))
     if a[0] == "m":
@@ -683,13 +1319,39 @@ def _same(a, b):
         for x in a[1]:
             k = next((k for k, y in enumerate(left) if _same(x, y)), None)
             if k is None:
-                return False
+                break
             left.pop(k)
-        return not left
+        else:
+            if not left:
+                return True
+        if a[0] == "u" or any(p[0] == "r" for p in a[1] + b[1]):
+            ia, ib = _intervals(a), _intervals(b)  # (0,1) u [1,2) = (0,2) u ...
+            return ia is not None and ib is not None and _same_intervals(ia, ib)
+        return False
     return a[1] == b[1]  # words, choice letters, unparsed text
 
 # -----------------------------------------------------------------------------
 # Public API
+
+_DECIMAL_COMMA = re.compile(r"[-+]?\d+,\d+")
+
+
+def _equiv(a, b):
+    if a.strip() and a.strip() == b.strip():
+        return True
+    na, nb = _normalize(a), _normalize(b)
+    if not na or not nb:
+        return False
+    if na == nb:
+        return True
+    if _PLAIN_NUM.fullmatch(na) and _PLAIN_NUM.fullmatch(nb):  # the common RL case
+        return Fraction(na) == Fraction(nb)
+    if _same(_parse(na), _parse(nb)):
+        return True
+    for x, y in ((na, nb), (nb, na)):  # a decimal comma against a number: 250,75 = 250.75
+        if _DECIMAL_COMMA.fullmatch(x) and "," not in y:
+            return _same(_parse(x.replace(",", ".")), _parse(y))
+    return False
 
 
 def is_equiv(a: str, b: str) -> bool:
@@ -699,29 +1361,26 @@ def is_equiv(a: str, b: str) -> bool:
             return False
         if len(a) > MAX_ANSWER_LEN or len(b) > MAX_ANSWER_LEN:
             return False
-        if a.strip() and a.strip() == b.strip():
-            return True
-        na, nb = _normalize(a), _normalize(b)
-        if not na or not nb:
+        sa, sb = a.strip(), b.strip()
+        if _INT.fullmatch(sa) and _INT.fullmatch(sb):  # RL's fast path: two integers
+            return int(sa) == int(sb)
+        if not _equiv(a, b):
             return False
-        if na == nb:
-            return True
-        if _PLAIN_NUM.fullmatch(na) and _PLAIN_NUM.fullmatch(nb):  # the common RL case
-            return Fraction(na) == Fraction(nb)
-        return _same(_parse(na), _parse(nb))
+        ua, ub = _unit(a), _unit(b)
+        return ua is None or ub is None or ua == ub  # 5 cm != 5 m
     except Exception:  # hostile input must never crash a training run
         return False
 
 
 def grade(response: str, gold: str) -> bool:
-    """True if the response's final answer (or the whole response, when it is a bare answer)
-    equals the gold answer."""
+    """True if the response's final answer (find_answer) equals the gold answer (itself
+    extracted when it is a sentence or a boxed solution)."""
     try:
         if isinstance(gold, int) and not isinstance(gold, bool):
             gold = str(gold)
-        ans = extract_answer(response)
-        if ans is None and isinstance(response, str) and len(response) <= MAX_ANSWER_LEN:
-            ans = response
-        return ans is not None and is_equiv(ans, gold)
+        if not isinstance(gold, str):
+            return False
+        found = find_answer(response)
+        return found is not None and is_equiv(found[0], _gold_answer(gold))
     except Exception:
         return False

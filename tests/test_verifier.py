@@ -88,6 +88,8 @@ TABLE = [
     # percent, degrees, units, text wrappers
     ("50\\%", "50", True),
     ("12.5%", "12.5", True),
+    ("0.5", "50\\%", True),  # X% is X and X/100 (issue 15: 25% = 0.25)
+    ("\\frac13", "0.3333333", True),  # 7 significant digits: 1/3 rounded to its printed digits
     ("30^\\circ", "30", True),
     ("30^{\\circ}", "30", True),
     ("30°", "30", True),
@@ -189,10 +191,9 @@ TABLE = [
     ("x+1", "x-1", False),
     ("2", "2x", False),
     ("3.14", "\\pi", False),
-    ("0.5", "50\\%", False),
     ("0.5", "50", False),
-    ("\\frac13", "0.333", False),
-    ("\\frac13", "0.3333333", False),  # rationals are exact: a rounded decimal is wrong
+    ("\\frac13", "0.333", False),  # too few digits to stand for a rounded 1/3
+    ("\\frac13", "0.33", False),
     ("1000000", "1000001", False),
     ("7,425,000", "742500", False),
     ("10080", "1008", False),
@@ -380,9 +381,12 @@ HOSTILE = [
 
 @pytest.mark.parametrize("s", HOSTILE, ids=range(len(HOSTILE)))
 def test_hostile_inputs_are_false_and_fast(s):
+    # grade reads a reply's last number when nothing else is there, so the right gold for
+    # "False" is one that no hostile string holds (-7); the usual golds must still be fast bools
     assert _timed(is_equiv, s, "1") is False
-    assert _timed(grade, s, "1") is False
-    assert _timed(grade, f"\\boxed{{{s}}}", "2") is False
+    assert _timed(grade, s, "-7") is False
+    assert _timed(grade, f"\\boxed{{{s}}}", "-7") is False
+    _timed(grade, s, "1"), _timed(grade, f"\\boxed{{{s}}}", "2")
     _timed(is_equiv, s, s + " ")  # a bool, in time: not comparable or equal, never a crash
 
 
