@@ -51,7 +51,7 @@ from nanorlsp.evaluation import task_accuracy, user_prompt
 from nanorlsp.model import GPT
 from nanorlsp.rewards import (EXPLORE, SCHEDULES, RewardConfig, adaptive_coefs, coef_at, score,
                               token_pieces)
-from nanorlsp.rl import (KL_ESTIMATORS, entropy, gae, group_advantages, kl_penalty, kl_value,
+from nanorlsp.rl import (KL_ESTIMATORS, WithValues, entropy, gae, group_advantages, kl_penalty, kl_value,
                          masked_mean, ppo_policy_loss, reinforce_loss, token_logprobs,
                          truncated_is_weights, value_loss)
 from nanorlsp.sampler import sample
@@ -175,25 +175,7 @@ value_head = nn.Linear(policy.config.n_embd, 1).to(device) if args.algo == "ppo"
 if state is not None and value_head is not None:
     value_head.load_state_dict(state["value_head"])
 
-
-class WithValues(nn.Module):
-    """A policy (and PPO's value head, if any) as one module: (B, T) ids -> logits (B, T, V) and
-    values (B, T) or None. One module, so DDP averages the value head's gradients too."""
-
-    def __init__(self, model, head):
-        super().__init__()
-        self.model, self.head = model, head
-
-    def forward(self, idx, logits_at=None):
-        if self.head is None:
-            return self.model(idx, logits_at=logits_at), None
-        logits, h = self.model(idx, return_hidden=True, logits_at=logits_at)
-        # the value head in float32 even under bf16 autocast (a value's bf16 rounding is ~1e-2
-        # at |V| ~ 2: the size of the GAE deltas it is meant to resolve)
-        with torch.autocast(h.device.type, enabled=False):
-            return logits, self.head(h.float()).squeeze(-1)
-
-
+# one module for DDP: the policy and PPO's value head, values in float32 (nanorlsp/rl.py)
 actor = WithValues(policy, value_head)
 ref_actor = WithValues(ref, None)
 # Under torchrun: DDP (each rank holds everything; gradients all-reduced, averaged) or FSDP2

@@ -50,6 +50,7 @@ reweight REINFORCE when the two differ.
 import math
 
 import torch
+import torch.nn as nn
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -188,3 +189,22 @@ def value_loss(values, old_values, returns, mask, clip: float = 0.2) -> torch.Te
     v_clipped = old_values + (values - old_values).clamp(-clip, clip)
     return 0.5 * masked_mean(torch.maximum((values - returns) ** 2,
                                            (v_clipped - returns) ** 2), mask)
+
+
+class WithValues(nn.Module):
+    """A policy (and PPO's value head, if any) as one module: (B, T) ids -> logits (B, T, V) and
+    values (B, T) or None. One module, so DDP averages the value head's gradients too. PPO's
+    value head is a linear layer on the policy's final hidden state (train_rl.py)."""
+
+    def __init__(self, model, head):
+        super().__init__()
+        self.model, self.head = model, head
+
+    def forward(self, idx, logits_at=None):
+        if self.head is None:
+            return self.model(idx, logits_at=logits_at), None
+        logits, h = self.model(idx, return_hidden=True, logits_at=logits_at)
+        # the value head in float32 even under bf16 autocast (a value's bf16 rounding is ~1e-2
+        # at |V| ~ 2: the size of the GAE deltas it is meant to resolve)
+        with torch.autocast(h.device.type, enabled=False):
+            return logits, self.head(h.float()).squeeze(-1)

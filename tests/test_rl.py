@@ -177,3 +177,22 @@ def test_entropy_respects_vocab_limit():
     logits = torch.zeros(1, 1, 8)                            # uniform over 8 ids, 3 of them padding
     assert entropy(logits, t([[1.]]), vocab_limit=5).item() == pytest.approx(math.log(5))
     assert entropy(logits, t([[1.]])).item() == pytest.approx(math.log(8))
+
+
+def test_value_head_runs_in_float32_under_autocast():
+    """Issue 14 item 8: under bf16 autocast the value head's matmul ran in bf16 (values rounded to
+    ~1e-2 at |V| ~ 2). Now the values equal the float32 head on the same hidden state."""
+    from nanorlsp.model import GPT, ModelConfig
+    from nanorlsp.rl import WithValues
+    torch.manual_seed(0)
+    model = GPT(ModelConfig(vocab_size=64, n_layer=1, n_embd=64, n_head=2, n_kv_head=1))
+    head = torch.nn.Linear(64, 1)
+    with torch.no_grad():
+        head.weight.mul_(40.0)                                  # values of a few units
+    idx = torch.randint(0, 64, (2, 9))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        _, v = WithValues(model, head)(idx)
+        _, h = model(idx, return_hidden=True)
+    want = h.float() @ head.weight.float().T + head.bias.float()
+    assert v.dtype == torch.float32 and v.abs().max() > 1
+    assert torch.allclose(v, want.squeeze(-1), rtol=1e-5, atol=1e-5)
