@@ -259,12 +259,13 @@ def _cut(ans):
 _SPAN = re.compile(r"\$\$(.{1,%d}?)\$\$|\\\[(.{1,%d}?)\\\]|\\\((.{1,%d}?)\\\)|"
                    r"(?<!\\)\$((?:\\\$|[^$\n]){1,%d}?)(?<!\\)\$"
                    % ((MAX_ANSWER_LEN,) * 4), re.S)
+_LETTER_AFTER = re.compile(r"[a-zA-Z]")
 _SINGLE_SYMBOL = re.compile(r"\s*(?:[a-zA-Z]|\\(?:alpha|beta|gamma|theta|phi|lambda|mu))\s*")
 
 
-def _spans(text, lo):
+def _spans(text, lo, prose=False):
     """Math spans of text[lo:] as (content, start, end), content stripped; currency pairs
-    ('$5 and $6') and prose are left out."""
+    ('$5 and $6') and (unless prose=True) prose are left out."""
     out = []
     for m in _SPAN.finditer(text, lo):
         body = next(g for g in m.groups() if g is not None)
@@ -272,7 +273,7 @@ def _spans(text, lo):
                 text[m.end():m.end() + 1].isalnum():
             continue  # "$5 and $6": dollars, not math
         body = body.strip()
-        if body and _bare(body):
+        if body and (prose or _bare(body)):
             out.append((body, m.start(), m.end()))
     return out
 
@@ -296,9 +297,11 @@ def _join_spans(text, spans, k, step):
     return ", ".join(_cut(x) for x in items), spans[first][1]
 
 
-_NUMBER = re.compile(r"(?<![\w.\\])-?(?:\\[dt]?frac\{-?\d+(?:\.\d+)?\}\{-?\d+(?:\.\d+)?\}|"
+# a number in text: \frac{3}{4}, 1/2, 1,234.5, 1 234, 250,75, .5, 35% (never the 00 of 2:00)
+_NUMBER = re.compile(r"(?<![\w.\\])(?<!\d:)-?(?:\\[dt]?frac\{-?\d+(?:\.\d+)?\}\{-?\d+(?:\.\d+)?\}|"
                      r"\d+(?:\.\d+)?\s*/\s*\d+(?:\.\d+)?(?![\d.]*\s*/)|"
-                     r"\d{1,3}(?:,\d{3})+(?![\d])(?:\.\d+)?|\d+(?:[.,]\d+)?|\.\d+)"
+                     r"\d{1,3}(?:,\d{3})+(?!\d)(?:\.\d+)?|\d{1,3}(?: \d{3})+(?![\d,])(?:\.\d+)?|"
+                     r"\d+(?:[.,]\d+)?|\.\d+)"
                      r"(?:\s*(?:\\?%|percent\b|pct\b))?")
 
 
@@ -316,7 +319,8 @@ def _free(text, lo=None):
     (a number inside the span is the span's); a span that is one symbol ('let $x$ be') is a name,
     not an answer."""
     lo = _window(text) if lo is None else lo
-    spans = [s for s in _spans(text, lo) if not _SINGLE_SYMBOL.fullmatch(s[0])]
+    spans = [s for s in _spans(text, lo) if not (_SINGLE_SYMBOL.fullmatch(s[0]) and
+                                                  _LETTER_AFTER.search(text, s[2]))]
     num = None
     for m in _NUMBER.finditer(text, lo):
         num = m
@@ -325,22 +329,24 @@ def _free(text, lo=None):
     return (num.group(0), num.start()) if num else None
 
 
-_AFTER_LABEL = re.compile(r"[*\s]*(?:\((?:s|final)\))?[*\s]*(?::|is\b|=)[*:\s]*")
+_AFTER_LABEL = re.compile(r"[* \t]*(?:\((?:s|final)\))?[* \t]*(?::|is\b|=)[*: \t]*")
 _SENTENCE_END = re.compile(r"[.!?;](?:\s|$)|,\s+(?=[a-zA-Z]{3,})")
 
 
 def _tail(text, pos):
     """The answer written after a label ending at text[pos]: (answer, None) or None."""
-    seg = text[pos:pos + MAX_ANSWER_LEN + 200]
-    lead = len(seg) - len(seg.lstrip())
-    seg = seg[lead:]
+    seg = text[pos:pos + MAX_ANSWER_LEN + 200].lstrip(" \t")
+    next_line = seg.startswith(("\n", "\r"))  # "Answer:\n\n42", "here is how to find the answer:\n"
+    seg = seg.lstrip()
     for open_, close in (("$$", "$$"), ("\\[", "\\]")):  # "Answer:\n$$ 5 $$"
         if seg.startswith(open_):
             end = seg.find(close, 2)
             if end > 2 and seg[2:end].strip():
                 return _cut(seg[2:end].strip())
     line = seg.split("\n", 1)[0]
-    spans = _spans(line, 0)
+    if next_line and (not _bare(line) or re.match(r"\d+[.)]\s", line)):
+        return None  # a list of steps after the label: not an answer
+    spans = _spans(line, 0, prose=True)  # "Answer: $Softball, Kickball$" is an answer
     if spans and not any(c.isdigit() for c in line[:spans[0][1]]):
         return _join_spans(line, spans, 0, +1)[0]
     m = _SENTENCE_END.search(line)
@@ -458,14 +464,28 @@ _SUBS = [(re.compile(p), r) for p, r in [
     (r"_\{(\w+)\}", r"_\1"),                                    # 4210_{5} -> 4210_5
     (r"\\begin\{[pbBvV]?matrix\}|\\begin\{array\}\s*\{[^{}]*\}", r" \\matbegin "),
     (r"\\end\{(?:[pbBvV]?matrix|array)\}", r" \\matend "),
-    (r"\\mathbb\{R\}", r"(-\\infty,\\infty)"),
+    (r"\\mathbb\{R\}|^all real numbers$", r"(-\\infty,\\infty)"),
+    (r"\\(?:emptyset|varnothing)(?![a-zA-Z])|\\\{\s*\\\}", r"\\emptyset"),
+    (r"(?<=\d)\s*(?:\.\.\.|\\[lc]?dots(?![a-zA-Z]))", ""),             # 0.3333...
     (r"(?:\s*,)?\s*\b(?:and|or)\b\s*,?|;", ","),                # "2 and 3", "x<1 or x>2"
     (r"^[\s,]*(?:=|\\approx)?\s*|[\s,\\]*$", ""),               # "= 5", "\approx 8.2", "5,\"
 ]]
 _THOUSANDS = re.compile(r"[-+]?\d{1,3}(?:,\d{3})+(?:\.\d+)?%?|[-+]?\d{1,3}(?: \d{3})+(?:\.\d+)?%?")
+_RHS_THOUSANDS = re.compile(r"([^,]*(?:=|\\approx)\s*)([-+]?\d{1,3}(?:,\d{3})+(?:\.\d+)?%?)")
 _PLAIN_NUM = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)")
-_GLUED_UNIT = re.compile(r"(?<=\d)(?=(?:cm|mm|km|kg|ml|ft|m|g|s|h)(?:\^\{?[23]\}?)?$)")
+_GLUED_UNIT = re.compile(r"(?<=\d)(?=(?:cm|mm|km|kg|ml|ft)(?:\^\{?[23]\}?)?$)")  # not 2s: a product
 _LETTER = re.compile(r"(?<!\\)(?<![a-zA-Z])[a-zA-Z]")
+
+
+_SCIENTIFIC = re.compile(r"([-+]?\d+(?:\.\d+)?)[eE]([-+]?\d{1,4})")
+_REPEATING = re.compile(r"(\d*)\.(\d*)\\overline\{?(\d{1,20})\}?")
+
+
+def _repeating(m):
+    whole, fixed, rep = m.group(1) or "0", m.group(2), m.group(3)
+    q = Fraction(int(whole)) + Fraction(int(fixed or "0"), 10 ** len(fixed)) + \
+        Fraction(int(rep), (10 ** len(rep) - 1) * 10 ** len(fixed))
+    return f"({q.numerator}/{q.denominator})"
 
 
 def _unwrap_text(s):
@@ -502,12 +522,20 @@ def _normalize(s):
     for pattern, repl in _SUBS:
         s = pattern.sub(repl, s)
     s = _GLUED_UNIT.sub(" ", s)  # 5cm -> 5 cm
+    if m := _SCIENTIFIC.fullmatch(s):  # 1.5e-3
+        s = f"{m.group(1)}*10^{{{m.group(2)}}}"
+    if "\\overline" in s:  # 0.1\overline{6}: a repeating decimal, exactly
+        s = _REPEATING.sub(_repeating, s)
     words = s.split()
     if len(words) > 1 and any(c.isdigit() for c in s):  # trailing unit words: "5 square units"
         while len(words) > 1 and _is_unit_word(words[-1], " ".join(words[:-1])):
             words.pop()
     s = " ".join(words).rstrip(" .,")
-    return s.replace(",", "").replace(" ", "") if _THOUSANDS.fullmatch(s) else s
+    if _THOUSANDS.fullmatch(s):
+        return s.replace(",", "").replace(" ", "")
+    if m := _RHS_THOUSANDS.fullmatch(s):  # k = 58,500
+        return m.group(1) + m.group(2).replace(",", "")
+    return s
 
 
 # Units, for one rule only: two different known units make a right number wrong (5 cm != 5 m).
@@ -1260,6 +1288,8 @@ def _relation_value(r, v):
         return False  # x + 1 = 4 is not the answer 4
     if "~" in ops:  # an approximation equals each of its sides
         return any(_same(n, v) for n in nodes[0 if constant else 1:])
+    if v[0] == "c":  # x = C against the choice C
+        return raw[-1] in ((v[1],), ("(", v[1], ")"))
     return _same(nodes[-1], v)
 
 

@@ -390,6 +390,42 @@ def test_hostile_inputs_are_false_and_fast(s):
     _timed(is_equiv, s, s + " ")  # a bool, in time: not comparable or equal, never a crash
 
 
+# Hostile replies for the free-text extraction (issue 15): megabytes of delimiters, labels,
+# boxes, numbers; and answers that stress relations, intervals, units and repeating decimals.
+M = 1_000_000
+HOSTILE_REPLIES = [
+    "$" * M, "$a" * (M // 2), "\\[" * (M // 2), "\\(" * (M // 2), "$$" * (M // 2),
+    "answer: " * (M // 8), "<answer>" * (M // 8), "The answer is " * (M // 14),
+    "\\boxed{1}, " * (M // 11), "1, " * (M // 3), "1 000 " * (M // 6), "$1$ and " * (M // 8),
+    "=" * M, "{" * M + "\\boxed", "a" * (5 * M), "\\frac{1}{2}" * (M // 11), "####" * (M // 4),
+    "x" * M + "Answer:", "<answer>" + "7" * M, "$" + "1+" * (M // 2) + "$", "\n" * M + "$5$",
+    "Answer:\n" * (M // 8), "5% " * (M // 3), "9" * M,
+]
+HOSTILE_ANSWERS = [
+    "x^{9^{9^9}} < 2", "2^{x^{x^{x}}} > 1", "x < " * 200 + "1", "(1,2) \\cup " * 80 + "(3,4)",
+    ", ".join(f"x > {k}" for k in range(60)), "x \\ne 1, " * 60 + "y", "\\sin(x) < 10^{9999}",
+    "10^{10^{10}} x < 1", "x = " * 300 + "1", "x \\approx " * 200 + "1", "1:" * 400 + "1",
+    "(" * 60 + "x<1" + ")" * 60, "\\{" * 50 + "x<1" + "\\}" * 50, "5 \\text{ cm}" + " cm" * 300,
+    "0.\\overline{" + "1" * 500 + "}", "1e9999", "x \\in " * 100 + "[1,2]", "50" + "%" * 500,
+    "\\begin{array}{" + "c" * 500 + "}1\\end{array}", "\\cos(" * 100 + "30^\\circ" + ")" * 100,
+]
+
+
+@pytest.mark.parametrize("s", HOSTILE_REPLIES, ids=range(len(HOSTILE_REPLIES)))
+def test_hostile_replies_extract_fast(s):
+    for gold in ("1", "-7", "\\frac12", "(1,2)", "x < 3"):
+        _timed(grade, s, gold)
+    _timed(grade, "1", s)  # a hostile gold too
+
+
+@pytest.mark.parametrize("s", HOSTILE_ANSWERS, ids=range(len(HOSTILE_ANSWERS)))
+def test_hostile_relations_and_numbers_are_fast(s):
+    for other in ("1", "x < 2", "(1,2)", s[::-1], s + "1"):
+        _timed(is_equiv, s, other)
+        _timed(grade, f"\\boxed{{{s}}}", other)
+        _timed(grade, other, s)
+
+
 def test_injection_never_runs(tmp_path):
     marker, fixed = tmp_path / "pwned", "/tmp/pwned_nanorlsp"
     existed = os.path.exists(fixed)
