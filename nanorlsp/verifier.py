@@ -164,9 +164,10 @@ def _last_box_start(text, end):
     return max(text.rfind("\\boxed", 0, end), text.rfind("\\fbox", 0, end))
 
 
-# what may stand between boxes (or math spans) that together are one list of answers
-_SEP = re.compile(r"(?:\s|\$|,|;|&|\\[,;:! ]|\\q?quad|\\[()\[\]]|\\text\{\s*(?:and|or|,)?\s*\}|"
-                  r"\band\b|\bor\b)*")
+# what may stand between boxes (or math spans) that together are one list of answers: some
+# separator (a comma, "and", "or", \quad), with spaces and math delimiters around it
+_SEP = re.compile(r"(?:\s|\$|\\[,;:! ]|\\[()\[\]])*(?:,|;|&|\\q?quad|\\text\{\s*(?:and|or|,)?\s*\}|"
+                  r"\band\b|\bor\b)(?:\s|\$|,|\\[,;:! ]|\\[()\[\]]|\band\b|\bor\b)*")
 
 
 def _boxed(text):
@@ -185,6 +186,7 @@ def _boxed(text):
             break
         items.insert(0, prev[0].strip())
         start = j
+    items = list(dict.fromkeys(items))  # \boxed{5}, \boxed{5}: one answer
     return ", ".join(items), start
 
 
@@ -216,7 +218,8 @@ def _bare(s):
         return True
     if len(s.split()) <= 2 and re.fullmatch(r"[A-Za-z][A-Za-z' -]*\.?", s):
         return True  # Evelyn, east, New York
-    return bool(_VALUE_THEN_WORDS.fullmatch(t))  # 18 apples, 5 square feet
+    # 18 apples, 5 square feet; but not "7 is the answer"
+    return bool(_VALUE_THEN_WORDS.fullmatch(t)) and not any(w.lower() in _STOP2 for w in words)
 
 
 def _top_level_split(s, seps):
@@ -242,12 +245,15 @@ def _top_level_split(s, seps):
     return parts + [s[last:]]
 
 
+_LIST_WORD = re.compile(r"\b(?:and|or)\b|\\q?quad|;")
+
+
 def _cut(ans):
     r"""A computation's result: `\binom{6}{3} = 20` -> 20, `x = 2 + 3 = 5` -> 5; `x = 5` stays."""
     if "=" not in ans:
         return ans
     parts = _top_level_split(ans, ("=",))
-    if len(parts) < 2 or len(_top_level_split(ans, (",",))) > 1 or any(not p.strip() for p in parts) or \
+    if len(parts) < 2 or len(_top_level_split(ans, (",",))) > 1 or _LIST_WORD.search(ans) or any(not p.strip() for p in parts) or \
             any(p.rstrip().endswith(("<", ">", "!", "\\le", "\\ge")) for p in parts[:-1]):
         return ans
     lhs = re.sub(r"\\[a-zA-Z]+", "", parts[0])
@@ -443,7 +449,8 @@ _UNICODE = str.maketrans({"−": "-", "–": "-", "×": "*", "·": "*", "÷": "/
                           "∞": "\\infty ", "√": "\\sqrt", "°": "^\\circ ", "\u2009": " ",
                           "\u00a0": " ", "≤": "\\le ", "≥": "\\ge ", "≠": "\\ne ",
                           "≈": "\\approx ", "±": "\\pm ", "∪": "\\cup ", "∈": "\\in ",
-                          "²": "^2", "³": "^3", "€": " ", "£": " ", "¥": " ", "₹": " "})
+                          "²": "^2", "³": "^3", "€": " ", "£": " ", "¥": " ", "₹": " ",
+                          "½": "(1/2)", "⅓": "(1/3)", "⅔": "(2/3)", "¼": "(1/4)", "¾": "(3/4)"})
 _TEXT_CMD = re.compile(r"\\(?:text(?:bf|it|rm|normal)?|mbox|math(?:rm|bf|it|sf)|operatorname)"
                        r"\s*\{")
 _SUBS = [(re.compile(p), r) for p, r in [
@@ -465,6 +472,8 @@ _SUBS = [(re.compile(p), r) for p, r in [
     (r"\\begin\{[pbBvV]?matrix\}|\\begin\{array\}\s*\{[^{}]*\}", r" \\matbegin "),
     (r"\\end\{(?:[pbBvV]?matrix|array)\}", r" \\matend "),
     (r"\\mathbb\{R\}|^all real numbers$", r"(-\\infty,\\infty)"),
+    (r"(?<![\\a-zA-Z])(?:inf|infinity|infty)(?![a-zA-Z])", r"\\infty "),
+    (r"\\(sin|cos|tan)\s*\^\s*\{?\s*-1\s*\}?", r"\\arc\1 "),      # \sin^{-1} is arcsin
     (r"\\(?:emptyset|varnothing)(?![a-zA-Z])|\\\{\s*\\\}", r"\\emptyset"),
     (r"(?<=\d)\s*(?:\.\.\.|\\[lc]?dots(?![a-zA-Z]))", ""),             # 0.3333...
     (r"(?:\s*,)?\s*\b(?:and|or)\b\s*,?|;", ","),                # "2 and 3", "x<1 or x>2"
@@ -477,6 +486,11 @@ _GLUED_UNIT = re.compile(r"(?<=\d)(?=(?:cm|mm|km|kg|ml|ft)(?:\^\{?[23]\}?)?$)") 
 _LETTER = re.compile(r"(?<!\\)(?<![a-zA-Z])[a-zA-Z]")
 
 
+_NUMBER_WORDS = {w: str(k) for k, w in enumerate(
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
+    "fifteen sixteen seventeen eighteen nineteen twenty".split())}
+_NUMBER_WORDS.update({w: str(10 * k) for k, w in enumerate(
+    "thirty forty fifty sixty seventy eighty ninety".split(), 3)})
 _SCIENTIFIC = re.compile(r"([-+]?\d+(?:\.\d+)?)[eE]([-+]?\d{1,4})")
 _REPEATING = re.compile(r"(\d*)\.(\d*)\\overline\{?(\d{1,20})\}?")
 
@@ -522,6 +536,7 @@ def _normalize(s):
     for pattern, repl in _SUBS:
         s = pattern.sub(repl, s)
     s = _GLUED_UNIT.sub(" ", s)  # 5cm -> 5 cm
+    s = _NUMBER_WORDS.get(s.lower(), s)  # "twelve"
     if m := _SCIENTIFIC.fullmatch(s):  # 1.5e-3
         s = f"{m.group(1)}*10^{{{m.group(2)}}}"
     if "\\overline" in s:  # 0.1\overline{6}: a repeating decimal, exactly
@@ -1021,6 +1036,8 @@ def _structure(toks, depth=0):
             len(_split(toks[1:-1], ",")) > 1:
         return _collection(toks[1:-1], depth)
     if enclosed and toks[0] == "\\{" and toks[-1] == "\\}":
+        if len(toks) > 4 and toks[2] in ("|", "\\mid", ":") and toks[1].isalpha():
+            return _structure(toks[3:-1], depth + 1)  # \{x \mid x > 2\}: its condition
         return _collection(toks[1:-1], depth)
     if enclosed and toks[0] in ("(", "[") and toks[-1] in (")", "]") and \
             1 < len(parts := _split(toks[1:-1], ",")) <= MAX_ITEMS:
@@ -1333,6 +1350,12 @@ def _same(a, b):
     if a[0] == "r" or b[0] == "r":
         return _same_relation(a, b)
     if a[0] != b[0]:
+        if {a[0], b[0]} == {"set", "t"}:  # x = 5, y = 6 against (5, 6)
+            s, t = (a, b) if a[0] == "set" else (b, a)
+            if t[1] == "()" and len(s[1]) == len(t[2]) and all(
+                    x[0] == "r" and x[1] == ("=",) and len(x[2][0]) == 1 and x[2][0][0].isalpha()
+                    for x in s[1]) and len({x[2][0] for x in s[1]}) == len(s[1]):
+                return all(_same(x[3][1], y) for x, y in zip(s[1], t[2]))
         if "u" in (a[0], b[0]) or "set" in (a[0], b[0]):  # a union against one interval
             ia, ib = _intervals(a), _intervals(b)
             return ia is not None and ib is not None and _same_intervals(ia, ib)

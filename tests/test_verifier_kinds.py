@@ -186,8 +186,30 @@ UNEQUAL = [
     ("\\boxed{20 \\text{ dollars}}", "20 \\text{ cents}", False),
 ]
 
+# Other writings of the same answer that graders meet.
+SPELLINGS = [
+    ("\\boxed{(-\\infty, 1)}", "(-inf, 1)", True),
+    ("\\boxed{\\sin^{-1}(1/2)}", "\\frac{\\pi}{6}", True),
+    ("The answer is twelve.", "12", True),
+    ("\\boxed{1.5e-3}", "0.0015", True),
+    ("\\boxed{0.1\\overline{6}}", "\\frac16", True),
+    ("\\boxed{0.3333...}", "\\frac13", True),
+    ("\\boxed{\\varnothing}", "\\emptyset", True),
+    ("\\boxed{\\{x \\mid x > 2\\}}", "(2, \\infty)", True),
+    ("The answer is ½", "0.5", True),
+    ("Therefore $x=5$ and $y=6$.", "(5, 6)", True),
+    ("\\boxed{5} \\boxed{5}", "5", True),
+    ("Answer: x = 4 or x = -1", "-1, 4", True),
+    ("7 is the answer.", "7", True),
+    ("\\boxed{\\sqrt{3}}", "1.732", True),
+    ("Therefore $x=5$ and $y=6$.", "(6, 5)", False),
+    ("\\boxed{0.3...}", "\\frac13", False),
+    ("\\boxed{\\{x \\mid x > 2\\}}", "[2, \\infty)", False),
+]
+
 KINDS = {"free text": FREE_TEXT, "several answers": SEVERAL, "relations": RELATIONS,
-         "labels": LABELS, "numbers": NUMBERS, "structures": STRUCTURES, "unequal": UNEQUAL}
+         "labels": LABELS, "numbers": NUMBERS, "structures": STRUCTURES, "unequal": UNEQUAL,
+         "spellings": SPELLINGS}
 CASES = [(kind, r, g, eq) for kind, rows in KINDS.items() for r, g, eq in rows]
 
 
@@ -243,3 +265,15 @@ def test_is_equiv_symmetric_on_the_kind_tables():
         ans = extract_answer(response)
         if ans is not None and "answer" not in gold:
             assert is_equiv(ans, gold) is is_equiv(gold, ans), (ans, gold)
+
+
+def test_bare_lists_are_sets_brackets_are_ordered():
+    # A decision (docs/verifier.md, "Lists"): a bare list is MATH's "enter all the solutions,
+    # separated by commas", whose answer keys list roots in no fixed order ('8,1,-1,-8'), so it
+    # is order-free; an ordered answer is written in brackets. Issue 15 asks for
+    # "7, 3, -1" != "3, 7, -1"; that holds for (7, 3, -1) and [7, 3, -1], not for the bare list.
+    assert grade("\\boxed{7, 3, -1}", "3, 7, -1")
+    assert grade("\\boxed{-8, -1, 1, 8}", "8,1,-1,-8")
+    assert not grade("\\boxed{(7, 3, -1)}", "(3, 7, -1)")
+    assert not grade("\\boxed{7, 3, -1}", "(3, 7, -1)")
+    assert not grade("\\boxed{7, 3}", "7, 3, -1")

@@ -583,10 +583,13 @@ def measure(items, show=0, out=sys.stdout):
           f"Math-Verify {100 * acc_m:.2f}%", file=out)
     print(f"time: nanorlsp {t_ours:.1f} s, Math-Verify {t_mv:.1f} s", file=out)
     dis = [(it, o, m) for it, o, m in rows if o != m]
-    forms = collections.Counter((it["form"], o, it["intended"]) for it, o, m in dis)
-    print(f"disagreements by form (ours, intended): {len(dis)}", file=out)
-    for (form, o, intended), c in forms.most_common():
-        print(f"  {c:4d}  {form:<32} ours={o!s:<5} intended={intended}", file=out)
+    forms = collections.Counter((it["form"], o, it["intended"], read_differently(it))
+                                for it, o, m in dis)
+    print(f"disagreements by form: {len(dis)} (read: the two graders extracted different "
+          f"answers; same: same answer, compared differently)", file=out)
+    for (form, o, intended, read), c in forms.most_common():
+        print(f"  {c:4d}  {form:<32} ours={o!s:<5} intended={intended!s:<5} "
+              f"{'read' if read else 'same'}", file=out)
     for it, o, m in dis[:show]:
         print("-" * 80, file=out)
         print(f"[{it['kind']} / {it['form']}] ours={o} math_verify={m} intended={it['intended']}"
@@ -594,6 +597,19 @@ def measure(items, show=0, out=sys.stdout):
     return {"n": len(rows), "agree": by_kind["all"][0] / len(rows),
             "agree_tags": by_kind["all"][1] / len(rows), "intended": acc_o,
             "by_kind": {k: a / n for k, (a, _, n) in by_kind.items()}, "rows": rows}
+
+
+def read_differently(item):
+    """True if Math-Verify's extracted answer differs from ours (an extraction difference),
+    False if both read the same answer and only the comparison differs."""
+    from math_verify import parse
+    from nanorlsp.verifier import extract_answer, is_equiv
+    found = parse(item["response"])
+    ours = extract_answer(item["response"])
+    if not found or ours is None:
+        return bool(found) != (ours is not None) or not found
+    theirs = found[-1] if isinstance(found[-1], str) else str(found[-1])
+    return not is_equiv(theirs, ours)
 
 
 def logging_off():
