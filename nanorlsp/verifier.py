@@ -111,7 +111,11 @@ _MP.dps = 50
 def _group(text, j, limit):
     """(content, end) of the brace group opening at text[j] == '{', scanning at most `limit`
     chars; None when it never closes (a truncated answer is no answer)."""
-    depth, stop = 0, len(text) if limit is None else min(len(text), j + limit + 2)
+    stop = len(text) if limit is None else min(len(text), j + limit + 2)
+    k = text.find("}", j + 1, stop)
+    if k >= 0 and text.find("{", j + 1, k) < 0:  # no inner braces: the RL case, \boxed{42}
+        return text[j + 1:k], k + 1
+    depth = 0
     for k in range(j, stop):
         c = text[k]
         if c == "{":
@@ -175,9 +179,11 @@ def _boxed(text):
     if i < 0:
         return None
     found = _box_span(text, i, MAX_ANSWER_LEN)
-    if not found or not found[0].strip():
+    if not found or not (box := found[0].strip()):
         return None  # an unclosed or empty last box: fall back to the other rules
-    items, start = [found[0].strip()], i
+    if _last_box_start(text, i) < 0:
+        return box, i  # the one box of the reply (the RL case)
+    items, start = [box], i
     for _ in range(MAX_ITEMS):  # \boxed{4}, \boxed{7}: earlier boxes with only separators between
         j = _last_box_start(text, start)
         prev = _box_span(text, j, MAX_ANSWER_LEN) if j >= 0 else None
