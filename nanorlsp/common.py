@@ -1,5 +1,10 @@
 """
-Small shared pieces of the scripts: one-line CLI errors, device and dtype choice, autocast.
+Small shared pieces of the scripts and the library: one-line CLI and checkpoint errors, device
+and dtype choice, autocast, atomic writes, run logs, unwrapping DDP / FSDP / compile wrappers.
+
+Nothing here imports another nanorlsp module, so every module may import it: checkpoint.py and
+hf.py both take CheckpointError and unwrap from here (checkpoint.py imports hf.py, never the
+other way round; tests/test_imports.py keeps the package's imports acyclic).
 """
 import argparse
 import contextlib
@@ -14,6 +19,11 @@ import torch
 
 class UserError(Exception):
     """A mistake in the user's input (flag, file, checkpoint): printed as one line, no traceback."""
+
+
+class CheckpointError(Exception):
+    """A checkpoint that is missing, corrupt, truncated or does not fit: one clear line.
+    (Defined here, re-exported by nanorlsp.checkpoint, where users import it from.)"""
 
 
 class ArgParser(argparse.ArgumentParser):
@@ -136,3 +146,14 @@ def reset_logs(out_dir: str, names: tuple[str, ...], upto_step: int | None) -> N
         keep = [] if upto_step is None else [
             ln for ln in open(path) if ln.strip() and json.loads(ln)["step"] <= upto_step]
         open(path, "w").writelines(keep)
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The plain GPT under DDP / FSDP / torch.compile wrappers."""
+    while True:
+        if hasattr(model, "module"):
+            model = model.module
+        elif hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        else:
+            return model

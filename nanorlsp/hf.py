@@ -50,8 +50,8 @@ import os
 import torch
 import torch.nn as nn
 
-from nanorlsp.checkpoint import CheckpointError, unwrap
-from nanorlsp.common import atomic_write
+# not from nanorlsp.checkpoint, which imports this module: the imports run one way
+from nanorlsp.common import CheckpointError, atomic_write, unwrap
 from nanorlsp.model import GPT, ModelConfig, rope_inv_freq
 
 # Hugging Face architecture name -> our ModelConfig.arch
