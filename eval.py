@@ -91,6 +91,9 @@ try:
     model, tok = load_model(init_from, device=device, dtype=dtype)
 except (CheckpointError, UserError) as e:
     die(str(e))
+if tok is None:
+    die(f"--init_from {init_from} holds weights but no tokenizer files: copy the original "
+        "model's tokenizer (tokenizer.json, vocab.json + merges.txt or tokenizer.model) into it")
 
 synthetic = args.task in TASK_NAMES and args.data is None
 try:

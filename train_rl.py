@@ -158,6 +158,9 @@ try:
     ref, tok = load_model(args.init_from, device=device, dtype=frozen_dtype)
 except CheckpointError as e:
     die(str(e))
+if tok is None:
+    die(f"--init_from {args.init_from} holds weights but no tokenizer files: copy the original "
+        "model's tokenizer (tokenizer.json, vocab.json + merges.txt or tokenizer.model) into it")
 ref.requires_grad_(False)
 if state is not None:
     try:

@@ -134,6 +134,10 @@ elif args.init_from != "scratch":
         init_model, tok = load_model(args.init_from, device=device)
     except CheckpointError as e:
         die(str(e))
+    if tok is None:
+        die(f"--init_from {args.init_from} holds weights but no tokenizer files: copy the "
+            "original model's tokenizer (tokenizer.json, vocab.json + merges.txt or "
+            "tokenizer.model) into it")
 else:
     # the tiny tokenizer's merges are learned from the training demonstrations only
     tok = build_tiny_tokenizer((r["prompt"] + "\n" + r["response"] for r in train_rows),

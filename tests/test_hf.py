@@ -22,6 +22,8 @@ import importlib.util
 import json
 import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -37,6 +39,8 @@ from nanorlsp import hf  # noqa: E402
 from nanorlsp.checkpoint import CheckpointError, load_model, save_hf  # noqa: E402
 from nanorlsp.sampler import generate  # noqa: E402
 from nanorlsp.tokenizer import Tokenizer, build_tiny_tokenizer  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Tokenizer.save_hf lands with the tokenizer work; the tests that need it wait for it
 HAS_TOK_SAVE_HF = hasattr(Tokenizer, "save_hf")
@@ -149,6 +153,41 @@ def test_load_model_dispatches_hf_dirs(llama_dir):
     # a file inside the dir names the dir; dtype is honoured
     m16, _ = load_model(os.path.join(d, "config.json"), dtype=torch.bfloat16)
     assert {p.dtype for p in m16.parameters()} == {torch.bfloat16}
+
+
+def test_hf_dir_without_tokenizer_files(qwen_dir, tmp_path, capfd):
+    """Weights only (save_pretrained of a model, no tokenizer files): the model loads, tok is
+    None, and one warning line says so; tokenizer=PATH supplies one from elsewhere."""
+    d, _ = qwen_dir
+    assert not any(n.startswith(("tokenizer", "vocab", "merges")) for n in os.listdir(d))
+    model, tok = load_model(d)
+    assert tok is None and not model.training
+    err = capfd.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "has no tokenizer files" in err[0] and "tokenizer=PATH" in err[0], err
+    idx = rand_idx(1, 8)
+    with torch.no_grad():
+        assert torch.equal(model(idx), hf.load_hf_dir(d)(idx))
+
+    tdir = tmp_path / "tok"
+    build_tiny_tokenizer().save(str(tdir))
+    model2, tok2 = load_model(d, tokenizer=str(tdir))
+    assert tok2.encode("2+3") == build_tiny_tokenizer().encode("2+3")
+    assert capfd.readouterr().err == ""
+    raises_one_line("no usable tokenizer", load_model, d, "cpu", torch.float32, str(tmp_path / "nope"))
+    # tokenizer files that are there but unreadable stay an error, never a silent None
+    bad = copy_dir(d, tmp_path / "badtok")
+    open(os.path.join(bad, "tokenizer.json"), "w").write("{not json")
+    raises_one_line("no usable tokenizer", load_model, bad)
+
+
+def test_scripts_refuse_a_model_without_tokenizer(qwen_dir):
+    """eval.py (as train_sft.py / train_rl.py) needs a tokenizer: the warning, then one error."""
+    d, _ = qwen_dir
+    r = subprocess.run([sys.executable, "eval.py", "--init_from", d, "--limit", "1"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=300)
+    lines = [ln for ln in r.stderr.strip().splitlines() if ln.strip()]
+    assert r.returncode == 1 and len(lines) == 2, r.stderr
+    assert lines[0].startswith("warning:") and "holds weights but no tokenizer files" in lines[1]
 
 
 def test_config_keys_hub_style_and_transformers5_style():
