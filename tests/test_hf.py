@@ -338,6 +338,19 @@ def test_gguf_llama3_rope_freqs(rope, tie, read, tmp_path):
         torch.testing.assert_close(back(idx).logits, theirs, rtol=0, atol=1e-4)
 
 
+@pytest.mark.parametrize("head_dim,n_head,factor", [(128, 32, 8.0), (64, 32, 32.0), (128, 24, 32.0)],
+                         ids=["llama3.1-8b", "llama3.2-1b", "llama3.2-3b"])
+def test_rope_freqs_of_the_published_llama3_shapes(head_dim, n_head, factor):
+    """The converter's factors for the real models' rotary shapes (theta 5e5, their config.json's
+    rope_scaling) read back as exactly that rope_scaling."""
+    rope = {**LLAMA31_ROPE, "factor": factor}
+    c = transformers.LlamaConfig(hidden_size=head_dim * n_head, num_attention_heads=n_head,
+                                 head_dim=head_dim, rope_theta=5e5, rope_scaling=dict(rope))
+    cfg = hf.ModelConfig(vocab_size=64, n_layer=1, n_head=n_head, n_kv_head=8,
+                         n_embd=head_dim * n_head, head_dim=head_dim, rope_theta=5e5)
+    assert hf.llama3_from_rope_freqs(torch.from_numpy(llama_cpp_rope_factors(c)), cfg, "x") == rope
+
+
 def test_gguf_rope_freqs_that_fit_no_llama3_scaling_are_refused(llama_dir, tmp_path):
     _, ref = llama_dir
     good = llama_cpp_rope_factors(transformers.LlamaConfig(**{**TINY_LLAMA, "rope_scaling": dict(LLAMA31_ROPE)}))
