@@ -40,7 +40,7 @@ import torch.nn as nn
 from tqdm import tqdm
 
 from data import get_task
-from nanorlsp import dist
+from nanorlsp import dist, tracking
 from nanorlsp.behaviors import frequencies
 from nanorlsp.checkpoint import (CheckpointError, load_model, model_from_state, open_run,
                                  save_checkpoint)
@@ -115,6 +115,9 @@ ap.add_argument("--act_ckpt", action="store_true", help="activation checkpointin
 ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
 ap.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"])
 ap.add_argument("--seed", type=int, default=1337)
+ap.add_argument("--wandb", default=None, metavar="PROJECT",
+                help="also log metrics.jsonl and the transcripts to this Weights & Biases project "
+                     "(pip install wandb; WANDB_MODE=offline: no network, files in OUT_DIR/wandb)")
 ap.add_argument("--max_bad_steps", type=positive_int, default=3,
                 help="stop after this many non-finite steps in a row (each one is skipped)")
 args = ap.parse_args()
@@ -123,7 +126,7 @@ args = ap.parse_args()
 # task, the reward config, the dtype, the FSDP check, PPO's minibatches), except these if typed
 # (an explicit reference is checked against the run's model config below)
 try:
-    state = open_run(args, sys.argv[1:], keep={"max_steps", "device", "init_from"})
+    state = open_run(args, sys.argv[1:], keep={"max_steps", "device", "init_from", "wandb"})
 except UserError as e:
     die(str(e))
 if args.tis_cap and (args.tis_cap < 1 or args.algo != "reinforce"):
@@ -270,6 +273,8 @@ def global_mean(x_sum: torch.Tensor, n_global: torch.Tensor):
 def log(name: str, rec: dict):
     if d.main:
         append_jsonl(os.path.join(args.out_dir, name), rec)
+        if name == "metrics.jsonl":
+            tracking.log(wandb_run, rec)  # --wandb: the same record (nanorlsp/tracking.py)
 
 
 def say(msg: str):
@@ -305,6 +310,12 @@ def save(step: int):
 if d.main:
     reset_logs(args.out_dir, ("metrics.jsonl", "samples.jsonl"),
                start_step if state is not None else None)
+try:
+    # --wandb: W&B mirrors what the logs get (rank 0 only; nanorlsp/tracking.py)
+    wandb_run = (tracking.start(args.wandb, args.out_dir, vars(args), resume=state is not None)
+                 if d.main else None)
+except UserError as e:
+    die(str(e))
 if state is None and eval_problems:
     ev = evaluate(0)
     say(f"eval step 0 (the SFT policy): held-out acc {ev['val_acc']:.3f} | mean reply "
@@ -528,10 +539,13 @@ try:
             if rcfg.schedule == "adaptive":      # the share of rows whose length was charged
                 rec["easy_frac"] = mean("easy")
             log("metrics.jsonl", rec)
-            for r in rows[:args.log_samples]:
-                log("samples.jsonl", dict(step=done, prompt=batch[r["i"] // G]["prompt"],
-                                          response=r["text"], correct=r["correct"],
-                                          reward=r["total"]))
+            transcripts = [dict(step=done, prompt=batch[r["i"] // G]["prompt"],
+                                response=r["text"], correct=r["correct"], reward=r["total"])
+                           for r in rows[:args.log_samples]]
+            for tr in transcripts:
+                log("samples.jsonl", tr)
+            if d.main:
+                tracking.log_samples(wandb_run, done, transcripts)  # --wandb: a table per step
             say(f"step {done:4d} | reward {rec['reward']:+.3f} (out {rec['outcome']:+.3f} "
                 f"exp {rec['explore']:+.3f} rep {rec['repetition']:+.3f}) | acc {acc:.3f} | "
                 f"len {rec['len_mean']:.0f} | flat {rec['flat_groups']:.2f} | no-ans "
@@ -557,6 +571,7 @@ except KeyboardInterrupt:
 pbar.close()
 if d.main:
     print(f"done: {args.max_steps} steps; checkpoint in {args.out_dir}")
+tracking.finish(wandb_run)
 # DDP's reducer holds the process group: free it first, so the group is torn down here, in
 # order, not by the interpreter's exit (gloo then aborted 1 run in 12 after finishing)
 del train_actor, actor, optimizer

@@ -27,7 +27,7 @@ import torch
 from tqdm import tqdm
 
 from data import get_task
-from nanorlsp import dist
+from nanorlsp import dist, tracking
 from nanorlsp.checkpoint import (CheckpointError, load_model, model_from_state, open_run,
                                  save_checkpoint)
 from nanorlsp.common import (ArgParser, UserError, append_jsonl, autocast, die, finite_float,
@@ -56,6 +56,9 @@ ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
 ap.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"],
                 help="autocast compute dtype (weights stay float32)")
 ap.add_argument("--seed", type=int, default=1337)
+ap.add_argument("--wandb", default=None, metavar="PROJECT",
+                help="also log metrics.jsonl and the transcripts to this Weights & Biases project "
+                     "(pip install wandb; WANDB_MODE=offline: no network, files in OUT_DIR/wandb)")
 # data
 ap.add_argument("--n_train", type=positive_int, default=40000, help="SFT demonstrations")
 ap.add_argument("--n_val", type=positive_int, default=500, help="held-out demonstrations (loss)")
@@ -97,7 +100,7 @@ args = ap.parse_args()
 # the device and dtype, the FSDP check were built from the defaults before, so a resumed
 # countdown run trained on arith)
 try:
-    state = open_run(args, sys.argv[1:], keep={"max_steps", "device"})
+    state = open_run(args, sys.argv[1:], keep={"max_steps", "device", "wandb"})
 except UserError as e:
     die(str(e))
 
@@ -266,6 +269,7 @@ def evaluate(step: int) -> dict:
 def log(rec: dict):
     if d.main:
         append_jsonl(os.path.join(args.out_dir, "metrics.jsonl"), rec)
+        tracking.log(wandb_run, rec)      # --wandb: the same record (nanorlsp/tracking.py)
 
 
 def save(step: int):
@@ -281,6 +285,12 @@ def save(step: int):
 # on resume, drop metrics logged after the checkpoint (they belong to the lost tail of the run)
 if d.main:
     reset_logs(args.out_dir, ("metrics.jsonl",), start_step if state is not None else None)
+try:
+    # --wandb: W&B mirrors what the logs get (rank 0 only; nanorlsp/tracking.py)
+    wandb_run = (tracking.start(args.wandb, args.out_dir, vars(args), resume=state is not None)
+                 if d.main else None)
+except UserError as e:
+    die(str(e))
 write = tqdm.write if d.main else (lambda *a, **k: None)
 
 # -----------------------------------------------------------------------------
@@ -352,6 +362,7 @@ except KeyboardInterrupt:
         "(continue with --resume)", code=130)
 pbar.close()
 say(f"done: {args.max_steps} steps in {time.time() - t_run:.0f}s; checkpoint in {args.out_dir}")
+tracking.finish(wandb_run)
 # DDP's reducer holds the process group: free it first, so the group is torn down here, in order
 # (see train_rl.py)
 del ddp_model, fwd_model, optimizer
