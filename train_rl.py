@@ -49,8 +49,8 @@ from nanorlsp.common import (ArgParser, UserError, append_jsonl, autocast, die, 
                              positive_int, reset_logs, resolve_dtype)
 from nanorlsp.evaluation import task_accuracy, user_prompt
 from nanorlsp.model import GPT
-from nanorlsp.rewards import (EXPLORE, SCHEDULES, RewardConfig, adaptive_coefs, coef_at, score,
-                              token_pieces)
+from nanorlsp.rewards import (ECONOMY, EXPLORE, SCHEDULES, RewardConfig, adaptive_coefs, coef_at,
+                              easy_rows, score, token_pieces)
 from nanorlsp.rl import (KL_ESTIMATORS, WithValues, entropy, gae, group_advantages, kl_penalty, kl_value,
                          masked_mean, ppo_policy_loss, reinforce_loss, token_logprobs,
                          truncated_is_weights, value_loss)
@@ -80,6 +80,14 @@ ap.add_argument("--explore_schedule", default="constant", choices=SCHEDULES,
                      "group accuracy is below --acc_threshold, charge for length when above)")
 ap.add_argument("--acc_threshold", type=finite_float, default=0.9,
                 help="the threshold and adaptive schedules' accuracy threshold")
+ap.add_argument("--economy", default="flip", choices=ECONOMY,
+                help="a group-relative length term (nanorlsp/rewards.py): kimi (Kimi k1.5), alp "
+                     "(adaptive length penalty), budget (ours: the share beyond the group's "
+                     "shortest right reply), flip (the adaptive schedule's sign-flipped "
+                     "exploration term), none. With --explore_schedule adaptive it takes the "
+                     "easy prompts; otherwise every prompt")
+ap.add_argument("--economy_coef", type=finite_float, default=0.1,
+                help="the economy term's weight (alp: per token)")
 ap.add_argument("--kl_coef", type=finite_float, default=0.05)
 ap.add_argument("--kl_estimator", default="k3", choices=KL_ESTIMATORS,
                 help="REINFORCE's KL loss term: k3 (gradient of the forward KL, as TRL), k2 or k1 "
@@ -140,7 +148,8 @@ try:
     dtype = resolve_dtype(args.dtype, device)
     rcfg = RewardConfig(explore=args.explore_reward, coef=args.explore_coef,
                         schedule=args.explore_schedule, schedule_steps=args.max_steps,
-                        acc_threshold=args.acc_threshold)
+                        acc_threshold=args.acc_threshold, economy=args.economy,
+                        economy_coef=args.economy_coef)
 except (ValueError, UserError) as e:
     die(str(e))
 if args.temperature <= 0:
@@ -406,9 +415,16 @@ try:
         acc = (n_right / n_rows).item()                                    # the global batch's
         coef = 0.0 if explore_off else coef_at(rcfg, step, acc)
         explore_off = explore_off or (rcfg.schedule == "threshold" and coef == 0.0)
-        row_coef = (adaptive_coefs(correct, G, coef, rcfg.acc_threshold)
-                    if rcfg.schedule == "adaptive" else coef)
-        parts = score(reason, correct, has_ans, rcfg, row_coef, pieces=PIECES)
+        if rcfg.schedule == "adaptive":
+            # hard prompts explore (+coef); easy ones pay the economy term, or with flip the
+            # exploration term's sign-flipped twin (-coef)
+            easy = easy_rows(correct, G, rcfg.acc_threshold)
+            row_coef = adaptive_coefs(correct, G, coef, rcfg.acc_threshold,
+                                      easy_coef=None if rcfg.economy == "flip" else 0.0)
+        else:
+            easy, row_coef = None, coef
+        parts = score(reason, correct, has_ans, rcfg, row_coef, pieces=PIECES, group_size=G,
+                      easy=easy)
         rewards = parts["total"].to(device)
         t_score = time.time() - t1
         # a non-finite reward or loss (on any rank) skips the update on every rank (logged);
@@ -516,16 +532,17 @@ try:
             # -- log: every rank's rows, gathered in the global order -----------------------
             rows = [dict(i=MINE[i // G] * G + i % G, text=texts[i], correct=correct[i], len=int(n),
                          finish=ro.finish[i], has_answer=has_ans[i],
-                         easy=bool(torch.is_tensor(row_coef) and row_coef[i] < 0),
+                         easy=bool(easy is not None and easy[i]),
                          **{k: float(parts[k][i]) for k in
-                            ("total", "outcome", "explore", "repetition")})
+                            ("total", "outcome", "explore", "repetition", "economy")})
                     for i, n in enumerate(ro.lengths.tolist())]
             rows = sorted(dist.gather_shards(rows, d), key=lambda r: r["i"])
             lens = torch.tensor([float(r["len"]) for r in rows])
             mean = lambda k: sum(r[k] for r in rows) / len(rows)  # noqa: E731
             totals = torch.tensor([r["total"] for r in rows]).view(-1, G)          # (P, G)
             rec = dict(step=done, reward=mean("total"), outcome=mean("outcome"),
-                       explore=mean("explore"), repetition=mean("repetition"), explore_coef=coef,
+                       explore=mean("explore"), repetition=mean("repetition"),
+                       economy=mean("economy"), explore_coef=coef,
                        acc=acc, len_mean=lens.mean().item(),
                        **{f"len_p{q}": lens.quantile(q / 100).item() for q in (10, 50, 90)},
                        truncated=sum(r["finish"] == "length" for r in rows) / len(rows),
@@ -547,7 +564,8 @@ try:
             if d.main:
                 tracking.log_samples(wandb_run, done, transcripts)  # --wandb: a table per step
             say(f"step {done:4d} | reward {rec['reward']:+.3f} (out {rec['outcome']:+.3f} "
-                f"exp {rec['explore']:+.3f} rep {rec['repetition']:+.3f}) | acc {acc:.3f} | "
+                f"exp {rec['explore']:+.3f} rep {rec['repetition']:+.3f} eco "
+                f"{rec['economy']:+.3f}) | acc {acc:.3f} | "
                 f"len {rec['len_mean']:.0f} | flat {rec['flat_groups']:.2f} | no-ans "
                 f"{rec['no_answer']:.2f} | trunc {rec['truncated']:.2f} | kl {stats['kl']:.4f} | "
                 f"ent {stats['entropy']:.3f} | clip {stats['clip_frac']:.3f} | gnorm "

@@ -43,6 +43,29 @@ prompt the group mostly fails (accuracy < acc_threshold) is hard: its responses 
 for exploring as above. A prompt the group already solves is easy: -coef, the same term with its
 sign flipped, so length costs instead of pays (rlsp: +coef / L, shorter is better; linear:
 -coef * min(L, cap) / cap per token). Group accuracy is the difficulty signal RL has for free.
+
+economy (adaptive thinking that keeps accuracy, issue 18): a length term computed from the
+prompt's group (rows are prompt-major groups of G), added as its own part "economy". With
+--explore_schedule adaptive it replaces the flipped exploration term on the easy prompts (the
+hard ones keep RLSP's pay for exploring); with any other schedule it applies to every prompt.
+T_i is the reply's reasoning length in tokens (raw: padding costs too), c_i its verdict.
+    flip    the adaptive schedule's own term: the exploration term with its sign flipped (above)
+    kimi    Kimi k1.5 (Kimi Team 2025, eq. 3): lambda_i = 0.5 - (T_i - T_min) / (T_max - T_min)
+            over the group (0 when all lengths are equal); economy_i = w lambda_i if c_i else
+            w min(0, lambda_i). Among right replies shorter earns more; a wrong reply is never
+            paid for being short.
+    alp     Adaptive Length Penalty (Xiang et al. 2025): economy_i = -w T_i max(p, 1/G), p the
+            group's solve rate: the per-token price grows with how easy the prompt is (1/G
+            keeps a price on prompts no reply solved). w is per token.
+    budget  ours, the shortest-right budget: on a group with a right reply, a right reply pays
+            for the share of its length beyond the group's shortest right reply,
+            economy_i = -w (T_i - T*) / T_i, T* = min over right replies (0 for wrong replies and
+            for groups with none right). Why: kimi's spread is relative to the group's range, so
+            40 vs 41 tokens swings +-0.5 as much as 40 vs 400, and it grades wrong replies too;
+            alp's price is linear in T, so it charges the tokens a hard sum needs as much as
+            padding on an easy one. The budget charges only length the group showed to be
+            unnecessary (a right reply exists that was shorter), in [0, w), and never touches
+            a prompt the policy cannot yet solve.
 """
 import math
 from collections import Counter
@@ -52,6 +75,7 @@ import torch
 
 EXPLORE = ("rlsp", "linear", "cosine", "none")
 SCHEDULES = ("constant", "linear", "threshold", "adaptive")
+ECONOMY = ("none", "flip", "kimi", "alp", "budget")
 
 
 @dataclass
@@ -76,6 +100,10 @@ class RewardConfig:
     schedule: str = "constant"
     schedule_steps: int = 100
     acc_threshold: float = 0.9
+    # the group-relative length term (see the module docstring); flip = the adaptive schedule's
+    # sign-flipped exploration term on easy prompts, as before economy existed
+    economy: str = "flip"
+    economy_coef: float = 0.1      # w: kimi's weight, alp's per-token price, budget's cap
 
     def __post_init__(self):
         if self.explore not in EXPLORE:
@@ -87,7 +115,9 @@ class RewardConfig:
             raise ValueError(f"the cosine reward needs no_answer_penalty <= exceed_penalty <= its "
                              f"lowest value, got {self.no_answer_penalty} <= {self.exceed_penalty} "
                              f"<= {lowest}")
-        if self.schedule == "adaptive" and self.explore not in ("rlsp", "linear"):
+        if self.economy not in ECONOMY:
+            raise ValueError(f"unknown economy term {self.economy!r} (choose from {', '.join(ECONOMY)})")
+        if self.economy == "flip" and self.schedule == "adaptive" and self.explore not in ("rlsp", "linear"):
             raise ValueError(f"the adaptive schedule flips the sign of an rlsp or linear "
                              f"exploration reward, not {self.explore!r}")
 
@@ -102,13 +132,19 @@ def coef_at(cfg: RewardConfig, step: int, batch_acc: float | None = None) -> flo
 
 
 def adaptive_coefs(correct: list[bool], group_size: int, coef: float,
-                   acc_threshold: float) -> torch.Tensor:
+                   acc_threshold: float, easy_coef: float | None = None) -> torch.Tensor:
     """(N,) per-response coefficients of the adaptive schedule: +coef for the responses of a
-    prompt whose group accuracy is below acc_threshold (hard: explore), -coef for the rest (easy:
-    length costs). Rows are prompt-major groups of group_size, as the sampler returns them."""
+    prompt whose group accuracy is below acc_threshold (hard: explore), easy_coef for the rest
+    (default -coef: length costs; 0 when an economy term takes the easy prompts instead). Rows
+    are prompt-major groups of group_size, as the sampler returns them."""
+    easy = easy_rows(correct, group_size, acc_threshold)
+    return torch.where(easy, -coef if easy_coef is None else easy_coef, coef)
+
+
+def easy_rows(correct: list[bool], group_size: int, acc_threshold: float) -> torch.Tensor:
+    """(N,) bool: the rows of prompts whose group accuracy reaches acc_threshold (easy)."""
     c = torch.tensor(correct, dtype=torch.float32).view(-1, group_size)       # (P, G)
-    hard = c.mean(1, keepdim=True) < acc_threshold                            # (P, 1)
-    return torch.where(hard, coef, -coef).expand_as(c).reshape(-1)
+    return (c.mean(1, keepdim=True) >= acc_threshold).expand_as(c).reshape(-1)
 
 
 # -----------------------------------------------------------------------------
@@ -237,14 +273,42 @@ def repeated_tokens(ids: list[int], n: int, pieces=None) -> int:
                for s, e, v in line_verdicts(ids, pieces))
 
 
+def economy_terms(lengths: torch.Tensor, correct: torch.Tensor, group_size: int,
+                  cfg: RewardConfig) -> torch.Tensor:
+    """(N,) economy part for N replies in prompt-major groups of group_size: lengths (N,) reasoning
+    tokens, correct (N,) bool (module docstring: kimi, alp, budget; flip and none give 0 here)."""
+    N = lengths.numel()
+    if cfg.economy in ("none", "flip"):
+        return torch.zeros(N)
+    if N % group_size:
+        raise ValueError(f"{N} replies do not split into groups of {group_size}")
+    T = lengths.float().view(-1, group_size)                              # (P, G)
+    c = correct.view(-1, group_size).bool()                               # (P, G)
+    w = cfg.economy_coef
+    if cfg.economy == "kimi":
+        lo, hi = T.min(1, keepdim=True).values, T.max(1, keepdim=True).values
+        lam = torch.where(hi > lo, 0.5 - (T - lo) / (hi - lo).clamp(min=1e-9), torch.zeros_like(T))
+        out = w * torch.where(c, lam, lam.clamp(max=0.0))
+    elif cfg.economy == "alp":
+        p = c.float().mean(1, keepdim=True)                               # (P, 1) solve rate
+        out = -w * T * p.clamp(min=1.0 / group_size)
+    else:  # budget
+        best = torch.where(c, T, torch.full_like(T, float("inf"))).min(1, keepdim=True).values
+        out = torch.where(c, -w * (T - best) / T.clamp(min=1.0), torch.zeros_like(T))
+    return out.reshape(-1)
+
+
 def score(reason_ids: list[list[int]], correct: list[bool], has_answer: list[bool],
-          cfg: RewardConfig, coef, pieces=None) -> dict[str, torch.Tensor]:
+          cfg: RewardConfig, coef, pieces=None, group_size: int | None = None,
+          easy=None) -> dict[str, torch.Tensor]:
     """Reward parts for N responses. reason_ids: each response's reasoning tokens (before the
     final answer); correct / has_answer: the verifier's verdicts; coef: the exploration
     coefficient, one float or (N,) per response (adaptive_coefs); pieces: token_pieces(tok), the
     line structure for the repetition guard (None: the plain 8-gram guard, which penalises a
-    search's shared vocabulary). Returns (N,) float tensors: outcome, explore, repetition
-    (-rep_coef * R / T), total, and eff_len (the L = T - R used)."""
+    search's shared vocabulary). group_size: G, for the economy term (needed unless
+    cfg.economy is none / flip); easy: (N,) bool, the rows it applies to (the adaptive schedule's
+    easy prompts; None: every row). Returns (N,) float tensors: outcome, explore, repetition
+    (-rep_coef * R / T), economy, total, and eff_len (the L = T - R used)."""
     N = len(reason_ids)
     coefs = coef.tolist() if torch.is_tensor(coef) else [coef] * N
     outcome, explore, repetition, eff = (torch.zeros(N) for _ in range(4))
@@ -267,6 +331,14 @@ def score(reason_ids: list[list[int]], correct: list[bool], has_answer: list[boo
             else:
                 r = lo + (hi - lo) * (1 + math.cos(math.pi * L / cfg.cos_max_len)) / 2
             explore[i] = r - outcome[i]  # cosine replaces the outcome term
-    total = (outcome + explore + repetition).clamp(-cfg.clip, cfg.clip)
-    return {"outcome": outcome, "explore": explore, "repetition": repetition, "total": total,
-            "eff_len": eff}
+    econ = torch.zeros(N)
+    if cfg.economy not in ("none", "flip"):
+        if group_size is None:
+            raise ValueError(f"the {cfg.economy} economy term needs the group size")
+        econ = economy_terms(torch.tensor([len(x) for x in reason_ids]),
+                             torch.tensor(correct, dtype=torch.bool), group_size, cfg)
+        if easy is not None:
+            econ = torch.where(torch.as_tensor(easy, dtype=torch.bool), econ, torch.zeros(N))
+    total = (outcome + explore + repetition + econ).clamp(-cfg.clip, cfg.clip)
+    return {"outcome": outcome, "explore": explore, "repetition": repetition, "economy": econ,
+            "total": total, "eff_len": eff}

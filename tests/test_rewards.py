@@ -252,3 +252,66 @@ def test_adaptive_coefs_pay_hard_groups_and_charge_easy_ones():
     assert e.tolist() == pytest.approx([0.2 * 50 / 128, -0.2 * 50 / 128])
     with pytest.raises(ValueError, match="adaptive"):
         RewardConfig(explore="cosine", schedule="adaptive")
+
+
+# -----------------------------------------------------------------------------
+# economy terms (issue 18): worked by hand on groups of 4
+
+from nanorlsp.rewards import adaptive_coefs, economy_terms, easy_rows  # noqa: E402
+
+
+def econ(kind, lengths, correct, w=0.1, G=4):
+    cfg = RewardConfig(economy=kind, economy_coef=w)
+    return economy_terms(torch.tensor(lengths), torch.tensor(correct), G, cfg).tolist()
+
+
+def test_kimi_length_reward_by_hand():
+    # group lengths 10, 20, 30, 50: min 10, max 50 -> lambda = 0.5 - (L - 10) / 40
+    lam = [0.5, 0.25, 0.0, -0.5]
+    got = econ("kimi", [10, 20, 30, 50], [True, True, False, False], w=0.2)
+    want = [0.2 * lam[0], 0.2 * lam[1], 0.2 * min(0.0, lam[2]), 0.2 * min(0.0, lam[3])]
+    assert got == pytest.approx(want)
+    assert econ("kimi", [7, 7, 7, 7], [True, False, True, False]) == [0.0] * 4   # no spread
+    # groups are separate: the second group's min/max are its own
+    two = econ("kimi", [10, 50, 10, 50, 100, 100, 100, 200], [True] * 8)
+    assert two == pytest.approx([0.05, -0.05, 0.05, -0.05, 0.05, 0.05, 0.05, -0.05])
+
+
+def test_alp_by_hand():
+    # solve rate 3/4: price w * 0.75 per token; a group none solved pays max(0, 1/G) = 1/4
+    got = econ("alp", [10, 20, 30, 40, 8, 8, 8, 8],
+               [True, True, True, False, False, False, False, False], w=0.01)
+    assert got == pytest.approx([-0.01 * 0.75 * L for L in (10, 20, 30, 40)] +
+                                [-0.01 * 0.25 * 8] * 4)
+
+
+def test_budget_by_hand():
+    # shortest right reply 20: right replies pay w * (L - 20) / L, wrong ones nothing
+    got = econ("budget", [20, 40, 10, 80], [True, True, False, True], w=0.2)
+    assert got == pytest.approx([0.0, -0.2 * 20 / 40, 0.0, -0.2 * 60 / 80])
+    assert econ("budget", [20, 40, 10, 80], [False] * 4) == [0.0] * 4        # nothing solved
+
+
+def test_economy_in_score_and_adaptive_split():
+    """adaptive + an economy term: hard prompts keep the rlsp term, easy ones (group accuracy >=
+    threshold) get the economy term instead of the flipped one."""
+    ids = [list(range(n)) for n in (10, 30, 20, 40)]          # two groups of 2
+    correct = [True, True, False, True]                       # group 1 easy (2/2), group 2 hard
+    easy = easy_rows(correct, 2, 0.9)
+    assert easy.tolist() == [True, True, False, False]
+    cfg = RewardConfig(schedule="adaptive", economy="budget", economy_coef=0.3)
+    coefs = adaptive_coefs(correct, 2, cfg.coef, cfg.acc_threshold, easy_coef=0.0)
+    assert coefs.tolist() == [0.0, 0.0, 0.5, 0.5]
+    r = score(ids, correct, [True] * 4, cfg, coefs, group_size=2, easy=easy)
+    assert r["explore"].tolist() == pytest.approx([0.0, 0.0, -0.5 / 20, -0.5 / 40])
+    assert r["economy"].tolist() == pytest.approx([0.0, -0.3 * 20 / 30, 0.0, 0.0])
+    assert r["total"].tolist() == pytest.approx(
+        (r["outcome"] + r["explore"] + r["repetition"] + r["economy"]).tolist())
+    # the default (flip) keeps the old adaptive behaviour: -coef on easy rows, no economy part
+    old = adaptive_coefs(correct, 2, 0.5, 0.9)
+    assert old.tolist() == [-0.5, -0.5, 0.5, 0.5]
+    assert score(ids, correct, [True] * 4, RewardConfig(), old)["economy"].tolist() == [0.0] * 4
+    with pytest.raises(ValueError, match="group size"):
+        score(ids, correct, [True] * 4, RewardConfig(economy="kimi"), 0.5)
+    with pytest.raises(ValueError, match="unknown economy"):
+        RewardConfig(economy="thrifty")

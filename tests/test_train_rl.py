@@ -288,3 +288,16 @@ def test_threshold_schedule_is_off_once(sft, tmp_path):
     run_rl("--out_dir", d, "--resume", "--init_from", sft)
     ms = [json.loads(x) for x in open(os.path.join(d, "metrics.jsonl"))]
     assert [(m["step"], m["explore_coef"], m["acc"]) for m in ms] == [(1, 0.0, 0.0), (2, 0.0, 0.0)]
+
+
+@pytest.mark.parametrize("economy", ["kimi", "alp", "budget"])
+def test_rl_economy_terms(sft, tmp_path, economy):
+    """--economy with the adaptive schedule (easy prompts economise, hard ones explore) and
+    alone: the economy part is logged and the run is finite."""
+    d = str(tmp_path / economy)
+    run_rl("--init_from", sft, "--out_dir", d, "--max_steps", "1", "--eval_problems", "0",
+           "--explore_schedule", "adaptive", "--acc_threshold", "0", "--economy", economy)
+    m = [json.loads(x) for x in open(os.path.join(d, "metrics.jsonl"))][0]
+    assert m["easy_frac"] == 1.0 and m["explore"] == 0.0 and math.isfinite(m["economy"])
+    if economy == "alp":
+        assert m["economy"] < 0                   # every reply pays a per-token price
