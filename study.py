@@ -75,15 +75,18 @@ times = json.load(open(TIMES)) if os.path.exists(TIMES) else {}
 # countdown runs no adaptive: after its SFT the group accuracy is ~5%, a prompt all (or half) of
 # its samples solve is rare, and the schedule is then plain rlsp.
 PAPER = ("rlsp", "linear", "cosine")      # the paper's exploration rewards: PPO takes the best
+# adaptive thinking that keeps accuracy (issue 18): RLSP on hard prompts, an economy term on the
+# easy ones (group accuracy >= 0.5): (--economy, --economy_coef), nanorlsp/rewards.py
+ECON = {"kimi": ("kimi", "0.2"), "alp": ("alp", "0.005"), "budget": ("budget", "0.2")}
 BEH = ("backtracking", "verification", "alternatives")
 BUDGET = {
     "arith": dict(sft_steps=2500, sft_flags=[], steps=100, rl_flags=[], limit=500, k=8,
-                  eval_flags=[], rewards="none,rlsp,linear,cosine,adaptive,adaptive_0.5"),
+                  eval_flags=[], rewards="none,rlsp,linear,cosine,adaptive,adaptive_0.5,kimi,alp,budget"),
     "countdown": dict(sft_steps=1500, sft_flags=["--seq_len", "512", "--drop_long"], steps=40,
                       rl_flags=["--max_new_tokens", "512", "--prompts_per_step", "8",
                                 "--eval_problems", "100", "--eval_interval", "20"],
                       limit=200, k=4, eval_flags=["--max_new_tokens", "512"],
-                      rewards="none,rlsp,linear,cosine"),
+                      rewards="none,rlsp,linear,cosine,kimi,alp,budget"),
 }
 for t in TASKS:
     if t not in BUDGET:
@@ -108,10 +111,16 @@ def rl_flags(task: str, reward: str) -> list[str]:
         thr = threshold(reward)
         return f + ["--explore_reward", "rlsp", "--explore_schedule", "adaptive",
                     *(["--acc_threshold", thr] if thr else [])]
+    if reward in ECON:
+        return f + ["--explore_reward", "rlsp", "--explore_schedule", "adaptive",
+                    "--acc_threshold", "0.5", "--economy", ECON[reward][0],
+                    "--economy_coef", ECON[reward][1]]
     return f + ["--explore_reward", reward]
 
 
 def short(key: str) -> str:
+    if key in ECON:
+        return f"rlsp + {key} ({ECON[key][1]})"
     return f"adaptive ({threshold(key) or '0.9'})" if key.startswith("adaptive") else key
 
 
@@ -120,6 +129,8 @@ def label_of(reward: str) -> str:
         return "RL verifier only (none)"
     if reward.startswith("adaptive"):
         return f"RL adaptive (threshold {threshold(reward) or '0.9'})"
+    if reward in ECON:
+        return f"RL rlsp + {reward} economy on easy prompts"
     return f"RL {reward}"
 
 
@@ -268,6 +279,7 @@ if not args.report:
 # the report
 
 from matplotlib.figure import Figure  # noqa: E402  (matplotlib only when reporting)
+from nanorlsp.plot import levels_figure  # noqa: E402
 
 
 def ms(xs: list[float], pct: bool = True) -> str:
@@ -353,14 +365,13 @@ for t in TASKS:
                      f"{ms(mins, pct=False)} |")
     lines.append("")
     # adaptive vs rlsp: accuracy and tokens per level
-    adaptive = [r for r in rewards_of(t) if r.startswith("adaptive")]
+    adaptive = [r for r in rewards_of(t) if r.startswith("adaptive") or r in ECON]
     if adaptive and "rlsp" in rewards_of(t):
         lines += [f"### {t}: adaptive thinking vs plain RLSP, by difficulty level (greedy)", "",
                   "| config | level | accuracy (%) | reply tokens |", "|---|---|---|---|"]
-        fig = Figure(figsize=(11, 3.6), layout="constrained")
-        ax_acc, ax_tok = fig.subplots(1, 2)
+        per_config = {}
         keys = ["sft"] + [k for k in ("none", "rlsp") if k in rewards_of(t)] + adaptive
-        for i, key in enumerate(keys):
+        for key in keys:
             dirs = [sft] if key == "sft" else runs_of(t, key)
             evals = [(e, by_level_tokens(t, p)) for d in dirs
                      if (e := read(p := os.path.join(d, "eval_greedy.json")))]
@@ -376,15 +387,11 @@ for t in TASKS:
                     lines.append(f"| {short(key)} | {lv} | {ms(accs)} | {ms(toks, pct=False)} |")
                 acc_m.append(statistics.mean(accs) if accs else float("nan"))
                 tok_m.append(statistics.mean(toks) if toks else float("nan"))
-            w = 0.8 / len(keys)
-            for ax, ys in ((ax_acc, acc_m), (ax_tok, tok_m)):
-                ax.bar([lv + (i - (len(keys) - 1) / 2) * w for lv in levels], ys, w,
-                       label=short(key))
-        ax_acc.set(title=f"{t}: greedy accuracy by level (mean over seeds)", xlabel="level",
-                   ylabel="fraction correct", ylim=(0, 1))
-        ax_tok.set(title=f"{t}: reply tokens by level", xlabel="level", ylabel="tokens")
-        ax_tok.legend(loc="upper left")
-        fig.savefig(os.path.join(fig_dir, f"{t}_levels.png"), dpi=80)
+            per_config[short(key)] = (levels, acc_m, tok_m)
+        level_name = "numbers" if t == "countdown" else "level"
+        levels_figure(per_config, f"{t}: greedy accuracy and reply tokens by {level_name} "
+                      "(mean over seeds)", level_name).savefig(
+            os.path.join(fig_dir, f"{t}_levels.png"), dpi=80)
         lines += ["", f"![{t} by level](docs/study/{t}_levels.png)", ""]
     # over training, from each run's rollouts (T = 1): first / last 10 steps, and the figure
     steps = {label: [st for d in dirs if (st := rollout_steps(d))] for label, _, dirs in configs[1:]}

@@ -15,6 +15,7 @@ a run logged before these existed shows empty panels).
     from nanorlsp.plot import figures, plot_runs
     figs = figures(["out/rl", "out/rl_none"])   # {"reward": Figure, ...}: what the notebooks show
     plot_runs(["out/rl"], "plots/")             # the same figures, saved as PNG (the CLI)
+    levels_figure({"rlsp": ([1, 2], [0.9, 0.8], [24, 50])}, "arith")   # adaptive thinking
 
 Figures are built with matplotlib's object API (matplotlib.figure.Figure), never pyplot: no
 backend is selected and no global figure state is touched, so this works headless (CI, servers)
@@ -119,6 +120,29 @@ def figures(run_dirs: list[str], labels: list[str] | None = None) -> dict[str, F
     axes[0].legend()
     figs["diagnostics"] = fig
     return figs
+
+
+def levels_figure(per_config: dict, title: str, level_name: str = "level") -> Figure:
+    """Tokens vs accuracy by difficulty (adaptive thinking: fewer tokens where easy, as many as
+    needed where hard). per_config: {label: (levels, accuracy per level, reply tokens per
+    level)}. Three panels: accuracy by level, tokens by level, and accuracy against tokens with
+    one marker per (config, level), levels joined by a line and labelled."""
+    fig = Figure(figsize=(16, 4), layout="constrained")
+    ax_acc, ax_tok, ax_xy = fig.subplots(1, 3)
+    for label, (levels, acc, tok) in per_config.items():
+        line, = ax_acc.plot(levels, acc, "o-", label=label)
+        ax_tok.plot(levels, tok, "o-", color=line.get_color(), label=label)
+        ax_xy.plot(tok, acc, "o-", color=line.get_color(), label=label, alpha=0.8)
+        for lv, x, y in zip(levels, tok, acc):
+            ax_xy.annotate(str(lv), (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax_acc.set(title="accuracy", xlabel=level_name, ylabel="fraction correct", ylim=(0, 1.02))
+    ax_tok.set(title="reply tokens", xlabel=level_name, ylabel="tokens")
+    ax_tok.set_yscale("log")
+    ax_xy.set(title=f"accuracy vs tokens (markers: {level_name})", xlabel="reply tokens",
+              ylabel="fraction correct", xscale="log", ylim=(0, 1.02))
+    ax_acc.legend(fontsize=7)
+    fig.suptitle(title)
+    return fig
 
 
 def plot_runs(run_dirs: list[str], out_dir: str | None = None, labels: list[str] | None = None,

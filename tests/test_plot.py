@@ -40,3 +40,12 @@ def test_plot_cli_missing_run(tmp_path):
     assert r.returncode == 1 and "no metrics.jsonl" in r.stderr
     with pytest.raises(FileNotFoundError):
         plot_runs([str(tmp_path / "nope")])
+
+
+def test_levels_figure(tmp_path):
+    from nanorlsp.plot import levels_figure
+    fig = levels_figure({"rlsp": ([1, 2, 3], [1.0, 0.9, 0.7], [24, 40, 60]),
+                         "budget": ([1, 2, 3], [1.0, 0.9, 0.7], [6, 20, 60])}, "arith")
+    assert len(fig.axes) == 3 and len(fig.axes[2].lines) == 2
+    fig.savefig(tmp_path / "levels.png")
+    assert (tmp_path / "levels.png").read_bytes()[:4] == b"\x89PNG"
