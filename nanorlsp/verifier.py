@@ -23,8 +23,9 @@ find_answer / extract_answer, first rule that gives an answer wins:
      when it reads as an answer ("3.5 cm"), else the sentence's first number (after its last '=')
   3. the whole reply, when it is a bare answer itself (one line: "x = 3", "\frac12", "Evelyn")
   4. the last math span ($...$, \(...\), \[...\], $$...$$; neighbours joined by "and" / "," are
-     one list), unless it holds no digit and a number comes after it ("Let $x$ be ... so 7")
-  5. the last number of the reply (1,234.5; 250,75; 1/2; \frac{3}{4}; 35%)
+     one list; a one-letter span followed by words is a name: "where $n$ is ...") or
+  5. the last number of the reply (1,234.5; 1 300; 250,75; 1/2; \frac{3}{4}; 35%), whichever
+     of the two ends later ("Let $x$ be the cost ... so 7 pens" gives 7)
 A computation's result is the answer: `$\binom{6}{3} = 20$` gives 20 (the last right-hand side
 when the left side has no variable, or of any chain a = b = c). find_answer also returns where
 the answer (its box, label or span) starts: the RL reward's "no answer" test and its reasoning
@@ -37,7 +38,8 @@ spacing \! \, \; ~; \dfrac \tfrac -> \frac; \cdot \times -> *, \div -> /, ** -> 
 \mathrm{}: unwrapped at the start (\text{(B)} -> (B)), dropped after a value (units); trailing unit
 words after a number (cm, inches, dollars, apples ...); "and", "or", \quad between answers -> a
 list; thousands separators (7,425,000; 11,\!111; 1\,000: never "45, 678" with a space);
-"35 percent" -> 35%; a stray trailing backslash; \begin{array}{cc} is a matrix.
+"35 percent" -> 35%; a stray trailing backslash; \begin{array}{cc} is a matrix; inf -> \infty;
+\sin^{-1} -> \arcsin; number words (zero .. ninety); 1.5e-3; 0.1\overline{6} -> 1/6; ½.
 
 is_equiv, cheapest first: equal strings; two integers; equal normalised strings; two plain
 numbers compared exactly as fractions (most RL checks end here, without sympy); else parsed:
@@ -57,10 +59,12 @@ numbers compared exactly as fractions (most RL checks end here, without sympy); 
   - (a, b) and [a, b) are ordered; brackets and order must match (a point equals the open
     interval with the same ends). \{a, b\}, {a, b}, a bare list "a, b" (MATH's "enter all
     solutions") and several boxes are sets: order-free and equal to each other, never to a tuple:
-    (1,2) != \{1,2\}. A set of one element is that element; x \pm y is the set {x+y, x-y}.
+    (1,2) != \{1,2\}. A set of one element is that element; x \pm y is the set {x+y, x-y};
+    assignments "x = 5, y = 6" against a tuple (5, 6) compare their right sides in order.
   - Relations: an inequality in one variable, a chain (2 < g(x) \le 5), x \ne 3, an interval
     and a union of intervals are sets of reals, compared as such: t >= 2 = 2 \le t = [2, \infty),
-    -t > -4 = t < 4, "x < 2 or x > 3" = (-\infty,2) \cup (3,\infty). Equations compare as
+    -t > -4 = t < 4, "x < 2 or x > 3" = (-\infty,2) \cup (3,\infty), \{x \mid x > 2\} =
+    (2, \infty); touching intervals merge. Equations compare as
     lhs - rhs up to a nonzero factor (3x - 6y + 2 = 0 = "y = x/2 + 1/3"), or by their right sides
     when the left sides are the same.
   - Labels: an equation against a value compares the value with the last right side when the
