@@ -263,9 +263,10 @@ def _cut(ans):
     if "=" not in ans:
         return ans
     parts = _top_level_split(ans, ("=",))
-    if len(parts) < 2 or len(_top_level_split(ans, (",",))) > 1 or _LIST_WORD.search(ans) or any(not p.strip() for p in parts) or \
+    if len(parts) < 2 or any(not p.strip() for p in parts) or _LIST_WORD.search(ans) or \
+            len(_top_level_split(ans, (",",))) > 1 or \
             any(p.rstrip().endswith(("<", ">", "!", "\\le", "\\ge")) for p in parts[:-1]):
-        return ans
+        return ans  # a list, or a relation that is not an equation chain
     lhs = re.sub(r"\\[a-zA-Z]+", "", parts[0])
     if len(parts) > 2 or not re.search(r"[a-zA-Z]", lhs):
         return parts[-1].strip()
@@ -350,7 +351,7 @@ _SENTENCE_END = re.compile(r"[.!?;](?:\s|$)|,\s+(?=[a-zA-Z]{3,})")
 
 
 def _tail(text, pos):
-    """The answer written after a label ending at text[pos]: (answer, None) or None."""
+    """The answer written after a label that ends at text[pos], or None."""
     seg = text[pos:pos + MAX_ANSWER_LEN + 200].lstrip(" \t")
     next_line = seg.startswith(("\n", "\r"))  # "Answer:\n\n42", "here is how to find the answer:\n"
     seg = seg.lstrip()
@@ -476,7 +477,8 @@ _SUBS = [(re.compile(p), r) for p, r in [
     (r"\^\s*\{?\s*\\circ\s*\}?|\\circ(?![a-zA-Z])|\\degree(?![a-zA-Z])", r" \\degree "),
     (r"(?<=[\d\s}])(?:percent|per cent|pct)\b\.?", "%"), (r"\\%", "%"),
     (r"\\(?:cdot|times|ast)(?![a-zA-Z])", "*"), (r"\\div(?![a-zA-Z])", "/"), (r"\*\*", "^"),
-    (r"<=|\\leq?(?:slant)?(?![a-zA-Z])", r" \\le "), (r">=|\\geq?(?:slant)?(?![a-zA-Z])", r" \\ge "),
+    (r"<=|\\leq?(?:slant)?(?![a-zA-Z])", r" \\le "),
+    (r">=|\\geq?(?:slant)?(?![a-zA-Z])", r" \\ge "),
     (r"!=|\\neq?(?![a-zA-Z])", r" \\ne "), (r"\\lt(?![a-zA-Z])", "<"), (r"\\gt(?![a-zA-Z])", ">"),
     (r"_\{(\w+)\}", r"_\1"),                                    # 4210_{5} -> 4210_5
     (r"\\begin\{[pbBvV]?matrix\}|\\begin\{array\}\s*\{[^{}]*\}", r" \\matbegin "),

@@ -3,7 +3,7 @@ The verifier's agreement corpus: real answers (MATH-500, MATH train, GSM8K test,
 ../shared/data) written the ways models write them, plus perturbed wrong answers, measured
 against Math-Verify (the grader TRL and open-r1 use).
 
-    python tests/verifier_corpus.py                  # agreement table (needs `pip install math-verify`)
+    python tests/verifier_corpus.py                  # agreement table (pip install math-verify)
     python tests/verifier_corpus.py --show 40        # ... and the first 40 disagreements
     python tests/verifier_corpus.py --limit 600      # a quick subsample (what the test runs)
 
@@ -96,7 +96,8 @@ def shape(a):
         return "equation"
     if re.search(r"\\le|\\ge|<|>", s):
         return "inequality"
-    if "," in s and not re.search(r"\d,\\!\s*\d|\d,\d{3}", s) and not re.match(r"[(\[]|\\left|\\\{", s):
+    if "," in s and not re.search(r"\d,\\!\s*\d|\d,\d{3}", s) and \
+            not re.match(r"[(\[]|\\left|\\\{", s):
         return "list"
     if re.search(r"\\text\{", s):
         return "unit"
@@ -158,7 +159,7 @@ def rewrites(a, rng):
     elif kind == "decimal":
         q = Fraction(s)
         out.append((f"{q.numerator}/{q.denominator}" if q.denominator > 1 else str(q), True))
-    elif kind == "degree" and re.fullmatch(r"-?[\d.]+\^\{?\\circ\}?\.?", s):  # 30^\circ (not \tan 15^\circ)
+    elif kind == "degree" and re.fullmatch(r"-?[\d.]+\^\{?\\circ\}?\.?", s):  # not \tan 15^\circ
         out.append((re.sub(r"\^\{?\\circ\}?", "", s), True))
         out.append((re.sub(r"\^\{?\\circ\}?", " degrees", s), True))
     elif kind == "percent":
