@@ -51,8 +51,9 @@ from nanorlsp.evaluation import task_accuracy, user_prompt
 from nanorlsp.model import GPT
 from nanorlsp.rewards import (ECONOMY, EXPLORE, SCHEDULES, RewardConfig, adaptive_coefs, coef_at,
                               easy_rows, score, token_pieces)
-from nanorlsp.rl import (KL_ESTIMATORS, WithValues, entropy, gae, group_advantages, kl_penalty, kl_value,
+from nanorlsp.rl import (KL_ESTIMATORS, WithValues, gae, group_advantages, kl_penalty, kl_value,
                          masked_mean, ppo_policy_loss, reinforce_loss, token_logprobs,
+                         token_logprobs_and_entropy,
                          truncated_is_weights, value_loss)
 from nanorlsp.sampler import sample
 
@@ -257,20 +258,27 @@ C = args.prompts_per_step // M
 MINE = [k * C + j for k in range(M) for j in range(d.rank, C, d.world)]
 
 
-def forward_completions(model, prompt_ids, comp):
-    """Run model over prompt + completion (right-padded) and pick, for each completion token j,
-    the logits (and value) of the position that predicts it: (B, Tn, V) and (B, Tn) or None."""
+def build_sequences(prompt_ids: list[list[int]], comp: torch.Tensor, group: int):
+    """The step's training rows, built once on the device (every forward of the step, the
+    reference's, PPO's old pass and each update's, slices them): seq (B, L) = each prompt, then
+    its completion, right-padded with 0; pos (B, Tn): the position whose logits predict
+    completion token j. prompt_ids: the step's P prompts, each shared by `group` rows."""
     B, Tn = comp.shape
-    Lp = torch.tensor([len(p) for p in prompt_ids], device=device)
-    L = int(Lp.max()) + Tn
-    seq = torch.zeros((B, L), dtype=torch.long, device=device)
-    for i, p in enumerate(prompt_ids):
-        seq[i, :len(p)] = torch.tensor(p, device=device)
-        seq[i, len(p):len(p) + Tn] = comp[i]
-    pos = Lp[:, None] - 1 + torch.arange(Tn, device=device)[None]        # (B, Tn)
+    Lp = torch.tensor([len(p) for p in prompt_ids], device=device).repeat_interleave(group)
+    prompts = torch.nn.utils.rnn.pad_sequence(
+        [torch.tensor(p, dtype=torch.long) for p in prompt_ids], batch_first=True).to(device)
+    seq = torch.zeros((B, int(Lp.max()) + Tn), dtype=torch.long, device=device)
+    seq[:, :prompts.size(1)] = prompts.repeat_interleave(group, dim=0)
+    seq.scatter_(1, Lp[:, None] + torch.arange(Tn, device=device)[None], comp)
+    return seq, Lp[:, None] - 1 + torch.arange(Tn, device=device)[None]   # (B, L), (B, Tn)
+
+
+def forward_completions(model, rows: torch.Tensor):
+    """Run model over the step's rows `rows` of prompt + completion and pick, for each completion
+    token j, the logits (and value) of the position that predicts it: (b, Tn, V), (b, Tn)/None."""
     # the LM head runs at these Tn positions only: the prompt's (B, Lp, V) logits are never made
     with autocast(device, dtype):
-        return model(seq, logits_at=pos)
+        return model(SEQ[rows], logits_at=POS[rows])
 
 
 def global_mean(x_sum: torch.Tensor, n_global: torch.Tensor):
@@ -346,8 +354,7 @@ def update(rows: torch.Tensor, sums_fn):
     optimizer.zero_grad(set_to_none=True)
     for k, mb in enumerate(chunks):
         with dist.grad_sync(train_actor, k == len(chunks) - 1):
-            logits, values = forward_completions(train_actor, [rows_prompt[i] for i in mb.tolist()],
-                                                 comp[mb])
+            logits, values = forward_completions(train_actor, mb)
             loss_sum, extra = sums_fn(mb, logits, values)
             loss = global_mean(loss_sum, n_glob)
             if dist.any_rank(not bool(torch.isfinite(loss)), device):
@@ -395,7 +402,7 @@ try:
         policy.train()
         Tn = int(ro.lengths.max())
         comp, mask, roll_logp = ro.tokens[:, :Tn], ro.mask[:, :Tn], ro.logprobs[:, :Tn]
-        rows_prompt = [p for p in prompt_ids for _ in range(G)]
+        SEQ, POS = build_sequences(prompt_ids, comp, G)   # (B, L), (B, Tn): one build per step
         t_gen = time.time() - t0
 
         # -- score: verifier + exploration + repetition ---------------------------------
@@ -440,8 +447,7 @@ try:
             lps, vals = [], []
             with torch.no_grad():
                 for mb in torch.arange(len(comp)).chunk(args.grad_accum):
-                    lg, v = forward_completions(model, [rows_prompt[i] for i in mb.tolist()],
-                                                comp[mb])
+                    lg, v = forward_completions(model, mb)
                     lps.append(token_logprobs(lg / args.temperature, comp[mb], V))
                     vals.append(v)
             return torch.cat(lps), (torch.cat(vals) * mask if want_values else None)
@@ -458,15 +464,14 @@ try:
             def reinforce_sums(mb, logits, values):
                 """The loss and stats of rows mb as token sums (x token count of the means)."""
                 m = mask[mb]
-                logp = token_logprobs(logits / args.temperature, comp[mb], V)
+                logp, ent = token_logprobs_and_entropy(logits / args.temperature, comp[mb], m, V)
                 # the training forward before the update vs the sampler's log-probs
                 diff = ((logp.detach() - roll_logp[mb]).abs() * m).sum()
                 w = truncated_is_weights(logp, roll_logp[mb], m, args.tis_cap) if args.tis_cap else None
                 kl = kl_penalty(logp, ref_logp[mb], args.kl_estimator, m)
                 n = m.sum()
                 loss = (reinforce_loss(logp, adv[mb], m, w) + args.kl_coef * masked_mean(kl, m)) * n
-                return loss, [kl_penalty(logp.detach(), ref_logp[mb], "k3", m).sum(),
-                              entropy(logits / args.temperature, m, V) * n,
+                return loss, [kl_penalty(logp.detach(), ref_logp[mb], "k3", m).sum(), ent,
                               torch.zeros((), device=device), diff]
 
             skipped, sums = update(torch.arange(len(comp)), reinforce_sums)
@@ -491,13 +496,12 @@ try:
 
             def ppo_sums(mb, logits, values):
                 m = mask[mb]
-                logp = token_logprobs(logits / args.temperature, comp[mb], V)
+                logp, ent = token_logprobs_and_entropy(logits / args.temperature, comp[mb], m, V)
                 pl, cf = ppo_policy_loss(logp, old_logp[mb], adv[mb], m, args.clip)
                 vl = value_loss(values, old_values[mb], returns[mb], m, args.value_clip)
                 n = m.sum()
                 return (pl + args.vf_coef * vl) * n, [
-                    kl_penalty(logp.detach(), ref_logp[mb], "k3", m).sum(),
-                    entropy(logits / args.temperature, m, V) * n, cf * n,
+                    kl_penalty(logp.detach(), ref_logp[mb], "k3", m).sum(), ent, cf * n,
                     torch.zeros((), device=device)]
 
             # minibatch k = this rank's rows of prompts k*C .. (k+1)*C - 1 (see MINE)

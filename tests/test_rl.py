@@ -196,3 +196,17 @@ def test_value_head_runs_in_float32_under_autocast():
     want = h.float() @ head.weight.float().T + head.bias.float()
     assert v.dtype == torch.float32 and v.abs().max() > 1
     assert torch.allclose(v, want.squeeze(-1), rtol=1e-5, atol=1e-5)
+
+
+def test_fused_logprobs_and_entropy_equal_the_separate_ones():
+    """The update takes log-probs and the entropy from one log-softmax: the same numbers as
+    token_logprobs and entropy (vocab limit included), and the gradient flows only to logp."""
+    from nanorlsp.rl import token_logprobs_and_entropy
+    torch.manual_seed(0)
+    logits = torch.randn(3, 5, 12, requires_grad=True)
+    tgt = torch.randint(0, 9, (3, 5))
+    m = (torch.rand(3, 5) > 0.3).float()
+    lp, ent_sum = token_logprobs_and_entropy(logits, tgt, m, vocab_limit=9)
+    assert torch.allclose(lp, token_logprobs(logits, tgt, 9), atol=1e-6)
+    assert ent_sum.item() == pytest.approx((entropy(logits, m, 9) * m.sum()).item(), rel=1e-5)
+    assert not ent_sum.requires_grad and lp.requires_grad
