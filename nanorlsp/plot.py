@@ -16,6 +16,7 @@ a run logged before these existed shows empty panels).
     figs = figures(["out/rl", "out/rl_none"])   # {"reward": Figure, ...}: what the notebooks show
     plot_runs(["out/rl"], "plots/")             # the same figures, saved as PNG (the CLI)
     levels_figure({"rlsp": ([1, 2], [0.9, 0.8], [24, 50])}, "arith")   # adaptive thinking
+    overview_figure("out/rl")                   # accuracy, length, behaviours: the README's
 
 Figures are built with matplotlib's object API (matplotlib.figure.Figure), never pyplot: no
 backend is selected and no global figure state is touched, so this works headless (CI, servers)
@@ -120,6 +121,32 @@ def figures(run_dirs: list[str], labels: list[str] | None = None) -> dict[str, F
     axes[0].legend()
     figs["diagnostics"] = fig
     return figs
+
+
+def overview_figure(run_dir: str, title: str | None = None) -> Figure:
+    """One figure of a run for a front page: accuracy (rollouts at T = 1 and greedy held-out),
+    reply length (median and 10-90% band) and the behaviour shares of the rollouts over RL steps."""
+    steps, evals = load_metrics(run_dir)
+    fig = Figure(figsize=(15, 3.6), layout="constrained")
+    ax_acc, ax_len, ax_beh = fig.subplots(1, 3)
+    ax_acc.plot(*_series(steps, "acc"), alpha=0.6, label="rollouts (T = 1)")
+    ax_acc.plot(*_series(evals, "val_acc"), "o-", label="held-out (greedy)")
+    ax_acc.set(title="accuracy", xlabel="RL step", ylabel="fraction correct", ylim=(0, 1))
+    ax_acc.legend()
+    x, p50 = _series(steps, "len_p50")
+    ax_len.plot(x, p50, label="median")
+    ax_len.fill_between(x, _series(steps, "len_p10")[1], _series(steps, "len_p90")[1], alpha=0.25,
+                        label="10-90%")
+    ax_len.set(title="reply length (rollouts)", xlabel="RL step", ylabel="tokens")
+    ax_len.legend()
+    for b in ("backtracking", "verification", "alternatives"):
+        ax_beh.plot([r["step"] for r in steps], [r["behaviors"][b] for r in steps], label=b)
+    ax_beh.set(title="behaviours (share of rollouts)", xlabel="RL step", ylabel="share",
+               ylim=(0, 1))
+    ax_beh.legend()
+    if title:
+        fig.suptitle(title)
+    return fig
 
 
 def levels_figure(per_config: dict, title: str, level_name: str = "level") -> Figure:

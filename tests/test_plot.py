@@ -49,3 +49,9 @@ def test_levels_figure(tmp_path):
     assert len(fig.axes) == 3 and len(fig.axes[2].lines) == 2
     fig.savefig(tmp_path / "levels.png")
     assert (tmp_path / "levels.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_overview_figure(tmp_path):
+    from nanorlsp.plot import overview_figure
+    fig = overview_figure(fake_run(tmp_path / "run"), "a run")
+    assert len(fig.axes) == 3 and len(fig.axes[2].lines) == 3
