@@ -175,6 +175,15 @@ class KVCache:
         out.v = [v.repeat_interleave(n, dim=0) for v in self.v]
         return out
 
+    def select_rows(self, idx: torch.Tensor) -> "KVCache":
+        """A new cache holding rows idx (B',) of this one, in that order: the sampler compacting
+        its decode batch as rows finish. Copies every slot (2 * n_layer * B' * n_kv_head *
+        max_len * head_dim elements), a few times per generation at most."""
+        out = KVCache.__new__(KVCache)
+        out.k = [k.index_select(0, idx) for k in self.k]
+        out.v = [v.index_select(0, idx) for v in self.v]
+        return out
+
 
 # Masked grouped-query attention on CUDA. SDPA's fused kernels there (aten/src/ATen/native/
 # transformers/cuda/sdp_utils.cpp): flash takes enable_gqa but no attn_mask; memory-efficient takes

@@ -134,6 +134,32 @@ def _decode_step(model, cache, tok, pos, slot_idx, valid):
     return logits[:, -1, :]
 
 
+# -----------------------------------------------------------------------------
+# Compaction: finished rows leave the decode batch
+
+COMPACT_MIN_ROWS = 8  # no compaction below this many rows (a step of 8 rows or fewer is bound by
+# reading the weights, whatever its batch: fewer rows would save little and add graphs)
+
+
+def _compact_sizes(B: int) -> list[int]:
+    """The decode batch sizes compaction may shrink to: B, then the powers of two below it down to
+    COMPACT_MIN_ROWS, largest first. A few static sizes: a compiled (or CUDA-graphed) step
+    replays one graph per (size, bucket), at most log2(B / 8) + 1 sizes."""
+    sizes, s = [B], 1 << (B - 1).bit_length() >> 1        # the largest power of two below B
+    while s >= COMPACT_MIN_ROWS:
+        sizes.append(s)
+        s //= 2
+    return sizes
+
+
+def _keep_rows(live: torch.Tensor, size: int) -> torch.Tensor:
+    """Indices (size,) into the decode batch for the compacted one: every live row, in order, then
+    finished rows as filler up to `size`. A filler's results are never written: it is finished,
+    so its token is pad_id and its log-prob 0, as the row's already are."""
+    idx = torch.cat((live.nonzero()[:, 0], (~live).nonzero()[:, 0]))
+    return idx[:size]
+
+
 def _bucket(S: int) -> int:
     """The attention length granularity: a multiple of 64, at most 8 buckets per cache."""
     return 64 * max(1, -(-S // (8 * 64)))
@@ -161,12 +187,77 @@ def _compiled_step():
     return _compiled_decode_step
 
 
+class _GraphedStep:
+    """The decode step replayed from CUDA graphs (torch.cuda.CUDAGraph): one graph per decode
+    shape (rows B, attended slots S'), captured at its first step and replayed at every later
+    step of that shape. A replay launches the step's few hundred kernels at once: a decode step
+    of a small model on a GPU is bound by launching them one by one from Python, not by the
+    GPU's work.
+
+    A graph replays fixed kernels on fixed addresses, so every input must be the same tensor at
+    every step of a shape, changed in place only: the token buffer (the sampler copies each new
+    token into it), positions and slot index (advanced in place), the mask (a view of one
+    (B, S) buffer, filled in place by _decode_step), the cache buffers (written in place) and
+    the model's weights (train_rl refreshes its rollout copy in place, between calls). A call
+    whose inputs moved raises (a graph would read stale memory); compaction moves them all to
+    new, smaller buffers, and `reset` drops the old graphs. The step is idempotent (it writes
+    this step's keys, values and mask slot, the same values each time it runs), so the warm-up
+    run, the capture and the first replay may all run it.
+
+    Graphs of one sample() call share one memory pool (they never run concurrently, and each
+    graph's output stays referenced here, so no later graph is given its memory); they are freed
+    with the call. On CPU there are no graphs: the step runs eagerly with the same bookkeeping
+    and checks (what tests/test_sampler.py tests for the GPU path).
+    """
+
+    def __init__(self, fn, device: torch.device):
+        self.fn, self.cuda = fn, device.type == "cuda"
+        self.pool = torch.cuda.graph_pool_handle() if self.cuda else None
+        self.graphs = {}      # (B, S') -> (graph or None, its output logits, input addresses)
+        self.shapes = []      # every (B, S') captured, in order: one graph each
+
+    def reset(self):
+        """Drop the graphs: the sampler compacted its batch into new buffers."""
+        self.graphs.clear()
+
+    def __call__(self, model, cache, tok, pos, slot_idx, valid):
+        args = (model, cache, tok, pos, slot_idx, valid)
+        ptrs = tuple(x.data_ptr() for x in (tok, pos, slot_idx, valid, *cache.k, *cache.v))
+        key = tuple(valid.shape)
+        if key in self.graphs:
+            graph, out, want = self.graphs[key]
+            if ptrs != want:
+                raise RuntimeError("a CUDA-graphed decode step's inputs moved (not updated in "
+                                   "place): the graph would read stale memory")
+            if graph is None:
+                return self.fn(*args)
+            graph.replay()
+            return out
+        if self.cuda:
+            # warm-up on a side stream (lazy cuBLAS / kernel init must not happen in capture)
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                self.fn(*args)
+            torch.cuda.current_stream().wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, pool=self.pool):
+                out = self.fn(*args)                       # recorded, not run
+            graph.replay()
+        else:
+            graph, out = None, self.fn(*args)
+        self.graphs[key] = (graph, out, ptrs)
+        self.shapes.append(key)
+        return out
+
+
 @torch.no_grad()
 def sample(model, prompts: list[list[int]], max_new_tokens: int, temperature: float = 1.0,
            top_k: int | None = None, top_p: float = 1.0, n_samples: int = 1,
            stop_tokens=None, seed: int | None = None, return_logprobs: bool = False,
            pad_id: int = 0, vocab_limit: int | None = None, compile: bool = False,
-           row_keys: list[int] | None = None) -> Rollout:
+           row_keys: list[int] | None = None, compact: bool = True,
+           cuda_graph: bool | None = None, on_token=None) -> Rollout:
     """Generate for every prompt n_samples times; rows are prompt-major (prompt i's samples are
     rows i*n_samples .. i*n_samples + n_samples - 1).
 
@@ -176,6 +267,28 @@ def sample(model, prompts: list[list[int]], max_new_tokens: int, temperature: fl
 
     compile=True runs the decode step through torch.compile (see _compiled_step): the first call
     for a model and shape pays the compile, later calls with the same B and S reuse it.
+
+    compact=True (the default): finished rows leave the decode batch. When the live rows fit a
+    smaller size of _compact_sizes(B) (B, then powers of two down to COMPACT_MIN_ROWS), their
+    cache, positions, mask, keyed uniforms and last token are gathered into a batch of that size
+    (finished rows fill the rest); results are scattered back to their own rows, so the Rollout
+    is the same as compact=False's: same order, lengths, finish reasons, each row's own keyed
+    samples, and the same tokens and log-probs up to float rounding (a matmul over fewer rows
+    may round differently: tests/test_sampler.py checks identity on random models).
+
+    cuda_graph: replay the decode step from CUDA graphs (_GraphedStep); None (the default) means
+    on for a model on CUDA, off elsewhere. With compile=True the compiled step is captured.
+    True on CPU runs the same static-buffer bookkeeping without graphs (a check, no speed-up).
+
+    on_token(t, tokens, done): called after decode step t (0-based) with tokens (B,) long, the
+    token each row generated at step t (pad_id for a row that finished before it), and done (B,)
+    bool, the rows finished so far (this step's stop tokens included); both fresh copies on the
+    model's device, rows in the Rollout's order. A chat script streams a reply
+    from it:
+        sample(model, [ids], 256, temperature=0.7, stop_tokens=tok.stop_tokens,
+               on_token=lambda t, x, d: print(tok.decode([int(x[0])]), end="", flush=True))
+    (decode a growing list of ids instead when one character spans several tokens). It runs
+    between steps: slow callbacks slow the decode; raising in it aborts the call.
     """
     if not prompts or any(len(p) == 0 for p in prompts):
         raise ValueError("prompts must be a non-empty list of non-empty token lists")
@@ -233,22 +346,46 @@ def sample(model, prompts: list[list[int]], max_new_tokens: int, temperature: fl
 
     # -- decode ---------------------------------------------------------------------------
     step = _compiled_step() if compile else _decode_step
+    if cuda_graph is None:
+        cuda_graph = device.type == "cuda"
+    if cuda_graph:
+        step = _GraphedStep(step, device)
+    # the outputs, one row per (prompt, sample), in the Rollout's order
     tokens = torch.full((B, max_new_tokens), pad_id, dtype=torch.long, device=device)
     logps = torch.zeros((B, max_new_tokens), device=device) if return_logprobs else None
-    done = torch.zeros(B, dtype=torch.bool, device=device)
     lengths = torch.zeros(B, dtype=torch.long, device=device)
-    hit_stop = torch.zeros(B, dtype=torch.bool, device=device)
-    # the previous token's cache slot and rotary position, advanced in place: tensors, not ints,
-    # so a compiled step sees the same inputs every step (an int would be a new constant)
+    hit_stop = torch.zeros(B, dtype=torch.bool, device=device)    # finished rows
+    # the decode batch: Bc rows, decode row i generating output row rows[i]; live marks the rows
+    # still generating. Compaction (see sample's docstring) shrinks it; without stop tokens no
+    # row finishes and it stays the whole batch.
+    sizes = _compact_sizes(B) if compact and stop.numel() else [B]
+    rows = torch.arange(B, device=device)                                         # (Bc,)
+    live = torch.ones(B, dtype=torch.bool, device=device)                         # (Bc,)
+    n_live = B
+    u = uniforms if temperature > 0 else None                                     # (Bc, T)
+    # the previous token, its cache slot and rotary position: buffers updated in place, so a
+    # compiled or graphed step sees the same inputs every step (an int would be a new constant)
+    tok = torch.zeros((B, 1), dtype=torch.long, device=device)                    # (Bc, 1)
     slot_idx = torch.full((1,), Lp, dtype=torch.long, device=device)             # (1,)
-    pos = (Lp - pad)[:, None]                                                     # (B, 1)
+    pos = (Lp - pad)[:, None]                                                     # (Bc, 1)
     # step t attends over slots 0 .. Lp + t - 1: the mask (and so the cache read) covers the
     # first Lp + t slots rounded up to a bucket, not all S (measured in bench.py)
     bucket = _bucket(S)
     for t in range(max_new_tokens):
         if t > 0:
+            size = min(s for s in sizes if s >= n_live)
+            if size < len(rows):
+                # compact: every per-row decode tensor keeps the kept rows, in the same order
+                keep = _keep_rows(live, size)                                     # (size,)
+                cache = cache.select_rows(keep)
+                valid, pos, tok, nxt = valid[keep], pos[keep], tok[keep], nxt[keep]
+                rows, live = rows[keep], live[keep]
+                u = u[keep] if u is not None else None
+                if cuda_graph:
+                    step.reset()
             n_attn = min(S, bucket * -(-(Lp + t) // bucket))
-            logits = step(model, cache, nxt[:, None], pos, slot_idx, valid[:, :n_attn])  # (B, V)
+            tok.copy_(nxt[:, None])
+            logits = step(model, cache, tok, pos, slot_idx, valid[:, :n_attn])  # (Bc, V)
             slot_idx += 1
             pos += 1
         if vocab_limit is not None and vocab_limit < logits.size(-1):
@@ -260,20 +397,28 @@ def sample(model, prompts: list[list[int]], max_new_tokens: int, temperature: fl
         else:
             scaled = logits / temperature
             probs = torch.softmax(filter_logits(scaled, top_k, top_p), dim=-1)
-            nxt = _draw(probs, uniforms[:, t])
+            nxt = _draw(probs, u[:, t])                  # each row's own keyed uniform
+        lp = None
         if logps is not None:
             lp = torch.log_softmax(scaled.float(), -1).gather(-1, nxt[:, None]).squeeze(-1)
-            logps[:, t] = torch.where(done, 0.0, lp)
         if stop.numel() == 0:        # no stop tokens: no row ever finishes, skip the bookkeeping
             tokens[:, t] = nxt
-            continue
-        nxt = torch.where(done, pad_id, nxt)
-        tokens[:, t] = nxt
-        lengths += (~done).long()
-        is_stop = torch.isin(nxt, stop) & ~done
-        hit_stop |= is_stop
-        done |= is_stop
-        if bool(done.all()):
+            if lp is not None:
+                logps[:, t] = lp
+        else:
+            # scatter to the output rows; fillers are finished rows: pad_id and 0 again
+            nxt = torch.where(live, nxt, pad_id)
+            tokens[rows, t] = nxt
+            if lp is not None:
+                logps[rows, t] = torch.where(live, lp, 0.0)
+            lengths.index_add_(0, rows, live.long())
+            is_stop = torch.isin(nxt, stop) & live
+            hit_stop[rows] = hit_stop[rows] | is_stop
+            live = live & ~is_stop
+            n_live = int(live.sum())
+        if on_token is not None:
+            on_token(t, tokens[:, t].clone(), hit_stop.clone())
+        if n_live == 0:
             break
     if stop.numel() == 0:
         lengths.fill_(max_new_tokens)                    # every row ran to max_new_tokens

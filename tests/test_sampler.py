@@ -325,3 +325,176 @@ def test_packed_gqa_path_matches_naive_reference(monkeypatch):
     packed = sample(model, PROMPTS, 12, temperature=0, n_samples=2, return_logprobs=True)
     assert packed.completions() == [r for r in ref for _ in range(2)]
     torch.testing.assert_close(packed.logprobs, base.logprobs, atol=1e-5, rtol=0)
+
+
+# -----------------------------------------------------------------------------
+# Compaction: finished rows leave the decode batch
+
+def ragged_batch(seed, n_prompts=8, vocab=V):
+    g = torch.Generator().manual_seed(seed)
+    lens = torch.randint(1, 12, (n_prompts,), generator=g).tolist()
+    return [torch.randint(1, vocab, (n,), generator=g).tolist() for n in lens]
+
+
+def spy_compactions(monkeypatch):
+    """Record the batch size of every compaction (KVCache.select_rows calls)."""
+    from nanorlsp.model import KVCache
+    sizes, orig = [], KVCache.select_rows
+
+    def select_rows(self, idx):
+        sizes.append(len(idx))
+        return orig(self, idx)
+    monkeypatch.setattr(KVCache, "select_rows", select_rows)
+    return sizes
+
+
+def assert_same_rollout(a, b):
+    assert torch.equal(a.tokens, b.tokens)
+    assert torch.equal(a.mask, b.mask) and torch.equal(a.lengths, b.lengths)
+    assert a.finish == b.finish
+    # a matmul over fewer rows may round differently: measured bit-identical on this CPU at
+    # >= 8 rows with 1 thread, up to 3e-6 with 2 threads or 1-4 rows
+    torch.testing.assert_close(a.logprobs, b.logprobs, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("min_rows", [8, 1])
+@pytest.mark.parametrize("temperature,top_k,seed", [(0.0, None, 0), (1.0, None, 1), (0.8, 8, 2)])
+def test_compaction_gives_the_same_rollout(monkeypatch, min_rows, temperature, top_k, seed):
+    """compact=True (default) vs compact=False on ragged prompts with stop tokens: identical
+    tokens, mask, lengths, finish reasons and (to float rounding) log-probs, greedy and sampled
+    (each row keeps its own keyed uniforms), and the batch really shrank."""
+    import nanorlsp.sampler
+    monkeypatch.setattr(nanorlsp.sampler, "COMPACT_MIN_ROWS", min_rows)
+    model = make_model(seed=seed, scale=0.3 if temperature == 0 else None)
+    prompts = ragged_batch(seed)
+    kw = dict(temperature=temperature, top_k=top_k, n_samples=4, stop_tokens=[3, 7, 11, 19],
+              seed=5, return_logprobs=True, pad_id=V - 1)
+    ref = sample(model, prompts, 40, compact=False, **kw)
+    sizes = spy_compactions(monkeypatch)
+    got = sample(model, prompts, 40, **kw)
+    assert_same_rollout(got, ref)
+    assert "stop" in ref.finish and "length" in ref.finish
+    assert sizes and sizes == sorted(sizes, reverse=True) and min(sizes) >= min_rows
+    assert all(s & (s - 1) == 0 for s in sizes)          # powers of two below B = 32
+
+
+def test_compaction_greedy_matches_naive_reference(monkeypatch):
+    """Greedy with stops, compacting down to 1 row: every row equals the naive reference."""
+    import nanorlsp.sampler
+    monkeypatch.setattr(nanorlsp.sampler, "COMPACT_MIN_ROWS", 1)
+    model = make_model(seed=12)
+    prompts = ragged_batch(12, n_prompts=10)
+    ref = [naive_generate(model, p, 30) for p in prompts]
+    # stop tokens the reference emits at different steps: rows finish one after another
+    stops = {r[k] for r, k in zip(ref, (1, 3, 6, 9, 14))}
+    ref = [naive_generate(model, p, 30, stops) for p in prompts]
+    assert len({len(r) for r in ref}) >= 4
+    sizes = spy_compactions(monkeypatch)
+    got = generate(model, prompts, 30, temperature=0, n_samples=2, stop_tokens=stops)
+    assert got == [r for r in ref for _ in range(2)]
+    assert len(sizes) >= 2
+
+
+def test_compaction_off_without_stop_tokens_or_small_batches(monkeypatch):
+    sizes = spy_compactions(monkeypatch)
+    model = make_model(seed=1)
+    sample(model, ragged_batch(0), 12, temperature=0, n_samples=4)            # no stop tokens
+    sample(model, PROMPTS, 12, temperature=0, n_samples=2, stop_tokens=range(V))  # 6 rows < 8
+    assert sizes == []
+    from nanorlsp.sampler import _compact_sizes
+    assert _compact_sizes(128) == [128, 64, 32, 16, 8]
+    assert _compact_sizes(96) == [96, 64, 32, 16, 8] and _compact_sizes(6) == [6]
+
+
+@pytest.mark.slow
+def test_compaction_with_compile_gives_the_same_rollout(monkeypatch):
+    """The compiled step through compaction (one graph per batch size and bucket)."""
+    model = make_model(seed=13)
+    prompts = ragged_batch(13)
+    kw = dict(temperature=0, n_samples=2, stop_tokens=[3, 7, 11, 19], return_logprobs=True)
+    ref = sample(model, prompts, 24, compact=False, **kw)
+    sizes = spy_compactions(monkeypatch)
+    got = sample(model, prompts, 24, compile=True, **kw)
+    assert_same_rollout(got, ref)
+    assert sizes == [8]                                         # 16 rows -> 8
+
+
+# -----------------------------------------------------------------------------
+# Streaming: on_token
+
+def test_on_token_streams_the_rollout():
+    """on_token sees every step's tokens (pad once a row is done) and the done flags; stacked they
+    are the Rollout's tokens, and a row is done from its stop token on."""
+    model = make_model(seed=14)
+    prompts = ragged_batch(14, n_prompts=6)
+    seen = []
+    r = sample(model, prompts, 20, temperature=0, stop_tokens=[3, 7, 11, 19], pad_id=V - 1,
+               on_token=lambda t, x, d: seen.append((t, x, d)))
+    assert [t for t, _, _ in seen] == list(range(len(seen)))
+    assert len(seen) == int(r.lengths.max())
+    assert torch.equal(torch.stack([x for _, x, _ in seen], 1), r.tokens[:, :len(seen)])
+    for t, _, done in seen:
+        assert done.tolist() == [f == "stop" and n <= t + 1 for f, n in zip(r.finish, r.lengths)]
+    # one prompt, as a chat script streams it: the pieces add up to the reply
+    pieces = []
+    out = generate(model, [prompts[0]], 20, temperature=0, stop_tokens=[3, 7, 11, 19])
+    sample(model, [prompts[0]], 20, temperature=0, stop_tokens=[3, 7, 11, 19],
+           on_token=lambda t, x, d: pieces.append(int(x[0])))
+    assert pieces == out[0]
+
+
+# -----------------------------------------------------------------------------
+# The CUDA-graph path's bookkeeping, on CPU
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_graphed_step_static_buffers(monkeypatch, dtype):
+    """cuda_graph=True on CPU runs _GraphedStep without graphs: every (rows, attended slots) shape
+    is 'captured' once, at its first step, and every later step of it must pass the same
+    buffers (a graph replays fixed addresses; a moved input raises). Shapes: the compaction
+    sizes x the 64-slot buckets each reaches, in order. The rollout equals the plain path's,
+    in bf16 and with the CUDA attention form (packed GQA) forced, as on a GPU."""
+    import nanorlsp.model
+    import nanorlsp.sampler
+    monkeypatch.setattr(nanorlsp.model, "PACKED_GQA_DEVICES", ("cuda", "cpu"))
+    made = []
+
+    class Spy(nanorlsp.sampler._GraphedStep):
+        def __init__(self, *a):
+            super().__init__(*a)
+            made.append(self)
+    monkeypatch.setattr(nanorlsp.sampler, "_GraphedStep", Spy)
+    model = make_model(seed=15, scale=0.1, n_head=4, n_kv_head=2).to(dtype)
+    prompts = ragged_batch(15, n_prompts=6)
+    kw = dict(temperature=1.0, n_samples=4, stop_tokens=[3, 7, 11, 19], seed=3,
+              return_logprobs=True)
+    max_new = 150                                   # crosses buckets 64 and 128 (Lp <= 11)
+    ref = sample(model, prompts, max_new, **kw)
+    assert made == []                               # off by default on CPU
+    got = sample(model, prompts, max_new, cuda_graph=True, **kw)
+    assert torch.equal(got.tokens, ref.tokens) and got.finish == ref.finish
+    torch.testing.assert_close(got.logprobs, ref.logprobs, atol=0, rtol=0)
+    (spy,) = made
+    # the expected shapes, from the rollout alone: rows live before step t, the compacted size
+    # that holds them, the bucket of slots step t attends
+    from nanorlsp.sampler import _bucket, _compact_sizes
+    Lp, S, B = max(map(len, prompts)), max(map(len, prompts)) + max_new, 24
+    lens = ref.lengths.tolist()
+    want, size = [], B
+    for t in range(1, max(lens)):
+        n_live = sum(n > t for n in lens)
+        size = min([s for s in _compact_sizes(B) if s >= n_live] + [size])
+        shape = (size, min(S, _bucket(S) * -(-(Lp + t) // _bucket(S))))
+        if shape not in want:
+            want.append(shape)
+    assert spy.shapes == want and len({s for s, _ in want}) >= 2 and len(want) >= 3
+    # an input that is not the captured buffer is refused
+    step = nanorlsp.sampler._GraphedStep(nanorlsp.sampler._decode_step, torch.device("cpu"))
+    from nanorlsp.model import KVCache
+    cache = KVCache(model.config, 2, 8, "cpu", dtype)
+    tok, pos = torch.zeros((2, 1), dtype=torch.long), torch.zeros((2, 1), dtype=torch.long)
+    slot, valid = torch.zeros(1, dtype=torch.long), torch.zeros((2, 8), dtype=torch.bool)
+    with torch.no_grad():
+        step(model, cache, tok, pos, slot, valid)
+        step(model, cache, tok, pos, slot, valid)
+        with pytest.raises(RuntimeError, match="moved"):
+            step(model, cache, tok.clone(), pos, slot, valid)
