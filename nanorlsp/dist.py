@@ -51,13 +51,18 @@ def env_rank() -> int:
 
 def setup(device_arg: str = "auto", fsdp: bool = False) -> Dist:
     """Join the process group when launched by torchrun (WORLD_SIZE > 1); else one process.
-    fsdp: the script was asked to shard, which needs more than one rank (a UserError if not)."""
+    fsdp: the script was asked to shard, which needs torchrun (a UserError if not). Under
+    torchrun --nproc_per_node=1 it joins a process group of one rank: FSDP2 then runs its whole
+    code path (DTensor shards, gathers, the sharded optimizer checkpoint) over one rank, a smoke
+    run of the sharded path on a machine with one GPU (scripts/gpu_check.sh). Two ranks cannot
+    share one GPU instead: NCCL refuses two ranks on the same device, and gloo has no FSDP
+    collectives (reduce-scatter) for CUDA tensors."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     device = resolve_device(device_arg)
-    if fsdp and world == 1:
+    if fsdp and "LOCAL_RANK" not in os.environ:
         raise UserError("--fsdp shards over torchrun ranks: run it under torchrun "
-                        "--nproc_per_node=N (N > 1)")
-    if world == 1:
+                        "--nproc_per_node=N (N = 1 runs the sharded path on one device)")
+    if world == 1 and not fsdp:
         return Dist(device=device)
     rank, local_rank = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"])
     if device == "cuda":

@@ -240,4 +240,22 @@ def test_fsdp_needs_torchrun(sft, tmp_path):
     r = run([sys.executable, "train_rl.py", *RL, "--init_from", sft, "--fsdp",
              "--out_dir", str(tmp_path / "x")])
     assert r.returncode != 0 and r.stderr.strip() == (
-        "error: --fsdp shards over torchrun ranks: run it under torchrun --nproc_per_node=N (N > 1)")
+        "error: --fsdp shards over torchrun ranks: run it under torchrun --nproc_per_node=N "
+        "(N = 1 runs the sharded path on one device)")
+
+
+@pytest.mark.slow
+def test_rl_fsdp_on_one_rank_equals_one_process(sft, tmp_path):
+    """torchrun --nproc_per_node=1 --fsdp (the GPU check's smoke run on one GPU): FSDP2 over a
+    process group of one rank == the plain 1-process run, and its checkpoint is the sharded
+    kind."""
+    one, fs = str(tmp_path / "one"), str(tmp_path / "fsdp1")
+    args = [ADAM, "train_rl.py", *RL, "--init_from", sft]
+    r1 = run([sys.executable, *args, "--out_dir", one], ADAM_EPS=ADAM_EPS)
+    assert r1.returncode == 0, r1.stderr[-2000:]
+    r2 = run([*TORCHRUN[:-1], "--nproc_per_node=1", *args, "--out_dir", fs, "--fsdp"],
+             ADAM_EPS=ADAM_EPS)
+    assert r2.returncode == 0, r2.stderr[-3000:]
+    assert_same_run(one, fs, weights(sft)["model"], ["reward", "acc", "kl", "entropy", "loss"],
+                    atol=SFT_ATOL, rtol=0)
+    assert weights(fs)["optimizer"]["fsdp_full"]
