@@ -33,7 +33,9 @@ What is counted (P = parameters; b = bytes of the compute dtype --dtype, f = of 
            or when that dtype is not fp32; else (fp32 DDP) the policy itself, no copy. The KV
            cache 2 n_layer (B + P) n_kv_head S head_dim k (B decode rows plus the P-prompt
            prefill cache they are copied from, nanorlsp/sampler.py; k = the sampling model's
-           dtype); the prefill's logits P x prompt_len x V (fp32, + bf16 if k = 2).
+           dtype); the prefill's logits: the LM head runs at the last prompt position only,
+           P x V fp32 (twice with k = 2: the fp32 chunks of the bf16 head and their
+           concatenation, GPT._logits), then repeated to the B decode rows, B x V fp32.
   total    always + max(train, rollout): the two phases of an RL step never overlap.
 
 --frozen_dtype is the dtype of the reference and of the rollout copy (hence its KV cache):
@@ -84,6 +86,15 @@ PRESETS = {
                        intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
                        num_key_value_heads=4, vocab_size=152064, tie_word_embeddings=False,
                        max_position_embeddings=131072, rope_theta=1000000.0),
+    # meta-llama/Llama-3.2-1B (checked against a verbatim copy of its config.json)
+    "llama-3.2-1b": dict(architectures=["LlamaForCausalLM"], hidden_size=2048,
+                         intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
+                         num_key_value_heads=8, head_dim=64, vocab_size=128256,
+                         tie_word_embeddings=True, max_position_embeddings=131072,
+                         rope_theta=500000.0, rms_norm_eps=1e-5,
+                         rope_scaling=dict(rope_type="llama3", factor=32.0, low_freq_factor=1.0,
+                                           high_freq_factor=4.0,
+                                           original_max_position_embeddings=8192)),
     "llama-3.1-8b": dict(architectures=["LlamaForCausalLM"], hidden_size=4096,
                          intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
                          num_key_value_heads=8, vocab_size=128256, tie_word_embeddings=False,
@@ -197,8 +208,10 @@ def budget(cfg, gpus=1, fsdp=False, stage="rl", micro_batch=8, seq_len=1024, rol
     out["rollout policy"] = f * P if rl and copy else 0.0
     out["kv cache"] = (2 * c.n_layer * (rollout_batch + prompts) * c.n_kv_head * seq_len
                        * c.head_dim * kv) if rl else 0.0
-    # the prefill returns logits at every prompt position: the lm_head's output (+ its fp32 cast)
-    out["prefill logits"] = prompts * prompt_len * c.vocab_size * (6 if kv == 2 else 4) if rl else 0.0
+    # the prefill's LM head at the last prompt position only (sampler: logits_at), float32
+    # (GPT._logits; with bf16 weights its chunks and their concatenation), repeated to B rows
+    out["prefill logits"] = ((prompts * (2 if kv == 2 else 1) + rollout_batch) * c.vocab_size * 4
+                             if rl else 0.0)
     always = sum(v for k, v in out.items() if k not in TRAIN + ROLLOUT)
     out["total"] = always + max(sum(out[k] for k in TRAIN), sum(out[k] for k in ROLLOUT))
     return {k: float(v) for k, v in out.items()}
