@@ -5,6 +5,7 @@ The KV-cached sampler: batched generation for evaluation and RL rollouts.
     completions = generate(model, prompts, max_new_tokens=256, temperature=0)  # list[list[int]]
     out = sample(model, prompts, 256, n_samples=8, return_logprobs=True)        # a Rollout
     out = sample(model, prompts, 256, n_samples=8, compile=True)  # decode step via torch.compile
+    sample(model, [ids], 256, stop_tokens=stops, on_token=show)  # stream: show(t, tokens, done)
 
 How it works (the model's forward takes the cache hooks, so nothing here forks the model):
 1. Ragged prompts are LEFT-padded to the longest, Lp tokens. Each row's rotary positions start
@@ -19,15 +20,20 @@ How it works (the model's forward takes the cache hooks, so nothing here forks t
    no tensor growing and no per-row Python loop: `_decode_step` is one function of fixed-shape
    tensors, run eager or, with compile=True, through torch.compile (traced once per shape).
 5. A row that emits a stop token is finished: later tokens are padding and are not counted.
+6. Compaction (compact=True): once the live rows fit a smaller of a few static batch sizes,
+   they are gathered into it (cache, positions, mask, keyed uniforms), so finished rows stop
+   costing compute; results are scattered back to their own rows (the same Rollout).
+7. On CUDA the decode step is replayed from CUDA graphs (_GraphedStep: one per batch size and
+   bucket), every input a static buffer updated in place. Not yet run on a GPU.
 
 Attention length: step t attends over the filled slots rounded up to a bucket (a multiple of 64,
 at most 8 buckets per cache), never the whole static cache: a tiny model's decode is bound by
 reading its cache, and a fixed bucket keeps the shapes static (one compiled graph per bucket).
 
-Speed: `python bench.py --sections decode` (numbers in the README's performance section).
+Speed: `python bench.py --sections decode,ragged` (numbers in the README's performance section).
 
 Memory: the cache holds 2 * n_layer * B * n_kv_head * S * head_dim elements (S = Lp +
-max_new_tokens), allocated once, plus the prefill's 2 * n_layer * P * n_kv_head * S * head_dim
+max_new_tokens), allocated once (a compaction allocates the smaller one, then frees this), plus the prefill's 2 * n_layer * P * n_kv_head * S * head_dim
 until it is copied into the decode cache.
 For the tiny default (2 layers, 4 kv heads, head_dim 32) at B = 64, S = 384, float32: 50 MB.
 
@@ -137,18 +143,23 @@ def _decode_step(model, cache, tok, pos, slot_idx, valid):
 # -----------------------------------------------------------------------------
 # Compaction: finished rows leave the decode batch
 
-COMPACT_MIN_ROWS = 8  # no compaction below this many rows (a step of 8 rows or fewer is bound by
-# reading the weights, whatever its batch: fewer rows would save little and add graphs)
+COMPACT_ROWS = 8  # compacted batch sizes are multiples of this, and no smaller: a step of 8 rows
+# or fewer is bound by reading the weights, whatever its batch, and every size is one more graph
+# for a compiled or CUDA-graphed step
 
 
 def _compact_sizes(B: int) -> list[int]:
-    """The decode batch sizes compaction may shrink to: B, then the powers of two below it down to
-    COMPACT_MIN_ROWS, largest first. A few static sizes: a compiled (or CUDA-graphed) step
-    replays one graph per (size, bucket), at most log2(B / 8) + 1 sizes."""
-    sizes, s = [B], 1 << (B - 1).bit_length() >> 1        # the largest power of two below B
-    while s >= COMPACT_MIN_ROWS:
+    """The decode batch sizes compaction may shrink to, largest first: B, then multiples of
+    COMPACT_ROWS each at most 3/4 of the one before (B = 64: 64, 48, 32, 24, 16, 8; B = 128:
+    128, 96, 72, 48, 32, 24, 16, 8). A few static sizes: a compiled or graphed step replays one
+    graph per (size, bucket). Why 3/4: the batch then carries at most a third more rows than are
+    live (powers of two: up to twice; on the bench's ragged batch, 64 SmolLM2 replies, the rows
+    decoded per reply token were 1.16 with 3/4, 1.36 with powers of two, 1.05 with every multiple
+    of 8, 1.75 without compaction: counted from its replies' lengths), with about
+    log(B/8)/log(4/3) sizes (every multiple of 8: B/8)."""
+    m, sizes = COMPACT_ROWS, [B]
+    while (s := 3 * sizes[-1] // 4 // m * m) >= m:
         sizes.append(s)
-        s //= 2
     return sizes
 
 
@@ -269,12 +280,13 @@ def sample(model, prompts: list[list[int]], max_new_tokens: int, temperature: fl
     for a model and shape pays the compile, later calls with the same B and S reuse it.
 
     compact=True (the default): finished rows leave the decode batch. When the live rows fit a
-    smaller size of _compact_sizes(B) (B, then powers of two down to COMPACT_MIN_ROWS), their
-    cache, positions, mask, keyed uniforms and last token are gathered into a batch of that size
-    (finished rows fill the rest); results are scattered back to their own rows, so the Rollout
-    is the same as compact=False's: same order, lengths, finish reasons, each row's own keyed
-    samples, and the same tokens and log-probs up to float rounding (a matmul over fewer rows
-    may round differently: tests/test_sampler.py checks identity on random models).
+    smaller size of _compact_sizes(B) (B, then multiples of 8 each at most 3/4 of the one
+    before), their cache, positions, mask, keyed uniforms and last token are gathered into a
+    batch of that size (finished rows fill the rest); results are scattered back to their own
+    rows, so the Rollout is compact=False's: same order, lengths, finish reasons, each row's own
+    keyed samples, the same tokens, and log-probs equal up to float rounding (a matmul over
+    fewer rows may round differently: bit-identical on the dev CPU at >= 8 rows with 1 thread,
+    within 3e-6 with 2 threads). A compaction copies the live rows' cache: a few per call.
 
     cuda_graph: replay the decode step from CUDA graphs (_GraphedStep); None (the default) means
     on for a model on CUDA, off elsewhere. With compile=True the compiled step is captured.
@@ -283,8 +295,7 @@ def sample(model, prompts: list[list[int]], max_new_tokens: int, temperature: fl
     on_token(t, tokens, done): called after decode step t (0-based) with tokens (B,) long, the
     token each row generated at step t (pad_id for a row that finished before it), and done (B,)
     bool, the rows finished so far (this step's stop tokens included); both fresh copies on the
-    model's device, rows in the Rollout's order. A chat script streams a reply
-    from it:
+    model's device, rows in the Rollout's order. A chat script streams a reply from it:
         sample(model, [ids], 256, temperature=0.7, stop_tokens=tok.stop_tokens,
                on_token=lambda t, x, d: print(tok.decode([int(x[0])]), end="", flush=True))
     (decode a growing list of ids instead when one character spans several tokens). It runs
