@@ -24,10 +24,16 @@ the model: forward(idx, positions, kv_cache, cache_index, attn_mask).
   The RL update scores completions only; the prompt's positions would cost V-wide rows of
   float32 logits (49152 for SmolLM2) and their gradients for nothing.
 
+LoRA (Hu et al. 2021), from scratch, no PEFT: add_lora(model, rank, alpha, targets) freezes every
+weight and gives the blocks' projections (default: all of q, k, v, o, gate, up, down) a low-rank
+adapter; only the adapters train. lora_disabled(model) switches them off (the base alone: RL's
+frozen reference, with no second copy of the weights); merge_lora folds them into the weights.
+
 Rotary layout: the "rotate half" convention of the Hugging Face Llama/Qwen2 code (the two halves
 of head_dim are the real and imaginary parts), so those weights load without permutation. GGUF
 stores q/k interleaved; its loader undoes that.
 """
+import contextlib
 import math
 from dataclasses import dataclass, asdict
 
@@ -218,15 +224,116 @@ def sdpa_gqa_masked(q, k, v, attn_mask):
     return y.reshape(B, H, T, D)
 
 
+# -----------------------------------------------------------------------------
+# LoRA (Hu et al. 2021): train a low-rank update of frozen weights, W + (alpha / r) B A
+
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+class Linear(nn.Linear):
+    """nn.Linear that add_lora can give a low-rank adapter (the blocks' projections are these):
+
+        y = x W^T + b + scale * (x A^T) B^T,     A (r, in), B (out, r), scale = alpha / r
+
+    Without one (lora_A is None, the default) it is nn.Linear, with the same state dict. B starts
+    at zero, so a fresh adapter adds exactly 0.0: the logits are the base's bit for bit. With
+    lora_off (lora_disabled) the base runs alone: the frozen reference policy of RL.
+    No dropout on the adapter's input (PEFT's lora_dropout): RL needs the training forward's
+    log-probs to be those of the policy that sampled.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.register_parameter("lora_A", None)   # None: not in the state dict or parameters()
+        self.register_parameter("lora_B", None)
+        self.lora_scale, self.lora_off = 0.0, False
+
+    def forward(self, x):
+        y = F.linear(x, self.weight, self.bias)
+        if self.lora_A is None or self.lora_off:
+            return y
+        # the adapters are float32 masters; a bf16 base without autocast (the sampler) runs them
+        # in its dtype. (B, T, in) -> (B, T, r) -> (B, T, out)
+        a, b = self.lora_A.to(x.dtype), self.lora_B.to(x.dtype)
+        return y + F.linear(F.linear(x, a), b) * self.lora_scale
+
+
+def is_lora_key(name: str) -> bool:
+    """A state-dict key of an adapter (what a LoRA checkpoint saves)."""
+    return name.endswith((".lora_A", ".lora_B"))
+
+
+def add_lora(model: "GPT", rank: int, alpha: float, targets=LORA_TARGETS) -> "GPT":
+    """Freeze every weight of `model` and give each block's `targets` projections an adapter,
+    in place. A gets nn.Linear's own init (kaiming-uniform, as PEFT), B zeros. The adapters are
+    float32 (float64 in a float64 model) whatever the frozen weights' dtype: they are what
+    AdamW updates. model.lora records (rank, alpha, targets); ValueError for a bad setting."""
+    bad = sorted(set(targets) - set(LORA_TARGETS))
+    if rank < 1 or not targets or bad or len(set(targets)) != len(targets):
+        raise ValueError(f"LoRA needs rank >= 1 and targets from {', '.join(LORA_TARGETS)} "
+                         f"(got rank {rank}, targets {list(targets)})")
+    if getattr(model, "lora", None) is not None:
+        raise ValueError("the model already has LoRA adapters (merge_lora first)")
+    model.requires_grad_(False)
+    for name, m in model.named_modules():
+        if isinstance(m, Linear) and name.rsplit(".", 1)[-1] in targets:
+            kw = dict(device=m.weight.device, dtype=torch.promote_types(m.weight.dtype, torch.float32))
+            m.lora_A = nn.Parameter(torch.empty(rank, m.in_features, **kw))
+            nn.init.kaiming_uniform_(m.lora_A, a=math.sqrt(5))
+            m.lora_B = nn.Parameter(torch.zeros(m.out_features, rank, **kw))
+            m.lora_scale = alpha / rank
+    model.lora = dict(rank=rank, alpha=float(alpha), targets=list(targets))
+    return model
+
+
+def lora_merged(w, a, b, scale: float) -> torch.Tensor:
+    """W + scale * B @ A, summed in float32 (float64 for a float64 W), in W's dtype: a bf16 base
+    is rounded once, after the update is added."""
+    dt = torch.promote_types(w.dtype, torch.float32)
+    return (w.to(dt) + scale * (b.to(dt) @ a.to(dt))).to(w.dtype)
+
+
+@torch.no_grad()
+def merge_lora(model: "GPT") -> "GPT":
+    """Fold every adapter into its weight and drop it, in place: a plain GPT with the LoRA
+    model's function (its logits up to rounding), whose state dict is a base model's."""
+    for m in model.modules():
+        if isinstance(m, Linear) and m.lora_A is not None:
+            m.weight.copy_(lora_merged(m.weight, m.lora_A, m.lora_B, m.lora_scale))
+            m.lora_A = m.lora_B = None
+    model.lora = None
+    return model
+
+
+@contextlib.contextmanager
+def lora_disabled(model: nn.Module):
+    """Run `model` (a LoRA GPT, or any module holding one: WithValues, DDP, FSDP) with every
+    adapter switched off: the frozen base alone, which is RL's reference policy. No copy of any
+    weight is made. A model without adapters is an error (its 'reference' would be the policy)."""
+    ms = [m for m in model.modules() if isinstance(m, Linear) and m.lora_A is not None]
+    if not ms:
+        raise ValueError("lora_disabled: the model has no LoRA adapters")
+    for m in ms:
+        m.lora_off = True
+    try:
+        yield model
+    finally:
+        for m in ms:
+            m.lora_off = False
+
+
+# -----------------------------------------------------------------------------
+# Attention and the MLP
+
 class Attention(nn.Module):
     def __init__(self, cfg: ModelConfig, layer_idx: int):
         super().__init__()
         self.layer_idx = layer_idx
         self.n_head, self.n_kv_head, self.head_dim = cfg.n_head, cfg.n_kv_head, cfg.head_dim
-        self.q_proj = nn.Linear(cfg.n_embd, cfg.n_head * cfg.head_dim, bias=cfg.qkv_bias)
-        self.k_proj = nn.Linear(cfg.n_embd, cfg.n_kv_head * cfg.head_dim, bias=cfg.qkv_bias)
-        self.v_proj = nn.Linear(cfg.n_embd, cfg.n_kv_head * cfg.head_dim, bias=cfg.qkv_bias)
-        self.o_proj = nn.Linear(cfg.n_head * cfg.head_dim, cfg.n_embd, bias=False)
+        self.q_proj = Linear(cfg.n_embd, cfg.n_head * cfg.head_dim, bias=cfg.qkv_bias)
+        self.k_proj = Linear(cfg.n_embd, cfg.n_kv_head * cfg.head_dim, bias=cfg.qkv_bias)
+        self.v_proj = Linear(cfg.n_embd, cfg.n_kv_head * cfg.head_dim, bias=cfg.qkv_bias)
+        self.o_proj = Linear(cfg.n_head * cfg.head_dim, cfg.n_embd, bias=False)
 
     def forward(self, x, cos, sin, kv_cache=None, cache_index=None, attn_mask=None):
         B, T, _ = x.shape
@@ -261,9 +368,9 @@ class MLP(nn.Module):
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.gate_proj = nn.Linear(cfg.n_embd, cfg.intermediate_size, bias=False)
-        self.up_proj = nn.Linear(cfg.n_embd, cfg.intermediate_size, bias=False)
-        self.down_proj = nn.Linear(cfg.intermediate_size, cfg.n_embd, bias=False)
+        self.gate_proj = Linear(cfg.n_embd, cfg.intermediate_size, bias=False)
+        self.up_proj = Linear(cfg.n_embd, cfg.intermediate_size, bias=False)
+        self.down_proj = Linear(cfg.intermediate_size, cfg.n_embd, bias=False)
 
     def forward(self, x):
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
@@ -291,6 +398,7 @@ class GPT(nn.Module):
         super().__init__()
         self.config = cfg
         self.act_ckpt = False  # set True to recompute blocks in backward (--act_ckpt)
+        self.lora = None       # add_lora's settings once the blocks have adapters
         self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.n_embd)
         self.layers = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layer))
         self.norm = RMSNorm(cfg.n_embd, cfg.rms_norm_eps)

@@ -3,7 +3,9 @@ Tests for nanorlsp/model.py: shapes and config bookkeeping, causality, GQA == MH
 kv heads, RoPE's relative-position property, Llama 3.1 frequency scaling against hand-computed
 values, float32 rotary frequencies through dtype casts (a bf16 copy's error flat along 6k
 positions), the KV-cache path against the plain path, optimizer groups and gradients, float32
-logits under bf16 autocast and in a bf16 model, masked GQA's packed form (CUDA) == enable_gqa.
+logits under bf16 autocast and in a bf16 model, masked GQA's packed form (CUDA) == enable_gqa;
+LoRA: zero-initialised adapters give the base logits exactly, lora_disabled is the base, merged
+equals unmerged, only the adapters train.
 Hermetic, seeded, tiny configs; a few seconds on CPU.
 
     python -m pytest tests/test_model.py -q
@@ -16,7 +18,8 @@ import torch
 import torch.nn.functional as F
 
 from helpers import TINY, make_model, one_thread  # noqa: F401 (autouse fixture)
-from nanorlsp.model import (GPT, KVCache, ModelConfig, apply_rope, rope_cos_sin, rope_inv_freq)
+from nanorlsp.model import (GPT, LORA_TARGETS, KVCache, ModelConfig, add_lora, apply_rope,
+                            is_lora_key, lora_disabled, merge_lora, rope_cos_sin, rope_inv_freq)
 
 
 def rand_idx(B, T, vocab, seed=0):
@@ -425,3 +428,109 @@ def test_float64_model_runs_in_float64():
     l32 = m(idx)
     l64 = m.double()(idx)
     assert l64.dtype == torch.float64 and torch.allclose(l64.float(), l32, atol=1e-5)
+
+
+# -----------------------------------------------------------------------------
+# LoRA
+
+def randomize_adapters(model, seed=0, scale=0.3):
+    """Nonzero B (a fresh adapter's is zero) so the adapters change the function."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("lora_B"):
+                p.copy_(scale * torch.randn(p.shape, generator=g, dtype=p.dtype))
+
+
+@pytest.mark.parametrize("case", ["fp32", "autocast", "bf16", "bias+tied", "fp64"])
+def test_zero_initialised_adapters_give_the_base_logits_exactly(case):
+    over = dict(qkv_bias=True, tie_embeddings=True) if case == "bias+tied" else {}
+    model = make_model(scale=0.3, **over)
+    if case == "bf16":
+        model = model.bfloat16()
+    if case == "fp64":
+        model = model.double()
+    idx = rand_idx(2, 16, 64)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=case == "autocast"):
+        base = model(idx)
+        add_lora(model, rank=4, alpha=8)
+        lora = model(idx)
+    assert torch.equal(base, lora)      # B = 0: the adapters add exactly 0.0
+    a = model.layers[0].attn.q_proj.lora_A
+    assert a.dtype == (torch.float64 if case == "fp64" else torch.float32)
+    assert a.abs().max() > 0            # A is initialised (only B is zero)
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+def test_lora_disabled_is_the_base_exactly(bf16):
+    model = make_model(scale=0.3, qkv_bias=True)
+    if bf16:
+        model = model.bfloat16()
+    idx = rand_idx(2, 16, 64)
+    base = model(idx)
+    add_lora(model, rank=4, alpha=8)
+    randomize_adapters(model)
+    lora = model(idx)
+    assert (lora - base).abs().max() > 1e-2   # the adapters change the function
+    with lora_disabled(model):
+        assert torch.equal(model(idx), base)
+    assert torch.equal(model(idx), lora)      # switched back on after the block
+    with pytest.raises(ValueError, match="no LoRA adapters"):
+        with lora_disabled(make_model()):
+            pass
+
+
+@pytest.mark.parametrize("dtype,atol", [(torch.float32, 1e-5), (torch.float64, 1e-12)])
+def test_merged_equals_unmerged(dtype, atol):
+    model = make_model(scale=0.3, qkv_bias=True).to(dtype)
+    base_keys = set(model.state_dict())
+    add_lora(model, rank=4, alpha=16, targets=("q_proj", "v_proj", "down_proj"))
+    randomize_adapters(model)
+    idx = rand_idx(2, 16, 64)
+    unmerged = model(idx)
+    merge_lora(model)
+    assert set(model.state_dict()) == base_keys and model.lora is None   # a plain base model
+    merged = model(idx)
+    assert (unmerged - merged).abs().max() < atol
+
+
+def test_merge_rounds_a_bf16_base_once():
+    # the update is added in float32 and the sum rounded to bf16 once
+    model = make_model(scale=0.3).bfloat16()
+    w0 = model.layers[0].mlp.up_proj.weight.clone()
+    add_lora(model, rank=2, alpha=2)
+    randomize_adapters(model, scale=1e-3)
+    m = model.layers[0].mlp.up_proj
+    want = (w0.float() + m.lora_B @ m.lora_A).bfloat16()
+    merge_lora(model)
+    assert torch.equal(model.layers[0].mlp.up_proj.weight, want)
+
+
+def test_only_the_adapters_train():
+    model = make_model(scale=0.3, n_kv_head=2).train()
+    r, c = 4, model.config
+    add_lora(model, rank=r, alpha=8)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all(is_lora_key(n) for n in trainable)
+    assert len(trainable) == 2 * len(LORA_TARGETS) * c.n_layer
+    q, kv, C, ffn = c.n_head * c.head_dim, c.n_kv_head * c.head_dim, c.n_embd, c.intermediate_size
+    per_layer = r * ((C + q) + 2 * (C + kv) + (q + C) + 2 * (C + ffn) + (ffn + C))
+    assert sum(p.numel() for p in model.parameters() if p.requires_grad) == c.n_layer * per_layer
+    groups = model.optim_groups(0.1)
+    assert {id(p) for g in groups for p in g["params"]} == {
+        id(p) for p in model.parameters() if p.requires_grad}
+    model(rand_idx(2, 16, 64)).square().mean().backward()
+    for n, p in model.named_parameters():
+        assert (p.grad is not None) == is_lora_key(n), n
+    # B's gradient is nonzero at B = 0; A's is zero there (its gradient goes through B)
+    assert model.layers[0].attn.q_proj.lora_B.grad.abs().max() > 0
+
+
+def test_bad_lora_settings_are_refused():
+    for kw in (dict(rank=0, alpha=1), dict(rank=2, alpha=1, targets=("q_proj", "lm_head")),
+               dict(rank=2, alpha=1, targets=())):
+        with pytest.raises(ValueError, match="LoRA needs rank"):
+            add_lora(make_model(), **kw)
+    model = add_lora(make_model(), rank=2, alpha=1)
+    with pytest.raises(ValueError, match="already has LoRA"):
+        add_lora(model, rank=2, alpha=1)
