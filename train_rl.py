@@ -28,6 +28,19 @@ nanorlsp/rl.py says which KL each one's gradient follows), a per-token k1 penalt
 for PPO (OpenRLHF, the paper's code). PPO's old log-probs come from the training forward (as
 OpenRLHF and veRL recompute them), not from the sampler's copy; every step logs logp_diff, the
 mean |sampler log-prob - training log-prob|, and REINFORCE can reweight by it (--tis_cap).
+
+LoRA (--lora_rank R, nanorlsp/model.py): the --init_from model is loaded once, frozen in the
+compute dtype (bf16 on CUDA), with float32 rank-R adapters on --lora_targets; only the adapters
+(and PPO's value head) train and sit in the optimizer. The frozen reference is the same weights
+with the adapters switched off (`with lora_disabled(actor)`), so no reference is loaded: the
+reference log-probs cost one more forward with the adapters off, as the reference forward did
+before, and no memory for a second copy; under FSDP the same sharded weights serve both. The
+policy samples with its own weights (adapters unmerged: two rank-R matmuls more per projection
+and token, no copy of the weights); under FSDP the gathered rollout copy gets the adapters
+merged into its weights at each refresh (a plain model: the cheapest decode). The checkpoint
+holds the adapters and names the base (nanorlsp/checkpoint.py); a LoRA --init_from (a LoRA SFT
+run) comes merged, and its merge is the base these adapters adapt. LoRA usually wants ~10x the
+full fine-tuning --lr ("LoRA Without Regret", Schulman et al. 2025).
 """
 import gc
 import os
@@ -42,13 +55,13 @@ from tqdm import tqdm
 from data import get_task
 from nanorlsp import dist, tracking
 from nanorlsp.behaviors import frequencies
-from nanorlsp.checkpoint import (CheckpointError, load_model, model_from_state, open_run,
-                                 save_checkpoint)
-from nanorlsp.common import (ArgParser, UserError, append_jsonl, autocast, die, finite_float,
-                             nonneg_int,
-                             positive_int, reset_logs, resolve_dtype)
+from nanorlsp.checkpoint import (CheckpointError, attach_lora, load_model, model_from_state,
+                                 open_run, save_checkpoint)
+from nanorlsp.common import (ArgParser, UserError, append_jsonl, autocast, comma_list, die,
+                             explicit_flags, finite_float, nonneg_int, positive_int, reset_logs,
+                             resolve_dtype)
 from nanorlsp.evaluation import task_accuracy, user_prompt
-from nanorlsp.model import GPT
+from nanorlsp.model import GPT, LORA_TARGETS, is_lora_key, lora_disabled
 from nanorlsp.rewards import (ECONOMY, EXPLORE, SCHEDULES, RewardConfig, adaptive_coefs, coef_at,
                               easy_rows, score, token_pieces)
 from nanorlsp.rl import (KL_ESTIMATORS, WithValues, gae, group_advantages, kl_penalty, kl_value,
@@ -56,6 +69,7 @@ from nanorlsp.rl import (KL_ESTIMATORS, WithValues, gae, group_advantages, kl_pe
                          token_logprobs_and_entropy,
                          truncated_is_weights, value_loss)
 from nanorlsp.sampler import sample
+from nanorlsp.tokenizer import load_tokenizer
 
 # -----------------------------------------------------------------------------
 # arguments
@@ -121,6 +135,14 @@ ap.add_argument("--grad_accum", type=positive_int, default=1,
 ap.add_argument("--fsdp", action="store_true",
                 help="torchrun: shard policy, reference and optimizer state (FSDP2) instead of DDP")
 ap.add_argument("--act_ckpt", action="store_true", help="activation checkpointing per block")
+ap.add_argument("--lora_rank", type=nonneg_int, default=0,
+                help="LoRA: freeze --init_from and train rank-R adapters; the reference is the "
+                     "same weights with the adapters off (0: full fine-tuning)")
+ap.add_argument("--lora_alpha", type=finite_float, default=32.0,
+                help="LoRA: the adapters' output is scaled by alpha / rank")
+ap.add_argument("--lora_targets", type=comma_list(LORA_TARGETS), default=LORA_TARGETS,
+                help="LoRA: the projections that get adapters, comma-separated "
+                     f"(default all: {','.join(LORA_TARGETS)})")
 ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
 ap.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"])
 ap.add_argument("--seed", type=int, default=1337)
@@ -167,23 +189,54 @@ if args.prompts_per_step % (M * d.world):
 # (bf16 by default on CUDA, or --dtype bfloat16 on a CPU with bf16 matmuls, ~2.5x its float32
 # rate: python bench.py --sections peak); logits, log-probs and losses stay float32
 frozen_dtype = dtype
-try:
-    ref, tok = load_model(args.init_from, device=device, dtype=frozen_dtype)
-except CheckpointError as e:
-    die(str(e))
+lora = args.lora_rank > 0
+if state is not None and (state.get("lora") is not None) != lora:
+    die(f"{args.out_dir}'s checkpoint and its saved --lora_rank disagree")
+if lora:
+    # one model: the frozen base in the frozen dtype plus float32 adapters; the reference is
+    # that base (adapters off), so none is loaded
+    if state is None and os.path.realpath(args.init_from) == os.path.realpath(args.out_dir):
+        die("--lora_rank with --out_dir = --init_from would overwrite the base the adapters need")
+    try:
+        if state is not None:
+            if "init_from" in explicit_flags(sys.argv[1:]) and os.path.abspath(
+                    args.init_from) != os.path.abspath(state["lora"]["base"]):
+                die(f"{args.out_dir} is a LoRA run on {state['lora']['base']}: its reference is "
+                    f"that base, not --init_from {args.init_from}")
+            policy, tok = model_from_state(state, device, frozen_dtype), load_tokenizer(args.out_dir)
+        else:
+            policy, tok = load_model(args.init_from, device=device, dtype=frozen_dtype)
+            torch.manual_seed(args.seed)      # the adapters' init: the same on every rank
+            attach_lora(policy, args.init_from, args.lora_rank, args.lora_alpha, args.lora_targets)
+    except (CheckpointError, ValueError) as e:
+        die(str(e))
+    ref = None
+else:
+    try:
+        ref, tok = load_model(args.init_from, device=device, dtype=frozen_dtype)
+    except CheckpointError as e:
+        die(str(e))
 if tok is None:
     die(f"--init_from {args.init_from} holds weights but no tokenizer files: copy the original "
         "model's tokenizer (tokenizer.json, vocab.json + merges.txt or tokenizer.model) into it")
-ref.requires_grad_(False)
-if state is not None:
-    try:
-        policy = model_from_state(state, device=device)
-    except CheckpointError as e:
-        die(str(e))
-    if policy.config != ref.config:
-        die(f"{args.out_dir} holds a checkpoint of another model config than {args.init_from}")
-else:
-    policy, _ = load_model(args.init_from, device=device)
+if not lora:
+    ref.requires_grad_(False)
+    if state is not None:
+        try:
+            policy = model_from_state(state, device=device)
+        except CheckpointError as e:
+            die(str(e))
+        if policy.config != ref.config:
+            die(f"{args.out_dir} holds a checkpoint of another model config than {args.init_from}")
+    else:
+        policy, _ = load_model(args.init_from, device=device)
+if lora:
+    n_train = sum(p.numel() for p in policy.parameters() if p.requires_grad)
+    if d.main:
+        print(f"lora: rank {args.lora_rank}, alpha {args.lora_alpha:g} on "
+              f"{','.join(args.lora_targets)}: {n_train / 1e6:.3f}M trainable parameters "
+              f"({100 * n_train / policy.num_params():.2f}%), base {policy.lora['base']} frozen "
+              f"in {str(frozen_dtype).split('.')[-1]}")
 policy.train()
 policy.act_ckpt = args.act_ckpt
 torch.manual_seed(args.seed)  # the value head's init: the same on every rank and in one process
@@ -193,23 +246,25 @@ if state is not None and value_head is not None:
 
 # one module for DDP: the policy and PPO's value head, values in float32 (nanorlsp/rl.py)
 actor = WithValues(policy, value_head)
-ref_actor = WithValues(ref, None)
+ref_actor = WithValues(ref, None) if not lora else None   # LoRA: actor, adapters off
 # Under torchrun: DDP (each rank holds everything; gradients all-reduced, averaged) or FSDP2
 # (each rank holds 1/N of every parameter, gradient and Adam moment; blocks are gathered just in
 # time for forward and backward). One process: the module as is.
 train_actor = dist.wrap(actor, policy.layers, d, args.fsdp)
-if args.fsdp:
+if args.fsdp and not lora:
     dist.shard(ref_actor, ref.layers, device)
-if args.fsdp or frozen_dtype != torch.float32:
+if args.fsdp or (frozen_dtype != torch.float32 and not lora):
     # Rollouts run on a copy in the frozen dtype, refreshed each step: under FSDP a gathered one
     # (the sampler's ~max_new_tokens small forwards would otherwise all-gather every block at
     # every token); in bf16, the fast dtype for the sampler's forwards (autocast would re-cast
     # every weight at every token). Memory: one more copy of the weights (2 bytes/param in bf16).
+    # LoRA: the base already is in the frozen dtype, so without FSDP the policy samples itself;
+    # FSDP's copy has the adapters merged in (dist.copy_full_state)
     roll = GPT(policy.config).to(device=device, dtype=frozen_dtype).eval()
     roll.requires_grad_(False)
 else:
     roll = policy
-params = list(train_actor.parameters())
+params = [p for p in train_actor.parameters() if p.requires_grad]  # LoRA: adapters (+ value head)
 optimizer = torch.optim.AdamW(params, lr=args.lr, betas=(0.9, 0.95), weight_decay=0.0)
 start_step = 0
 if state is not None:
@@ -222,7 +277,8 @@ if state is not None:
 
 def refresh_rollout_copy():
     """The policy's current weights into the rollout copy (every rank; FSDP gathers them), one
-    tensor at a time (a whole gathered fp32 state dict would cost 4 more bytes per parameter)."""
+    tensor at a time (a whole gathered fp32 state dict would cost 4 more bytes per parameter);
+    a LoRA policy's adapters merged in."""
     if roll is not policy:
         dist.copy_full_state(policy, roll)
 if d.main:
@@ -313,7 +369,7 @@ def evaluate(step: int) -> dict:
 
 def save(step: int):
     # under FSDP every rank takes part in gathering the full weights and optimizer state
-    model_state = dist.full_state(policy)
+    model_state = dist.full_state(policy, keep=is_lora_key if lora else None)  # LoRA: adapters
     head_state = dist.full_state(value_head) if value_head is not None else None
     optim_state = dist.optimizer_state(train_actor, optimizer, args.fsdp)
     if d.main:
@@ -452,7 +508,11 @@ try:
                     vals.append(v)
             return torch.cat(lps), (torch.cat(vals) * mask if want_values else None)
 
-        ref_logp, _ = logps_of(ref_actor)
+        if lora:
+            with lora_disabled(actor):         # the base alone is the frozen reference
+                ref_logp, _ = logps_of(actor)
+        else:
+            ref_logp, _ = logps_of(ref_actor)
         # token-level sums per rank -> global means
         sums = torch.zeros(6, device=device)      # loss, kl, ent, clip, logp_diff, grad norm
         n_updates = 0

@@ -12,6 +12,14 @@ accumulation. Every --eval_interval steps: held-out loss on test-split demonstra
 accuracy on held-out problems (exact checker), and an atomic checkpoint that --resume continues
 bit for bit (same data order, optimizer state and step).
 
+LoRA (--lora_rank R, nanorlsp/model.py): the --init_from model's weights are frozen in the compute
+dtype (bf16 on CUDA: 2 bytes/param, no float32 master, gradient or Adam moment for them) and
+rank-R adapters on --lora_targets (default every attention and MLP projection) train, float32,
+alone in the optimizer. The checkpoint holds the adapters and names the base (its absolute path
+or name): load_model(out_dir) / eval.py load the base and merge them; save_hf writes the merged
+model. The base must stay where it is. LoRA usually wants ~10x the full fine-tuning --lr
+(Schulman et al. 2025, "LoRA Without Regret", with the alpha / rank scale used here).
+
 torchrun --standalone --nproc_per_node=N train_sft.py: --batch_size stays the global micro-batch;
 every rank packs the same rows and trains on every N-th one, the loss is normalised by the
 global number of assistant tokens, and DDP averages the gradients, so a step equals the
@@ -28,13 +36,12 @@ from tqdm import tqdm
 
 from data import get_task
 from nanorlsp import dist, tracking
-from nanorlsp.checkpoint import (CheckpointError, load_model, model_from_state, open_run,
-                                 save_checkpoint)
-from nanorlsp.common import (ArgParser, UserError, append_jsonl, autocast, die, finite_float,
-                             nonneg_int,
-                             positive_int, reset_logs, resolve_dtype)
+from nanorlsp.checkpoint import (CheckpointError, attach_lora, load_model, model_from_state,
+                                 open_run, save_checkpoint)
+from nanorlsp.common import (ArgParser, UserError, append_jsonl, autocast, comma_list, die,
+                             finite_float, nonneg_int, positive_int, reset_logs, resolve_dtype)
 from nanorlsp.evaluation import breakdown, task_accuracy
-from nanorlsp.model import GPT, ModelConfig
+from nanorlsp.model import GPT, LORA_TARGETS, ModelConfig, is_lora_key
 from nanorlsp.sft import collate, pack, render_examples, sft_loss_sum
 from nanorlsp.tokenizer import build_tiny_tokenizer, load_tokenizer
 
@@ -76,6 +83,14 @@ ap.add_argument("--compile", action="store_true", help="torch.compile the model"
 ap.add_argument("--fsdp", action="store_true",
                 help="torchrun: shard weights, gradients and optimizer state (FSDP2) instead of DDP")
 ap.add_argument("--act_ckpt", action="store_true", help="activation checkpointing per block")
+ap.add_argument("--lora_rank", type=nonneg_int, default=0,
+                help="LoRA: freeze the --init_from model and train rank-R adapters (0: full "
+                     "fine-tuning)")
+ap.add_argument("--lora_alpha", type=finite_float, default=32.0,
+                help="LoRA: the adapters' output is scaled by alpha / rank")
+ap.add_argument("--lora_targets", type=comma_list(LORA_TARGETS), default=LORA_TARGETS,
+                help="LoRA: the projections that get adapters, comma-separated "
+                     f"(default all: {','.join(LORA_TARGETS)})")
 # optimization
 ap.add_argument("--batch_size", type=positive_int, default=8,
                 help="packed rows per micro-batch (global: split across torchrun ranks)")
@@ -113,6 +128,14 @@ except (ValueError, UserError) as e:
     die(str(e))
 if args.batch_size % d.world:
     die(f"--batch_size {args.batch_size} must be a multiple of the {d.world} ranks")
+if args.lora_rank and state is None and args.init_from == "scratch":
+    die("--lora_rank adapts a trained model: give --init_from (a from-scratch model has no "
+        "weights worth freezing)")
+if args.lora_rank and state is None and os.path.realpath(args.init_from) == os.path.realpath(
+        args.out_dir):
+    die("--lora_rank with --out_dir = --init_from would overwrite the base the adapters need")
+# LoRA holds the frozen base in the compute dtype (only the adapters need float32 masters)
+base_dtype = dtype if args.lora_rank else torch.float32
 
 torch.manual_seed(args.seed)
 if d.main:
@@ -134,7 +157,7 @@ if state is not None:
     tok = load_tokenizer(args.out_dir)
 elif args.init_from != "scratch":
     try:
-        init_model, tok = load_model(args.init_from, device=device)
+        init_model, tok = load_model(args.init_from, device=device, dtype=base_dtype)
     except CheckpointError as e:
         die(str(e))
     if tok is None:
@@ -187,9 +210,17 @@ def row_stream(examples, seq_len, seed, skip=0):
 # model and optimizer
 
 if state is not None:
-    model = model_from_state(state, device=device)
+    try:   # a LoRA run's checkpoint: its base (loaded and checked) with the adapters on it
+        model = model_from_state(state, device=device, dtype=base_dtype)
+    except CheckpointError as e:
+        die(str(e))
 elif args.init_from != "scratch":
     model = init_model
+    if args.lora_rank:
+        try:
+            attach_lora(model, args.init_from, args.lora_rank, args.lora_alpha, args.lora_targets)
+        except ValueError as e:
+            die(str(e))
 else:
     cfg = ModelConfig(vocab_size=64 * math.ceil(tok.n_vocab / 64), n_layer=args.n_layer,
                       n_embd=args.n_embd, n_head=args.n_head, n_kv_head=args.n_kv_head,
@@ -199,6 +230,12 @@ model.train()
 model.act_ckpt = args.act_ckpt
 say(f"model: {model.num_params() / 1e6:.2f}M parameters, {model.config.n_layer} layers, "
       f"d={model.config.n_embd}, device {device}, compute dtype {str(dtype).split('.')[-1]}")
+if model.lora is not None:
+    n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    say(f"lora: rank {args.lora_rank}, alpha {args.lora_alpha:g} on {','.join(args.lora_targets)}: "
+        f"{n_train / 1e6:.3f}M trainable parameters "
+        f"({100 * n_train / model.num_params():.2f}%), base {model.lora['base']} frozen in "
+        f"{str(base_dtype).split('.')[-1]}")
 # Under torchrun: DDP (gradients all-reduced, averaged; `model` stays the plain module) or FSDP2
 # (`model` itself becomes sharded: 1/N of every weight, gradient and Adam moment per rank).
 # Evaluation then samples from a gathered copy (see eval_model).
@@ -219,7 +256,8 @@ if state is not None:
 
 def eval_model():
     """The model to evaluate and sample from: itself, or under FSDP a gathered plain copy (every
-    rank samples its own share of problems, so no rank may wait on another's forward)."""
+    rank samples its own share of problems, so no rank may wait on another's forward; a LoRA
+    model's adapters are merged into the copy)."""
     if not args.fsdp:
         return model
     copy = GPT(model.config).to(device)
@@ -273,7 +311,8 @@ def log(rec: dict):
 
 
 def save(step: int):
-    model_state = dist.full_state(model)  # FSDP: every rank helps gather
+    # FSDP: every rank helps gather; a LoRA checkpoint gathers (and keeps) the adapters only
+    model_state = dist.full_state(model, keep=is_lora_key if model.lora is not None else None)
     optim_state = dist.optimizer_state(ddp_model, optimizer, args.fsdp)
     if d.main:
         save_checkpoint(args.out_dir, model, tok, step, vars(args), optim_state,

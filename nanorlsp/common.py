@@ -72,6 +72,18 @@ def finite_float(s: str) -> float:
     return v
 
 
+def comma_list(choices):
+    """A flag's type: a comma list of names from `choices`, each at most once, as a tuple
+    (--lora_targets q_proj,v_proj)."""
+    def parse(s: str) -> tuple:
+        names = tuple(x.strip() for x in s.split(",") if x.strip())
+        if not names or set(names) - set(choices) or len(set(names)) != len(names):
+            raise argparse.ArgumentTypeError(f"a comma list of {', '.join(choices)} (each at "
+                                             f"most once), got {s!r}")
+        return names
+    return parse
+
+
 def resolve_device(name: str) -> str:
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"

@@ -30,6 +30,7 @@ import torch
 import torch.distributed as tdist
 
 from nanorlsp.common import UserError, resolve_device
+from nanorlsp.model import is_lora_key, lora_merged
 
 
 @dataclass
@@ -153,12 +154,13 @@ def shard(model: torch.nn.Module, blocks, device: str) -> torch.nn.Module:
     return model
 
 
-def full_state(model: torch.nn.Module) -> dict:
+def full_state(model: torch.nn.Module, keep=None) -> dict:
     """model.state_dict() with every FSDP shard gathered into the whole tensor (a collective:
-    every rank calls it, in the same order); a plain or DDP model's own state otherwise."""
+    every rank calls it, in the same order); a plain or DDP model's own state otherwise.
+    keep(name) -> bool: only those tensors (a LoRA checkpoint gathers its adapters alone)."""
     from torch.distributed.tensor import DTensor
     return {k: v.full_tensor() if isinstance(v, DTensor) else v
-            for k, v in model.state_dict().items()}
+            for k, v in model.state_dict().items() if keep is None or keep(k)}
 
 
 def optimizer_state(model, optimizer, sharded: bool) -> dict:
@@ -203,8 +205,20 @@ def copy_full_state(src: torch.nn.Module, dst: torch.nn.Module):
     """dst's parameters and buffers <- src's, gathering FSDP shards one tensor at a time (peak
     extra memory: the largest single tensor, not a second full state dict). Buffers outside the
     state dict (GPT's rotary inv_freq) stay dst's own: GPT keeps them float32 whatever dtype dst
-    was cast to (GPT._apply), so a bf16 copy has the same rotary angles as src."""
+    was cast to (GPT._apply), so a bf16 copy has the same rotary angles as src.
+    A LoRA src and a plain dst: each adapter is merged into its weight as it is copied
+    (lora_merged: W + alpha/r B A in float32, rounded once to dst's dtype), so the copy (a
+    rollout or eval model) decodes at the plain model's cost."""
     from torch.distributed.tensor import DTensor
-    dst_state = dst.state_dict()
-    for k, v in src.state_dict().items():
-        dst_state[k].copy_(v.full_tensor() if isinstance(v, DTensor) else v)
+    full = lambda v: v.full_tensor() if isinstance(v, DTensor) else v  # noqa: E731
+    src_state, dst_state = src.state_dict(), dst.state_dict()
+    lora = getattr(src, "lora", None)
+    for k, v in src_state.items():
+        if is_lora_key(k):
+            continue                    # merged into its weight below
+        p = k.removesuffix(".weight")
+        if p + ".lora_A" in src_state and p + ".lora_A" not in dst_state:
+            v = lora_merged(full(v), full(src_state[p + ".lora_A"]),
+                            full(src_state[p + ".lora_B"]), lora["alpha"] / lora["rank"],
+                            dtype=dst_state[k].dtype)
+        dst_state[k].copy_(full(v))

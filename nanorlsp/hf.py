@@ -60,7 +60,7 @@ import torch.nn as nn
 
 # not from nanorlsp.checkpoint, which imports this module: the imports run one way
 from nanorlsp.common import CheckpointError, atomic_write, unwrap
-from nanorlsp.model import GPT, ModelConfig, rope_inv_freq
+from nanorlsp.model import GPT, ModelConfig, lora_merged, rope_inv_freq
 
 # Hugging Face architecture name -> our ModelConfig.arch
 HF_ARCHS = {"LlamaForCausalLM": "llama", "Qwen2ForCausalLM": "qwen2"}
@@ -617,6 +617,10 @@ def save_hf(model: torch.nn.Module, tok, out_dir: str, max_shard_size: int = MAX
     tensors are copied to the CPU at a time. Files of an earlier save that the new one does not
     use (a single file, an index, other shards) are removed after the new files are written.
 
+    A LoRA model (nanorlsp.model.add_lora) is saved merged: each adapted weight is written as
+    W + alpha/r B A (lora_merged: float32 sums, the model's dtype), one tensor at a time, so the
+    directory is a plain model that transformers (or load_model) reads with no adapter code.
+
     Each file is written to a temp name and renamed, so a crash leaves every file whole; the set
     is not atomic: a crash while replacing the shards of an earlier save with the same shard count
     can leave shards of both saves (save again).
@@ -631,15 +635,28 @@ def save_hf(model: torch.nn.Module, tok, out_dir: str, max_shard_size: int = MAX
         raise CheckpointError("config says tie_embeddings but lm_head is not the embedding")
     os.makedirs(out_dir, exist_ok=True)
     sd = model.state_dict()
-    # HF name -> our tensor; a tied model stores the embedding once, no lm_head
-    ours = {theirs: sd[o] for o, theirs in hf_name_map(cfg).items()}
+    # HF name -> our name; a tied model stores the embedding once, no lm_head
+    our_name = {theirs: o for o, theirs in hf_name_map(cfg).items()}
+    adapted = {k.removesuffix(".lora_A") + ".weight" for k in sd if k.endswith(".lora_A")}
+    if not adapted <= set(our_name.values()):
+        raise CheckpointError(f"LoRA adapters on weights save_hf does not write: "
+                              f"{sorted(adapted - set(our_name.values()))[:3]}")
+
+    def tensor(o):
+        """Our tensor `o`, with its LoRA adapter merged in when it has one."""
+        if o not in adapted:
+            return sd[o]
+        p = o.removesuffix(".weight")
+        return lora_merged(sd[o], sd[p + ".lora_A"], sd[p + ".lora_B"],
+                           model.lora["alpha"] / model.lora["rank"])
+    ours = {theirs: sd[o] for theirs, o in our_name.items()}  # for the sizes: merged, same shape
     sizes = {k: t.numel() * t.element_size() for k, t in ours.items()}
     shards = shard_plan(sizes, max_shard_size)
     files = ["model.safetensors"] if len(shards) == 1 else [
         SHARD_NAME.format(i + 1, len(shards)) for i in range(len(shards))]
     for file, names in zip(files, shards):
-        # contiguous CPU copies of this shard's tensors only
-        tensors = {k: ours[k].detach().cpu().contiguous() for k in names}
+        # contiguous CPU copies of this shard's tensors only (adapters merged one at a time)
+        tensors = {k: tensor(our_name[k]).detach().cpu().contiguous() for k in names}
         atomic_write(os.path.join(out_dir, file),
                      lambda p: save_file(tensors, p, metadata={"format": "pt"}))
         del tensors

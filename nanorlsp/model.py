@@ -269,9 +269,10 @@ def add_lora(model: "GPT", rank: int, alpha: float, targets=LORA_TARGETS) -> "GP
     float32 (float64 in a float64 model) whatever the frozen weights' dtype: they are what
     AdamW updates. model.lora records (rank, alpha, targets); ValueError for a bad setting."""
     bad = sorted(set(targets) - set(LORA_TARGETS))
-    if rank < 1 or not targets or bad or len(set(targets)) != len(targets):
-        raise ValueError(f"LoRA needs rank >= 1 and targets from {', '.join(LORA_TARGETS)} "
-                         f"(got rank {rank}, targets {list(targets)})")
+    if rank < 1 or not alpha > 0 or not targets or bad or len(set(targets)) != len(targets):
+        raise ValueError(f"LoRA needs rank >= 1, alpha > 0 and targets from "
+                         f"{', '.join(LORA_TARGETS)} (got rank {rank}, alpha {alpha}, "
+                         f"targets {list(targets)})")
     if getattr(model, "lora", None) is not None:
         raise ValueError("the model already has LoRA adapters (merge_lora first)")
     model.requires_grad_(False)
@@ -286,11 +287,11 @@ def add_lora(model: "GPT", rank: int, alpha: float, targets=LORA_TARGETS) -> "GP
     return model
 
 
-def lora_merged(w, a, b, scale: float) -> torch.Tensor:
-    """W + scale * B @ A, summed in float32 (float64 for a float64 W), in W's dtype: a bf16 base
-    is rounded once, after the update is added."""
+def lora_merged(w, a, b, scale: float, dtype=None) -> torch.Tensor:
+    """W + scale * B @ A, summed in float32 (float64 for a float64 W), returned in `dtype`
+    (default W's): rounded once, after the update is added."""
     dt = torch.promote_types(w.dtype, torch.float32)
-    return (w.to(dt) + scale * (b.to(dt) @ a.to(dt))).to(w.dtype)
+    return (w.to(dt) + scale * (b.to(dt) @ a.to(dt))).to(dtype or w.dtype)
 
 
 @torch.no_grad()

@@ -469,6 +469,35 @@ def test_save_hf_shards_with_an_index(tmp_path):
         save_hf(model, None, out, max_shard_size=0)
 
 
+@pytest.mark.parametrize("shard", [False, True])
+def test_save_hf_merges_lora_adapters(tmp_path, shard):
+    """A LoRA model (trained adapters) saves as a plain HF dir: no adapter tensors, the merged
+    weights (bit-identical to merge_lora's), transformers' logits within 1e-5 of the unmerged
+    model's; the model itself keeps its adapters."""
+    import copy
+    from nanorlsp.model import add_lora, merge_lora
+    model = make_model(seed=6, scale=0.3, vocab_size=320, qkv_bias=True, tie_embeddings=True)
+    add_lora(model, rank=4, alpha=8, targets=("q_proj", "v_proj", "o_proj", "down_proj"))
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if n.endswith("lora_B"):
+                p.copy_(0.3 * torch.randn(p.shape, generator=g))
+    out = str(tmp_path / "merged")
+    save_hf(model, None, out, max_shard_size=20000 if shard else hf.MAX_SHARD_SIZE)
+    assert (len(shard_files(out)) > 1) == shard
+    keys = set().union(*(load_file(os.path.join(out, f)) for f in shard_files(out)))
+    assert keys == set(hf.hf_name_map(model.config).values())    # no lora_A / lora_B
+    assert model.lora is not None and model.layers[0].attn.q_proj.lora_A is not None
+    merged = merge_lora(copy.deepcopy(model))
+    idx = rand_idx(2, 12)
+    with torch.no_grad():
+        ours = model(idx)
+        assert torch.equal(hf.load_hf_dir(out)(idx), merged(idx))
+        back = transformers.AutoModelForCausalLM.from_pretrained(out).eval()
+        torch.testing.assert_close(back(idx).logits, ours, rtol=0, atol=1e-5)
+
+
 @pytest.mark.skipif(not HAS_TOK_SAVE_HF, reason="Tokenizer.save_hf not in nanorlsp/tokenizer.py yet")
 def test_save_hf_with_tokenizer_round_trips_through_load_model(tmp_path):
     tok = build_tiny_tokenizer()

@@ -527,7 +527,8 @@ def test_only_the_adapters_train():
 
 
 def test_bad_lora_settings_are_refused():
-    for kw in (dict(rank=0, alpha=1), dict(rank=2, alpha=1, targets=("q_proj", "lm_head")),
+    for kw in (dict(rank=0, alpha=1), dict(rank=2, alpha=0),
+               dict(rank=2, alpha=1, targets=("q_proj", "lm_head")),
                dict(rank=2, alpha=1, targets=())):
         with pytest.raises(ValueError, match="LoRA needs rank"):
             add_lora(make_model(), **kw)

@@ -10,7 +10,7 @@ import torch
 
 from data import get_task
 from helpers import one_error_line
-from nanorlsp.checkpoint import read_checkpoint, save_checkpoint
+from nanorlsp.checkpoint import load_model, read_checkpoint, save_checkpoint
 from nanorlsp.model import GPT, ModelConfig
 from nanorlsp.tokenizer import build_tiny_tokenizer
 
@@ -301,3 +301,109 @@ def test_rl_economy_terms(sft, tmp_path, economy):
     assert m["easy_frac"] == 1.0 and m["explore"] == 0.0 and math.isfinite(m["economy"])
     if economy == "alp":
         assert m["economy"] < 0                   # every reply pays a per-token price
+
+
+# -----------------------------------------------------------------------------
+# LoRA (--lora_rank): adapters only, the reference = the base with the adapters off
+
+LORA = ["--lora_rank", "4", "--lora_alpha", "8", "--eval_problems", "0", "--lr", "3e-3"]
+
+
+def adapter_keys(cfg, targets=("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
+                               "down_proj")):
+    return {f"layers.{i}.{'attn' if t[0] in 'qkvo' else 'mlp'}.{t}.lora_{ab}"
+            for i in range(cfg["n_layer"]) for t in targets for ab in "AB"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("algo", ["reinforce", "ppo"])
+def test_lora_rl_step_updates_adapters_only(sft, tmp_path, algo):
+    """A LoRA RL run trains the adapters (and PPO's value head) alone: they are all the optimizer
+    holds and all the checkpoint keeps, beside the base's name; the reference is the base with
+    the adapters off (REINFORCE's first step, at B = 0, has a KL of exactly 0); load_model
+    merges the adapters into the untouched base."""
+    d = str(tmp_path / algo)
+    run_rl("--init_from", sft, "--out_dir", d, "--algo", algo, "--max_steps", "2",
+           "--eval_interval", "2", *LORA)
+    st, base = read_checkpoint(d), read_checkpoint(sft)["model"]
+    assert set(st["model"]) == adapter_keys(st["model_config"])     # no base weight saved
+    assert {k: st["lora"][k] for k in ("rank", "alpha", "base")} == dict(
+        rank=4, alpha=8.0, base=os.path.abspath(sft))
+    opt = st["optimizer"]
+    n_head = 2 if algo == "ppo" else 0                               # value head weight + bias
+    assert sum(len(g["params"]) for g in opt["param_groups"]) == len(st["model"]) + n_head
+    assert len(opt["state"]) == len(st["model"]) + n_head
+    assert all(st["model"][k].abs().max() > 0 for k in st["model"] if k.endswith("lora_B"))
+    steps = [m for m in map(json.loads, open(os.path.join(d, "metrics.jsonl"))) if "reward" in m]
+    if algo == "reinforce":
+        assert steps[0]["kl"] == 0.0 and steps[1]["kl"] > 0
+    model, _ = load_model(d)
+    assert model.lora is None and set(model.state_dict()) == set(base)
+    sd = model.state_dict()
+    for k, w in base.items():
+        p = k.removesuffix(".weight")
+        if p + ".lora_A" in st["model"]:   # W + alpha / r B A
+            want = w + 2.0 * st["model"][p + ".lora_B"] @ st["model"][p + ".lora_A"]
+            assert torch.allclose(sd[k], want, atol=1e-6) and not torch.equal(sd[k], w), k
+        else:                               # norms, embedding, head: the base's own
+            assert torch.equal(sd[k], w), k
+
+
+@pytest.mark.slow
+def test_lora_rl_resume_is_bit_exact(sft, tmp_path):
+    """2 steps, stop, --resume to 3 == 3 steps straight, adapters and Adam state bit for bit.
+    The resumed run reloads the base from disk, so this also shows training never wrote to the
+    frozen weights it held."""
+    full, half = str(tmp_path / "full"), str(tmp_path / "half")
+    common = ["--init_from", sft, "--eval_interval", "2", *LORA]
+    run_rl(*common, "--out_dir", full, "--max_steps", "3")
+    run_rl(*common, "--out_dir", half, "--max_steps", "2")
+    run_rl("--out_dir", half, "--max_steps", "3", "--resume")
+    a, b = read_checkpoint(full), read_checkpoint(half)
+    assert a["step"] == b["step"] == 3 and set(a["model"]) == set(b["model"])
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    sa, sb = a["optimizer"]["state"], b["optimizer"]["state"]
+    assert all(torch.equal(sa[i]["exp_avg_sq"], sb[i]["exp_avg_sq"]) for i in sa)
+    la = [json.loads(x) for x in open(os.path.join(full, "metrics.jsonl"))]
+    lb = [json.loads(x) for x in open(os.path.join(half, "metrics.jsonl"))]
+    assert [(m["step"], m["reward"], m["kl"]) for m in la] == [
+        (m["step"], m["reward"], m["kl"]) for m in lb]
+    other = tiny_ckpt(tmp_path / "other")
+    assert "its reference is that base" in one_error_line(run_rl(
+        "--out_dir", half, "--max_steps", "4", "--resume", "--init_from", other, check=False))
+
+
+@pytest.mark.slow
+def test_lora_sft_then_lora_rl(sft, tmp_path):
+    """train_sft.py --lora_rank on a checkpoint, then train_rl.py --lora_rank on that LoRA run:
+    the SFT adapters come merged (the RL run's base), the RL adapters go on top; eval's
+    load_model of the RL run goes down the chain of bases. Then the bad inputs, one line each."""
+    s, r = str(tmp_path / "sft_lora"), str(tmp_path / "rl_lora")
+    p = subprocess.run([sys.executable, "train_sft.py", "--init_from", sft, "--out_dir", s,
+                        "--lora_rank", "2", "--lora_targets", "q_proj,v_proj", "--n_train", "100",
+                        "--n_val", "8", "--eval_problems", "2", "--max_new_tokens", "8",
+                        "--max_steps", "3", "--eval_interval", "3", "--batch_size", "2"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "lora: rank 2" in p.stdout
+    ss = read_checkpoint(s)
+    assert set(ss["model"]) == adapter_keys(ss["model_config"], ("q_proj", "v_proj"))
+    run_rl("--init_from", s, "--out_dir", r, "--max_steps", "1", "--eval_interval", "1", *LORA)
+    assert read_checkpoint(r)["lora"]["base"] == os.path.abspath(s)
+    sft_merged, _ = load_model(s)
+    rl_merged, _ = load_model(r)
+    idx = torch.randint(0, sft_merged.config.vocab_size, (2, 9))
+    with torch.no_grad():
+        assert not torch.equal(sft_merged(idx), load_model(sft)[0](idx))   # SFT moved it
+        assert (rl_merged(idx) - sft_merged(idx)).abs().max() > 0           # and RL on top
+
+    bad = lambda *a: one_error_line(run_rl("--init_from", sft, *a, check=False))  # noqa: E731
+    assert "--lora_targets" in bad("--lora_rank", "2", "--lora_targets", "q_proj,lm_head")
+    assert "alpha > 0" in bad("--lora_rank", "2", "--lora_alpha", "0", "--out_dir",
+                              str(tmp_path / "a0"))
+    own = tiny_ckpt(tmp_path / "own")   # not the shared fixture: --overwrite is refused, but...
+    assert "overwrite the base" in one_error_line(run_rl(
+        "--init_from", own, "--out_dir", own, "--overwrite", "--lora_rank", "2", check=False))
+    p = subprocess.run([sys.executable, "train_sft.py", "--lora_rank", "2", "--out_dir",
+                        str(tmp_path / "scratch")], cwd=ROOT, capture_output=True, text=True)
+    assert "--lora_rank adapts a trained model" in one_error_line(p)
