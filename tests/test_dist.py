@@ -259,3 +259,57 @@ def test_rl_fsdp_on_one_rank_equals_one_process(sft, tmp_path):
     assert_same_run(one, fs, weights(sft)["model"], ["reward", "acc", "kl", "entropy", "loss"],
                     atol=SFT_ATOL, rtol=0)
     assert weights(fs)["optimizer"]["fsdp_full"]
+
+
+# -----------------------------------------------------------------------------
+# LoRA under torchrun: the adapters are all that trains, is reduced and is saved
+
+LORA = ["--lora_rank", "4", "--lora_alpha", "8", "--lr", "3e-2"]
+
+
+def lora_start(d):
+    """The adapters' B at its initial zeros (A is seeded alike on every rank and in one process),
+    to show the 2-rank and 1-process adapters really moved."""
+    return {k: torch.zeros_like(v) for k, v in weights(d)["model"].items() if k.endswith("lora_B")}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fsdp", [False, True])
+def test_lora_rl_two_ranks_equal_one(sft, tmp_path, fsdp):
+    """2-process DDP (and FSDP2 + activation checkpointing) with LoRA == 1 process on the same
+    global batch: the adapters, the logged figures (the KL to the adapters-off reference too) and
+    the transcripts. FSDP shards the frozen base and the adapters together; its rollout copy has
+    the adapters merged in. Then the FSDP run resumes from its adapters-only checkpoint."""
+    one, two = str(tmp_path / "one"), str(tmp_path / "two")
+    args = [ADAM, "train_rl.py", *RL, "--init_from", sft, *LORA]
+    r1 = run([sys.executable, *args, "--out_dir", one, *(["--grad_accum", "2"] if fsdp else [])],
+             ADAM_EPS=ADAM_EPS)
+    assert r1.returncode == 0, r1.stderr[-2000:]
+    r2 = run([*TORCHRUN, *args, "--out_dir", two, *(["--fsdp", "--act_ckpt"] if fsdp else [])],
+             ADAM_EPS=ADAM_EPS)
+    assert r2.returncode == 0, r2.stderr[-3000:]
+    assert "Traceback" not in r2.stderr
+    a = weights(one)
+    assert a["lora"]["rank"] == 4 and all(k.endswith(("lora_A", "lora_B")) for k in a["model"])
+    assert_same_run(one, two, lora_start(one),
+                    ["reward", "acc", "len_mean", "kl", "entropy", "loss", "grad_norm", "val_acc"],
+                    atol=SFT_ATOL, rtol=0)
+    assert open(os.path.join(one, "samples.jsonl")).read() == open(
+        os.path.join(two, "samples.jsonl")).read()
+    if fsdp:
+        assert weights(two)["optimizer"]["fsdp_full"]
+        r3 = run([*TORCHRUN, ADAM, "train_rl.py", "--out_dir", two, "--resume", "--max_steps", "4"],
+                 ADAM_EPS=ADAM_EPS)
+        assert r3.returncode == 0, r3.stderr[-3000:]
+        assert weights(two)["step"] == 4
+
+
+@pytest.mark.slow
+def test_lora_sft_two_ranks_equal_one(sft, tmp_path):
+    """train_sft.py --lora_rank on 2 DDP ranks == 1 process (gradient accumulation 2)."""
+    one, two = str(tmp_path / "one"), str(tmp_path / "two")
+    flags = [*SFT, "--init_from", sft, *LORA]
+    r = run([sys.executable, ADAM, "train_sft.py", *flags, "--out_dir", one], ADAM_EPS=ADAM_EPS)
+    assert r.returncode == 0, r.stderr[-2000:]
+    run_sft(two, "--init_from", sft, *LORA)
+    assert_same_run(one, two, lora_start(one), SFT_KEYS, **sft_tol)
