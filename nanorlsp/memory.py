@@ -5,6 +5,8 @@ GPU memory budget of a training stage, per GPU, from the model config: a formula
     python -m nanorlsp.memory path/to/Qwen2.5-1.5B              # a HF dir (its config.json)
     python -m nanorlsp.memory out/sft --stage sft               # a nanorlsp run (its ckpt.pt)
     python -m nanorlsp.memory --table                           # the README's markdown table
+    python -m nanorlsp.memory qwen2.5-7b --lora_rank 16 --micro_batch 1   # LoRA on one GPU
+    python -m nanorlsp.memory --table --lora_rank 16            # the LoRA table (7-8B, 1 GPU)
 
     from nanorlsp.memory import budget
     b = budget(cfg, gpus=8, fsdp=True)        # {"weights": bytes, ..., "total": bytes}
@@ -41,6 +43,18 @@ What is counted (P = parameters; b = bytes of the compute dtype --dtype, f = of 
 --frozen_dtype is the dtype of the reference and of the rollout copy (hence its KV cache):
 train_rl.py holds them in the compute dtype (bf16 by default on CUDA), so bf16 is the default.
 
+LoRA (--lora_rank R, train_*.py --lora_rank; L = the adapters' parameters, lora_params): the base
+is frozen in the frozen dtype (fP/N, nothing else per base parameter), the adapters are fp32
+masters with their grads and AdamW moments (16L/N); no reference (the base with the adapters
+off is it) and, without FSDP, no rollout copy (the policy samples itself: its KV cache in the
+frozen dtype); FSDP keeps its gathered copy (the adapters merged in). Compute weights: DDP casts
+nothing but the adapters (2L) when the base is bf16 (an fp32 base under autocast is cast as
+before, 2P); FSDP gathers as above, with no gradient for the frozen root. Activations
+(act_bytes with lora): the norms' gains are frozen, so no norm keeps its normalized x; a norm's
+output is kept only for the adapters that read it (in the full count it is the frozen linears'
+input); down_proj's input only when down_proj is adapted; each adapter adds its (B, T, R)
+intermediate. tests/test_memory.py checks these against autograd too.
+
 Not counted: the CUDA context and NCCL buffers (~0.5-1 GiB), allocator fragmentation, gradients
 of activations in flight during backward (about one block's), the rotary cos/sin tables, PPO's
 value head (n_embd + 1 params), the sampler's per-step (B, V) logits, and the refresh of FSDP's
@@ -60,10 +74,10 @@ import json
 import math
 import os
 
-from nanorlsp.model import ModelConfig
+from nanorlsp.model import LORA_TARGETS, ModelConfig
 
 GIB = 2 ** 30
-GPU_SIZES = (24, 40, 80)     # GiB of common cards (RTX 4090 / A100-40 / A100-80, H100)
+GPU_SIZES = (24, 40, 48, 80)  # GiB of common cards (RTX 4090 / A100-40 / L40S, A6000 / A100-80, H100)
 FITS_FRACTION = 0.9          # headroom for what is not counted (see the docstring)
 LOGIT_COPIES = {"sft": 4, "rl": 5}  # fp32 (B, T, V) tensors alive at the start of backward:
 # sft: the logits, log_softmax's saved output, its gradient and the gradient of the logits
@@ -144,24 +158,46 @@ def num_params(c: ModelConfig) -> int:
     return emb + c.n_layer * block_params(c) + c.n_embd + (0 if c.tie_embeddings else emb)
 
 
-def norm_bytes(c: ModelConfig, mode: str, consumers: int) -> int:
+def lora_params(c: ModelConfig, rank: int, targets=LORA_TARGETS) -> int:
+    """Exactly the parameters add_lora(GPT(c), rank, ...) adds: rank * (in + out) per target."""
+    q, kv, C, ffn = c.n_head * c.head_dim, c.n_kv_head * c.head_dim, c.n_embd, c.intermediate_size
+    shape = dict(q_proj=(C, q), k_proj=(C, kv), v_proj=(C, kv), o_proj=(q, C),
+                 gate_proj=(C, ffn), up_proj=(C, ffn), down_proj=(ffn, C))
+    return c.n_layer * sum(rank * sum(shape[t]) for t in targets)
+
+
+def norm_bytes(c: ModelConfig, mode: str, consumers: int, lora: bool = False,
+               adapted: int = 0) -> int:
     """Bytes an RMSNorm and the linears reading it save per token: its fp32 input (the residual
     under autocast, else x.float()) and rsqrt, then the normalized x and the output. Under
-    autocast both are fp32 and each consuming linear saves its own bf16 cast of the output."""
+    autocast both are fp32 and each consuming linear saves its own bf16 cast of the output.
+    LoRA (frozen gain and linears): no normalized x, and the output only for the `adapted` of
+    the consumers (their adapters read it; a frozen linear needs no input for its backward)."""
     C, b = c.n_embd, (4 if mode == "fp32" else 2)
+    if lora:
+        out = 2 * C * adapted if mode == "autocast" else b * C * (adapted > 0)
+        return 4 * C + 4 + out
     if mode == "autocast":
         return 4 * C + 4 + 4 * C + 2 * C * consumers
     return 4 * C + 4 + b * C + b * C
 
 
-def act_bytes(c: ModelConfig, mode: str) -> int:
+def act_bytes(c: ModelConfig, mode: str, lora_rank: int = 0, lora_targets=LORA_TARGETS) -> int:
     """Bytes autograd saves per token for one block. mode: "autocast" (fp32 weights, bf16
-    autocast: DDP), "bf16" (bf16 weights: FSDP's param_dtype) or "fp32"."""
+    autocast: DDP), "bf16" (bf16 weights: FSDP's param_dtype, or a LoRA base frozen in bf16)
+    or "fp32". lora_rank > 0: the block's weights frozen, adapters on lora_targets."""
     q, kv, b = c.n_head * c.head_dim, c.n_kv_head * c.head_dim, (4 if mode == "fp32" else 2)
+    I, lora = c.intermediate_size, lora_rank > 0
+    n = lambda *ts: sum(t in lora_targets for t in ts) if lora else 0  # noqa: E731 (adapted)
     # q, k (after RoPE), v, the attention output; SDPA's logsumexp (B, n_head, T) in fp32
-    attn = norm_bytes(c, mode, 3) + b * (2 * q + 2 * kv) + 4 * c.n_head
-    mlp = norm_bytes(c, mode, 2) + b * 4 * c.intermediate_size  # gate, up, silu(gate), product
-    return attn + mlp
+    attn = norm_bytes(c, mode, 3, lora, n("q_proj", "k_proj", "v_proj")) + b * (
+        2 * q + 2 * kv) + 4 * c.n_head
+    # gate, up, silu(gate), and their product (down_proj's input: a LoRA block keeps it for
+    # down_proj's adapter only)
+    mlp = norm_bytes(c, mode, 2, lora, n("gate_proj", "up_proj")) + b * 3 * I + (
+        b * I if not lora or n("down_proj") else 0)
+    # each adapter's (B, T, rank) intermediate, x A^T
+    return attn + mlp + b * lora_rank * n(*LORA_TARGETS)
 
 
 # -----------------------------------------------------------------------------
@@ -173,38 +209,57 @@ ROLLOUT = ("rollout policy", "kv cache", "prefill logits")
 
 def budget(cfg, gpus=1, fsdp=False, stage="rl", micro_batch=8, seq_len=1024, rollout_batch=64,
            prompt_len=256, n_samples=8, act_ckpt=True, dtype="bf16",
-           frozen_dtype="bf16") -> dict[str, float]:
+           frozen_dtype="bf16", lora_rank=0, lora_targets=LORA_TARGETS) -> dict[str, float]:
     """Bytes per GPU by component, plus "total" (always + max(train, rollout)).
     cfg: a ModelConfig or a HF config.json dict. Batch sizes are rows per GPU; seq_len is prompt +
-    completion (the training sequence and the rollout cache length S)."""
+    completion (the training sequence and the rollout cache length S). lora_rank > 0: LoRA
+    (the base frozen in frozen_dtype, fp32 adapters on lora_targets; see the docstring)."""
     from nanorlsp.hf import config_from_hf
     c = cfg if isinstance(cfg, ModelConfig) else config_from_hf(cfg, where="config dict")
     assert stage in ("sft", "rl") and {dtype, frozen_dtype} <= {"bf16", "fp32"}
     nbytes = {"bf16": 2, "fp32": 4}
     P, b, f, n = num_params(c), nbytes[dtype], nbytes[frozen_dtype], (gpus if fsdp else 1)
-    rl = stage == "rl"
-    out = {"weights": 4 * P / n, "grads": 4 * P / n, "optimizer": 8 * P / n,
-           "reference": f * P / n if rl else 0.0}
+    rl, lora = stage == "rl", lora_rank > 0
+    if lora:  # the frozen base + fp32 adapters (grads, AdamW); the reference is the base itself
+        L = lora_params(c, lora_rank, lora_targets)
+        out = {"weights": (f * P + 4 * L) / n, "grads": 4 * L / n, "optimizer": 8 * L / n,
+               "reference": 0.0}
+    else:
+        L = 0
+        out = {"weights": 4 * P / n, "grads": 4 * P / n, "optimizer": 8 * P / n,
+               "reference": f * P / n if rl else 0.0}
     # -- train phase
     if fsdp:  # the root group (all but the blocks) + its grads, two gathered blocks + one grad
-        root = P - c.n_layer * block_params(c)
-        out["compute weights"] = b * (2 * root + 3 * block_params(c))
+        root, blk, blk_lora = P - c.n_layer * block_params(c), block_params(c), L // c.n_layer
+        out["compute weights"] = (b * (root + 2 * (blk + blk_lora) + blk_lora) if lora else
+                                  b * (2 * root + 3 * blk))   # LoRA: a frozen root, no grads
+    elif lora:  # autocast casts the adapters, and an fp32 base (a bf16 base needs no cast)
+        out["compute weights"] = (2 * L + (2 * P if f == 4 else 0)) if b == 2 else 0.0
     else:     # autocast's bf16 cast of every weight (none in fp32)
         out["compute weights"] = 2 * P if b == 2 else 0.0
-    mode = "fp32" if b == 4 else ("bf16" if fsdp else "autocast")
-    layer, tokens = act_bytes(c, mode), micro_batch * seq_len
+    if lora:  # the weights the blocks compute with: the base's dtype (FSDP's: bf16 on CUDA)
+        mode = "fp32" if b == 4 else ("bf16" if fsdp or f == 2 else "autocast")
+    else:
+        mode = "fp32" if b == 4 else ("bf16" if fsdp else "autocast")
+    layer, tokens = act_bytes(c, mode, lora_rank, lora_targets), micro_batch * seq_len
     resid = 4 if mode != "bf16" else 2    # the residual stream is fp32 under autocast
     # float32 in every mode: the LM head runs in float32 on the log-prob path (GPT._logits);
     # + the int64 ids (embedding)
     final_norm = norm_bytes(c, "fp32", 1) + 8
+    if lora:
+        # the final norm keeps its fp32 input and rsqrt (4C + 4: the gain and the head are
+        # frozen, and a frozen embedding keeps no ids), exactly what the first block's norm does
+        # not keep (its input, the embedding's output, needs no gradient): they cancel
+        final_norm = 0
     per_token = (c.n_layer * resid * c.n_embd + layer) if act_ckpt else c.n_layer * layer
     out["activations"] = tokens * (per_token + final_norm)
     out["logits"] = LOGIT_COPIES[stage] * tokens * c.vocab_size * 4
     # -- rollout phase (rl): the sampling copy, the KV cache, the prefill's logits
     prompts = math.ceil(rollout_batch / n_samples)
-    # a copy in the frozen dtype samples (gathered under FSDP); fp32 DDP samples with the policy
-    copy = fsdp or f != 4
-    kv = f if copy else 4
+    # a copy in the frozen dtype samples (gathered under FSDP); fp32 DDP samples with the policy,
+    # and so does a LoRA policy without FSDP (its base is in the frozen dtype)
+    copy = fsdp or (f != 4 and not lora)
+    kv = f if copy or lora else 4
     out["rollout policy"] = f * P if rl and copy else 0.0
     out["kv cache"] = (2 * c.n_layer * (rollout_batch + prompts) * c.n_kv_head * seq_len
                        * c.head_dim * kv) if rl else 0.0
@@ -220,6 +275,11 @@ def budget(cfg, gpus=1, fsdp=False, stage="rl", micro_batch=8, seq_len=1024, rol
 # budget()'s settings and their defaults, shared by table() and the CLI
 DEFAULTS = {k: p.default for k, p in inspect.signature(budget).parameters.items()
             if p.default is not p.empty and k not in ("gpus", "fsdp")}
+# the LoRA table (--table --lora_rank R): the 7-8B presets on one GPU, at these per-GPU batches
+LORA_MODELS = ("qwen2.5-7b", "llama-3.1-8b")
+LORA_SETTINGS = (dict(micro_batch=1, seq_len=1024, rollout_batch=16),
+                 dict(micro_batch=2, seq_len=2048, rollout_batch=32),
+                 dict(micro_batch=8, seq_len=1024, rollout_batch=64))
 
 
 def fits(total: float) -> list[int]:
@@ -237,7 +297,10 @@ def report(name: str, c: ModelConfig, b: dict, args) -> str:
              f"{args.frozen_dtype}, micro_batch "
              f"{args.micro_batch} x seq_len {args.seq_len}, act_ckpt {args.act_ckpt}"
              + (f", rollouts {args.rollout_batch} rows (prompt {args.prompt_len})"
-                if args.stage == "rl" else ""), "", f"{'component':<18}{'phase':<9}{'GiB/GPU':>9}"]
+                if args.stage == "rl" else "")
+             + (f", LoRA rank {args.lora_rank} on {','.join(args.lora_targets)} "
+                f"({lora_params(c, args.lora_rank, args.lora_targets) / 1e6:.1f}M trainable)"
+                if args.lora_rank else ""), "", f"{'component':<18}{'phase':<9}{'GiB/GPU':>9}"]
     for k, v in b.items():
         if k != "total" and v:
             phase = "train" if k in TRAIN else "rollout" if k in ROLLOUT else "always"
@@ -277,8 +340,40 @@ def table(**kw) -> str:
     return "\n".join(rows)
 
 
+def lora_table(**kw) -> str:
+    """The LoRA table: LORA_MODELS on one GPU at each of LORA_SETTINGS (rows per GPU), with
+    budget()'s other settings (the CLI's flags; lora_rank is required)."""
+    g = lambda b, *ks: f"{sum(b[k] for k in ks) / GIB:.1f}"  # noqa: E731
+    k = {**DEFAULTS, **kw}
+    assert k["lora_rank"] > 0
+    rows = [f"GiB on one GPU; stage {k['stage']}, LoRA rank {k['lora_rank']} on "
+            f"{','.join(k['lora_targets'])}, compute {k['dtype']}, frozen base / KV cache "
+            f"{k['frozen_dtype']}, activation checkpointing {'on' if k['act_ckpt'] else 'off'}"
+            + (f", {k['n_samples']} samples per prompt, prompt_len {k['prompt_len']}"
+               if k["stage"] == "rl" else "")
+            + f"; a card fits when the total is under {FITS_FRACTION:.0%} of it", "",
+            "| model | LoRA params | micro_batch x seq_len | rollout rows | frozen base | "
+            "adapters+grads+AdamW | train: compute weights+activations+logits | "
+            "rollout: policy+KV+prefill | total GiB | "
+            + " | ".join(f"{s} GiB" for s in GPU_SIZES) + " |",
+            "|" + "---|" * (9 + len(GPU_SIZES))]
+    for name in LORA_MODELS:
+        c = load_config(name)
+        L = lora_params(c, k["lora_rank"], k["lora_targets"])
+        for setting in LORA_SETTINGS:
+            b = budget(c, **{**k, **setting})
+            base = num_params(c) * (2 if k["frozen_dtype"] == "bf16" else 4)
+            ok = fits(b["total"])
+            rows.append(f"| {name} | {L / 1e6:.1f}M | {setting['micro_batch']} x "
+                        f"{setting['seq_len']} | {setting['rollout_batch']} | {base / GIB:.1f} | "
+                        f"{(b['weights'] - base + b['grads'] + b['optimizer']) / GIB:.2f} | "
+                        f"{g(b, *TRAIN)} | {g(b, *ROLLOUT)} | {g(b, 'total')} | "
+                        + " | ".join("yes" if s in ok else "no" for s in GPU_SIZES) + " |")
+    return "\n".join(rows)
+
+
 def main(argv=None):
-    from nanorlsp.common import ArgParser, die, positive_int
+    from nanorlsp.common import ArgParser, comma_list, die, nonneg_int, positive_int
     ap = ArgParser(prog="python -m nanorlsp.memory", formatter_class=argparse.
                    ArgumentDefaultsHelpFormatter, description="Per-GPU memory budget of an sft / "
                    "rl stage; what is counted and why: the module docstring.")
@@ -299,11 +394,16 @@ def main(argv=None):
     ap.add_argument("--n_samples", type=positive_int, help="rollouts per prompt")
     ap.add_argument("--act_ckpt", action=argparse.BooleanOptionalAction,
                     help="activation checkpointing per block")
+    ap.add_argument("--lora_rank", type=nonneg_int, help="LoRA adapters of this rank on a "
+                    "frozen base (0: full fine-tuning); with --table: the LoRA table (7-8B on "
+                    "one GPU)")
+    ap.add_argument("--lora_targets", type=comma_list(LORA_TARGETS),
+                    help="the projections with adapters, comma-separated")
     ap.set_defaults(**DEFAULTS)
     args = ap.parse_args(argv)
     kw = {k: getattr(args, k) for k in DEFAULTS}
     if args.table:
-        print(table(**kw))
+        print(lora_table(**kw) if args.lora_rank else table(**kw))
         return
     if args.model is None:
         ap.error("give a MODEL (or --table)")

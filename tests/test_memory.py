@@ -1,13 +1,15 @@
 """nanorlsp.memory: exact parameter counts, the activation formula against what autograd really
-saves, the scaling laws of the budget, the presets against their published sizes, and the CLI."""
+saves, the scaling laws of the budget, the presets against their published sizes, and the CLI;
+the same for LoRA (adapter counts, a frozen block's activations, the 7-8B rows on one GPU)."""
 import json
 
 import pytest
 import torch
 
 from helpers import one_thread  # noqa: F401 (autouse fixture)
-from nanorlsp.memory import PRESETS, act_bytes, budget, load_config, main, num_params
-from nanorlsp.model import GPT, ModelConfig
+from nanorlsp.memory import (GIB, LORA_MODELS, LORA_SETTINGS, PRESETS, act_bytes, budget, fits,
+                             load_config, lora_params, main, num_params)
+from nanorlsp.model import GPT, LORA_TARGETS, ModelConfig, add_lora
 
 SMALL = [
     dict(),                                                         # the tiny default
@@ -25,13 +27,15 @@ def test_num_params_exact(over):
         p.numel() for p in {id(p): p for p in model.parameters()}.values())
 
 
-def saved_bytes(cfg, mode, B=3, T=20):
+def saved_bytes(cfg, mode, B=3, T=20, lora_rank=0, lora_targets=LORA_TARGETS):
     """Bytes of the activations autograd saves in a forward (storages counted once; parameters
     and autocast's weight casts left out: only tensors with a leading B or B*T dim)."""
     torch.manual_seed(0)
     model = GPT(cfg)
     if mode == "bf16":
         model = model.bfloat16()
+    if lora_rank:
+        add_lora(model, lora_rank, 8, lora_targets)
     params = {p.untyped_storage().data_ptr() for p in model.parameters()}
     seen = {}
 
@@ -147,3 +151,80 @@ def test_budget_activations_match_autograd(fsdp, dtype):
     rope = 2 * B * T * cfg.head_dim * (2 if mode == "bf16" else 4)
     b = budget(cfg, fsdp=fsdp, dtype=dtype, micro_batch=B, seq_len=T, act_ckpt=False)
     assert saved_bytes(cfg, mode, B, T) - rope == b["activations"]
+
+
+# -----------------------------------------------------------------------------
+# LoRA
+
+SUBSETS = [LORA_TARGETS, ("q_proj", "v_proj"), ("o_proj", "down_proj"), ("gate_proj",),
+           ("k_proj", "up_proj", "down_proj")]
+
+
+@pytest.mark.parametrize("targets", SUBSETS)
+@pytest.mark.parametrize("over", SMALL)
+def test_lora_params_exact(over, targets):
+    cfg = ModelConfig(**over)
+    model = add_lora(GPT(cfg), 4, 8, targets)
+    assert lora_params(cfg, 4, targets) == sum(p.numel() for p in model.parameters()
+                                               if p.requires_grad)
+
+
+@pytest.mark.parametrize("mode", ["autocast", "bf16", "fp32"])
+@pytest.mark.parametrize("targets", SUBSETS)
+def test_lora_act_bytes_match_autograd(mode, targets):
+    # a block whose input needs a gradient (the first block's does not: 2 -> 3 layers), with
+    # frozen weights and adapters on `targets`, saves exactly act_bytes(..., lora_rank) per token
+    base = dict(vocab_size=96, n_embd=64, n_head=4, n_kv_head=2, qkv_bias=True)
+    cfg2, cfg3 = (ModelConfig(**{**base, "n_layer": n}) for n in (2, 3))
+    B, T, r = 3, 20, 4
+    got = saved_bytes(cfg3, mode, lora_rank=r, lora_targets=targets) - saved_bytes(
+        cfg2, mode, lora_rank=r, lora_targets=targets)
+    assert got == act_bytes(cfg2, mode, r, targets) * B * T
+    assert act_bytes(cfg2, mode, r) < act_bytes(cfg2, mode)   # frozen norms keep less
+
+
+@pytest.mark.parametrize("fsdp,dtype,frozen", [(False, "bf16", "bf16"), (True, "bf16", "bf16"),
+                                               (False, "bf16", "fp32"), (False, "fp32", "fp32")])
+def test_lora_budget_activations_match_autograd(fsdp, dtype, frozen):
+    # the whole LoRA forward: a bf16 base computes in bf16 ("bf16" mode), an fp32 one under
+    # autocast; RoPE's cos/sin left out as above
+    cfg = ModelConfig(vocab_size=96, n_layer=3, n_embd=64, n_head=4, n_kv_head=2, qkv_bias=True)
+    mode = "fp32" if dtype == "fp32" else "bf16" if fsdp or frozen == "bf16" else "autocast"
+    B, T = 3, 20
+    rope = 2 * B * T * cfg.head_dim * (2 if mode == "bf16" else 4)
+    b = budget(cfg, fsdp=fsdp, dtype=dtype, frozen_dtype=frozen, micro_batch=B, seq_len=T,
+               act_ckpt=False, lora_rank=4)
+    assert saved_bytes(cfg, mode, B, T, lora_rank=4) - rope == b["activations"]
+
+
+def test_lora_budget_rows():
+    cfg = load_config("qwen2.5-7b")
+    P, L = num_params(cfg), lora_params(cfg, 16)
+    assert L == 40_370_176           # PEFT's count for Qwen2.5-7B, r 16, all linear layers
+    assert lora_params(load_config("llama-3.1-8b"), 16) == 41_943_040
+    lora, full = budget(cfg, lora_rank=16), budget(cfg)
+    # a bf16 frozen base, fp32 adapters + grads + AdamW, no reference, no rollout copy
+    assert lora["weights"] == 2 * P + 4 * L and lora["grads"] == 4 * L
+    assert lora["optimizer"] == 8 * L and lora["reference"] == 0 == lora["rollout policy"]
+    assert lora["kv cache"] == full["kv cache"] and lora["logits"] == full["logits"]
+    assert lora["compute weights"] == 2 * L      # autocast casts only the adapters
+    assert budget(cfg, lora_rank=16, frozen_dtype="fp32")["compute weights"] == 2 * L + 2 * P
+    fsdp = budget(cfg, gpus=8, fsdp=True, lora_rank=16)
+    assert fsdp["weights"] == lora["weights"] / 8 and fsdp["rollout policy"] == 2 * P
+    # the point of it: 7-8B RL on one 24 GiB card at the smallest setting, 48 GiB at the default
+    for name in LORA_MODELS:
+        c = load_config(name)
+        small = budget(c, lora_rank=16, **LORA_SETTINGS[0])["total"]
+        assert fits(small)[0] == 24 and fits(budget(c, lora_rank=16)["total"])[0] == 48
+        assert not fits(budget(c, **LORA_SETTINGS[0])["total"])   # full fine-tuning: none
+        assert small < 20 * GIB
+
+
+def test_cli_lora(capsys):
+    main(["qwen2.5-7b", "--lora_rank", "16", "--micro_batch", "1", "--rollout_batch", "16"])
+    out = capsys.readouterr().out
+    assert "LoRA rank 16" in out and "40.4M trainable" in out and "24 GiB yes" in out
+    main(["--table", "--lora_rank", "16"])
+    rows = [r for r in capsys.readouterr().out.splitlines() if r.startswith("| ")]
+    assert len(rows) == 1 + len(LORA_MODELS) * len(LORA_SETTINGS)
+    assert "--lora_targets" in bad(["qwen2.5-7b", "--lora_targets", "lm_head"], capsys)
