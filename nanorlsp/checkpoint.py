@@ -96,8 +96,10 @@ SAMPLE = 64   # entries of each base tensor a LoRA checkpoint keeps, to recognis
 
 def weight_sample(model: torch.nn.Module) -> dict:
     """SAMPLE evenly spaced entries of every (non-adapter) tensor of the state dict, float32,
-    on the CPU: a LoRA checkpoint's fingerprint of its base (a few hundred KB for a 7B)."""
-    return {k: v.detach().flatten()[::max(1, v.numel() // SAMPLE)][:SAMPLE].float().cpu()
+    on the CPU: a LoRA checkpoint's fingerprint of its base (a few hundred KB for a 7B).
+    Copies (clone): a strided view of a float32 CPU weight would make torch.save write the
+    whole weight's storage."""
+    return {k: v.detach().flatten()[::max(1, v.numel() // SAMPLE)][:SAMPLE].float().cpu().clone()
             for k, v in model.state_dict().items() if not is_lora_key(k)}
 
 
