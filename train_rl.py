@@ -203,7 +203,8 @@ if lora:
                     args.init_from) != os.path.abspath(state["lora"]["base"]):
                 die(f"{args.out_dir} is a LoRA run on {state['lora']['base']}: its reference is "
                     f"that base, not --init_from {args.init_from}")
-            policy, tok = model_from_state(state, device, frozen_dtype), load_tokenizer(args.out_dir)
+            policy = model_from_state(state, device, frozen_dtype)  # the base + its adapters
+            tok = load_tokenizer(args.out_dir)
         else:
             policy, tok = load_model(args.init_from, device=device, dtype=frozen_dtype)
             torch.manual_seed(args.seed)      # the adapters' init: the same on every rank
