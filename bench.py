@@ -132,6 +132,7 @@ ap.add_argument("--trl_dtypes", default="float32,bfloat16", help="trl: float32 a
 ap.add_argument("--load_paths", default="", help="load: comma-separated models to load (default: "
                 "smollm2 and its fp32 / bf16 Hugging Face exports)")
 ap.add_argument("--load_one", default=None, metavar="PATH:DTYPE", help=argparse.SUPPRESS)
+ap.add_argument("--trl_one", default=None, metavar="SPEC.json", help=argparse.SUPPRESS)
 ap.add_argument("--quick", action="store_true", help="tiny sizes everywhere: a smoke run")
 ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
 args = ap.parse_args()
@@ -246,6 +247,9 @@ def run_train_rl(flags: dict, out: str, launcher=(), env=None) -> list[dict]:
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=HERE)
     if r.returncode:
         lines = [x for x in r.stderr.splitlines() if x.strip() and not x.startswith("=")]
+        if r.returncode < 0:          # a signal: no error line of its own (9: out of memory?)
+            lines = [f"killed by signal {-r.returncode}"
+                     + (" (out of memory?)" if r.returncode == -9 else "")]
         errs = [x for x in lines if "error" in x.lower()] or lines or ["(no output)"]
         with open(out + ".log", "w") as f:
             f.write(r.stdout + r.stderr)
@@ -388,9 +392,27 @@ def trl_run(model_dir, tok, task, batches, G, n_new, bf16, out) -> list[dict]:
     trainer.model.generate = timed_generate
     trainer.train()
     assert len(recs) == len(batches) and all(r["t_gen"] > 0 for r in recs), recs
-    del trainer, model
-    gc.collect()
     return recs
+
+
+def trl_in_child(spec: dict) -> list[dict]:
+    """trl_run in a fresh process (bench.py --trl_one): the trainer's memory (SmolLM2 in fp32:
+    ~15 GB resident at the peak) goes back to the OS before the next train_rl.py run, which a
+    24 GB machine cannot hold beside it."""
+    path = os.path.join(spec["out"] + ".spec.json")
+    json.dump(spec, open(path, "w"))
+    r = subprocess.run([sys.executable, os.path.abspath(__file__), "--sections", "trl",
+                        "--device", args.device, "--threads", str(args.threads),
+                        "--trl_one", path],
+                       capture_output=True, text=True, cwd=HERE)
+    if r.returncode:
+        with open(spec["out"] + ".log", "w") as f:
+            f.write(r.stdout + r.stderr)
+        why = (f"killed by signal {-r.returncode}" + (" (out of memory?)" if r.returncode == -9
+                                                        else "")
+               if r.returncode < 0 else f"exit {r.returncode}")
+        die(f"TRL's run failed ({why}; full output in {spec['out']}.log)")
+    return json.loads(r.stdout.strip().splitlines()[-1])
 
 
 def step_figures(recs: list[dict]) -> dict:
@@ -401,6 +423,16 @@ def step_figures(recs: list[dict]) -> dict:
     tot["t_update"] = tot["t_step"] - tot["t_gen"] - tot["t_score"]
     return {**{k: v / n for k, v in tot.items()}, "sums": tot}
 
+
+if args.trl_one:             # the trl section's child: one TRL run, its records as a JSON line
+    from data import get_task
+    from nanorlsp.hf import smollm2_path
+    from nanorlsp.tokenizer import load_tokenizer
+    spec = json.load(open(args.trl_one))
+    print(json.dumps(trl_run(spec["model_dir"], load_tokenizer(smollm2_path()), get_task("arith"),
+                             spec["batches"], spec["G"], spec["n_new"], spec["bf16"],
+                             spec["out"])))
+    raise SystemExit(0)
 
 if "trl" in sections:
     import importlib.util
@@ -481,8 +513,9 @@ if "trl" in sections:
                                              t_gen=x["t_gen"], t_score=x["t_score"],
                                              tokens=x["len_mean"] * P * G) for x in recs[1:]]
                 shutil.rmtree(out, ignore_errors=True)          # its checkpoint: 1.6 GB
-                recs = trl_run(model_dir, tok, task, batches, G, n_new, dn == "bfloat16",
-                               os.path.join(work, "trl"))
+                recs = trl_in_child(dict(model_dir=model_dir, batches=batches, G=G, n_new=n_new,
+                                         bf16=dn == "bfloat16",
+                                         out=os.path.join(work, f"trl_{dn}_{r}")))
                 got["trl", dn] += recs[1:]
                 print(f"  trl round {r + 1} {dn}: ours {got['nanorlsp', dn][-1]['t_step']:.2f}"
                       f" s, TRL {recs[-1]['t_step']:.2f} s per step", file=sys.stderr, flush=True)
@@ -789,10 +822,11 @@ def sft_batch(V, B, T, seg=85):
     return idx[:, :-1], idx[:, 1:], pos.expand(B, T), am.expand(B, 1, T, T)
 
 
-def bench_train(name, kind, dtype, B, T, Tn, steps):
-    """Median seconds of one optimizer step and its model FLOPs."""
+def bench_train(name, kind, dtype, B, T, Tn, steps, cfg=None):
+    """Median seconds of one optimizer step and its model FLOPs (cfg: a ModelConfig instead of
+    the name's)."""
     torch.manual_seed(0)
-    model = new_model(model_config(name)).train()
+    model = new_model(cfg or model_config(name)).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
     V = model.config.vocab_size
     amp = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
@@ -948,6 +982,7 @@ if RL_SECTIONS:
                             env)
         recs = recs[1:] or recs
         med = {k: statistics.median(x[k] for x in recs) for k in ("t_gen", "t_score", "t_train")}
+        rl_run.recs = recs
         return med, statistics.mean(x["len_mean"] for x in recs)
 
     def rl_row(label, med, length, rows_per_step):
@@ -965,6 +1000,21 @@ if RL_SECTIONS:
               f"{base['n_samples']} samples, max_new_tokens {base['max_new_tokens']}, median of "
               f"steps 2-{args.rl_steps})\n")
         print(table(head, [rl_row("default", base_med, base_len, n_rows)]) + "\n", flush=True)
+        # train_rl.py's update (reference forward, policy forward/backward, KL, entropy, stats,
+        # AdamW) against the train section's bare update (reference forward, policy forward/
+        # backward, AdamW) at the very shapes it trained on: each timed step's (B, L, Tn)
+        rows = []
+        for r in rl_run.recs:
+            B, L, Tn = r["train_shape"]
+            bare, _ = bench_train(args.rl_model, "rl", torch.float32, B, L, Tn, 1 if args.quick else 3,
+                                  cfg=cfg)
+            rows.append([r["step"], f"{B}x{L}", Tn, f"{r['t_train']:.3f}", f"{bare:.3f}",
+                         f"{r['t_train'] / bare:.2f}x"])
+        print("## rl: train_rl.py's update vs the bare update at the same shapes (float32; the bare "
+              "update: the reference's forward + the policy's forward/backward + AdamW, median of 3)"
+              "\n")
+        print(table(["step", "rows x tokens", "completion tokens", "train_rl.py update s",
+                     "bare update s", "ratio"], rows) + "\n", flush=True)
     if "scaling" in sections:
         # the default run once (it is on both sweeps), then each sweep's other values
         rows = [rl_row(f"default: n_samples {base['n_samples']}, max_new_tokens "

@@ -617,7 +617,10 @@ try:
                        no_answer=1.0 - mean("has_answer"),
                        behaviors=frequencies([r["text"] for r in rows], args.task), **stats,
                        tok_per_s=float(lens.sum()) / max(t_gen, 1e-9),
-                       t_gen=t_gen, t_score=t_score, t_train=t_train)
+                       t_gen=t_gen, t_score=t_score, t_train=t_train,
+                       # this rank's training rows (B, L) and completion positions Tn: the
+                       # shape bench.py times the bare update at
+                       train_shape=[*SEQ.shape, comp.shape[1]])
             if rcfg.schedule == "adaptive":      # the share of rows whose length was charged
                 rec["easy_frac"] = mean("easy")
             log("metrics.jsonl", rec)
