@@ -46,6 +46,7 @@ ap.add_argument("--sft_steps", type=int, default=None,
 ap.add_argument("--limit", type=int, default=None,
                 help="held-out problems per evaluation, every task (default: the task's BUDGET)")
 ap.add_argument("--rl_flags", default="", help="extra train_rl.py flags for every run (quoted)")
+ap.add_argument("--no_ppo", action="store_true", help="skip stage 3 (PPO with the best reward)")
 ap.add_argument("--jobs", type=int, default=2, help="runs at once")
 ap.add_argument("--report", action="store_true", help="only rewrite RESULTS.md")
 ap.add_argument("--results", default="RESULTS.md")
@@ -264,7 +265,7 @@ if not args.report:
     run_all(jobs)
     # 3. PPO with each task's best exploration reward
     jobs = {}
-    for t in TASKS:
+    for t in ([] if args.no_ppo else TASKS):
         r = best_reward(t)
         if r is None:   # no exploration reward in --rewards
             continue
@@ -309,6 +310,62 @@ def by_level_tokens(task: str, path: str) -> dict[int, float]:
             if lv is not None:
                 acc.setdefault(lv, []).append(r["n_tokens"])
     return {k: statistics.mean(v) for k, v in sorted(acc.items())}
+
+
+def tokens_on(task: str, path: str, levels: set[int]) -> float | None:
+    """Mean reply tokens of an eval's transcripts over the problems of the given levels."""
+    by_level_tokens(task, path)                    # fills _levels[task]
+    tp = path.replace(".json", ".transcripts.jsonl")
+    if not os.path.exists(tp):
+        return None
+    n = [r["n_tokens"] for line in open(tp)
+         if _levels[task].get((r := json.loads(line))["problem"]) in levels]
+    return statistics.mean(n) if n else None
+
+
+def goal_table(task: str, keys: list[str]) -> list[str]:
+    """Adaptive thinking's goal (issue 18) against plain RLSP, means over seeds of the greedy
+    evals. arith: pass@1 within 0.5 points of RLSP, levels 1-2 at <= 40% of RLSP's tokens and
+    the whole test set at <= 70%. countdown: fewer tokens on 3- than on 4-number problems, at no
+    loss of pass@1 against RLSP."""
+    def mean(key, f):
+        xs = [x for d in runs_of(task, key) if (e := read(p := os.path.join(d, "eval_greedy.json")))
+              and (x := f(e, p)) is not None]
+        return statistics.mean(xs) if xs else None
+    acc = lambda e, p: e["pass@1"]                                        # noqa: E731
+    tok = lambda e, p: e["mean_response_tokens"]                          # noqa: E731
+    easy = lambda e, p: tokens_on(task, p, {1, 2} if task == "arith" else {3})  # noqa: E731
+    hard = lambda e, p: tokens_on(task, p, {3, 4, 5} if task == "arith" else {4})  # noqa: E731
+    r_acc, r_tok, r_easy = mean("rlsp", acc), mean("rlsp", tok), mean("rlsp", easy)
+    if r_acc is None:
+        return []
+    if task == "arith":
+        out = ["Against the goal (greedy, mean over seeds): pass@1 within 0.5 points of RLSP, "
+               "level 1-2 replies at most 40% of RLSP's tokens, the whole test set at most 70%.",
+               "", "| config | pass@1 (%) | vs RLSP (points) | level 1-2 tokens (% of RLSP) | "
+               "all tokens (% of RLSP) | goal |", "|---|---|---|---|---|---|",
+               f"| rlsp | {100 * r_acc:.1f} | - | {r_easy:.1f} tokens | {r_tok:.1f} tokens | - |"]
+        for k in keys:
+            a, tk, ez = mean(k, acc), mean(k, tok), mean(k, easy)
+            if a is None:
+                continue
+            d, fe, ft = 100 * (a - r_acc), ez / r_easy, tk / r_tok
+            met = d >= -0.5 and fe <= 0.4 and ft <= 0.7
+            out.append(f"| {short(k)} | {100 * a:.1f} | {d:+.1f} | {100 * fe:.0f}% | "
+                       f"{100 * ft:.0f}% | {'met' if met else 'not met'} |")
+    else:
+        out = ["Against the goal (greedy, mean over seeds): fewer tokens on 3-number than on "
+               "4-number problems, at no loss of pass@1 against RLSP.", "",
+               "| config | pass@1 (%) | vs RLSP (points) | 3-number tokens | 4-number tokens | "
+               "goal |", "|---|---|---|---|---|---|"]
+        for k in ["rlsp"] + keys:
+            a, ez, hd = mean(k, acc), mean(k, easy), mean(k, hard)
+            if a is None or ez is None or hd is None:
+                continue
+            d = 100 * (a - r_acc)
+            met = "-" if k == "rlsp" else "met" if ez < hd and d >= 0 else "not met"
+            out.append(f"| {short(k)} | {100 * a:.1f} | {d:+.1f} | {ez:.0f} | {hd:.0f} | {met} |")
+    return out + [""]
 
 
 # measured once, by hand, for the committed RESULTS.md (the runs are resumable, so a clock in
@@ -393,6 +450,7 @@ for t in TASKS:
                       "(mean over seeds)", level_name).savefig(
             os.path.join(fig_dir, f"{t}_levels.png"), dpi=80)
         lines += ["", f"![{t} by level](docs/study/{t}_levels.png)", ""]
+        lines += goal_table(t, [k for k in adaptive if k != "rlsp"])
     # over training, from each run's rollouts (T = 1): first / last 10 steps, and the figure
     steps = {label: [st for d in dirs if (st := rollout_steps(d))] for label, _, dirs in configs[1:]}
     lines += [f"### {t}: over training (rollouts at T = 1, first / last 10 steps, mean over "

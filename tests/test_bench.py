@@ -35,6 +35,12 @@ def test_bench_quick_prints_every_table():
         cells = [c.strip() for c in line.strip("|").split("|")]
         assert all(float(c) > 0 for c in cells[3:7]), line
     assert "| 1 process |" in out and "| torchrun 2 |" in out and "| torchrun 1 --fsdp |" in out
+    # train_rl.py's update against the bare update at the shape it logged (train_shape)
+    upd = out[out.index("## rl: train_rl.py's update"):].split("## scaling")[0]
+    row = next(x for x in upd.splitlines() if x.startswith("| 2 |"))     # quick: steps 1-2
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    B, L = map(int, cells[1].split("x"))
+    assert B == 4 and L > int(cells[2]) > 0 and float(cells[5].rstrip("x")) > 0, row
     # the memory table: the KV cache the sampler allocated is the one nanorlsp.memory predicts
     kv = next(line for line in out.splitlines() if line.startswith("| tiny | rollout"))
     cells = [c.strip() for c in kv.strip("|").split("|")]
