@@ -254,11 +254,14 @@ if not args.report:
                                      *BUDGET[t]["sft_flags"]], BUDGET[t]["sft_steps"])]
              + eval_cmds(t, os.path.join(OUT, t, "sft")) for t in TASKS})
     # 2. REINFORCE runs, every reward x seed
+    # seed-major (every reward's seed 1, then every seed 2, ...): a study cut short still has
+    # every config, with fewer seeds
     jobs = {}
     for t in TASKS:
         sft = os.path.join(OUT, t, "sft")
-        for r in rewards_of(t):
-            for s, d in zip(SEEDS, runs_of(t, r)):
+        for k, s in enumerate(SEEDS):
+            for r in rewards_of(t):
+                d = runs_of(t, r)[k]
                 jobs[f"{t}/{r}_s{s}"] = [train_cmd("train_rl.py", d, [
                     "--init_from", sft, "--task", t, "--seed", str(s), *rl_flags(t, r)],
                     BUDGET[t]["steps"])] + eval_cmds(t, d)
