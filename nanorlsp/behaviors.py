@@ -109,3 +109,119 @@ def spans(text: str, task: str | None = None) -> list[tuple[int, int, str]]:
     else:
         out = [(m.start(), m.end(), b) for b, pat in KEYWORDS.items() for m in pat.finditer(text)]
     return sorted(out)
+
+
+# -----------------------------------------------------------------------------
+# Functional detection (no markers): what a reply *does* with the results it wrote, so a
+# behaviour can be counted in a model that was never shown its marker (the study's emergence
+# test: SFT on direct and plain-step traces only, then RL).
+#
+# arith: every "a op b ... = r" the reply writes is read. A column step ("8+8+1=17: 767 carry 1")
+# is located by its partial answer's length. Going back to a column already written and writing
+# a *different* result is backtracking (a revised digit); writing the same result again, or an
+# equation outside the steps (e.g. a check) that recomputes one already written with the same
+# value, is verification (a recomputed result); starting over from the first column with a
+# different first step is an alternative route.
+# countdown: every "a op b = c" is applied to the numbers in play, from the problem's numbers: a
+# move whose operands are not both in play now but are in an earlier state returns to that state
+# (backtracking); more than one distinct move from the starting numbers is exploring
+# alternatives; an equation written a second time with the same value (or the final
+# expression's value recomputed) is verification.
+
+_EQ = re.compile(r"(\d+(?:\s*[-+*/]\s*\d+)+)\s*=\s*(-?\d+)")
+_STEP = re.compile(r"^\s*(\d+(?:\s*[-+*]\s*\d+)+)\s*=\s*(-?\d+)(?:,\s*\+10\s*=\s*\d+)?:\s*(\d+)", re.M)
+
+
+def _norm(expr: str) -> str:
+    return re.sub(r"\s+", "", expr)
+
+
+def _functional_arith(text: str) -> dict[str, int]:
+    out = dict.fromkeys(BEHAVIORS, 0)
+    by_col: dict[int, list[tuple[str, str]]] = {}      # column -> [(expr, result)] so far
+    latest: dict[str, str] = {}                        # expr -> its latest step's result
+    col_max, first = 0, None
+    steps = {m.start(): m for m in _STEP.finditer(text)}
+    ends = [(m.start(), m.end()) for m in steps.values()]
+    events = sorted([(m.start(), "step", m) for m in steps.values()]
+                    + [(m.start(), "eq", m) for m in _EQ.finditer(text)
+                       if not any(a <= m.start() < b for a, b in ends)], key=lambda x: x[0])
+    for _, kind, m in events:
+        expr, res = _norm(m.group(1)), m.group(2)
+        if kind == "eq":                # outside the column steps (a check, a note), against
+            if expr in latest:          # the latest step that computed the same expression
+                out["verification" if latest[expr] == res else "backtracking"] += 1
+            continue
+        col = len(m.group(3))
+        if col == 1:
+            if first is not None and col_max >= 1 and expr != first:
+                out["alternatives"] += 1               # a second route from the first column
+            first = first if first is not None else expr
+        if col <= col_max and col in by_col:           # back to a column already written
+            if any(e == expr and r != res for e, r in by_col[col]):
+                out["backtracking"] += 1
+            elif any(e == expr and r == res for e, r in by_col[col]):
+                out["verification"] += 1
+        by_col.setdefault(col, []).append((expr, res))
+        latest[expr] = res
+        col_max = max(col_max, col)
+    return out
+
+
+_CD_MOVE = re.compile(r"(?<![\d)(+\-*/])(\d+)\s*([-+*/])\s*(\d+)\s*=\s*(-?\d+)")
+_CD_EXPR = re.compile(r"([\d(][\d()+\-*/ ]*[\d)])\s*=\s*(-?\d+)")
+
+
+def _functional_countdown(text: str, numbers: list[int]) -> dict[str, int]:
+    from fractions import Fraction
+    out = dict.fromkeys(BEHAVIORS, 0)
+    stack, first_moves = [sorted(Fraction(n) for n in numbers)], set()
+    for m in _CD_MOVE.finditer(text):
+        a, op, b, c = (Fraction(m.group(1)), m.group(2), Fraction(m.group(3)),
+                       Fraction(m.group(4)))
+
+        def rest_of(state):
+            rest = list(state)
+            for x in (a, b):
+                if x not in rest:
+                    return None
+                rest.remove(x)
+            return rest
+        fits = [d for d in range(len(stack) - 1, -1, -1) if rest_of(stack[d]) is not None]
+        # the reply's own "-> [numbers]" after a move says which state it left (when a number
+        # is in play in several states); else the deepest state that holds both operands
+        claimed = re.match(r"\s*->\s*\[([^\]]*)\]", text[m.end():])
+        if claimed and fits:
+            try:
+                after = sorted(Fraction(x) for x in claimed.group(1).split(",") if x.strip())
+            except ValueError:
+                after = None
+            fits = [d for d in fits if sorted(rest_of(stack[d]) + [c]) == after] or fits
+        depth = fits[0] if fits else None
+        if depth is None:
+            continue                                   # not a move on any state in play
+        if depth < len(stack) - 1:
+            out["backtracking"] += 1                   # returns to an earlier state
+            del stack[depth + 1:]
+        if depth == 0:
+            first_moves.add((min(a, b), max(a, b), op) if op in "+*" else (a, b, op))
+        stack.append(sorted(rest_of(stack[depth]) + [c]))
+    out["alternatives"] = max(0, len(first_moves) - 1)
+    # a whole expression (two operators or more) evaluated to a value the reply already wrote
+    for m in _CD_EXPR.finditer(text):
+        before = {Fraction(x.group(4)) for x in _CD_MOVE.finditer(text[:m.start()])}
+        if len(re.findall(r"[-+*/]", m.group(1))) >= 2 and Fraction(m.group(2)) in before:
+            out["verification"] += 1
+    return out
+
+
+def functional(text: str, task: str, numbers: list[int] | None = None) -> dict[str, int]:
+    """Counts of each behaviour read from what the reply does, not from markers (above):
+    task 'arith', or 'countdown' with the problem's starting numbers."""
+    if task == "arith":
+        return _functional_arith(text)
+    if task == "countdown":
+        if numbers is None:
+            raise ValueError("countdown's functional detection needs the problem's numbers")
+        return _functional_countdown(text, numbers)
+    raise ValueError(f"functional detection knows arith and countdown, not {task!r}")
