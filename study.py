@@ -78,7 +78,10 @@ times = json.load(open(TIMES)) if os.path.exists(TIMES) else {}
 PAPER = ("rlsp", "linear", "cosine")      # the paper's exploration rewards: PPO takes the best
 # adaptive thinking that keeps accuracy (issue 18): RLSP on hard prompts, an economy term on the
 # easy ones (group accuracy >= 0.5): (--economy, --economy_coef), nanorlsp/rewards.py
-ECON = {"kimi": ("kimi", "0.2"), "alp": ("alp", "0.005"), "budget": ("budget", "0.2")}
+ECON = {"kimi": ("kimi", "0.2"), "alp": ("alp", "0.005"), "budget": ("budget", "0.2"),
+        # stronger coefficients, run after the first ones moved level 1-2 lengths by ~10% in
+        # 100 steps (RESULTS.md)
+        "kimi0.5": ("kimi", "0.5"), "alp0.01": ("alp", "0.01")}
 BEH = ("backtracking", "verification", "alternatives")
 BUDGET = {
     "arith": dict(sft_steps=2500, sft_flags=[], steps=100, rl_flags=[], limit=500, k=8,
@@ -121,7 +124,7 @@ def rl_flags(task: str, reward: str) -> list[str]:
 
 def short(key: str) -> str:
     if key in ECON:
-        return f"rlsp + {key} ({ECON[key][1]})"
+        return f"rlsp + {ECON[key][0]} ({ECON[key][1]})"
     return f"adaptive ({threshold(key) or '0.9'})" if key.startswith("adaptive") else key
 
 
@@ -131,7 +134,7 @@ def label_of(reward: str) -> str:
     if reward.startswith("adaptive"):
         return f"RL adaptive (threshold {threshold(reward) or '0.9'})"
     if reward in ECON:
-        return f"RL rlsp + {reward} economy on easy prompts"
+        return f"RL rlsp + {ECON[reward][0]} ({ECON[reward][1]}) economy on easy prompts"
     return f"RL {reward}"
 
 
