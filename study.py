@@ -85,7 +85,9 @@ ECON = {"kimi": ("kimi", "0.2"), "alp": ("alp", "0.005"), "budget": ("budget", "
 BEH = ("backtracking", "verification", "alternatives")
 BUDGET = {
     "arith": dict(sft_steps=2500, sft_flags=[], steps=100, rl_flags=[], limit=500, k=8,
-                  eval_flags=[], rewards="none,rlsp,linear,cosine,adaptive,adaptive_0.5,kimi,alp,budget"),
+                  eval_flags=[],
+                  rewards="none,rlsp,linear,cosine,adaptive,adaptive_0.5,kimi,alp,budget,kimi0.5,"
+                          "alp0.01"),
     "countdown": dict(sft_steps=1500, sft_flags=["--seq_len", "512", "--drop_long"], steps=40,
                       rl_flags=["--max_new_tokens", "512", "--prompts_per_step", "8",
                                 "--eval_problems", "100", "--eval_interval", "20"],
