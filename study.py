@@ -352,15 +352,19 @@ def goal_table(task: str, keys: list[str]) -> list[str]:
                "level 1-2 replies at most 40% of RLSP's tokens, the whole test set at most 70%.",
                "", "| config | pass@1 (%) | vs RLSP (points) | level 1-2 tokens (% of RLSP) | "
                "all tokens (% of RLSP) | goal |", "|---|---|---|---|---|---|",
-               f"| rlsp | {100 * r_acc:.1f} | - | {r_easy:.1f} tokens | {r_tok:.1f} tokens | - |"]
+               f"| rlsp | {100 * r_acc:.1f} | - | "
+               + (f"{r_easy:.1f} tokens" if r_easy else "-") + f" | {r_tok:.1f} tokens | - |"]
         for k in keys:
             a, tk, ez = mean(k, acc), mean(k, tok), mean(k, easy)
             if a is None:
                 continue
-            d, fe, ft = 100 * (a - r_acc), ez / r_easy, tk / r_tok
-            met = d >= -0.5 and fe <= 0.4 and ft <= 0.7
-            out.append(f"| {short(k)} | {100 * a:.1f} | {d:+.1f} | {100 * fe:.0f}% | "
-                       f"{100 * ft:.0f}% | {'met' if met else 'not met'} |")
+            # a small held-out set may hold no level 1-2 problem: that column is then '-'
+            d, ft = 100 * (a - r_acc), tk / r_tok
+            fe = ez / r_easy if ez is not None and r_easy else None
+            met = d >= -0.5 and fe is not None and fe <= 0.4 and ft <= 0.7
+            out.append(f"| {short(k)} | {100 * a:.1f} | {d:+.1f} | "
+                       + (f"{100 * fe:.0f}%" if fe is not None else "-")
+                       + f" | {100 * ft:.0f}% | {'met' if met else 'not met'} |")
     else:
         out = ["Against the goal (greedy, mean over seeds): fewer tokens on 3-number than on "
                "4-number problems, at no loss of pass@1 against RLSP.", "",
