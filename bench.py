@@ -237,6 +237,12 @@ def matmul_params(model) -> int:
     return sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
 
 
+def killed(returncode: int) -> str:
+    """A child killed by a signal writes no error line of its own: say which (9: the kernel's
+    out-of-memory killer, most often)."""
+    return f"killed by signal {-returncode}" + (" (out of memory?)" if returncode == -9 else "")
+
+
 def run_train_rl(flags: dict, out: str, launcher=(), env=None) -> list[dict]:
     """train_rl.py in a subprocess with --key value flags (True: a bare --key) writing to out;
     returns metrics.jsonl's step records. A failure is one line naming train_rl.py's first error
@@ -247,9 +253,8 @@ def run_train_rl(flags: dict, out: str, launcher=(), env=None) -> list[dict]:
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=HERE)
     if r.returncode:
         lines = [x for x in r.stderr.splitlines() if x.strip() and not x.startswith("=")]
-        if r.returncode < 0:          # a signal: no error line of its own (9: out of memory?)
-            lines = [f"killed by signal {-r.returncode}"
-                     + (" (out of memory?)" if r.returncode == -9 else "")]
+        if r.returncode < 0:          # a signal: no error line of its own
+            lines = [killed(r.returncode)]
         errs = [x for x in lines if "error" in x.lower()] or lines or ["(no output)"]
         with open(out + ".log", "w") as f:
             f.write(r.stdout + r.stderr)
@@ -399,7 +404,7 @@ def trl_in_child(spec: dict) -> list[dict]:
     """trl_run in a fresh process (bench.py --trl_one): the trainer's memory (SmolLM2 in fp32:
     ~15 GB resident at the peak) goes back to the OS before the next train_rl.py run, which a
     24 GB machine cannot hold beside it."""
-    path = os.path.join(spec["out"] + ".spec.json")
+    path = spec["out"] + ".spec.json"
     json.dump(spec, open(path, "w"))
     r = subprocess.run([sys.executable, os.path.abspath(__file__), "--sections", "trl",
                         "--device", args.device, "--threads", str(args.threads),
@@ -408,9 +413,7 @@ def trl_in_child(spec: dict) -> list[dict]:
     if r.returncode:
         with open(spec["out"] + ".log", "w") as f:
             f.write(r.stdout + r.stderr)
-        why = (f"killed by signal {-r.returncode}" + (" (out of memory?)" if r.returncode == -9
-                                                        else "")
-               if r.returncode < 0 else f"exit {r.returncode}")
+        why = killed(r.returncode) if r.returncode < 0 else f"exit {r.returncode}"
         die(f"TRL's run failed ({why}; full output in {spec['out']}.log)")
     return json.loads(r.stdout.strip().splitlines()[-1])
 
@@ -968,7 +971,8 @@ if RL_SECTIONS:
         base = dict(n_samples=2, prompts_per_step=2, max_new_tokens=16)
 
     def rl_run(nproc=1, fsdp=False, **kw):
-        """Median t_gen, t_score, t_train (s) and mean reply length over steps 2.. of a run.
+        """Median t_gen, t_score, t_train (s), mean reply length and the step records over steps
+        2.. of a run.
         fsdp: under torchrun (nproc ranks, 1 allowed) with --fsdp."""
         flags = {"init_from": os.path.join(work, "init"), "max_steps": args.rl_steps,
                  "eval_problems": 0, "device": args.device, "seed": 0, **base, **kw,
@@ -982,8 +986,7 @@ if RL_SECTIONS:
                             env)
         recs = recs[1:] or recs
         med = {k: statistics.median(x[k] for x in recs) for k in ("t_gen", "t_score", "t_train")}
-        rl_run.recs = recs
-        return med, statistics.mean(x["len_mean"] for x in recs)
+        return med, statistics.mean(x["len_mean"] for x in recs), recs
 
     def rl_row(label, med, length, rows_per_step):
         total = sum(med.values())
@@ -993,7 +996,7 @@ if RL_SECTIONS:
 
     head = ["run", "rows/step", "mean reply tokens", "step s", "generate s", "score s",
             "train s", "generate share"]
-    base_med, base_len = rl_run()
+    base_med, base_len, base_recs = rl_run()
     n_rows = base["n_samples"] * base["prompts_per_step"]
     if "rl" in sections:
         print(f"## rl: train_rl.py step split ({args.rl_model} model, random weights, {base['prompts_per_step']} prompts x "
@@ -1004,7 +1007,7 @@ if RL_SECTIONS:
         # AdamW) against the train section's bare update (reference forward, policy forward/
         # backward, AdamW) at the very shapes it trained on: each timed step's (B, L, Tn)
         rows = []
-        for r in rl_run.recs:
+        for r in base_recs:
             B, L, Tn = r["train_shape"]
             bare, _ = bench_train(args.rl_model, "rl", torch.float32, B, L, Tn, 1 if args.quick else 3,
                                   cfg=cfg)
@@ -1020,10 +1023,10 @@ if RL_SECTIONS:
         rows = [rl_row(f"default: n_samples {base['n_samples']}, max_new_tokens "
                        f"{base['max_new_tokens']}", base_med, base_len, n_rows)]
         for G in ((4,) if args.quick else (4, 16)):
-            med, ln = rl_run(n_samples=G)
+            med, ln, _ = rl_run(n_samples=G)
             rows.append(rl_row(f"n_samples {G}", med, ln, G * base["prompts_per_step"]))
         for T in ((8,) if args.quick else (64, 256)):
-            med, ln = rl_run(max_new_tokens=T)
+            med, ln, _ = rl_run(max_new_tokens=T)
             rows.append(rl_row(f"max_new_tokens {T}", med, ln, n_rows))
         print("## scaling: train_rl.py step vs samples per prompt and reply length\n")
         print(table(head, rows) + "\n", flush=True)
@@ -1032,12 +1035,12 @@ if RL_SECTIONS:
         rows = [rl_row("1 process", base_med, base_len, n_rows) + ["1.00x"]]
         # 2 ranks: on CPU 2 gloo processes; on CUDA one GPU each (NCCL refuses two ranks on one)
         if not CUDA or torch.cuda.device_count() >= 2:
-            med2, ln2 = rl_run(nproc=2)
+            med2, ln2, _ = rl_run(nproc=2)
             rows.append(rl_row("torchrun 2", med2, ln2, n_rows)
                         + [f"{t1 / sum(med2.values()):.2f}x"])
         # FSDP2 over a process group of one rank: the sharded code path on one device (the
         # smoke run a 1-GPU machine can do; nanorlsp.dist.setup says why not 2 ranks on 1 GPU)
-        medf, lnf = rl_run(nproc=1, fsdp=True)
+        medf, lnf, _ = rl_run(nproc=1, fsdp=True)
         rows.append(rl_row("torchrun 1 --fsdp", medf, lnf, n_rows)
                     + [f"{t1 / sum(medf.values()):.2f}x"])
         backend = "nccl, one GPU per rank" if CUDA else "gloo, 1 thread each"

@@ -302,32 +302,32 @@ def ms(xs: list[float], pct: bool = True) -> str:
 _levels: dict[str, dict[str, int]] = {}
 
 
-def by_level_tokens(task: str, path: str) -> dict[int, float]:
-    """Mean reply tokens per difficulty level from an eval's transcripts (each problem's level
-    looked up in the task's held-out set, which eval.py draws the same way: seed 0)."""
+def level_tokens(task: str, path: str) -> dict[int, list[int]]:
+    """Reply tokens per difficulty level from an eval's transcripts (each problem's level looked
+    up in the task's held-out set, which eval.py draws the same way: seed 0)."""
     from data import get_task
     if task not in _levels:
         _levels[task] = {p["prompt"]: p.get("level") for p in
                          get_task(task).make_problems("test", BUDGET[task]["limit"], seed=0)}
-    acc: dict[int, list[int]] = {}
+    out: dict[int, list[int]] = {}
     tp = path.replace(".json", ".transcripts.jsonl")
     if os.path.exists(tp):
         for line in open(tp):
             r = json.loads(line)
             lv = _levels[task].get(r["problem"])
             if lv is not None:
-                acc.setdefault(lv, []).append(r["n_tokens"])
-    return {k: statistics.mean(v) for k, v in sorted(acc.items())}
+                out.setdefault(lv, []).append(r["n_tokens"])
+    return out
+
+
+def by_level_tokens(task: str, path: str) -> dict[int, float]:
+    """Mean reply tokens per difficulty level of an eval."""
+    return {k: statistics.mean(v) for k, v in sorted(level_tokens(task, path).items())}
 
 
 def tokens_on(task: str, path: str, levels: set[int]) -> float | None:
-    """Mean reply tokens of an eval's transcripts over the problems of the given levels."""
-    by_level_tokens(task, path)                    # fills _levels[task]
-    tp = path.replace(".json", ".transcripts.jsonl")
-    if not os.path.exists(tp):
-        return None
-    n = [r["n_tokens"] for line in open(tp)
-         if _levels[task].get((r := json.loads(line))["problem"]) in levels]
+    """Mean reply tokens of an eval over the problems of the given levels (None: none there)."""
+    n = [x for lv, xs in level_tokens(task, path).items() if lv in levels for x in xs]
     return statistics.mean(n) if n else None
 
 

@@ -20,6 +20,7 @@ Two kinds of evidence:
   counts once per behaviour however many times the pattern matches.
 """
 import re
+from fractions import Fraction
 
 BEHAVIORS = ("backtracking", "verification", "alternatives")
 
@@ -125,8 +126,8 @@ def spans(text: str, task: str | None = None) -> list[tuple[int, int, str]]:
 # countdown: every "a op b = c" is applied to the numbers in play, from the problem's numbers: a
 # move whose operands are not both in play now but are in an earlier state returns to that state
 # (backtracking); more than one distinct move from the starting numbers is exploring
-# alternatives; an equation written a second time with the same value (or the final
-# expression's value recomputed) is verification.
+# alternatives; a whole expression (two operators or more) evaluated to a value a move already
+# reached is verification.
 
 _EQ = re.compile(r"(\d+(?:\s*[-+*/]\s*\d+)+)\s*=\s*(-?\d+)")
 _STEP = re.compile(r"^\s*(\d+(?:\s*[-+*]\s*\d+)+)\s*=\s*(-?\d+)(?:,\s*\+10\s*=\s*\d+)?:\s*(\d+)", re.M)
@@ -141,9 +142,9 @@ def _functional_arith(text: str) -> dict[str, int]:
     by_col: dict[int, list[tuple[str, str]]] = {}      # column -> [(expr, result)] so far
     latest: dict[str, str] = {}                        # expr -> its latest step's result
     col_max, first = 0, None
-    steps = {m.start(): m for m in _STEP.finditer(text)}
-    ends = [(m.start(), m.end()) for m in steps.values()]
-    events = sorted([(m.start(), "step", m) for m in steps.values()]
+    steps = list(_STEP.finditer(text))
+    ends = [(m.start(), m.end()) for m in steps]
+    events = sorted([(m.start(), "step", m) for m in steps]
                     + [(m.start(), "eq", m) for m in _EQ.finditer(text)
                        if not any(a <= m.start() < b for a, b in ends)], key=lambda x: x[0])
     for _, kind, m in events:
@@ -156,7 +157,8 @@ def _functional_arith(text: str) -> dict[str, int]:
         if col == 1:
             if first is not None and col_max >= 1 and expr != first:
                 out["alternatives"] += 1               # a second route from the first column
-            first = first if first is not None else expr
+            if first is None:
+                first = expr
         if col <= col_max and col in by_col:           # back to a column already written
             if any(e == expr and r != res for e, r in by_col[col]):
                 out["backtracking"] += 1
@@ -173,10 +175,10 @@ _CD_EXPR = re.compile(r"([\d(][\d()+\-*/ ]*[\d)])\s*=\s*(-?\d+)")
 
 
 def _functional_countdown(text: str, numbers: list[int]) -> dict[str, int]:
-    from fractions import Fraction
     out = dict.fromkeys(BEHAVIORS, 0)
     stack, first_moves = [sorted(Fraction(n) for n in numbers)], set()
-    for m in _CD_MOVE.finditer(text):
+    moves = list(_CD_MOVE.finditer(text))
+    for m in moves:
         a, op, b, c = (Fraction(m.group(1)), m.group(2), Fraction(m.group(3)),
                        Fraction(m.group(4)))
 
@@ -209,8 +211,9 @@ def _functional_countdown(text: str, numbers: list[int]) -> dict[str, int]:
     out["alternatives"] = max(0, len(first_moves) - 1)
     # a whole expression (two operators or more) evaluated to a value the reply already wrote
     for m in _CD_EXPR.finditer(text):
-        before = {Fraction(x.group(4)) for x in _CD_MOVE.finditer(text[:m.start()])}
-        if len(re.findall(r"[-+*/]", m.group(1))) >= 2 and Fraction(m.group(2)) in before:
+        if len(re.findall(r"[-+*/]", m.group(1))) >= 2 and any(
+                x.start() < m.start() and Fraction(x.group(4)) == Fraction(m.group(2))
+                for x in moves):
             out["verification"] += 1
     return out
 

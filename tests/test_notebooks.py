@@ -26,23 +26,27 @@ CELL_TIMEOUT_FULL = 900
 
 
 def execute(nb, quick: bool, timeout: int, timing: bool = False):
-    """Run a notebook (read with nbformat) in a fresh kernel, filling its outputs in place.
-    timing: returns each code cell's seconds (the cells keep no timing metadata)."""
-    from datetime import datetime
+    """Run a notebook (read with nbformat) in a fresh kernel, filling its outputs in place
+    (timing: each code cell's metadata records its times, for cell_seconds)."""
     from nbclient import NotebookClient
     os.environ["NANORLSP_QUICK"] = "1" if quick else "0"  # the kernel inherits the environment
     client = NotebookClient(nb, timeout=timeout, kernel_name="python3", record_timing=timing,
                             resources={"metadata": {"path": NB_DIR}})
     client.execute()
-    if not timing:
-        return nb
+    return nb
+
+
+def cell_seconds(nb) -> list[float]:
+    """Each code cell's seconds from the times execute(..., timing=True) recorded, removing them
+    (the committed notebooks keep no timing metadata)."""
+    from datetime import datetime
     secs = []
     for c in (c for c in nb.cells if c.cell_type == "code"):
         t = c.metadata.pop("execution", {})
         a, b = t.get("iopub.execute_input"), t.get("shell.execute_reply")
         secs.append((datetime.fromisoformat(b.rstrip("Z")) - datetime.fromisoformat(a.rstrip("Z"))
                      ).total_seconds() if a and b else float("nan"))
-    return nb, secs
+    return secs
 
 
 def load_error(nb) -> str | None:
@@ -99,8 +103,9 @@ if __name__ == "__main__":
     import nbformat
     for p in sys.argv[1:] or NOTEBOOKS:
         t0 = time.time()
-        nb, secs = execute(nbformat.read(p, as_version=4), quick=False, timeout=CELL_TIMEOUT_FULL,
-                           timing=True)
+        nb = execute(nbformat.read(p, as_version=4), quick=False, timeout=CELL_TIMEOUT_FULL,
+                     timing=True)
+        secs = cell_seconds(nb)
         nbformat.write(nb, p)
         print(f"{p}: {time.time() - t0:.0f} s, {os.path.getsize(p) / 1e3:.0f} KB; code cells (s): "
               + " ".join(f"{x:.0f}" for x in secs), flush=True)
