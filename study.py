@@ -167,11 +167,11 @@ def eval_cmds(task: str, run_dir: str) -> list[list[str]]:
     return out
 
 
-def run_job(name: str, cmds: list[list[str]]) -> None:
+def run_job(name: str, cmds: list[list[str]], threads: int = THREADS) -> None:
     cmds = [c for c in cmds if c]
     if not cmds:
         return
-    env = {**os.environ, "OMP_NUM_THREADS": str(THREADS)}
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     t0 = time.time()
     with open(os.path.join(OUT, "logs", name.replace("/", "_") + ".log"), "a") as log:
         for c in cmds:
@@ -193,8 +193,11 @@ def run_job(name: str, cmds: list[list[str]]) -> None:
 
 
 def run_all(jobs: dict) -> None:
+    # a phase with fewer jobs to do than --jobs (one task's SFT) gives each of them more threads
+    todo = sum(any(v) for v in jobs.values())
+    threads = max(1, (os.cpu_count() or 1) // max(1, min(args.jobs, todo)))
     with ThreadPoolExecutor(args.jobs) as pool:
-        for f in [pool.submit(run_job, k, v) for k, v in jobs.items()]:
+        for f in [pool.submit(run_job, k, v, threads) for k, v in jobs.items()]:
             f.result()
 
 
@@ -331,11 +334,39 @@ def tokens_on(task: str, path: str, levels: set[int]) -> float | None:
     return statistics.mean(n) if n else None
 
 
+def greedy_correct(task: str, key: str) -> tuple[list[str], list[list[float]]]:
+    """(problems, (S, N) 0/1 scores) of a config's greedy evals, one row per finished seed, the
+    problems sorted so every config's columns line up (nanorlsp/stats.py's paired_ci)."""
+    rows = []
+    for d in runs_of(task, key):
+        tp = os.path.join(d, "eval_greedy.transcripts.jsonl")
+        if os.path.exists(tp):
+            rows.append({(r := json.loads(line))["problem"]: float(r["correct"])
+                         for line in open(tp)})
+    probs = sorted(set.intersection(*(set(r) for r in rows))) if rows else []
+    return probs, [[r[p] for p in probs] for r in rows]
+
+
+def vs_rlsp_ci(task: str, key: str) -> str:
+    """The paired 95% interval (bootstrap over seeds and problems) of key's greedy pass@1 minus
+    RLSP's, in points; '*' marks one that excludes 0. '-' without common problems."""
+    from nanorlsp.stats import paired_ci, significant
+    pa, a = greedy_correct(task, key)
+    pb, b = greedy_correct(task, "rlsp")
+    common = sorted(set(pa) & set(pb))
+    if not common:
+        return "-"
+    a = [[r[pa.index(p)] for p in common] for r in a]
+    b = [[r[pb.index(p)] for p in common] for r in b]
+    _, lo, hi = paired_ci(a, b)
+    return f"[{100 * lo:+.1f}, {100 * hi:+.1f}]" + ("*" if significant(lo, hi) else "")
+
+
 def goal_table(task: str, keys: list[str]) -> list[str]:
     """Adaptive thinking's goal (issue 18) against plain RLSP, means over seeds of the greedy
     evals. arith: pass@1 within 0.5 points of RLSP, levels 1-2 at <= 40% of RLSP's tokens and
     the whole test set at <= 70%. countdown: fewer tokens on 3- than on 4-number problems, at no
-    loss of pass@1 against RLSP."""
+    loss of pass@1 against RLSP. Beside each difference: its paired 95% interval."""
     def mean(key, f):
         xs = [x for d in runs_of(task, key) if (e := read(p := os.path.join(d, "eval_greedy.json")))
               and (x := f(e, p)) is not None]
@@ -349,10 +380,12 @@ def goal_table(task: str, keys: list[str]) -> list[str]:
         return []
     if task == "arith":
         out = ["Against the goal (greedy, mean over seeds): pass@1 within 0.5 points of RLSP, "
-               "level 1-2 replies at most 40% of RLSP's tokens, the whole test set at most 70%.",
-               "", "| config | pass@1 (%) | vs RLSP (points) | level 1-2 tokens (% of RLSP) | "
-               "all tokens (% of RLSP) | goal |", "|---|---|---|---|---|---|",
-               f"| rlsp | {100 * r_acc:.1f} | - | "
+               "level 1-2 replies at most 40% of RLSP's tokens, the whole test set at most 70%. "
+               "95% CI: the paired bootstrap interval of the difference over seeds and problems "
+               "(nanorlsp/stats.py; * excludes 0).",
+               "", "| config | pass@1 (%) | vs RLSP (points) | 95% CI | level 1-2 tokens (% of "
+               "RLSP) | all tokens (% of RLSP) | goal |", "|---|---|---|---|---|---|---|",
+               f"| rlsp | {100 * r_acc:.1f} | - | - | "
                + (f"{r_easy:.1f} tokens" if r_easy else "-") + f" | {r_tok:.1f} tokens | - |"]
         for k in keys:
             a, tk, ez = mean(k, acc), mean(k, tok), mean(k, easy)
@@ -362,21 +395,23 @@ def goal_table(task: str, keys: list[str]) -> list[str]:
             d, ft = 100 * (a - r_acc), tk / r_tok
             fe = ez / r_easy if ez is not None and r_easy else None
             met = d >= -0.5 and fe is not None and fe <= 0.4 and ft <= 0.7
-            out.append(f"| {short(k)} | {100 * a:.1f} | {d:+.1f} | "
+            out.append(f"| {short(k)} | {100 * a:.1f} | {d:+.1f} | {vs_rlsp_ci(task, k)} | "
                        + (f"{100 * fe:.0f}%" if fe is not None else "-")
                        + f" | {100 * ft:.0f}% | {'met' if met else 'not met'} |")
     else:
         out = ["Against the goal (greedy, mean over seeds): fewer tokens on 3-number than on "
-               "4-number problems, at no loss of pass@1 against RLSP.", "",
-               "| config | pass@1 (%) | vs RLSP (points) | 3-number tokens | 4-number tokens | "
-               "goal |", "|---|---|---|---|---|---|"]
+               "4-number problems, at no loss of pass@1 against RLSP. 95% CI: as on arith.", "",
+               "| config | pass@1 (%) | vs RLSP (points) | 95% CI | 3-number tokens | 4-number "
+               "tokens | goal |", "|---|---|---|---|---|---|---|"]
         for k in ["rlsp"] + keys:
             a, ez, hd = mean(k, acc), mean(k, easy), mean(k, hard)
             if a is None or ez is None or hd is None:
                 continue
             d = 100 * (a - r_acc)
             met = "-" if k == "rlsp" else "met" if ez < hd and d >= 0 else "not met"
-            out.append(f"| {short(k)} | {100 * a:.1f} | {d:+.1f} | {ez:.0f} | {hd:.0f} | {met} |")
+            vs, ci = ("-", "-") if k == "rlsp" else (f"{d:+.1f}", vs_rlsp_ci(task, k))
+            out.append(f"| {short(k)} | {100 * a:.1f} | {vs} | {ci} | {ez:.0f} | {hd:.0f} | "
+                       f"{met} |")
     return out + [""]
 
 
@@ -399,8 +434,9 @@ for t in TASKS:
                  f"evaluation on {b['limit']} held-out problems, greedy and {b['k']} samples at "
                  f"T = 1 (`eval.py` defaults{', ' + ' '.join(b['eval_flags']) if b['eval_flags'] else ''}).")
 lines += ["", f"`train min` is the training command's wall-clock on {os.cpu_count()} CPU core(s) "
-          f"with --jobs {args.jobs} runs (each {THREADS} thread(s)) sharing them, and sometimes a "
-          "second study process: a cost, not a benchmark.", ""]
+          f"with --jobs {args.jobs} runs (each {THREADS} thread(s)) sharing them (a phase with "
+          "fewer runs to do, such as one task's SFT, gives each more), and sometimes a second "
+          "study process: a cost, not a benchmark.", ""]
 results = os.path.abspath(args.results)
 fig_dir = os.path.join(os.path.dirname(results), "docs", "study")     # linked relatively
 os.makedirs(fig_dir, exist_ok=True)

@@ -6,6 +6,7 @@ Marked slow (about a minute on 2 cores).
 """
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -28,6 +29,10 @@ def test_study_small(tmp_path):
                   "PPO rlsp"):
         assert f"| {label}" in text, label
     assert "adaptive thinking vs plain RLSP" in text
+    # the goal table: the difference from RLSP with its paired 95% interval (nanorlsp/stats.py)
+    assert re.search(r"\| adaptive \(0\.5\) \| [\d.]+ \| [+-][\d.]+ \| "
+                     r"\[[+-][\d.]+, [+-][\d.]+\]\*? \|", text), \
+        text.split("Against the goal")[-1][:800]
     # what emerged: each behaviour in the SFT data vs after RLSP; SmolLM2's evals are absent here
     for b in ("backtracking", "verification", "alternatives"):
         assert f"| {b} | " in text.split("## What emerged")[1], b
