@@ -1,7 +1,7 @@
 """
 The RLSP study at small scale: every run, evaluation, table and figure of RESULTS.md.
 
-    python study.py                           # the whole study, from scratch, resumable (~2.5 h)
+    python study.py                           # the whole study, from scratch, resumable
     python study.py --tasks arith --seeds 1   # a smaller one
     python study.py --report                  # only rewrite RESULTS.md from the finished runs
 
@@ -10,8 +10,10 @@ each task with its own BUDGET below, the same for all of its configs:
 1. SFT, one checkpoint per task: the shared starting point.
 2. RL from it, one run per reward and seed (REINFORCE): verifier only (none), the paper's rlsp,
    linear and cosine; adaptive (rlsp with the difficulty-aware schedule: pay for exploring on
-   prompts the group fails, charge for length on prompts it solves); then PPO with the paper's
-   reward whose REINFORCE runs scored best.
+   prompts the group fails, charge for length on prompts it solves); the economy terms on easy
+   prompts (kimi, alp, budget: adaptive thinking); the exploration-strength sweep rlsp@S (coef =
+   S x L_typical, the SFT model's typical reasoning length: the term is -S at a typical reply);
+   then PPO with the paper's reward whose REINFORCE runs scored best.
 3. Every checkpoint (the SFT one included) evaluated on held-out problems: greedy (pass@1, reply
    length, truncation, accuracy and tokens by level) and k samples at T = 1 (pass@k, maj@k,
    behaviour frequencies).
@@ -82,17 +84,23 @@ ECON = {"kimi": ("kimi", "0.2"), "alp": ("alp", "0.005"), "budget": ("budget", "
         # stronger coefficients, run after the first ones moved level 1-2 lengths by ~10% in
         # 100 steps (RESULTS.md)
         "kimi0.5": ("kimi", "0.5"), "alp0.01": ("alp", "0.01")}
+# exploration strength (issue 19, item 1): rlsp@S is rlsp with coef = S * L_typical, so its term
+# -coef / L is -S at a typical reasoning length, against the correctness term's 1. The paper's
+# runs sit at S ~ 1 (lambda = 1000, ~1000 reasoning tokens); the default coef 0.5 is S ~ 0.01.
+# S = 0 is the verifier-only run (none). L_typical: l_typical() below.
+STRENGTHS = ("0.03", "0.1", "0.3", "1")
 BEH = ("backtracking", "verification", "alternatives")
 BUDGET = {
     "arith": dict(sft_steps=2500, sft_flags=[], steps=100, rl_flags=[], limit=500, k=8,
                   eval_flags=[],
                   rewards="none,rlsp,linear,cosine,adaptive,adaptive_0.5,kimi,alp,budget,kimi0.5,"
-                          "alp0.01"),
+                          "alp0.01,rlsp@0.03,rlsp@0.1,rlsp@0.3,rlsp@1"),
     "countdown": dict(sft_steps=1500, sft_flags=["--seq_len", "512", "--drop_long"], steps=40,
                       rl_flags=["--max_new_tokens", "512", "--prompts_per_step", "8",
                                 "--eval_problems", "100", "--eval_interval", "20"],
                       limit=200, k=4, eval_flags=["--max_new_tokens", "512"],
-                      rewards="none,rlsp,linear,cosine,kimi,alp,budget"),
+                      rewards="none,rlsp,linear,cosine,kimi,alp,budget,rlsp@0.03,rlsp@0.1,"
+                              "rlsp@0.3,rlsp@1"),
 }
 for t in TASKS:
     if t not in BUDGET:
@@ -111,8 +119,57 @@ def threshold(reward: str) -> str | None:
     return reward.partition("_")[2] or None
 
 
+def strength(reward: str) -> float | None:
+    """rlsp@S -> S; None for every other config ('none' is strength 0: sweep_rows)."""
+    return float(reward.partition("@")[2]) if reward.startswith("rlsp@") else None
+
+
+def reasoning_ids(task: str, text: str, tok) -> list[int]:
+    """A reply's reasoning tokens as train_rl.py scores them: the text before the answer the
+    checker reads (all of it when there is none)."""
+    from data import get_task
+    start = get_task(task).answer_start(text)
+    return tok.encode(text[:start] if start is not None else text)
+
+
+def l_typical(task: str) -> float | None:
+    """L_typical: the SFT model's median reasoning length (tokens before the answer) over its
+    T = 1 held-out samples that reason at all (L > 0). Not over all replies: after SFT most arith
+    replies are direct answers (L = 0, the median is then 0), and the term's size at L = 0 is
+    -coef for any S. Computed once, from the SFT run's eval_t1 transcripts, and kept in
+    sft/l_typical.json with the share of samples that reason, so every run of a sweep (and every
+    rerun of the report) uses one value. None before the SFT evals exist."""
+    sft = os.path.join(OUT, task, "sft")
+    path = os.path.join(sft, "l_typical.json")
+    if (r := read(path)) is not None:
+        return r["tokens"]
+    tp = os.path.join(sft, "eval_t1.transcripts.jsonl")
+    if not os.path.exists(tp):
+        return None
+    from nanorlsp.tokenizer import load_tokenizer
+    tok = load_tokenizer(sft)
+    lens = [len(reasoning_ids(task, json.loads(line)["response"], tok)) for line in open(tp)]
+    reason = [n for n in lens if n > 0]
+    tokens = float(statistics.median(reason)) if reason else 1.0
+    json.dump({"tokens": tokens, "share_reasoning": len(reason) / max(1, len(lens)),
+               "samples": len(lens), "from": "eval_t1.transcripts.jsonl"}, open(path, "w"))
+    return tokens
+
+
+def strength_coef(task: str, reward: str) -> float:
+    lt = l_typical(task)
+    if lt is None:
+        tp = os.path.join(OUT, task, "sft", "eval_t1.transcripts.jsonl")
+        raise SystemExit(f"study: {reward} needs L_typical, from the SFT run's T = 1 evals "
+                         f"({tp}): none yet")
+    return strength(reward) * lt
+
+
 def rl_flags(task: str, reward: str) -> list[str]:
     f = BUDGET[task]["rl_flags"] + args.rl_flags.split()
+    if strength(reward) is not None:
+        return f + ["--explore_reward", "rlsp", "--explore_coef",
+                    f"{strength_coef(task, reward):.6g}"]
     if reward.startswith("adaptive"):
         thr = threshold(reward)
         return f + ["--explore_reward", "rlsp", "--explore_schedule", "adaptive",
@@ -125,6 +182,8 @@ def rl_flags(task: str, reward: str) -> list[str]:
 
 
 def short(key: str) -> str:
+    if strength(key) is not None:
+        return f"rlsp, strength {strength(key):g}"
     if key in ECON:
         return f"rlsp + {ECON[key][0]} ({ECON[key][1]})"
     return f"adaptive ({threshold(key) or '0.9'})" if key.startswith("adaptive") else key
@@ -135,6 +194,8 @@ def label_of(reward: str) -> str:
         return "RL verifier only (none)"
     if reward.startswith("adaptive"):
         return f"RL adaptive (threshold {threshold(reward) or '0.9'})"
+    if strength(reward) is not None:
+        return f"RL rlsp, strength {strength(reward):g} (coef / L_typical)"
     if reward in ECON:
         return f"RL rlsp + {ECON[reward][0]} ({ECON[reward][1]}) economy on easy prompts"
     return f"RL {reward}"
@@ -415,6 +476,97 @@ def goal_table(task: str, keys: list[str]) -> list[str]:
     return out + [""]
 
 
+def greedy_lengths(task: str, run_dir: str, tok, pieces) -> dict | None:
+    """Reasoning tokens of a run's greedy replies, raw and effective (raw minus the tokens that
+    only repeat earlier text, the reward's L), and the share with no answer the checker reads."""
+    from nanorlsp.rewards import repeated_tokens
+    tp = os.path.join(run_dir, "eval_greedy.transcripts.jsonl")
+    if not os.path.exists(tp):
+        return None
+    raw, eff, none = [], [], []
+    for line in open(tp):
+        r = json.loads(line)
+        ids = reasoning_ids(task, r["response"], tok)
+        raw.append(len(ids))
+        eff.append(len(ids) - repeated_tokens(ids, 8, pieces))
+        none.append(r["answer"] is None)
+    return {"raw": statistics.mean(raw), "effective": statistics.mean(eff),
+            "no_answer": statistics.mean(none)}
+
+
+def strength_section(task: str, fig_dir: str) -> list[str]:
+    """Issue 19 item 1's table and figure: greedy pass@1 (95% interval over seeds and problems,
+    and paired against verifier only), reply and reasoning tokens, the replies that stop
+    answering, the rollouts' last 10 steps and the behaviours at T = 1, per strength S."""
+    from nanorlsp.rewards import token_pieces
+    from nanorlsp.stats import bootstrap_ci, paired_ci, significant
+    from nanorlsp.plot import strength_figure
+    sweep = [r for r in rewards_of(task) if strength(r) is not None]
+    lt = l_typical(task)
+    if not sweep or lt is None:
+        return []
+    from nanorlsp.tokenizer import load_tokenizer
+    tok = load_tokenizer(os.path.join(OUT, task, "sft"))
+    pieces = token_pieces(tok)
+    lt_info = read(os.path.join(OUT, task, "sft", "l_typical.json"))
+    out = [f"### {task}: exploration strength", "",
+           f"rlsp at coef = S x L_typical, L_typical = {lt:.0f} tokens: the SFT model's median "
+           f"reasoning length over its T = 1 held-out samples that reason at all "
+           f"({100 * lt_info['share_reasoning']:.0f}% of them; the others answer directly). At a "
+           "typical reply the exploration term is -S against correctness's 1 (the paper's "
+           "lambda = 1000 at ~1000 tokens: S ~ 1). S = 0 is verifier only. Greedy evals; "
+           "95% CI: bootstrap over seeds and problems (nanorlsp/stats.py), vs S = 0 paired "
+           "(* excludes 0). Effective: reasoning tokens that are not repeats (the reward's L). "
+           "Last 10 steps: the rollouts at T = 1.", "",
+           "| S | coef | runs | greedy pass@1 (%) [95% CI] | vs S = 0 (points) [95% CI] | "
+           "reasoning tokens raw / effective | truncated / no answer (%) | last 10 steps: "
+           "truncated / no answer (%) | backtracking / verification / alternatives, T=1 (%) |",
+           "|" + "---|" * 9]
+    keys = [("none", 0.0)] + ([("rlsp", None)] if "rlsp" in rewards_of(task) else []) + \
+        [(r, strength(r)) for r in sweep]
+    base = greedy_correct(task, "none")
+    points = []
+    for key, S in keys:
+        dirs = [d for d in runs_of(task, key) if read(os.path.join(d, "eval_greedy.json"))]
+        if not dirs:
+            continue
+        cfg = read(os.path.join(dirs[0], "config.json")) or {}
+        coef = 0.0 if key == "none" else cfg.get("args", {}).get("explore_coef", float("nan"))
+        S = coef / lt if S is None else S                    # the default rlsp run's strength
+        probs, sc = greedy_correct(task, key)
+        m, lo, hi = bootstrap_ci(sc)
+        if key == "none" or not base[0]:
+            vs = "-"
+        else:
+            common = sorted(set(probs) & set(base[0]))
+            d, dlo, dhi = paired_ci([[r[probs.index(p)] for p in common] for r in sc],
+                                    [[r[base[0].index(p)] for p in common] for r in base[1]])
+            vs = f"{100 * d:+.1f} [{100 * dlo:+.1f}, {100 * dhi:+.1f}]" + \
+                ("*" if significant(dlo, dhi) else "")
+        g = [read(os.path.join(d, "eval_greedy.json")) for d in dirs]
+        ln = [x for d in dirs if (x := greedy_lengths(task, d, tok, pieces))]
+        t1 = [e for d in dirs if (e := read(os.path.join(d, "eval_t1.json")))]
+        late = [st[-10:] for d in dirs if len(st := rollout_steps(d)) >= 10]
+        lmean = lambda k: statistics.mean(r.get(k, 0.0) for st in late for r in st)  # noqa: E731
+        beh = {b: statistics.mean(e["behaviors"][b] for e in t1) for b in BEH} if t1 else {}
+        point = {"S": S, "acc": m, "raw": statistics.mean(x["raw"] for x in ln),
+                 "effective": statistics.mean(x["effective"] for x in ln),
+                 "truncated": statistics.mean(e["truncation_rate"] for e in g),
+                 "no_answer": statistics.mean(x["no_answer"] for x in ln), "behaviors": beh}
+        points.append(point)
+        out.append(f"| {S:.3g}{' (default coef)' if key == 'rlsp' else ''} | {coef:.3g} | "
+                   f"{len(dirs)} | {100 * m:.1f} [{100 * lo:.1f}, {100 * hi:.1f}] | {vs} | "
+                   f"{point['raw']:.1f} / {point['effective']:.1f} | "
+                   f"{100 * point['truncated']:.1f} / {100 * point['no_answer']:.1f} | "
+                   + (f"{100 * lmean('truncated'):.1f} / {100 * lmean('no_answer'):.1f}"
+                      if late else "-") + " | "
+                   + (" / ".join(f"{100 * beh[b]:.1f}" for b in BEH) if beh else "-") + " |")
+    name = f"{task}_strength.png"
+    strength_figure(points, f"{task}: against the exploration strength (mean over seeds)").savefig(
+        os.path.join(fig_dir, name), dpi=80)
+    return out + ["", f"![{task} against the exploration strength](docs/study/{name})", ""]
+
+
 # measured once, by hand, for the committed RESULTS.md (the runs are resumable, so a clock in
 # here would only see the last invocation)
 MEASURED = ("about 2 h 30 min on the 2-core CPU that made this file (07:12-09:51 with a 9-minute "
@@ -499,6 +651,8 @@ for t in TASKS:
             os.path.join(fig_dir, f"{t}_levels.png"), dpi=80)
         lines += ["", f"![{t} by level](docs/study/{t}_levels.png)", ""]
         lines += goal_table(t, [k for k in adaptive if k != "rlsp"])
+    # exploration strength: every rlsp@S against the verifier-only run (S = 0)
+    lines += strength_section(t, fig_dir)
     # over training, from each run's rollouts (T = 1): first / last 10 steps, and the figure
     steps = {label: [st for d in dirs if (st := rollout_steps(d))] for label, _, dirs in configs[1:]}
     lines += [f"### {t}: over training (rollouts at T = 1, first / last 10 steps, mean over "

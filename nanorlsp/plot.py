@@ -16,6 +16,7 @@ a run logged before these existed shows empty panels).
     figs = figures(["out/rl", "out/rl_none"])   # {"reward": Figure, ...}: what the notebooks show
     plot_runs(["out/rl"], "plots/")             # the same figures, saved as PNG (the CLI)
     levels_figure({"rlsp": ([1, 2], [0.9, 0.8], [24, 50])}, "arith")   # adaptive thinking
+    strength_figure(points, "arith")            # the study's exploration-strength sweep
     overview_figure("out/rl")                   # accuracy, length, behaviours: the README's
 
 Figures are built with matplotlib's object API (matplotlib.figure.Figure), never pyplot: no
@@ -168,6 +169,39 @@ def levels_figure(per_config: dict, title: str, level_name: str = "level") -> Fi
     ax_xy.set(title=f"accuracy vs tokens (markers: {level_name})", xlabel="reply tokens",
               ylabel="fraction correct", xscale="log", ylim=(0, 1.02))
     ax_acc.legend(fontsize=7)
+    fig.suptitle(title)
+    return fig
+
+
+def strength_figure(points: list[dict], title: str) -> Figure:
+    """Everything against the exploration strength S (coef / L_typical; RLSP study v2). points:
+    one per config, mean over its seeds, {"S", "acc", "raw", "effective", "truncated",
+    "no_answer", "behaviors": {name: share}}, S = 0 for the verifier-only run. Four panels:
+    greedy accuracy; reasoning tokens raw and effective (a gap is padding the guard did not pay
+    for); truncated and no-answer shares (replies that stop answering); behaviour shares. The x
+    axis is symlog, linear below 0.01, so S = 0 has a place."""
+    pts = sorted(points, key=lambda p: p["S"])
+    xs = [p["S"] for p in pts]
+    fig = Figure(figsize=(16, 3.6), layout="constrained")
+    ax_acc, ax_len, ax_bad, ax_beh = fig.subplots(1, 4)
+    ax_acc.plot(xs, [p["acc"] for p in pts], "o-")
+    ax_acc.set(title="greedy pass@1", ylabel="fraction correct", ylim=(0, 1.02))
+    ax_len.plot(xs, [p["raw"] for p in pts], "o-", label="raw")
+    ax_len.plot(xs, [p["effective"] for p in pts], "s--", label="effective (not repeated)")
+    ax_len.set(title="reasoning tokens (greedy)", ylabel="tokens")
+    ax_len.legend(fontsize=7)
+    ax_bad.plot(xs, [p["truncated"] for p in pts], "o-", label="truncated")
+    ax_bad.plot(xs, [p["no_answer"] for p in pts], "s--", label="no answer")
+    ax_bad.set(title="replies that stop answering (greedy)", ylabel="share", ylim=(0, 1.02))
+    ax_bad.legend(fontsize=7)
+    for b in sorted({b for p in pts for b in p["behaviors"]}):
+        ax_beh.plot(xs, [p["behaviors"].get(b, float("nan")) for p in pts], "o-", label=b)
+    ax_beh.set(title="behaviours (T = 1 samples)", ylabel="share", ylim=(0, 1.02))
+    ax_beh.legend(fontsize=7)
+    for ax in fig.axes:
+        ax.set_xscale("symlog", linthresh=0.01)
+        ax.set_xlim(left=0)
+        ax.set_xlabel("strength S = coef / L_typical")
     fig.suptitle(title)
     return fig
 

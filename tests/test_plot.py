@@ -51,6 +51,23 @@ def test_levels_figure(tmp_path):
     assert (tmp_path / "levels.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_strength_figure(tmp_path):
+    """The sweep's figure: points sorted by strength (given out of order here), S = 0 kept on a
+    symlog axis starting at 0, raw and effective lengths as two lines."""
+    from nanorlsp.plot import strength_figure
+    def pt(S, acc, raw, eff):
+        return dict(S=S, acc=acc, raw=raw, effective=eff, truncated=0.0, no_answer=0.0,
+                    behaviors={"verification": acc / 2})
+    fig = strength_figure([pt(1, 0.7, 90, 60), pt(0, 0.8, 20, 20), pt(0.1, 0.85, 40, 39)], "arith")
+    acc, length, bad, beh = fig.axes
+    assert list(acc.lines[0].get_xdata()) == [0, 0.1, 1]
+    assert list(acc.lines[0].get_ydata()) == [0.8, 0.85, 0.7]
+    assert [list(x.get_ydata()) for x in length.lines] == [[20, 40, 90], [20, 39, 60]]
+    assert acc.get_xscale() == "symlog" and acc.get_xlim()[0] == 0
+    fig.savefig(tmp_path / "strength.png")
+    assert (tmp_path / "strength.png").read_bytes()[:4] == b"\x89PNG"
+
+
 def test_overview_figure(tmp_path):
     from nanorlsp.plot import overview_figure
     fig = overview_figure(fake_run(tmp_path / "run"), "a run")

@@ -1,6 +1,6 @@
 """
-study.py end to end at toy size: SFT, RL runs for three rewards (one adaptive with its own
-threshold) and PPO on the best of the paper's, their
+study.py end to end at toy size: SFT, RL runs for four rewards (one adaptive with its own
+threshold, one an exploration strength) and PPO on the best of the paper's, their
 evaluations, RESULTS.md with its tables and figures; a second invocation redoes nothing.
 Marked slow (about a minute on 2 cores).
 """
@@ -19,7 +19,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def test_study_small(tmp_path):
     out, res = str(tmp_path / "study"), str(tmp_path / "RESULTS.md")
     cmd = [sys.executable, "study.py", "--tasks", "arith", "--seeds", "1,2", "--steps", "2",
-           "--sft_steps", "20", "--limit", "6", "--rewards", "none,rlsp,adaptive_0.5", "--jobs", "2",
+           "--sft_steps", "20", "--limit", "6", "--rewards", "none,rlsp,adaptive_0.5,rlsp@1",
+           "--jobs", "2",
            "--out_dir", out, "--results", res, "--smol_dir", str(tmp_path / "no_smol"), "--rl_flags",
            "--prompts_per_step 2 --n_samples 2 --max_new_tokens 12 --eval_problems 0"]
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
@@ -37,14 +38,22 @@ def test_study_small(tmp_path):
     for b in ("backtracking", "verification", "alternatives"):
         assert f"| {b} | " in text.split("## What emerged")[1], b
     assert "Not found in" in text.split("## A real model")[1]
-    for name in ("training", "levels"):
+    # the exploration-strength sweep: rlsp@1's coef is 1 x L_typical, measured once from SFT
+    lt = json.load(open(os.path.join(out, "arith", "sft", "l_typical.json")))
+    assert lt["tokens"] > 0 and 0 <= lt["share_reasoning"] <= 1 and lt["samples"] == 6 * 8
+    cfg = json.load(open(os.path.join(out, "arith", "rlsp@1_s1", "config.json")))["args"]
+    assert (cfg["explore_reward"], cfg["explore_coef"]) == ("rlsp", pytest.approx(lt["tokens"]))
+    sweep = text.split("### arith: exploration strength")[1].split("###")[0]
+    assert [r.split(" | ")[0] for r in sweep.splitlines() if r.startswith("| ")][1:] == \
+        ["| 0", f"| {0.5 / lt['tokens']:.3g} (default coef)", "| 1"]
+    for name in ("training", "levels", "strength"):
         assert os.path.exists(tmp_path / "docs" / "study" / f"arith_{name}.png")
     assert "over training (rollouts at T = 1" in text
     runs = set(os.listdir(os.path.join(out, "arith")))
     ppo = {d for d in runs if d.startswith("ppo_")}
     assert ppo == {"ppo_rlsp_s1", "ppo_rlsp_s2"}   # PPO takes the best of the paper's rewards
     assert runs - ppo == {"sft", "none_s1", "none_s2", "rlsp_s1", "rlsp_s2", "adaptive_0.5_s1",
-                          "adaptive_0.5_s2"}
+                          "adaptive_0.5_s2", "rlsp@1_s1", "rlsp@1_s2"}
     cfg = json.load(open(os.path.join(out, "arith", "adaptive_0.5_s1", "config.json")))["args"]
     assert (cfg["explore_reward"], cfg["explore_schedule"], cfg["acc_threshold"]) == \
         ("rlsp", "adaptive", 0.5)
