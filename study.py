@@ -16,7 +16,8 @@ each task with its own BUDGET below, the same for all of its configs:
    then PPO with the paper's reward whose REINFORCE runs scored best.
 3. Every checkpoint (the SFT one included) evaluated on held-out problems: greedy (pass@1, reply
    length, truncation, accuracy and tokens by level) and k samples at T = 1 (pass@k, maj@k,
-   behaviour frequencies).
+   behaviour frequencies); then 64 samples per problem of SFT, verifier only and the best RLSP
+   config for pass@k curves, k = 1..64 (PASSK).
 4. RESULTS.md: the tables (mean and spread over seeds), figures in docs/study/ beside it,
    wall-clock per run.
 
@@ -49,6 +50,10 @@ ap.add_argument("--limit", type=int, default=None,
                 help="held-out problems per evaluation, every task (default: the task's BUDGET)")
 ap.add_argument("--rl_flags", default="", help="extra train_rl.py flags for every run (quoted)")
 ap.add_argument("--no_ppo", action="store_true", help="skip stage 3 (PPO with the best reward)")
+ap.add_argument("--passk_problems", type=int, default=None,
+                help="stage 4's held-out problems per task (default: PASSK below)")
+ap.add_argument("--passk_samples", type=int, default=None,
+                help="stage 4's samples per problem, the largest k (default 64)")
 ap.add_argument("--jobs", type=int, default=2, help="runs at once")
 ap.add_argument("--report", action="store_true", help="only rewrite RESULTS.md")
 ap.add_argument("--results", default="RESULTS.md")
@@ -89,6 +94,13 @@ ECON = {"kimi": ("kimi", "0.2"), "alp": ("alp", "0.005"), "budget": ("budget", "
 # runs sit at S ~ 1 (lambda = 1000, ~1000 reasoning tokens); the default coef 0.5 is S ~ 0.01.
 # S = 0 is the verifier-only run (none). L_typical: l_typical() below.
 STRENGTHS = ("0.03", "0.1", "0.3", "1")
+# pass@k for k = 1..64 (issue 19, item 4: does RL widen what the model can solve, or only sharpen
+# it? Yue et al. 2025): 64 samples at T = 1 on the first `limit` held-out problems, for the SFT
+# model, the verifier-only runs and the best RLSP config's runs (best_rlsp)
+PASSK = {"arith": dict(limit=200, n=64), "countdown": dict(limit=100, n=64)}
+for p in PASSK.values():
+    p.update({k: v for k, v in (("limit", args.passk_problems), ("n", args.passk_samples))
+              if v is not None})
 BEH = ("backtracking", "verification", "alternatives")
 BUDGET = {
     "arith": dict(sft_steps=2500, sft_flags=[], steps=100, rl_flags=[], limit=500, k=8,
@@ -315,6 +327,40 @@ def best_reward(task: str) -> str | None:
     return max(scores, key=scores.get) if scores else None
 
 
+def best_rlsp(task: str) -> str | None:
+    """The rlsp config (the default coef or a strength rlsp@S) with the best mean greedy pass@1
+    over its finished seeds."""
+    scores = {}
+    for r in rewards_of(task):
+        if r == "rlsp" or strength(r) is not None:
+            accs = [e["pass@1"] for d in runs_of(task, r)
+                    if (e := read(os.path.join(d, "eval_greedy.json")))]
+            if accs:
+                scores[r] = statistics.mean(accs)
+    return max(scores, key=scores.get) if scores else None
+
+
+def passk_models(task: str) -> list[tuple[str, list[str]]]:
+    """(label, run dirs) of item 4's models: SFT, verifier only, the best RLSP config."""
+    out = [("SFT", [os.path.join(OUT, task, "sft")])]
+    if "none" in rewards_of(task):
+        out.append(("verifier only (none)", runs_of(task, "none")))
+    if (best := best_rlsp(task)) is not None:
+        out.append((f"best RLSP: {short(best)}", runs_of(task, best)))
+    return out
+
+
+def passk_cmd(task: str, run_dir: str) -> list[str] | None:
+    path = os.path.join(run_dir, "eval_passk.json")
+    if os.path.exists(path) or not has_checkpoint(run_dir):
+        return None
+    p = PASSK[task]
+    return [sys.executable, "eval.py", "--init_from", run_dir, "--task", task, "--limit",
+            str(p["limit"]), "--out", path, "--temperature", "1", "--n_samples", str(p["n"]),
+            "--seed", "0", "--k", ",".join(str(k) for k in range(1, p["n"] + 1)),
+            *BUDGET[task]["eval_flags"]]
+
+
 t_start = time.time()
 if not args.report:
     # 1. SFT per task, then its evals
@@ -346,6 +392,9 @@ if not args.report:
                 "--init_from", os.path.join(OUT, t, "sft"), "--task", t, "--seed", str(s),
                 "--algo", "ppo", *rl_flags(t, r)], BUDGET[t]["steps"])] + eval_cmds(t, d)
     run_all(jobs)
+    # 4. pass@k curves of SFT, verifier only and the best RLSP config
+    run_all({f"{t}/{os.path.basename(d)}/passk": [passk_cmd(t, d)]
+             for t in TASKS for _, dirs in passk_models(t) for d in dirs})
     print(f"study: runs finished in {time.time() - t_start:.0f} s", flush=True)
 
 # -----------------------------------------------------------------------------
@@ -567,6 +616,47 @@ def strength_section(task: str, fig_dir: str) -> list[str]:
     return out + ["", f"![{task} against the exploration strength](docs/study/{name})", ""]
 
 
+def passk_section(task: str, fig_dir: str) -> list[str]:
+    """Item 4: pass@k for k = 1..64 of SFT, verifier only and the best RLSP config (mean over
+    seeds), a table at powers of 2, the figure, and the smallest k (if any) from which SFT's
+    curve is at or above each RL model's: where sharpening stops and the base model's wider
+    coverage wins (Yue et al. 2025's question)."""
+    from nanorlsp.plot import passk_figure
+    p = PASSK[task]
+    curves = {}
+    for label, dirs in passk_models(task):
+        evals = [e for d in dirs if (e := read(os.path.join(d, "eval_passk.json")))]
+        if evals:
+            ks = list(range(1, p["n"] + 1))
+            curves[label] = (ks, [statistics.mean(e[f"pass@{k}"] for e in evals) for k in ks],
+                             len(evals))
+    if not curves:
+        return []
+    shown = [k for k in (1, 2, 4, 8, 16, 32, 64) if k <= p["n"]]
+    out = [f"### {task}: pass@k, k = 1..{p['n']} (does RL widen what it solves, or sharpen?)", "",
+           f"{p['n']} samples at T = 1 on the first {p['limit']} held-out problems, the unbiased "
+           "estimator (eval.py), mean over seeds.", "",
+           "| model | runs | " + " | ".join(f"pass@{k} (%)" for k in shown) + " |",
+           "|" + "---|" * (len(shown) + 2)]
+    for label, (ks, ys, n) in curves.items():
+        out.append(f"| {label} | {n} | " + " | ".join(f"{100 * ys[k - 1]:.1f}" for k in shown)
+                   + " |")
+    if "SFT" in curves and len(curves) > 1:
+        out.append("")
+        sft = curves["SFT"][1]
+        for label, (ks, ys, _) in curves.items():
+            if label == "SFT":
+                continue
+            cross = next((k for k in ks if sft[k - 1] >= ys[k - 1]), None)
+            out.append(f"- {label} vs SFT: above SFT at every k up to {ks[-1]}" if cross is None
+                       else f"- {label} vs SFT: SFT is at or above it from k = {cross}")
+    name = f"{task}_passk.png"
+    passk_figure({k: v[:2] for k, v in curves.items()},
+                 f"{task}: pass@k at T = 1 (mean over seeds)").savefig(
+        os.path.join(fig_dir, name), dpi=80)
+    return out + ["", f"![{task} pass@k](docs/study/{name})", ""]
+
+
 # measured once, by hand, for the committed RESULTS.md (the runs are resumable, so a clock in
 # here would only see the last invocation)
 MEASURED = ("about 2 h 30 min on the 2-core CPU that made this file (07:12-09:51 with a 9-minute "
@@ -653,6 +743,7 @@ for t in TASKS:
         lines += goal_table(t, [k for k in adaptive if k != "rlsp"])
     # exploration strength: every rlsp@S against the verifier-only run (S = 0)
     lines += strength_section(t, fig_dir)
+    lines += passk_section(t, fig_dir)
     # over training, from each run's rollouts (T = 1): first / last 10 steps, and the figure
     steps = {label: [st for d in dirs if (st := rollout_steps(d))] for label, _, dirs in configs[1:]}
     lines += [f"### {t}: over training (rollouts at T = 1, first / last 10 steps, mean over "

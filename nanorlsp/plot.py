@@ -17,6 +17,7 @@ a run logged before these existed shows empty panels).
     plot_runs(["out/rl"], "plots/")             # the same figures, saved as PNG (the CLI)
     levels_figure({"rlsp": ([1, 2], [0.9, 0.8], [24, 50])}, "arith")   # adaptive thinking
     strength_figure(points, "arith")            # the study's exploration-strength sweep
+    passk_figure({"SFT": ([1, 2, 4], [0.5, 0.7, 0.8])}, "arith")   # pass@k curves
     overview_figure("out/rl")                   # accuracy, length, behaviours: the README's
 
 Figures are built with matplotlib's object API (matplotlib.figure.Figure), never pyplot: no
@@ -203,6 +204,20 @@ def strength_figure(points: list[dict], title: str) -> Figure:
         ax.set_xlim(left=0)
         ax.set_xlabel("strength S = coef / L_typical")
     fig.suptitle(title)
+    return fig
+
+
+def passk_figure(curves: dict, title: str) -> Figure:
+    """pass@k against k (log axis) for each model: {label: (ks, pass@k values)}. Where an RL
+    curve starts above the base model's and ends below it, RL sharpened what the base model
+    could already sample rather than widened it (Yue et al. 2025)."""
+    fig = Figure(figsize=(6, 4), layout="constrained")
+    ax = fig.subplots()
+    for label, (ks, ys) in curves.items():
+        ax.plot(ks, ys, "-", label=label)
+    ax.set(title=title, xlabel="k (samples per problem)", ylabel="pass@k", xscale="log",
+           ylim=(0, 1.02))
+    ax.legend(fontsize=7)
     return fig
 
 

@@ -20,7 +20,7 @@ def test_study_small(tmp_path):
     out, res = str(tmp_path / "study"), str(tmp_path / "RESULTS.md")
     cmd = [sys.executable, "study.py", "--tasks", "arith", "--seeds", "1,2", "--steps", "2",
            "--sft_steps", "20", "--limit", "6", "--rewards", "none,rlsp,adaptive_0.5,rlsp@1",
-           "--jobs", "2",
+           "--jobs", "2", "--passk_problems", "3", "--passk_samples", "4",
            "--out_dir", out, "--results", res, "--smol_dir", str(tmp_path / "no_smol"), "--rl_flags",
            "--prompts_per_step 2 --n_samples 2 --max_new_tokens 12 --eval_problems 0"]
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
@@ -46,7 +46,16 @@ def test_study_small(tmp_path):
     sweep = text.split("### arith: exploration strength")[1].split("###")[0]
     assert [r.split(" | ")[0] for r in sweep.splitlines() if r.startswith("| ")][1:] == \
         ["| 0", f"| {0.5 / lt['tokens']:.3g} (default coef)", "| 1"]
-    for name in ("training", "levels", "strength"):
+    # pass@k: SFT, verifier only and the best RLSP config (rlsp or rlsp@1), k = 1..4
+    passk = text.split("### arith: pass@k, k = 1..4")[1].split("###")[0]
+    rows = [r for r in passk.splitlines() if r.startswith("| ") and not r.startswith("| model")]
+    assert [r.split(" | ")[0] for r in rows[:2]] == ["| SFT", "| verifier only (none)"]
+    assert rows[2].startswith(("| best RLSP: rlsp |", "| best RLSP: rlsp, strength 1 |"))
+    assert rows[1].split(" | ")[1] == "2" and "vs SFT:" in passk
+    e = json.load(open(os.path.join(out, "arith", "none_s1", "eval_passk.json")))
+    assert (e["n_problems"], e["n_samples"], e["temperature"]) == (3, 4, 1.0)
+    assert e["pass@1"] <= e["pass@2"] <= e["pass@3"] <= e["pass@4"]
+    for name in ("training", "levels", "strength", "passk"):
         assert os.path.exists(tmp_path / "docs" / "study" / f"arith_{name}.png")
     assert "over training (rollouts at T = 1" in text
     runs = set(os.listdir(os.path.join(out, "arith")))
