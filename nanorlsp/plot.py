@@ -164,6 +164,9 @@ def levels_figure(per_config: dict, title: str, level_name: str = "level") -> Fi
         ax_xy.plot(tok, acc, "o-", color=line.get_color(), label=label, alpha=0.8)
         for lv, x, y in zip(levels, tok, acc):
             ax_xy.annotate(str(lv), (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ticks = sorted({lv for levels, _, _ in per_config.values() for lv in levels})
+    ax_acc.set_xticks(ticks)
+    ax_tok.set_xticks(ticks)
     ax_acc.set(title="accuracy", xlabel=level_name, ylabel="fraction correct", ylim=(0, 1.02))
     ax_tok.set(title="reply tokens", xlabel=level_name, ylabel="tokens")
     ax_tok.set_yscale("log")
