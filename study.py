@@ -616,6 +616,35 @@ def strength_section(task: str, fig_dir: str) -> list[str]:
     return out + ["", f"![{task} against the exploration strength](docs/study/{name})", ""]
 
 
+def passk_scores(task: str, dirs: list[str], k: int) -> tuple[list[str], list[list[float]]]:
+    """(problems, (S, N) per-problem pass@k) from runs' eval_passk transcripts: each problem's
+    unbiased pass@k from its n samples with c right (what eval.py averages)."""
+    from nanorlsp.evaluation import pass_at_k
+    rows = []
+    for d in dirs:
+        tp = os.path.join(d, "eval_passk.transcripts.jsonl")
+        if os.path.exists(tp):
+            c: dict[str, list[bool]] = {}
+            for line in open(tp):
+                r = json.loads(line)
+                c.setdefault(r["problem"], []).append(r["correct"])
+            rows.append({p: pass_at_k(len(v), sum(v), k) for p, v in c.items()})
+    probs = sorted(set.intersection(*(set(r) for r in rows))) if rows else []
+    return probs, [[r[p] for p in probs] for r in rows]
+
+
+def passk_diff(task: str, label: str, k: int) -> str:
+    """A model's pass@k minus SFT's on the same problems, with its paired 95% interval."""
+    from nanorlsp.stats import paired_ci, significant
+    models = dict(passk_models(task))
+    pa, a = passk_scores(task, models[label], k)
+    pb, b = passk_scores(task, models["SFT"], k)
+    if not pa or pa != pb:
+        return "-"
+    d, lo, hi = paired_ci(a, b)
+    return f"{100 * d:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]" + ("*" if significant(lo, hi) else "")
+
+
 def passk_section(task: str, fig_dir: str) -> list[str]:
     """Item 4: pass@k for k = 1..64 of SFT, verifier only and the best RLSP config (mean over
     seeds), a table at powers of 2, the figure, and the smallest k (if any) from which SFT's
@@ -648,8 +677,10 @@ def passk_section(task: str, fig_dir: str) -> list[str]:
             if label == "SFT":
                 continue
             cross = next((k for k in ks if sft[k - 1] >= ys[k - 1]), None)
-            out.append(f"- {label} vs SFT: above SFT at every k up to {ks[-1]}" if cross is None
-                       else f"- {label} vs SFT: SFT is at or above it from k = {cross}")
+            diffs = "; ".join(f"pass@{k} {passk_diff(task, label, k)}" for k in (1, ks[-1]))
+            out.append((f"- {label} vs SFT: above SFT at every k up to {ks[-1]}" if cross is None
+                        else f"- {label} vs SFT: SFT is at or above it from k = {cross}")
+                       + f" (minus SFT, points, paired 95% interval: {diffs})")
     name = f"{task}_passk.png"
     passk_figure({k: v[:2] for k, v in curves.items()},
                  f"{task}: pass@k at T = 1 (mean over seeds)").savefig(
