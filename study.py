@@ -642,7 +642,8 @@ def passk_diff(task: str, label: str, k: int) -> str:
     if not pa or pa != pb:
         return "-"
     d, lo, hi = paired_ci(a, b)
-    return f"{100 * d:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]" + ("*" if significant(lo, hi) else "")
+    star = "*" if significant(lo, hi) else ""
+    return f"{100 * d:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]{star}"
 
 
 def passk_section(task: str, fig_dir: str) -> list[str]:
