@@ -94,6 +94,7 @@ ECON = {"kimi": ("kimi", "0.2"), "alp": ("alp", "0.005"), "budget": ("budget", "
 # runs sit at S ~ 1 (lambda = 1000, ~1000 reasoning tokens); the default coef 0.5 is S ~ 0.01.
 # S = 0 is the verifier-only run (none). L_typical: l_typical() below.
 STRENGTHS = ("0.03", "0.1", "0.3", "1")
+SWEEP = ",".join(f"rlsp@{x}" for x in STRENGTHS)
 # pass@k for k = 1..64 (issue 19, item 4: does RL widen what the model can solve, or only sharpen
 # it? Yue et al. 2025): 64 samples at T = 1 on the first `limit` held-out problems, for the SFT
 # model, the verifier-only runs and the best RLSP config's runs (best_rlsp)
@@ -106,13 +107,12 @@ BUDGET = {
     "arith": dict(sft_steps=2500, sft_flags=[], steps=100, rl_flags=[], limit=500, k=8,
                   eval_flags=[],
                   rewards="none,rlsp,linear,cosine,adaptive,adaptive_0.5,kimi,alp,budget,kimi0.5,"
-                          "alp0.01,rlsp@0.03,rlsp@0.1,rlsp@0.3,rlsp@1"),
+                          "alp0.01," + SWEEP),
     "countdown": dict(sft_steps=1500, sft_flags=["--seq_len", "512", "--drop_long"], steps=40,
                       rl_flags=["--max_new_tokens", "512", "--prompts_per_step", "8",
                                 "--eval_problems", "100", "--eval_interval", "20"],
                       limit=200, k=4, eval_flags=["--max_new_tokens", "512"],
-                      rewards="none,rlsp,linear,cosine,kimi,alp,budget,rlsp@0.03,rlsp@0.1,"
-                              "rlsp@0.3,rlsp@1"),
+                      rewards="none,rlsp,linear,cosine,kimi,alp,budget," + SWEEP),
 }
 for t in TASKS:
     if t not in BUDGET:
@@ -132,7 +132,7 @@ def threshold(reward: str) -> str | None:
 
 
 def strength(reward: str) -> float | None:
-    """rlsp@S -> S; None for every other config ('none' is strength 0: sweep_rows)."""
+    """rlsp@S -> S; None for every other config ('none' is strength 0: strength_section)."""
     return float(reward.partition("@")[2]) if reward.startswith("rlsp@") else None
 
 
@@ -314,30 +314,27 @@ def first_last(steps: list[dict], n: int = 10):
     return mean(steps[:n]), mean(steps[-n:])
 
 
-def best_reward(task: str) -> str | None:
-    """The paper's exploration reward whose REINFORCE runs have the best mean greedy pass@1."""
+def best_of(task: str, keys: list[str], every_seed: bool) -> str | None:
+    """The config of keys whose REINFORCE runs have the best mean greedy pass@1, over its
+    finished seeds (every_seed: only configs whose seeds have all finished)."""
     scores = {}
-    for r in rewards_of(task):
-        if r not in PAPER:
-            continue
+    for r in keys:
         accs = [e["pass@1"] for d in runs_of(task, r)
                 if (e := read(os.path.join(d, "eval_greedy.json")))]
-        if len(accs) == len(SEEDS):
+        if accs and (len(accs) == len(SEEDS) or not every_seed):
             scores[r] = statistics.mean(accs)
     return max(scores, key=scores.get) if scores else None
 
 
+def best_reward(task: str) -> str | None:
+    """The paper's exploration reward (PPO's), once every seed of it has finished."""
+    return best_of(task, [r for r in rewards_of(task) if r in PAPER], every_seed=True)
+
+
 def best_rlsp(task: str) -> str | None:
-    """The rlsp config (the default coef or a strength rlsp@S) with the best mean greedy pass@1
-    over its finished seeds."""
-    scores = {}
-    for r in rewards_of(task):
-        if r == "rlsp" or strength(r) is not None:
-            accs = [e["pass@1"] for d in runs_of(task, r)
-                    if (e := read(os.path.join(d, "eval_greedy.json")))]
-            if accs:
-                scores[r] = statistics.mean(accs)
-    return max(scores, key=scores.get) if scores else None
+    """The rlsp config (the default coef or a strength rlsp@S) for the pass@k curves."""
+    return best_of(task, [r for r in rewards_of(task) if r == "rlsp" or strength(r) is not None],
+                   every_seed=False)
 
 
 def passk_models(task: str) -> list[tuple[str, list[str]]]:
@@ -444,32 +441,45 @@ def tokens_on(task: str, path: str, levels: set[int]) -> float | None:
     return statistics.mean(n) if n else None
 
 
-def greedy_correct(task: str, key: str) -> tuple[list[str], list[list[float]]]:
-    """(problems, (S, N) 0/1 scores) of a config's greedy evals, one row per finished seed, the
-    problems sorted so every config's columns line up (nanorlsp/stats.py's paired_ci)."""
+def problem_scores(dirs: list[str], name: str = "eval_greedy", k: int = 1) -> list[dict]:
+    """One {problem: score} per finished run of an eval's transcripts: each problem's unbiased
+    pass@k from its n samples with c right (what eval.py averages; greedy: k = 1, 0 or 1)."""
+    from nanorlsp.evaluation import pass_at_k
     rows = []
-    for d in runs_of(task, key):
-        tp = os.path.join(d, "eval_greedy.transcripts.jsonl")
+    for d in dirs:
+        tp = os.path.join(d, f"{name}.transcripts.jsonl")
         if os.path.exists(tp):
-            rows.append({(r := json.loads(line))["problem"]: float(r["correct"])
-                         for line in open(tp)})
-    probs = sorted(set.intersection(*(set(r) for r in rows))) if rows else []
-    return probs, [[r[p] for p in probs] for r in rows]
+            c: dict[str, list[bool]] = {}
+            for line in open(tp):
+                r = json.loads(line)
+                c.setdefault(r["problem"], []).append(r["correct"])
+            rows.append({p: pass_at_k(len(v), sum(v), k) for p, v in c.items()})
+    return rows
+
+
+def columns(*configs: list[dict]) -> list[list[list[float]]]:
+    """Each config's (S, N) score matrix over the problems every run of every config scored, in
+    one order, so the columns line up (nanorlsp/stats.py's paired_ci)."""
+    probs = sorted(set.intersection(*(set(r) for rows in configs for r in rows)))
+    return [[[r[p] for p in probs] for r in rows] for rows in configs]
+
+
+def paired_cell(a: list[dict], b: list[dict], diff: bool = True) -> str:
+    """'d [lo, hi]' in points: a's mean score minus b's on their common problems with its paired
+    95% interval (bootstrap over seeds and problems), '*' when it excludes 0; only the interval
+    with diff=False; '-' without runs or common problems."""
+    from nanorlsp.stats import paired_ci, significant
+    if not (a and b) or not (xa := columns(a, b))[0][0]:
+        return "-"
+    d, lo, hi = paired_ci(*xa)
+    star = "*" if significant(lo, hi) else ""
+    return (f"{100 * d:+.1f} " if diff else "") + f"[{100 * lo:+.1f}, {100 * hi:+.1f}]{star}"
 
 
 def vs_rlsp_ci(task: str, key: str) -> str:
-    """The paired 95% interval (bootstrap over seeds and problems) of key's greedy pass@1 minus
-    RLSP's, in points; '*' marks one that excludes 0. '-' without common problems."""
-    from nanorlsp.stats import paired_ci, significant
-    pa, a = greedy_correct(task, key)
-    pb, b = greedy_correct(task, "rlsp")
-    common = sorted(set(pa) & set(pb))
-    if not common:
-        return "-"
-    a = [[r[pa.index(p)] for p in common] for r in a]
-    b = [[r[pb.index(p)] for p in common] for r in b]
-    _, lo, hi = paired_ci(a, b)
-    return f"[{100 * lo:+.1f}, {100 * hi:+.1f}]" + ("*" if significant(lo, hi) else "")
+    """The paired 95% interval of key's greedy pass@1 minus RLSP's (paired_cell)."""
+    return paired_cell(problem_scores(runs_of(task, key)), problem_scores(runs_of(task, "rlsp")),
+                       diff=False)
 
 
 def goal_table(task: str, keys: list[str]) -> list[str]:
@@ -548,7 +558,7 @@ def strength_section(task: str, fig_dir: str) -> list[str]:
     and paired against verifier only), reply and reasoning tokens, the replies that stop
     answering, the rollouts' last 10 steps and the behaviours at T = 1, per strength S."""
     from nanorlsp.rewards import token_pieces
-    from nanorlsp.stats import bootstrap_ci, paired_ci, significant
+    from nanorlsp.stats import bootstrap_ci
     from nanorlsp.plot import strength_figure
     sweep = [r for r in rewards_of(task) if strength(r) is not None]
     lt = l_typical(task)
@@ -573,7 +583,7 @@ def strength_section(task: str, fig_dir: str) -> list[str]:
            "|" + "---|" * 9]
     keys = [("none", 0.0)] + ([("rlsp", None)] if "rlsp" in rewards_of(task) else []) + \
         [(r, strength(r)) for r in sweep]
-    base = greedy_correct(task, "none")
+    base = problem_scores(runs_of(task, "none"))
     points = []
     for key, S in keys:
         dirs = [d for d in runs_of(task, key) if read(os.path.join(d, "eval_greedy.json"))]
@@ -582,16 +592,9 @@ def strength_section(task: str, fig_dir: str) -> list[str]:
         cfg = read(os.path.join(dirs[0], "config.json")) or {}
         coef = 0.0 if key == "none" else cfg.get("args", {}).get("explore_coef", float("nan"))
         S = coef / lt if S is None else S                    # the default rlsp run's strength
-        probs, sc = greedy_correct(task, key)
-        m, lo, hi = bootstrap_ci(sc)
-        if key == "none" or not base[0]:
-            vs = "-"
-        else:
-            common = sorted(set(probs) & set(base[0]))
-            d, dlo, dhi = paired_ci([[r[probs.index(p)] for p in common] for r in sc],
-                                    [[r[base[0].index(p)] for p in common] for r in base[1]])
-            vs = f"{100 * d:+.1f} [{100 * dlo:+.1f}, {100 * dhi:+.1f}]" + \
-                ("*" if significant(dlo, dhi) else "")
+        scores = problem_scores(dirs)
+        m, lo, hi = bootstrap_ci(columns(scores)[0])
+        vs = "-" if key == "none" else paired_cell(scores, base)
         g = [read(os.path.join(d, "eval_greedy.json")) for d in dirs]
         ln = [x for d in dirs if (x := greedy_lengths(task, d, tok, pieces))]
         t1 = [e for d in dirs if (e := read(os.path.join(d, "eval_t1.json")))]
@@ -616,34 +619,12 @@ def strength_section(task: str, fig_dir: str) -> list[str]:
     return out + ["", f"![{task} against the exploration strength](docs/study/{name})", ""]
 
 
-def passk_scores(task: str, dirs: list[str], k: int) -> tuple[list[str], list[list[float]]]:
-    """(problems, (S, N) per-problem pass@k) from runs' eval_passk transcripts: each problem's
-    unbiased pass@k from its n samples with c right (what eval.py averages)."""
-    from nanorlsp.evaluation import pass_at_k
-    rows = []
-    for d in dirs:
-        tp = os.path.join(d, "eval_passk.transcripts.jsonl")
-        if os.path.exists(tp):
-            c: dict[str, list[bool]] = {}
-            for line in open(tp):
-                r = json.loads(line)
-                c.setdefault(r["problem"], []).append(r["correct"])
-            rows.append({p: pass_at_k(len(v), sum(v), k) for p, v in c.items()})
-    probs = sorted(set.intersection(*(set(r) for r in rows))) if rows else []
-    return probs, [[r[p] for p in probs] for r in rows]
-
-
-def passk_diff(task: str, label: str, k: int) -> str:
-    """A model's pass@k minus SFT's on the same problems, with its paired 95% interval."""
-    from nanorlsp.stats import paired_ci, significant
-    models = dict(passk_models(task))
-    pa, a = passk_scores(task, models[label], k)
-    pb, b = passk_scores(task, models["SFT"], k)
-    if not pa or pa != pb:
+def passk_diff(dirs: list[str], sft_dirs: list[str], k: int) -> str:
+    """A model's pass@k minus SFT's (paired_cell), '-' unless both scored the same problems."""
+    a, b = problem_scores(dirs, "eval_passk", k), problem_scores(sft_dirs, "eval_passk", k)
+    if not (a and b) or set.intersection(*map(set, a)) != set.intersection(*map(set, b)):
         return "-"
-    d, lo, hi = paired_ci(a, b)
-    star = "*" if significant(lo, hi) else ""
-    return f"{100 * d:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]{star}"
+    return paired_cell(a, b)
 
 
 def passk_section(task: str, fig_dir: str) -> list[str]:
@@ -653,8 +634,8 @@ def passk_section(task: str, fig_dir: str) -> list[str]:
     coverage wins (Yue et al. 2025's question)."""
     from nanorlsp.plot import passk_figure
     p = PASSK[task]
-    curves = {}
-    for label, dirs in passk_models(task):
+    curves, dirs_of = {}, dict(passk_models(task))
+    for label, dirs in dirs_of.items():
         evals = [e for d in dirs if (e := read(os.path.join(d, "eval_passk.json")))]
         if evals:
             ks = list(range(1, p["n"] + 1))
@@ -678,7 +659,8 @@ def passk_section(task: str, fig_dir: str) -> list[str]:
             if label == "SFT":
                 continue
             cross = next((k for k in ks if sft[k - 1] >= ys[k - 1]), None)
-            diffs = "; ".join(f"pass@{k} {passk_diff(task, label, k)}" for k in (1, ks[-1]))
+            diffs = "; ".join(f"pass@{k} {passk_diff(dirs_of[label], dirs_of['SFT'], k)}"
+                              for k in (1, ks[-1]))
             out.append((f"- {label} vs SFT: above SFT at every k up to {ks[-1]}" if cross is None
                         else f"- {label} vs SFT: SFT is at or above it from k = {cross}")
                        + f" (minus SFT, points, paired 95% interval: {diffs})")
