@@ -37,7 +37,9 @@ from nanorlsp.checkpoint import has_checkpoint, read_checkpoint
 
 ap = argparse.ArgumentParser(description="The RLSP ablation study: runs, evals, RESULTS.md.")
 ap.add_argument("--out_dir", default="out/study")
-ap.add_argument("--tasks", default="arith,countdown")
+ap.add_argument("--tasks", default="arith,countdown,arith_plain,countdown_plain",
+                help="BUDGET keys: a task, or a variant of one (*_plain: SFT without "
+                     "verification or backtracking traces)")
 ap.add_argument("--seeds", default="1,2,3", help="RL seeds (one SFT checkpoint per task)")
 ap.add_argument("--steps", type=int, default=None,
                 help="RL steps per run, every task (default: the task's BUDGET)")
@@ -114,12 +116,27 @@ BUDGET = {
                       limit=200, k=4, eval_flags=["--max_new_tokens", "512"],
                       rewards="none,rlsp,linear,cosine,kimi,alp,budget," + SWEEP),
 }
+# emergence, tested (issue 19, item 3): the same tasks and budgets, but SFT on demonstrations with
+# no verification and no backtracking (arith: direct and plain-steps traces; countdown: direct
+# answers and the winning line of moves only, data/countdown.py's 'path' style at the search
+# styles' 80%), then RL without (none) and with the exploration reward, at the default coef and at
+# the paper's strength (rlsp@1). Behaviours are then read functionally (behaviors.functional):
+# the demonstrations' markers cannot appear in a model never shown them.
+PLAIN = {"arith": "direct,steps", "countdown": "direct,path=0.8"}
+for t, styles in PLAIN.items():
+    BUDGET[f"{t}_plain"] = dict(BUDGET[t], task=t, sft_flags=BUDGET[t]["sft_flags"] + [
+        "--styles", styles], rewards="none,rlsp,rlsp@1")
 for t in TASKS:
     if t not in BUDGET:
         raise SystemExit(f"study: no BUDGET for task '{t}' (known: {', '.join(BUDGET)})")
     for key in ("steps", "sft_steps", "limit", "rewards"):
         if getattr(args, key) is not None:
             BUDGET[t][key] = getattr(args, key)
+
+
+def task_of(key: str) -> str:
+    """The data/ task a BUDGET key trains on (a variant such as arith_plain: its base task)."""
+    return BUDGET[key].get("task", key)
 
 
 def rewards_of(task: str) -> list[str]:
@@ -140,7 +157,7 @@ def reasoning_ids(task: str, text: str, tok) -> list[int]:
     """A reply's reasoning tokens as train_rl.py scores them: the text before the answer the
     checker reads (all of it when there is none)."""
     from data import get_task
-    start = get_task(task).answer_start(text)
+    start = get_task(task_of(task)).answer_start(text)
     return tok.encode(text[:start] if start is not None else text)
 
 
@@ -235,7 +252,7 @@ def eval_cmds(task: str, run_dir: str) -> list[list[str]]:
                         ("t1", ["--temperature", "1", "--n_samples", str(b["k"]), "--seed", "0"])):
         path = os.path.join(run_dir, f"eval_{name}.json")
         if not os.path.exists(path):
-            out.append([sys.executable, "eval.py", "--init_from", run_dir, "--task", task,
+            out.append([sys.executable, "eval.py", "--init_from", run_dir, "--task", task_of(task),
                         "--limit", str(b["limit"]), "--out", path, *flags, *b["eval_flags"]])
     return out
 
@@ -352,7 +369,7 @@ def passk_cmd(task: str, run_dir: str) -> list[str] | None:
     if os.path.exists(path) or not has_checkpoint(run_dir):
         return None
     p = PASSK[task]
-    return [sys.executable, "eval.py", "--init_from", run_dir, "--task", task, "--limit",
+    return [sys.executable, "eval.py", "--init_from", run_dir, "--task", task_of(task), "--limit",
             str(p["limit"]), "--out", path, "--temperature", "1", "--n_samples", str(p["n"]),
             "--seed", "0", "--k", ",".join(str(k) for k in range(1, p["n"] + 1)),
             *BUDGET[task]["eval_flags"]]
@@ -362,7 +379,7 @@ t_start = time.time()
 if not args.report:
     # 1. SFT per task, then its evals
     run_all({f"{t}/sft": [train_cmd("train_sft.py", os.path.join(OUT, t, "sft"),
-                                    ["--task", t, "--eval_problems", "0",
+                                    ["--task", task_of(t), "--eval_problems", "0",
                                      *BUDGET[t]["sft_flags"]], BUDGET[t]["sft_steps"])]
              + eval_cmds(t, os.path.join(OUT, t, "sft")) for t in TASKS})
     # 2. REINFORCE runs, every reward x seed
@@ -375,7 +392,8 @@ if not args.report:
             for r in rewards_of(t):
                 d = runs_of(t, r)[k]
                 jobs[f"{t}/{r}_s{s}"] = [train_cmd("train_rl.py", d, [
-                    "--init_from", sft, "--task", t, "--seed", str(s), *rl_flags(t, r)],
+                    "--init_from", sft, "--task", task_of(t), "--seed", str(s),
+                    *rl_flags(t, r)],
                     BUDGET[t]["steps"])] + eval_cmds(t, d)
     run_all(jobs)
     # 3. PPO with each task's best exploration reward
@@ -386,12 +404,12 @@ if not args.report:
             continue
         for s, d in zip(SEEDS, runs_of(t, r, "ppo")):
             jobs[f"{t}/ppo_{r}_s{s}"] = [train_cmd("train_rl.py", d, [
-                "--init_from", os.path.join(OUT, t, "sft"), "--task", t, "--seed", str(s),
+                "--init_from", os.path.join(OUT, t, "sft"), "--task", task_of(t), "--seed", str(s),
                 "--algo", "ppo", *rl_flags(t, r)], BUDGET[t]["steps"])] + eval_cmds(t, d)
     run_all(jobs)
     # 4. pass@k curves of SFT, verifier only and the best RLSP config
     run_all({f"{t}/{os.path.basename(d)}/passk": [passk_cmd(t, d)]
-             for t in TASKS for _, dirs in passk_models(t) for d in dirs})
+             for t in TASKS if t in PASSK for _, dirs in passk_models(t) for d in dirs})
     print(f"study: runs finished in {time.time() - t_start:.0f} s", flush=True)
 
 # -----------------------------------------------------------------------------
@@ -409,22 +427,27 @@ def ms(xs: list[float], pct: bool = True) -> str:
     return f(statistics.mean(xs)) + (f" ± {f(statistics.stdev(xs))}" if len(xs) > 1 else "")
 
 
-_levels: dict[str, dict[str, int]] = {}
+_held_out: dict[str, dict[str, dict]] = {}
+
+
+def held_out(task: str) -> dict[str, dict]:
+    """{prompt: problem} of the task's held-out set, drawn as eval.py draws it (seed 0)."""
+    from data import get_task
+    if task not in _held_out:
+        _held_out[task] = {p["prompt"]: p for p in get_task(task_of(task)).make_problems(
+            "test", BUDGET[task]["limit"], seed=0)}
+    return _held_out[task]
 
 
 def level_tokens(task: str, path: str) -> dict[int, list[int]]:
     """Reply tokens per difficulty level from an eval's transcripts (each problem's level looked
-    up in the task's held-out set, which eval.py draws the same way: seed 0)."""
-    from data import get_task
-    if task not in _levels:
-        _levels[task] = {p["prompt"]: p.get("level") for p in
-                         get_task(task).make_problems("test", BUDGET[task]["limit"], seed=0)}
+    up in the task's held-out set)."""
     out: dict[int, list[int]] = {}
     tp = path.replace(".json", ".transcripts.jsonl")
     if os.path.exists(tp):
         for line in open(tp):
             r = json.loads(line)
-            lv = _levels[task].get(r["problem"])
+            lv = held_out(task).get(r["problem"], {}).get("level")
             if lv is not None:
                 out.setdefault(lv, []).append(r["n_tokens"])
     return out
@@ -493,12 +516,12 @@ def goal_table(task: str, keys: list[str]) -> list[str]:
         return statistics.mean(xs) if xs else None
     acc = lambda e, p: e["pass@1"]                                        # noqa: E731
     tok = lambda e, p: e["mean_response_tokens"]                          # noqa: E731
-    easy = lambda e, p: tokens_on(task, p, {1, 2} if task == "arith" else {3})  # noqa: E731
-    hard = lambda e, p: tokens_on(task, p, {3, 4, 5} if task == "arith" else {4})  # noqa: E731
+    easy = lambda e, p: tokens_on(task, p, {1, 2} if task_of(task) == "arith" else {3})  # noqa: E731
+    hard = lambda e, p: tokens_on(task, p, {3, 4, 5} if task_of(task) == "arith" else {4})  # noqa: E731
     r_acc, r_tok, r_easy = mean("rlsp", acc), mean("rlsp", tok), mean("rlsp", easy)
     if r_acc is None:
         return []
-    if task == "arith":
+    if task_of(task) == "arith":
         out = ["Against the goal (greedy, mean over seeds): pass@1 within 0.5 points of RLSP, "
                "level 1-2 replies at most 40% of RLSP's tokens, the whole test set at most 70%. "
                "95% CI: the paired bootstrap interval of the difference over seeds and problems "
@@ -633,6 +656,8 @@ def passk_section(task: str, fig_dir: str) -> list[str]:
     curve is at or above each RL model's: where sharpening stops and the base model's wider
     coverage wins (Yue et al. 2025's question)."""
     from nanorlsp.plot import passk_figure
+    if task not in PASSK:
+        return []
     p = PASSK[task]
     curves, dirs_of = {}, dict(passk_models(task))
     for label, dirs in dirs_of.items():
@@ -682,9 +707,9 @@ lines = ["# RESULTS: the RLSP study at small scale", "",
          "task:", ""]
 for t in TASKS:
     b = BUDGET[t]
-    sft_cmd = " ".join(["train_sft.py --task", t, "--max_steps", str(b["sft_steps"]),
+    sft_cmd = " ".join(["train_sft.py --task", task_of(t), "--max_steps", str(b["sft_steps"]),
                         *b["sft_flags"]])
-    rl_cmd = " ".join(["train_rl.py --init_from <sft> --task", t, "--max_steps",
+    rl_cmd = " ".join(["train_rl.py --init_from <sft> --task", task_of(t), "--max_steps",
                        str(b["steps"]), *b["rl_flags"]])
     lines.append(f"- {t}: SFT `{sft_cmd}`; RL `{rl_cmd}` (train_rl.py defaults otherwise); "
                  f"evaluation on {b['limit']} held-out problems, greedy and {b['k']} samples at "
@@ -749,7 +774,7 @@ for t in TASKS:
                 acc_m.append(statistics.mean(accs) if accs else float("nan"))
                 tok_m.append(statistics.mean(toks) if toks else float("nan"))
             per_config[short(key)] = (levels, acc_m, tok_m)
-        level_name = "numbers" if t == "countdown" else "level"
+        level_name = "numbers" if task_of(t) == "countdown" else "level"
         levels_figure(per_config, f"{t}: greedy accuracy and reply tokens by {level_name} "
                       "(mean over seeds)", level_name).savefig(
             os.path.join(fig_dir, f"{t}_levels.png"), dpi=80)
@@ -802,6 +827,8 @@ from nanorlsp.behaviors import frequencies  # noqa: E402
 
 lines += ["## What emerged", ""]
 for t in TASKS:
+    if t != task_of(t):     # a variant: "Emergence, tested" below
+        continue
     demos = [r["response"] for r in get_task(t).make_sft_examples(4000, seed=1337)]
     in_data = frequencies(demos, t)
     sft_t1 = read(os.path.join(OUT, t, "sft", "eval_t1.json"))
@@ -854,6 +881,87 @@ for t in TASKS:
             shown.add(ex["problem"])
             lines += [f"{b} ({len(hits)} of {len(rows)} samples), correct: {ex['correct']}:", "",
                       "```", ex["problem"], "---", ex["response"].strip(), "```", ""]
+
+# -- emergence, tested (item 3): models never shown verification or backtracking, read functionally
+from data.common import parse_styles  # noqa: E402
+from nanorlsp.behaviors import functional  # noqa: E402
+
+
+def functional_shares(task: str, rows: list[dict]) -> dict[str, float]:
+    """Share of replies ({"response", "problem": prompt}) in which behaviors.functional finds
+    each behaviour (count > 0)."""
+    hits = dict.fromkeys(BEH, 0)
+    for r in rows:
+        nums = held_out(task)[r["problem"]].get("numbers") if task_of(task) == "countdown" else None
+        for b, n in functional(r["response"], task_of(task), nums).items():
+            hits[b] += n > 0
+    return {b: v / max(1, len(rows)) for b, v in hits.items()}
+
+
+def demo_shares(task: str, styles: str | None) -> dict[str, float]:
+    """functional_shares of 2000 SFT demonstrations (the task's full mix, or only `styles`)."""
+    rows = get_task(task).make_sft_examples(2000, seed=1337, styles=styles and parse_styles(styles))
+    hits = dict.fromkeys(BEH, 0)
+    for r in rows:
+        for b, n in functional(r["response"], task, r.get("numbers")).items():
+            hits[b] += n > 0
+    return {b: v / len(rows) for b, v in hits.items()}
+
+
+def t1_rows(run_dir: str) -> list[dict]:
+    tp = os.path.join(run_dir, "eval_t1.transcripts.jsonl")
+    return [json.loads(x) for x in open(tp)] if os.path.exists(tp) else []
+
+
+variants = [t for t in TASKS if t != task_of(t)]
+if variants:
+    lines += ["## Emergence, tested: SFT without verification or backtracking", "",
+              "SFT on demonstrations with no verification and no backtracking (`--styles`: arith "
+              "direct and plain steps; countdown direct answers and the winning line of moves "
+              "only), then RL without and with the exploration reward. The behaviours are read "
+              "from what a reply does, not from markers (`nanorlsp.behaviors.functional`): "
+              "verification = a result recomputed that the reply already wrote; backtracking = "
+              "a step or digit revised (arith), or a move from a state it had left (countdown); "
+              "alternatives = a second route from the start. Share of replies with the behaviour, "
+              "T = 1 samples on the held-out problems, mean ± spread over seeds. The full-mix "
+              "column reads the normal demonstrations the same way: the detector finds what "
+              "they show.", ""]
+for t in variants:
+    base, sft = task_of(t), os.path.join(OUT, t, "sft")
+    flags = BUDGET[t]["sft_flags"]
+    styles = flags[flags.index("--styles") + 1]
+    cols = [("demonstrations, full mix", [demo_shares(base, None)]),
+            (f"demonstrations, {styles}", [demo_shares(base, styles)]),
+            ("SFT samples", [functional_shares(t, rows)] if (rows := t1_rows(sft)) else [])]
+    cols += [(f"{short(r)} samples", [functional_shares(t, rows) for d in runs_of(t, r)
+                                      if (rows := t1_rows(d))]) for r in rewards_of(t)]
+    cols = [(name, v) for name, v in cols if v]
+    acc = {r: [e["pass@1"] for d in runs_of(t, r) if (e := read(os.path.join(d, "eval_greedy.json")))]
+           for r in rewards_of(t)}
+    sft_g = read(os.path.join(sft, "eval_greedy.json"))
+    lines += [f"### {t}", "", f"Greedy pass@1: SFT {ms([sft_g['pass@1']]) if sft_g else '-'}; "
+              + "; ".join(f"{short(r)} {ms(a)} ({len(a)} runs)" for r, a in acc.items() if a)
+              + ".", "", "| behaviour | " + " | ".join(n for n, _ in cols) + " |",
+              "|" + "---|" * (len(cols) + 1)]
+    for b in BEH:
+        lines.append(f"| {b} | " + " | ".join(ms([x[b] for x in v]) for _, v in cols) + " |")
+    # a transcript for each behaviour the RL models show, from the config that shows it most
+    lines += ["", "Transcripts (T = 1, held-out), one per behaviour found after RL, from the "
+              "config and seed that show it most, a correct one where there is one:", ""]
+    for b in BEH:
+        best = max(((r, d, sh) for r in rewards_of(t) for d in runs_of(t, r)
+                    if (rows := t1_rows(d)) and (sh := functional_shares(t, rows)[b]) > 0),
+                   key=lambda x: x[2], default=None)
+        if best is None:
+            lines += [f"- {b}: in no RL sample.", ""]
+            continue
+        r, d, sh = best
+        nums = lambda x: held_out(t)[x["problem"]].get("numbers")  # noqa: E731
+        hits = [x for x in t1_rows(d) if functional(x["response"], base, nums(x))[b] > 0]
+        ex = next((x for x in hits if x["correct"]), hits[0])
+        lines += [f"- {b}: `{d}` ({short(r)}), {len(hits)} of {len(t1_rows(d))} samples; "
+                  f"correct: {ex['correct']}", "", "```", ex["problem"], "---",
+                  ex["response"].strip(), "```", ""]
 
 # -- the real model: SmolLM2-135M-Instruct on arith (README's commands; 200 held-out problems)
 smol = {k: read(os.path.join(args.smol_dir, f"{k}_arith.json")) for k in ("base", "sft", "rlsft")}

@@ -35,6 +35,7 @@ import torch
 from tqdm import tqdm
 
 from data import get_task
+from data.common import check_styles, parse_styles
 from nanorlsp import dist, tracking
 from nanorlsp.checkpoint import (CheckpointError, attach_lora, load_model, model_from_state,
                                  open_run, save_checkpoint)
@@ -69,6 +70,10 @@ ap.add_argument("--wandb", default=None, metavar="PROJECT",
 # data
 ap.add_argument("--n_train", type=positive_int, default=40000, help="SFT demonstrations")
 ap.add_argument("--n_val", type=positive_int, default=500, help="held-out demonstrations (loss)")
+ap.add_argument("--styles", default=None, metavar="S[=W],...",
+                help="demonstrate only these trace styles, at their default shares or weights W "
+                     "(e.g. arith: direct,steps; countdown: direct,path=0.8): SFT without "
+                     "verification or backtracking traces")
 ap.add_argument("--n_merges", type=nonneg_int, default=256, help="BPE merges for the tiny tokenizer")
 ap.add_argument("--seq_len", type=nonneg_int, default=0,
                 help="packed row length (0: the longest demonstration, rounded up to 64)")
@@ -121,6 +126,7 @@ except UserError as e:
 
 try:
     task = get_task(args.task, args.data)
+    styles = check_styles(task, parse_styles(args.styles)) if args.styles else None
     d = dist.setup(args.device, args.fsdp)
     device = d.device
     dtype = resolve_dtype(args.dtype, device)
@@ -146,8 +152,8 @@ if d.main:
 
 t0 = time.time()
 try:
-    train_rows = task.make_sft_examples(args.n_train, seed=args.seed)
-    val_rows = task.make_sft_examples(args.n_val, seed=0, split="test")
+    train_rows = task.make_sft_examples(args.n_train, seed=args.seed, styles=styles)
+    val_rows = task.make_sft_examples(args.n_val, seed=0, split="test", styles=styles)
     eval_problems = (task.make_problems("test", args.eval_problems, seed=0)
                      if args.eval_problems else [])
 except ValueError as e:  # a real set's DataError: one line naming the file

@@ -226,9 +226,11 @@ def make_trace(p: dict, style: str, rng: random.Random) -> str:
     return "\n".join(lines) + f"\n\\boxed{{{ans}}}"
 
 
-def make_sft_examples(n: int, seed: int, split: str = "train") -> list[dict]:
-    """n problems of `split`, each with a demonstration in a style drawn from STYLE_MIX."""
-    return sft_examples(sys.modules[__name__], n, seed, split)
+def make_sft_examples(n: int, seed: int, split: str = "train",
+                      styles: dict | None = None) -> list[dict]:
+    """n problems of `split`, each with a demonstration in a style drawn from STYLE_MIX (or
+    only from `styles`: data.common.restrict_mix)."""
+    return sft_examples(sys.modules[__name__], n, seed, split, styles)
 
 
 def classify_style(response: str) -> str:

@@ -56,18 +56,63 @@ def pick_style(rng: random.Random, mix: dict[str, float]) -> str:
     return rng.choices(list(mix), weights=list(mix.values()))[0]
 
 
-def sft_examples(task, n: int, seed: int, split: str = "train") -> list[dict]:
-    """n problems of `split`, each with a demonstration in a style drawn from the task's mix.
+def parse_styles(spec: str) -> dict[str, float | None]:
+    """train_sft.py --styles: 'direct,steps' or 'direct=0.2,path=0.8' -> {style: weight, or None
+    for the task's own share}. A ValueError on an empty list, a repeated style or a bad weight."""
+    out = {}
+    for item in spec.split(","):
+        name, eq, w = item.strip().partition("=")
+        if not name or name in out:
+            raise ValueError(f"--styles {spec!r}: {'a repeated' if name else 'an empty'} style")
+        try:
+            out[name] = float(w) if eq else None
+        except ValueError:
+            raise ValueError(f"--styles {spec!r}: {w!r} is not a number") from None
+        if eq and not out[name] > 0:   # also rejects nan
+            raise ValueError(f"--styles {spec!r}: a weight must be > 0, got {w}")
+    return out
 
-    Deterministic per (task, n, seed, split). The test split's demonstrations serve the held-out
-    SFT loss; its problems never appear in training (split_of).
+
+def restrict_mix(task, mix: dict[str, float], styles: dict[str, float | None]) -> dict:
+    """The mix over `styles` only, each at its given weight or its share in `mix` (pick_style
+    normalises). For SFT data without some behaviours (the study's emergence test: arith with
+    no check or backtrack traces)."""
+    known = getattr(task, "STYLES", tuple(task.STYLE_MIX))
+    out = {}
+    for s, w in styles.items():
+        if s not in known:
+            raise ValueError(f"{task.NAME} has no style {s!r} (choose from {', '.join(known)})")
+        if w is None and s not in task.STYLE_MIX:
+            raise ValueError(f"{task.NAME} style {s!r} is not in the default mix: give its "
+                             f"weight, {s}=W")
+        out[s] = mix[s] if w is None else w
+    return out
+
+
+def check_styles(task, styles: dict[str, float | None]) -> dict[str, float | None]:
+    """`styles` (parse_styles) if the task can draw its demonstrations from them; else a
+    ValueError naming the problem (before a run writes anything)."""
+    if not hasattr(task, "STYLE_MIX"):
+        raise ValueError(f"--task {task.NAME}: --styles is for the synthetic tasks (a real "
+                         "set's demonstrations are its rationales)")
+    restrict_mix(task, task.STYLE_MIX, styles)
+    return styles
+
+
+def sft_examples(task, n: int, seed: int, split: str = "train",
+                 styles: dict[str, float | None] | None = None) -> list[dict]:
+    """n problems of `split`, each with a demonstration in a style drawn from the task's mix
+    (restricted to `styles` when given: restrict_mix).
+
+    Deterministic per (task, n, seed, split, styles). The test split's demonstrations serve the
+    held-out SFT loss; its problems never appear in training (split_of).
     """
     rng = random.Random(f"{task.NAME}-sft-{split}-{seed}")
     rows = []
     for p in task.make_problems(split, n, seed, distinct=False):
         # a task may make the mix depend on the problem (arith: on its difficulty)
         mix = task.style_mix(p) if hasattr(task, "style_mix") else task.STYLE_MIX
-        style = pick_style(rng, mix)
+        style = pick_style(rng, restrict_mix(task, mix, styles) if styles else mix)
         rows.append({**p, "style": style, "response": task.make_trace(p, style, rng)})
     return rows
 

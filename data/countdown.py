@@ -38,6 +38,9 @@ STYLE_MIX (budget = DFS nodes; accuracy / mean chars from `python -m data.countd
     short   25%  budget 10                            accuracy 0.32,  ~250 chars
     medium  30%  budget 40                            accuracy 0.63,  ~540 chars
     long    25%  budget 160                           accuracy 0.85, ~1090 chars
+    path     --   not in the mix: the winning line of a full search only, one move per line
+                  and no dead end, backtrack or check line (`train_sft.py --styles direct,path=0.8`:
+                  SFT data without backtracking or verification, the study's emergence test)
 "direct" is right by construction (it is the model that will fail to imitate it). A bigger
 budget continues the same DFS (same problem and rng), so longer searches solve more: the SFT
 data itself shows that exploring longer pays, which is what RLSP's length reward builds on.
@@ -60,6 +63,7 @@ from nanorlsp.verifier import last_boxed
 NAME = "countdown"
 STYLE_MIX = {"direct": 0.20, "short": 0.25, "medium": 0.30, "long": 0.25}
 BUDGETS = {"direct": 0, "short": 10, "medium": 40, "long": 160}  # DFS nodes per style
+STYLES = (*STYLE_MIX, "path")   # every style make_trace writes ('path' only when asked for)
 MARKERS = {"backtrack": "backtrack", "verify": "check:"}  # exact substrings, one per behaviour
 MAX_VALUE = 999  # no intermediate above this: short lines, and big products rarely help
 MAX_EXPR_CHARS = 200  # check() rejects longer boxed answers before parsing
@@ -172,13 +176,36 @@ def _search(items, target, depth, budget, rng, lines, st):
     return None
 
 
+def _path(items, target, rng, depth=0):
+    """The lines of one winning line of moves (a DFS in random child order that writes only the
+    moves it kept) and the winning item, or None when no line from `items` reaches the target."""
+    kids = _children(items)
+    rng.shuffle(kids)
+    pad = " " * depth
+    for new, rest, step in kids:
+        if not rest:
+            if new[0] == target:
+                return [f"{pad}{step} yes"], new
+            continue
+        found = _path(rest + [new], target, rng, depth + 1)
+        if found is not None:
+            state = sorted([it[0] for it in rest] + [new[0]])
+            return [f"{pad}try {step} -> {state}"] + found[0], found[1]
+    return None
+
+
 def make_trace(problem: dict, style: str, rng: random.Random) -> str:
     """The assistant response for `problem` in `style` (see the module docstring)."""
     target = problem["target"]
     if style == "direct":
         return f"\\boxed{{{problem['answer']}}}"
+    if style != "path" and style not in BUDGETS:     # BUDGETS: a user may add a search budget
+        raise ValueError(f"unknown countdown style {style!r} (choose from {', '.join(STYLES)})")
     items = [(n, str(n), 3) for n in problem["numbers"]]
     lines = [f"goal {target} from {sorted(problem['numbers'])}"]
+    if style == "path":   # every problem is solvable, so a full search finds a line
+        moves, win = _path(items, target, rng)
+        return "\n".join(lines + moves + [f"\\boxed{{{win[1]}}}"])
     st = {"nodes": 0, "best": None}
     win = _search(items, target, 0, BUDGETS[style], rng, lines, st)
     if win is not None:
@@ -212,13 +239,17 @@ def classify_style(response: str) -> str:
     that covers its number of search nodes (each `try` line and each final step is a node)."""
     if "\n" not in response.strip():
         return "direct"
+    if not any(w in response for w in ("backtrack", "check:", "out of budget")):
+        return "path"   # a line of moves with no dead end or check (possibly from any style)
     nodes = len(_NODE.findall(response))
     return next((s for s in ("short", "medium") if nodes <= BUDGETS[s]), "long")
 
 
-def make_sft_examples(n: int, seed: int, split: str = "train") -> list[dict]:
-    """n problems of `split`, each with a demonstration in a style drawn from STYLE_MIX."""
-    return sft_examples(sys.modules[__name__], n, seed, split)
+def make_sft_examples(n: int, seed: int, split: str = "train",
+                      styles: dict | None = None) -> list[dict]:
+    """n problems of `split`, each with a demonstration in a style drawn from STYLE_MIX (or
+    only from `styles`: data.common.restrict_mix)."""
+    return sft_examples(sys.modules[__name__], n, seed, split, styles)
 
 
 # -----------------------------------------------------------------------------

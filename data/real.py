@@ -128,7 +128,10 @@ def training_task(name: str, data: str | None = None):
         pool = splits[split]
         return list(pool) if n >= len(pool) else random.Random(seed).sample(pool, n)
 
-    def make_sft_examples(n: int, seed: int, split: str = "train"):
+    def make_sft_examples(n: int, seed: int, split: str = "train", styles=None):
+        if styles:
+            raise DataError(f"--task {name}: --styles is for the synthetic tasks (a real set's "
+                            "demonstrations are its rationales)")
         if name != "gsm8k":
             raise DataError(f"--task {name}: no demonstrations to fine-tune on (GSM8K has "
                             "rationales; MATH train here has answers only: use train_rl.py)")

@@ -151,3 +151,36 @@ def test_last_boxed():
 def test_classify_style_recovers_the_demonstration_style():
     for r in arith.make_sft_examples(800, seed=3):
         assert arith.classify_style(r["response"]) == r["style"]
+
+
+def test_styles_restrict_the_mix_per_level():
+    """--styles direct,steps (the study's emergence test): only those styles, each level's
+    direct share renormalised over them (0.85 / (0.85 + 0.075) at level 1), no marker anywhere."""
+    from data.common import parse_styles
+    rows = arith.make_sft_examples(4000, seed=0, styles=parse_styles("direct,steps"))
+    assert {r["style"] for r in rows} == {"direct", "steps"}
+    assert not any("check:" in r["response"] or "wait," in r["response"] for r in rows)
+    for level, d in arith.DIRECT_SHARE.items():
+        rs = [r for r in rows if r["level"] == level]
+        got = sum(r["style"] == "direct" for r in rs) / len(rs)
+        assert abs(got - d / (d + (1 - d) / 2)) < 0.05, (level, got)
+    # explicit weights override the shares; the default mix is untouched without --styles
+    rows = arith.make_sft_examples(2000, seed=0, styles=parse_styles("steps=1,check=1"))
+    assert abs(sum(r["style"] == "steps" for r in rows) / len(rows) - 0.5) < 0.05
+    assert arith.make_sft_examples(300, seed=0) == arith.make_sft_examples(300, seed=0, styles=None)
+
+
+@pytest.mark.parametrize("spec,msg", [
+    ("direct,direct", "a repeated style"), ("direct,", "an empty style"),
+    ("steps=x", "is not a number"), ("steps=0", "must be > 0"), ("steps=nan", "must be > 0"),
+])
+def test_parse_styles_rejects(spec, msg):
+    from data.common import parse_styles
+    with pytest.raises(ValueError, match=msg):
+        parse_styles(spec)
+
+
+def test_styles_unknown_is_a_clear_error():
+    from data.common import parse_styles
+    with pytest.raises(ValueError, match="arith has no style 'path'"):
+        arith.make_sft_examples(10, seed=0, styles=parse_styles("direct,path"))

@@ -166,3 +166,30 @@ def test_step_errors_count_the_searchs_wrong_arithmetic():
     reply = "goal 35 from [4, 18, 21]\ntry 21*18=388 -> [4, 388]\n 388/4=97 no\nbacktrack\n" \
             "try 21-4=17 -> [17, 18]\n 18+17=35 yes\ncheck: 21-4+18 = 35\n\\boxed{21-4+18}"
     assert cd.step_errors(reply) == (4, 1)   # 21*18 is 378; the check line is no step
+
+
+def test_path_style_is_one_true_line_of_moves():
+    """'path' (not in the default mix): the winning line only, every move's arithmetic right, no
+    dead end, backtrack or check line, and the functional detector finds no behaviour in it."""
+    from nanorlsp.behaviors import functional
+    for i, p in enumerate(cd.make_problems("train", 60, seed=3)):
+        t = cd.make_trace(p, "path", random.Random(i))
+        assert t == cd.make_trace(p, "path", random.Random(i))
+        assert cd.check(t, p), t
+        assert not any(w in t for w in ("backtrack", "check:", "no\n", "out of budget"))
+        n, bad = cd.step_errors(t)
+        assert (n, bad) == (len(p["numbers"]) - 1, 0), t      # one move per merged number
+        assert cd.classify_style(t) == "path"
+        assert not any(functional(t, "countdown", p["numbers"]).values()), t
+    with pytest.raises(ValueError, match="unknown countdown style"):
+        cd.make_trace(P, "breadth", random.Random(0))
+
+
+def test_styles_direct_and_path():
+    from data.common import parse_styles
+    with pytest.raises(ValueError, match="give its weight, path=W"):
+        cd.make_sft_examples(10, seed=0, styles=parse_styles("direct,path"))
+    rows = cd.make_sft_examples(1000, seed=0, styles=parse_styles("direct,path=0.8"))
+    assert {r["style"] for r in rows} == {"direct", "path"}
+    assert abs(sum(r["style"] == "path" for r in rows) / len(rows) - 0.8) < 0.05
+    assert all(cd.check(r["response"], r) for r in rows)

@@ -237,11 +237,32 @@ def test_resume_equals_uninterrupted_run(tmp_path):
     (["--bogus_flag", "1"], "unrecognized arguments: --bogus_flag"),
     (["--max_steps", "0"], "must be >= 1"),
     (["--device", "tpu"], "invalid choice: 'tpu'"),
+    (["--styles", "direct,wait"], "arith has no style 'wait' (choose from direct, steps"),
+    (["--task", "countdown", "--styles", "path"], "give its weight, path=W"),
+    (["--styles", "steps=-1"], "a weight must be > 0"),
 ])
 def test_bad_flags_one_line(tmp_path, argv, pattern):
     r = run_sft("--out_dir", str(tmp_path / "x"), *argv, check=False)
     assert pattern in one_error_line(r)
     assert not os.path.exists(tmp_path / "x")
+
+
+def test_styles_on_a_real_set_one_line(tmp_path):
+    """--styles restricts synthetic trace styles; a real set's rationale has none (a file that
+    has rationales, so the error is about the flag, not the data)."""
+    data = tmp_path / "train.jsonl"
+    data.write_text(json.dumps({"question": "1+1?", "answer": "1+1=2\n#### 2"}) + "\n")
+    r = run_sft("--out_dir", str(tmp_path / "x"), "--task", "gsm8k", "--data", str(data),
+                "--styles", "direct", check=False)
+    assert "--styles is for the synthetic tasks" in one_error_line(r)
+    assert not os.path.exists(tmp_path / "x")
+
+
+def test_styles_saved_with_the_run(tmp_path):
+    d = str(tmp_path / "run")
+    run_sft("--out_dir", d, "--max_steps", "1", "--eval_problems", "0", "--n_train", "64",
+            "--styles", "direct,steps")
+    assert json.load(open(os.path.join(d, "config.json")))["args"]["styles"] == "direct,steps"
 
 
 @pytest.mark.slow
