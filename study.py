@@ -279,6 +279,12 @@ def run_job(name: str, cmds: list[list[str]], threads: int = THREADS) -> None:
                 tf = os.path.join(OUT, name, "train_seconds.json")
                 spent = (read(tf) or {"seconds": times.get(name, 0.0)})["seconds"]
                 json.dump({"seconds": spent + time.time() - t1}, open(tf, "w"))
+    # every command's wall-clock, evaluations included, summed over invocations (the report's
+    # total: a resumed study is many invocations)
+    sf = os.path.join(OUT, "logs", name.replace("/", "_") + ".seconds")
+    json.dump({"task": name.split("/")[0],
+               "seconds": (read(sf) or {"seconds": 0.0})["seconds"] + time.time() - t0},
+              open(sf, "w"))
     print(f"[{time.strftime('%H:%M:%S')}] {name}: done in {time.time() - t0:.0f} s", flush=True)
 
 
@@ -714,6 +720,22 @@ for t in TASKS:
     lines.append(f"- {t}: SFT `{sft_cmd}`; RL `{rl_cmd}` (train_rl.py defaults otherwise); "
                  f"evaluation on {b['limit']} held-out problems, greedy and {b['k']} samples at "
                  f"T = 1 (`eval.py` defaults{', ' + ' '.join(b['eval_flags']) if b['eval_flags'] else ''}).")
+
+def job_seconds(task: str) -> float:
+    """The recorded wall-clock of every job of a task (training and evaluations, all
+    invocations): run_job's logs/*.seconds."""
+    d = os.path.join(OUT, "logs")
+    names = os.listdir(d) if os.path.isdir(d) else []
+    return sum(r["seconds"] for f in names if f.endswith(".seconds")
+               and (r := read(os.path.join(d, f)))["task"] == task)
+
+
+spent = {t: job_seconds(t) for t in TASKS}
+lines += ["", "Recorded job time (every training and evaluation command of the runs in "
+          f"`{OUT}`, summed over invocations; with --jobs {args.jobs} that many run at once, so "
+          f"the wall-clock is about 1/{args.jobs} of it): "
+          + ", ".join(f"{t} {v / 3600:.1f} h" for t, v in spent.items())
+          + f"; total {sum(spent.values()) / 3600:.1f} h."]
 lines += ["", f"`train min` is the training command's wall-clock on {os.cpu_count()} CPU core(s) "
           f"with --jobs {args.jobs} runs (each {THREADS} thread(s)) sharing them (a phase with "
           "fewer runs to do, such as one task's SFT, gives each more), and sometimes a second "
@@ -980,4 +1002,6 @@ else:
     lines += [f"Not found in {args.smol_dir} (run the README's SmolLM2 commands).", ""]
 
 open(results, "w").write("\n".join(lines) + "\n")
-print(f"study: wrote {args.results}")
+print(f"study: wrote {args.results}; recorded job time {sum(spent.values()) / 3600:.2f} h "
+      f"({', '.join(f'{t} {v / 3600:.2f} h' for t, v in spent.items())}), this invocation "
+      f"{time.time() - t_start:.0f} s")

@@ -68,6 +68,15 @@ def test_study_small(tmp_path):
         ("rlsp", "adaptive", 0.5)
     for d in runs:
         assert os.path.exists(os.path.join(out, "arith", d, "eval_greedy.json")), d
+    # the recorded job time: every job's commands, summed, per task, printed and in the header
+    logs = os.path.join(out, "logs")
+    secs = [json.load(open(os.path.join(logs, f))) for f in os.listdir(logs) if f.endswith(".seconds")]
+    runs = set(os.listdir(os.path.join(out, "arith")))
+    assert len(secs) == len(runs) + 5          # a job per run, and 5 pass@k jobs
+    assert all(x["task"] == "arith" and x["seconds"] > 0 for x in secs)
+    total = sum(x["seconds"] for x in secs) / 3600
+    assert f"arith {total:.1f} h; total {total:.1f} h." in text
+    assert re.search(r"recorded job time [\d.]+ h \(arith [\d.]+ h\), this invocation", r.stdout)
     # everything is finished: a rerun launches nothing
     again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0
