@@ -566,8 +566,12 @@ def goal_table(task: str, keys: list[str]) -> list[str]:
 
 def greedy_lengths(task: str, run_dir: str, tok, pieces) -> dict | None:
     """Reasoning tokens of a run's greedy replies, raw and effective (raw minus the tokens that
-    only repeat earlier text, the reward's L), and the share with no answer the checker reads."""
+    only repeat earlier text, the reward's L), and the share with no answer the checker reads
+    (the task's answer_start, the reward's no-answer test: not eval.py's `answer`, which falls
+    back to a reply's last number)."""
+    from data import get_task
     from nanorlsp.rewards import repeated_tokens
+    answer_start = get_task(task_of(task)).answer_start
     tp = os.path.join(run_dir, "eval_greedy.transcripts.jsonl")
     if not os.path.exists(tp):
         return None
@@ -577,7 +581,7 @@ def greedy_lengths(task: str, run_dir: str, tok, pieces) -> dict | None:
         ids = reasoning_ids(task, r["response"], tok)
         raw.append(len(ids))
         eff.append(len(ids) - repeated_tokens(ids, 8, pieces))
-        none.append(r["answer"] is None)
+        none.append(answer_start(r["response"]) is None)
     return {"raw": statistics.mean(raw), "effective": statistics.mean(eff),
             "no_answer": statistics.mean(none)}
 

@@ -46,6 +46,13 @@ def test_study_small(tmp_path):
     sweep = text.split("### arith: exploration strength")[1].split("###")[0]
     assert [r.split(" | ")[0] for r in sweep.splitlines() if r.startswith("| ")][1:] == \
         ["| 0", f"| {0.5 / lt['tokens']:.3g} (default coef)", "| 1"]
+    # the sweep's greedy no-answer share is the checker's (no \boxed it can read), not eval.py's
+    # answer field, which falls back to a reply's last number: replies cut at 12 tokens have none
+    from data import arith
+    none = [arith.answer_start(json.loads(x)["response"]) is None for s in (1, 2) for x in open(
+        os.path.join(out, "arith", f"rlsp@1_s{s}", "eval_greedy.transcripts.jsonl"))]
+    row = [r for r in sweep.splitlines() if r.startswith("| 1 |")][0].split(" | ")
+    assert row[6].split(" / ")[1] == f"{100 * sum(none) / len(none):.1f}"
     # pass@k: SFT, verifier only and the best RLSP config (rlsp or rlsp@1), k = 1..4
     passk = text.split("### arith: pass@k, k = 1..4")[1].split("###")[0]
     rows = [r for r in passk.splitlines() if r.startswith("| ") and not r.startswith("| model")]
