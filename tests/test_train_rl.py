@@ -69,13 +69,17 @@ def test_rl_steps_log_and_checkpoint(sft, tmp_path, algo):
 def test_rl_bad_inputs(sft, tmp_path):
     assert "holds no checkpoint" in one_error_line(
         run_rl("--init_from", sft, "--out_dir", str(tmp_path / "x"), "--resume", check=False))
+    # every case names its own --out_dir: the default, out/rl, holds the README's run in a
+    # checkout that followed it, and the resume check would answer first
     assert "invalid choice: 'sac'" in one_error_line(
-        run_rl("--init_from", sft, "--algo", "sac", check=False))
+        run_rl("--init_from", sft, "--algo", "sac", "--out_dir", str(tmp_path / "s"), check=False))
     assert "no checkpoint or model" in one_error_line(
         run_rl("--init_from", str(tmp_path / "nope"), "--out_dir", str(tmp_path / "y"),
                check=False))
     assert "--temperature must be > 0" in one_error_line(
-        run_rl("--init_from", sft, "--temperature", "0", check=False))
+        run_rl("--init_from", sft, "--temperature", "0", "--out_dir", str(tmp_path / "t"),
+               check=False))
+    assert not any(os.path.exists(tmp_path / d) for d in ("s", "t", "y"))  # nothing written
 
 
 @pytest.mark.slow
