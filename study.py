@@ -708,8 +708,9 @@ def passk_section(task: str, fig_dir: str) -> list[str]:
 
 # measured once, by hand, for the committed RESULTS.md (the runs are resumable, so a clock in
 # here would only see the last invocation)
-MEASURED = ("about 2 h 30 min on the 2-core CPU that made this file (07:12-09:51 with a 9-minute "
-            "interruption; the two tasks partly side by side)")
+MEASURED = ("about 6 h of wall-clock on the 2-core CPU that made this file, two jobs at a time "
+            "(an estimate from the recorded job time below: its runs were made in several sittings, "
+            "and RESULTS.md's budget paragraph adds the configs not re-run)")
 lines = ["# RESULTS: the RLSP study at small scale", "",
          f"Reproduce everything: `python study.py`, {MEASURED} (this file is its output; `python study.py "
          f"--report` rewrites it from finished runs). Runs live in `{OUT}`, seeds {args.seeds}. "
@@ -757,7 +758,7 @@ for t in TASKS:
     best = best_reward(t)
     configs = [("SFT only", "sft", [sft])] + [
         (label_of(r), r, runs_of(t, r)) for r in rewards_of(t)]
-    if best:
+    if best and any(os.path.isdir(d) for d in runs_of(t, best, "ppo")):   # not with --no_ppo
         configs.append((f"PPO {best}", f"ppo_{best}", runs_of(t, best, "ppo")))
     k = BUDGET[t]["k"]
     lines += [f"## {t}", "",

@@ -98,7 +98,7 @@ def test_study_plain_variant(tmp_path):
     marker-based 'What emerged' table for the variant."""
     out, res = str(tmp_path / "study"), str(tmp_path / "RESULTS.md")
     cmd = [sys.executable, "study.py", "--tasks", "arith_plain", "--seeds", "1", "--steps", "2",
-           "--sft_steps", "10", "--limit", "4", "--rewards", "none,rlsp@1", "--no_ppo",
+           "--sft_steps", "10", "--limit", "4", "--rewards", "none,rlsp", "--no_ppo",
            "--out_dir", out, "--results", res, "--smol_dir", str(tmp_path / "no_smol"),
            "--rl_flags", "--prompts_per_step 2 --n_samples 2 --max_new_tokens 12 --eval_problems 0"]
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
@@ -107,12 +107,12 @@ def test_study_plain_variant(tmp_path):
     sft = json.load(open(os.path.join(d, "sft", "config.json")))["args"]
     assert (sft["task"], sft["styles"]) == ("arith", "direct,steps")
     assert json.load(open(os.path.join(d, "none_s1", "config.json")))["args"]["task"] == "arith"
-    assert sorted(os.listdir(d)) == ["none_s1", "rlsp@1_s1", "sft"]     # no pass@k stage
+    assert sorted(os.listdir(d)) == ["none_s1", "rlsp_s1", "sft"]     # no pass@k stage
     text = open(res).read()
     sec = text.split("## Emergence, tested")[1].split("## A real model")[0]
     head = [r for r in sec.splitlines() if r.startswith("| behaviour")][0]
     assert head.split(" | ")[1:] == ["demonstrations, full mix", "demonstrations, direct,steps",
-                                     "SFT samples", "none samples", "rlsp, strength 1 samples |"]
+                                     "SFT samples", "none samples", "rlsp samples |"]
     rows = {r.split(" | ")[0][2:]: r.split(" | ")[1:] for r in sec.splitlines()
             if r.startswith(("| backtracking", "| verification", "| alternatives"))}
     assert set(rows) == {"backtracking", "verification", "alternatives"}
@@ -120,3 +120,4 @@ def test_study_plain_variant(tmp_path):
     for b in ("backtracking", "verification"):
         assert 5 < float(rows[b][0]) < 15 and float(rows[b][1]) == 0.0, rows[b]
     assert "arith_plain" not in text.split("## What emerged")[1].split("## Emergence")[0]
+    assert "| PPO" not in text     # --no_ppo: no empty row for the best paper reward's PPO
