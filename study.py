@@ -319,10 +319,15 @@ def rollout_steps(run_dir: str) -> list[dict]:
     return [r for line in open(path) if "acc" in (r := json.loads(line))]
 
 
+def t1_rows(run_dir: str) -> list[dict]:
+    """The transcript rows of a run's T = 1 evaluation ([] before it ran)."""
+    tp = os.path.join(run_dir, "eval_t1.transcripts.jsonl")
+    return [json.loads(x) for x in open(tp)] if os.path.exists(tp) else []
+
+
 def t1_responses(run_dir: str) -> list[str] | None:
     """The replies of a run's T = 1 evaluation, or None before it ran."""
-    path = os.path.join(run_dir, "eval_t1.transcripts.jsonl")
-    return [json.loads(x)["response"] for x in open(path)] if os.path.exists(path) else None
+    return [r["response"] for r in rows] if (rows := t1_rows(run_dir)) else None
 
 
 def first_last(steps: list[dict], n: int = 10):
@@ -914,30 +919,21 @@ from data.common import parse_styles  # noqa: E402
 from nanorlsp.behaviors import functional  # noqa: E402
 
 
-def functional_shares(task: str, rows: list[dict]) -> dict[str, float]:
-    """Share of replies ({"response", "problem": prompt}) in which behaviors.functional finds
-    each behaviour (count > 0)."""
-    hits = dict.fromkeys(BEH, 0)
-    for r in rows:
-        nums = held_out(task)[r["problem"]].get("numbers") if task_of(task) == "countdown" else None
-        for b, n in functional(r["response"], task_of(task), nums).items():
-            hits[b] += n > 0
-    return {b: v / max(1, len(rows)) for b, v in hits.items()}
+def shares(counts: list[dict[str, int]]) -> dict[str, float]:
+    """Share of replies in which behaviors.functional found each behaviour (count > 0)."""
+    return {b: sum(c[b] > 0 for c in counts) / max(1, len(counts)) for b in BEH}
+
+
+def functional_counts(task: str, rows: list[dict]) -> list[dict[str, int]]:
+    """behaviors.functional of each transcript row (countdown: with its problem's numbers)."""
+    return [functional(r["response"], task_of(task), held_out(task)[r["problem"]].get("numbers"))
+            for r in rows]
 
 
 def demo_shares(task: str, styles: str | None) -> dict[str, float]:
-    """functional_shares of 2000 SFT demonstrations (the task's full mix, or only `styles`)."""
+    """shares of 2000 SFT demonstrations (the task's full mix, or only `styles`)."""
     rows = get_task(task).make_sft_examples(2000, seed=1337, styles=styles and parse_styles(styles))
-    hits = dict.fromkeys(BEH, 0)
-    for r in rows:
-        for b, n in functional(r["response"], task, r.get("numbers")).items():
-            hits[b] += n > 0
-    return {b: v / len(rows) for b, v in hits.items()}
-
-
-def t1_rows(run_dir: str) -> list[dict]:
-    tp = os.path.join(run_dir, "eval_t1.transcripts.jsonl")
-    return [json.loads(x) for x in open(tp)] if os.path.exists(tp) else []
+    return shares([functional(r["response"], task, r.get("numbers")) for r in rows])
 
 
 variants = [t for t in TASKS if t != task_of(t)]
@@ -957,11 +953,14 @@ for t in variants:
     base, sft = task_of(t), os.path.join(OUT, t, "sft")
     flags = BUDGET[t]["sft_flags"]
     styles = flags[flags.index("--styles") + 1]
+    # every finished RL run's T = 1 rows and their functional counts, read once
+    runs = {d: (r, rows, functional_counts(t, rows)) for r in rewards_of(t) for d in runs_of(t, r)
+            if (rows := t1_rows(d))}
     cols = [("demonstrations, full mix", [demo_shares(base, None)]),
             (f"demonstrations, {styles}", [demo_shares(base, styles)]),
-            ("SFT samples", [functional_shares(t, rows)] if (rows := t1_rows(sft)) else [])]
-    cols += [(f"{short(r)} samples", [functional_shares(t, rows) for d in runs_of(t, r)
-                                      if (rows := t1_rows(d))]) for r in rewards_of(t)]
+            ("SFT samples", [shares(functional_counts(t, rows))] if (rows := t1_rows(sft)) else [])]
+    cols += [(f"{short(r)} samples", [shares(c) for rr, _, c in runs.values() if rr == r])
+             for r in rewards_of(t)]
     cols = [(name, v) for name, v in cols if v]
     acc = {r: [e["pass@1"] for d in runs_of(t, r) if (e := read(os.path.join(d, "eval_greedy.json")))]
            for r in rewards_of(t)}
@@ -976,17 +975,15 @@ for t in variants:
     lines += ["", "Transcripts (T = 1, held-out), one per behaviour found after RL, from the "
               "config and seed that show it most, a correct one where there is one:", ""]
     for b in BEH:
-        best = max(((r, d, sh) for r in rewards_of(t) for d in runs_of(t, r)
-                    if (rows := t1_rows(d)) and (sh := functional_shares(t, rows)[b]) > 0),
-                   key=lambda x: x[2], default=None)
+        best = max(((d, sh) for d, (_, _, c) in runs.items() if (sh := shares(c)[b]) > 0),
+                   key=lambda x: x[1], default=None)
         if best is None:
             lines += [f"- {b}: in no RL sample.", ""]
             continue
-        r, d, sh = best
-        nums = lambda x: held_out(t)[x["problem"]].get("numbers")  # noqa: E731
-        hits = [x for x in t1_rows(d) if functional(x["response"], base, nums(x))[b] > 0]
+        r, rows, counts = runs[best[0]]
+        hits = [x for x, c in zip(rows, counts) if c[b] > 0]
         ex = next((x for x in hits if x["correct"]), hits[0])
-        lines += [f"- {b}: `{d}` ({short(r)}), {len(hits)} of {len(t1_rows(d))} samples; "
+        lines += [f"- {b}: `{best[0]}` ({short(r)}), {len(hits)} of {len(rows)} samples; "
                   f"correct: {ex['correct']}", "", "```", ex["problem"], "---",
                   ex["response"].strip(), "```", ""]
 
