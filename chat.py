@@ -41,8 +41,8 @@ ap.add_argument("--no_history", action="store_true", help="every question alone,
 ap.add_argument("--mark", action="store_true",
                 help="after each reply: the behaviours detected and the extracted answer")
 ap.add_argument("--task", default=None,
-                help="behaviour markers of a synthetic task (arith | countdown; default: from "
-                     "the checkpoint, else natural-text keywords)")
+                help="behaviour markers of a synthetic task (arith | countdown | countdown_small; "
+                     "default: from the checkpoint, else natural-text keywords)")
 ap.add_argument("--seed", type=int, default=0)
 ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
 ap.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"])
@@ -74,7 +74,7 @@ task = args.task
 if task is None and os.path.isfile(os.path.join(path, "config.json")):
     import json
     task = json.load(open(os.path.join(path, "config.json"))).get("args", {}).get("task")
-task = task if task in ("arith", "countdown") else None     # else: natural-text keywords
+task = task if task in ("arith", "countdown", "countdown_small") else None  # else: keywords
 # the context: a prompt may take what the reply leaves, and the reply at least half of it
 CTX = model.config.max_seq_len
 budget = CTX - min(args.max_new_tokens, CTX // 2)          # prompt tokens that fit

@@ -161,6 +161,11 @@ results = {
 }
 if synthetic:
     results["styles"] = breakdown(task, problems, replies)["style"]
+if synthetic and hasattr(task, "step_errors"):
+    # countdown: the search's own steps "a op b=c" whose arithmetic is wrong (the verifier reads
+    # only the boxed expression; a search through false states is not a search)
+    steps, wrong = map(sum, zip((0, 0), *(task.step_errors(r["text"]) for r in replies)))
+    results["search_steps"], results["wrong_step_share"] = steps, wrong / max(steps, 1)
 
 # -----------------------------------------------------------------------------
 # report
@@ -173,6 +178,9 @@ print(f"response tokens: mean {results['mean_response_tokens']:.1f}, median "
       f"{results['median_response_tokens']:.0f}; truncated {results['truncation_rate']:.3f}; "
       f"{results['gen_tokens_per_s']:.0f} tokens/s")
 print("behaviours: " + ", ".join(f"{b} {f:.3f}" for b, f in results["behaviors"].items()))
+if "search_steps" in results:
+    print(f"search steps: {results['search_steps']}, wrong arithmetic "
+          f"{100 * results['wrong_step_share']:.1f}%")
 if "styles" in results:
     print("styles (share, accuracy): " + ", ".join(
         f"{s} {v['frac']:.2f} {v['acc']:.2f}" for s, v in results["styles"].items()))

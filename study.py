@@ -126,6 +126,13 @@ PLAIN = {"arith": "direct,steps", "countdown": "direct,path=0.8"}
 for t, styles in PLAIN.items():
     BUDGET[f"{t}_plain"] = dict(BUDGET[t], task=t, sft_flags=BUDGET[t]["sft_flags"] + [
         "--styles", styles], rewards="none,rlsp,rlsp@1")
+# a countdown model that can search (issue 19, item 2): countdown on 1..9 with every result at
+# most 99 (data/countdown_small.py: countdown's own 2-digit products were most of the tiny model's
+# 44% wrong search steps), SFT long enough that the model's own steps are >= 95% right at T = 1,
+# then 200 RL steps, verifier only against RLSP at a strength item 1 measured on countdown
+BUDGET["countdown_small"] = dict(BUDGET["countdown"], steps=200, rewards="none,rlsp@0.3",
+                                 rl_flags=["--max_new_tokens", "512", "--prompts_per_step", "8",
+                                           "--eval_problems", "0"])
 for t in TASKS:
     if t not in BUDGET:
         raise SystemExit(f"study: no BUDGET for task '{t}' (known: {', '.join(BUDGET)})")
@@ -806,7 +813,7 @@ for t in TASKS:
                 acc_m.append(statistics.mean(accs) if accs else float("nan"))
                 tok_m.append(statistics.mean(toks) if toks else float("nan"))
             per_config[short(key)] = (levels, acc_m, tok_m)
-        level_name = "numbers" if task_of(t) == "countdown" else "level"
+        level_name = "numbers" if task_of(t).startswith("countdown") else "level"
         levels_figure(per_config, f"{t}: greedy accuracy and reply tokens by {level_name} "
                       "(mean over seeds)", level_name).savefig(
             os.path.join(fig_dir, f"{t}_levels.png"), dpi=80)
@@ -864,13 +871,15 @@ for t in TASKS:
     demos = [r["response"] for r in get_task(t).make_sft_examples(4000, seed=1337)]
     in_data = frequencies(demos, t)
     sft_t1 = read(os.path.join(OUT, t, "sft", "eval_t1.json"))
-    rl_dirs = runs_of(t, "rlsp")
+    rl_key = "rlsp" if "rlsp" in rewards_of(t) else best_rlsp(t)   # countdown_small: rlsp@S
+    rl_name = "RLSP" if rl_key == "rlsp" else f"RLSP ({short(rl_key)})" if rl_key else ""
+    rl_dirs = runs_of(t, rl_key) if rl_key else []
     rl_t1 = [e for d in rl_dirs if (e := read(os.path.join(d, "eval_t1.json")))]
     if not (sft_t1 and rl_t1):
         lines += [f"{t}: runs not finished yet.", ""]
         continue
-    lines += [f"### {t}", "", "| behaviour | SFT demonstrations | SFT samples (T=1) | RLSP samples "
-              "(T=1, mean over seeds) | |", "|---|---|---|---|---|"]
+    lines += [f"### {t}", "", f"| behaviour | SFT demonstrations | SFT samples (T=1) | {rl_name} "
+              "samples (T=1, mean over seeds) | |", "|---|---|---|---|---|"]
     after = {b: statistics.mean(e["behaviors"][b] for e in rl_t1) for b in BEH}
     for b in BEH:
         verdict = ("new: absent from the SFT data" if in_data[b] == 0 and after[b] > 0 else
@@ -881,7 +890,7 @@ for t in TASKS:
                      f"{100 * after[b]:.1f}% | {verdict} |")
     tp = os.path.join(rl_dirs[0], "eval_t1.transcripts.jsonl")
     rows = [json.loads(x) for x in open(tp)] if os.path.exists(tp) else []
-    if t == "countdown":
+    if hasattr(get_task(t), "step_errors"):   # countdown, countdown_small
         # a behaviour is only as good as the search it is part of: how often is a search step's
         # own arithmetic ("21-4=17") wrong? (the verifier checks the boxed expression only)
         def wrong_share(texts: list[str]) -> float:
@@ -893,9 +902,9 @@ for t in TASKS:
             return statistics.mean(shares) if shares else float("nan")
 
         cells = [wrong_share(demos), wrong_share(t1_responses(os.path.join(OUT, t, "sft")) or []),
-                 wrong_share_over_seeds("rlsp"), wrong_share_over_seeds("none")]
+                 wrong_share_over_seeds(rl_key), wrong_share_over_seeds("none")]
         lines += ["", "Search steps (`a op b = c`) whose arithmetic is wrong: SFT demonstrations "
-                  f"{100 * cells[0]:.1f}%, SFT samples {100 * cells[1]:.1f}%, RLSP samples "
+                  f"{100 * cells[0]:.1f}%, SFT samples {100 * cells[1]:.1f}%, {rl_name} samples "
                   f"{100 * cells[2]:.1f}%, verifier-only samples {100 * cells[3]:.1f}% (T = 1, "
                   "mean over seeds)."]
     lines += ["", f"Transcripts from `{rl_dirs[0]}` (T = 1 samples on held-out problems), one per "
@@ -988,20 +997,38 @@ for t in variants:
                   ex["response"].strip(), "```", ""]
 
 # -- the real model: SmolLM2-135M-Instruct on arith (README's commands; 200 held-out problems)
-smol = {k: read(os.path.join(args.smol_dir, f"{k}_arith.json")) for k in ("base", "sft", "rlsft")}
+# -- item 6: SmolLM2-135M-Instruct, a real model (docs/real_weights.md: the commands; each eval
+# JSON and its transcripts copied into --smol_dir as <key>_arith.json)
+SMOL = (("base", "SmolLM2 base"), ("sft", "+ SFT (70 steps)"),
+        ("none", "+ SFT + RL, verifier only"), ("rlsp", "+ SFT + RL, rlsp (default coef)"),
+        ("alp", "+ SFT + RL, rlsp + alp (0.005) economy on easy prompts"))
+smol = {k: read(os.path.join(args.smol_dir, f"{k}_arith.json")) for k, _ in SMOL}
 lines += ["## A real model: SmolLM2-135M-Instruct on arith", ""]
-if all(smol.values()):
-    lines += ["Greedy, 200 held-out problems, bf16 (commands: README, \"RLSP on SmolLM2\"): base, "
-              "then SFT on the arith traces (70 steps), then RL with the rlsp reward (20 steps).",
-              "", "| checkpoint | pass@1 | accuracy by level | mean reply tokens |",
-              "|---|---|---|---|"]
-    for k, label in (("base", "SmolLM2 base"), ("sft", "+ SFT"), ("rlsft", "+ SFT + RLSP")):
-        e = smol[k]
+if smol["sft"]:
+    from nanorlsp.stats import bootstrap_ci
+    scores = {k: problem_scores([args.smol_dir], f"{k}_arith") for k, _ in SMOL if smol[k]}
+    lines += [f"Greedy, {smol['sft']['n_problems']} held-out problems, bf16 (commands: "
+              "docs/real_weights.md): the base model, SFT on the arith traces, then 20 RL steps "
+              "from it per reward. 95% CI: bootstrap over problems; vs SFT: paired on the same "
+              "problems (* excludes 0).", "",
+              "| checkpoint | pass@1 (%) [95% CI] | vs SFT (points) [95% CI] | accuracy by level "
+              "(1-5) | mean reply tokens | direct answers (%) |", "|---|---|---|---|---|---|"]
+    for k, label in SMOL:
+        if not (e := smol[k]):
+            lines.append(f"| {label} | not run | | | | |")
+            continue
         lv = " / ".join(f"{v:.2f}" for _, v in sorted(e["accuracy_by_level"].items()))
-        lines.append(f"| {label} | {e['pass@1']:.3f} | {lv} | {e['mean_response_tokens']:.0f} |")
+        ci = "-"
+        if scores.get(k):
+            m, lo, hi = bootstrap_ci(columns(scores[k])[0])
+            ci = f"{100 * m:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]"
+        vs = paired_cell(scores.get(k, []), scores["sft"]) if k != "sft" else "-"
+        direct = e["styles"].get("direct", {}).get("frac", 0.0) if "styles" in e else None
+        lines.append(f"| {label} | {ci} | {vs} | {lv} | {e['mean_response_tokens']:.0f} | "
+                     f"{'-' if direct is None else f'{100 * direct:.0f}'} |")
     lines.append("")
 else:
-    lines += [f"Not found in {args.smol_dir} (run the README's SmolLM2 commands).", ""]
+    lines += [f"Not found in {args.smol_dir} (docs/real_weights.md's SmolLM2 commands).", ""]
 
 open(results, "w").write("\n".join(lines) + "\n")
 print(f"study: wrote {args.results}; recorded job time {sum(spent.values()) / 3600:.2f} h "

@@ -77,7 +77,8 @@ from nanorlsp.tokenizer import load_tokenizer
 ap = ArgParser(description="RLSP stages 2-3: RL with the verifier and an exploration reward.")
 ap.add_argument("--init_from", default="out/sft", help="the SFT checkpoint (policy and reference)")
 ap.add_argument("--task", default="arith",
-                help="synthetic: arith | countdown; real: gsm8k | math (../shared/data files)")
+                help="synthetic: arith | countdown | countdown_small; real: gsm8k | math "
+                     "(../shared/data files)")
 ap.add_argument("--levels", default=None,
                 help="arith only: train on these difficulty levels, e.g. 1,2 (a curriculum for weak "
                      "models); held-out evaluation keeps every level")
@@ -295,7 +296,8 @@ if args.levels:
     train_problems = [p for lv in levels for p in task.make_problems(
         "train", 20000 // len(levels), seed=args.seed + lv, level=lv, distinct=False)]
 else:
-    train_problems = task.make_problems("train", 20000, seed=args.seed)
+    # a pool of distinct prompts (a task with fewer distinct problems says how many: RL_POOL)
+    train_problems = task.make_problems("train", getattr(task, "RL_POOL", 20000), seed=args.seed)
 eval_problems = task.make_problems("test", args.eval_problems, seed=0) if args.eval_problems else []
 V = tok.n_vocab  # the sampler never emits the padded embedding rows; the loss masks them too
 PIECES = token_pieces(tok)  # every token's bytes: the repetition guard reads lines (rewards.py)

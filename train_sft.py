@@ -51,7 +51,8 @@ from nanorlsp.tokenizer import build_tiny_tokenizer, load_tokenizer
 
 ap = ArgParser(description="RLSP stage 1: SFT on reasoning demonstrations.")
 ap.add_argument("--task", default="arith",
-                help="synthetic: arith | countdown; real: gsm8k | math (../shared/data files)")
+                help="synthetic: arith | countdown | countdown_small; real: gsm8k | math "
+                     "(../shared/data files)")
 ap.add_argument("--data", default=None, help="a real task's train problems (JSONL) instead")
 ap.add_argument("--init_from", default="scratch",
                 help="'scratch' (a new tiny model) or a checkpoint directory to fine-tune")

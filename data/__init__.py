@@ -15,7 +15,7 @@ reasoning length use it, so they agree with the checker).
 """
 import importlib
 
-TASK_NAMES = ("arith", "countdown")
+TASK_NAMES = ("arith", "countdown", "countdown_small")
 REAL_TRAIN_TASKS = ("gsm8k", "math")   # data/real.py: files from ../shared/data or --data
 
 

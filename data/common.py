@@ -31,16 +31,18 @@ def sample_problems(draw, split: str, n: int, seed: int, max_tries: int = 1000,
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     rng = random.Random(f"{split}-{seed}")
     seen, out = set(), []
-    tries = 0
+    tries = stale = 0   # stale: draws since the last new problem (a finite task runs out fast)
     while len(out) < n:
         tries += 1
-        if tries > max_tries * max(n, 1):
+        stale += 1
+        if tries > max_tries * max(n, 1) or stale > max_tries * 20:
             raise RuntimeError(f"could only draw {len(out)} distinct {split} problems of {n}")
         p = draw(rng)
         if (distinct and p["key"] in seen) or split_of(p["key"]) != split:
             continue
         seen.add(p["key"])
         out.append(p)
+        stale = 0
     return out
 
 

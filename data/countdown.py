@@ -72,7 +72,7 @@ MAX_EXPR_CHARS = 200  # check() rejects longer boxed answers before parsing
 # expressions: an item is (value, text, prec); prec 3 = number, 2 = * or /, 1 = + or -
 
 
-def _combine(a, b, op):
+def _combine(a, b, op, max_value=MAX_VALUE):
     """The item for `a op b` (larger first), minimally parenthesised; None if not allowed."""
     if a[0] < b[0]:
         a, b = b, a
@@ -85,7 +85,7 @@ def _combine(a, b, op):
         v = x * y
     else:
         v = x // y if y and x % y == 0 else None
-    if not v or v > MAX_VALUE:  # inexact division, a zero difference (never useful), or huge
+    if not v or v > max_value:  # inexact division, a zero difference (never useful), or huge
         return None
     p = 1 if op in "+-" else 2
     # left-associative parsing: the left side needs parens only when it binds looser; the right
@@ -97,7 +97,7 @@ def _combine(a, b, op):
     return (v, f"{ta}{op}{tb}", p), f"{x}{op}{y}={v}"
 
 
-def _children(items):
+def _children(items, max_value=MAX_VALUE):
     """All (new item, remaining items, step text) from combining two of `items`.
 
     Steps that lead to the same multiset of values (x*1 and x/1, or repeated numbers) lead to
@@ -108,7 +108,7 @@ def _children(items):
         for j in range(i + 1, len(items)):
             rest = items[:i] + items[i + 1:j] + items[j + 1:]
             for op in "+-*/":
-                r = _combine(items[i], items[j], op)
+                r = _combine(items[i], items[j], op, max_value)
                 if r is None:
                     continue
                 state = tuple(sorted([it[0] for it in rest] + [r[0][0]]))
@@ -122,14 +122,15 @@ def _children(items):
 # problems
 
 
-def _draw(rng: random.Random) -> dict:
-    """One solvable problem: combine random numbers in random order until a target lands."""
+def _draw(rng: random.Random, top: int = 25, max_value: int = MAX_VALUE) -> dict:
+    """One solvable problem: combine random numbers in 1..top in random order until a target
+    lands. A problem whose max_value is not MAX_VALUE carries it (make_trace's search obeys it)."""
     while True:
         k = rng.choice((3, 4))
-        numbers = sorted(rng.sample(range(1, 26), k))
+        numbers = sorted(rng.sample(range(1, top + 1), k))
         items = [(n, str(n), 3) for n in numbers]
         while len(items) > 1:
-            new, rest, _ = rng.choice(_children(items))
+            new, rest, _ = rng.choice(_children(items, max_value))
             items = rest + [new]
         value, expr, _ = items[0]
         # random combining favours small targets; thin them so targets spread over 10..100
@@ -137,7 +138,8 @@ def _draw(rng: random.Random) -> dict:
             return dict(key=f"{','.join(map(str, numbers))}->{value}",
                         prompt=f"Using the numbers {', '.join(map(str, numbers))}, reach {value} "
                                f"with + - * /. Use each number once.",
-                        answer=expr, numbers=numbers, target=value, level=k)
+                        answer=expr, numbers=numbers, target=value, level=k,
+                        **({} if max_value == MAX_VALUE else {"max_value": max_value}))
 
 
 def make_problems(split: str, n: int, seed: int, distinct: bool = True) -> list[dict]:
@@ -148,9 +150,9 @@ def make_problems(split: str, n: int, seed: int, distinct: bool = True) -> list[
 # traces: budgeted depth-first search
 
 
-def _search(items, target, depth, budget, rng, lines, st):
+def _search(items, target, depth, budget, rng, lines, st, max_value=MAX_VALUE):
     """DFS from `items`; returns the winning item or None (dead end or budget spent)."""
-    kids = _children(items)
+    kids = _children(items, max_value)
     rng.shuffle(kids)  # random child order: traces vary, and a small budget is a gamble
     pad = " " * depth
     for new, rest, step in kids:
@@ -167,7 +169,7 @@ def _search(items, target, depth, budget, rng, lines, st):
             continue
         state = sorted([it[0] for it in rest] + [new[0]])
         lines.append(f"{pad}try {step} -> {state}")
-        win = _search(rest + [new], target, depth + 1, budget, rng, lines, st)
+        win = _search(rest + [new], target, depth + 1, budget, rng, lines, st, max_value)
         if win is not None:
             return win
         if st["nodes"] >= budget:
@@ -176,10 +178,10 @@ def _search(items, target, depth, budget, rng, lines, st):
     return None
 
 
-def _path(items, target, rng, depth=0):
+def _path(items, target, rng, depth=0, max_value=MAX_VALUE):
     """The lines of one winning line of moves (a DFS in random child order that writes only the
     moves it kept) and the winning item, or None when no line from `items` reaches the target."""
-    kids = _children(items)
+    kids = _children(items, max_value)
     rng.shuffle(kids)
     pad = " " * depth
     for new, rest, step in kids:
@@ -187,7 +189,7 @@ def _path(items, target, rng, depth=0):
             if new[0] == target:
                 return [f"{pad}{step} yes"], new
             continue
-        found = _path(rest + [new], target, rng, depth + 1)
+        found = _path(rest + [new], target, rng, depth + 1, max_value)
         if found is not None:
             state = sorted([it[0] for it in rest] + [new[0]])
             return [f"{pad}try {step} -> {state}"] + found[0], found[1]
@@ -202,12 +204,13 @@ def make_trace(problem: dict, style: str, rng: random.Random) -> str:
     if style != "path" and style not in BUDGETS:     # BUDGETS: a user may add a search budget
         raise ValueError(f"unknown countdown style {style!r} (choose from {', '.join(STYLES)})")
     items = [(n, str(n), 3) for n in problem["numbers"]]
+    mv = problem.get("max_value", MAX_VALUE)   # countdown_small's problems: 99
     lines = [f"goal {target} from {sorted(problem['numbers'])}"]
     if style == "path":   # every problem is solvable, so a full search finds a line
-        moves, win = _path(items, target, rng)
+        moves, win = _path(items, target, rng, 0, mv)
         return "\n".join(lines + moves + [f"\\boxed{{{win[1]}}}"])
     st = {"nodes": 0, "best": None}
-    win = _search(items, target, 0, BUDGETS[style], rng, lines, st)
+    win = _search(items, target, 0, BUDGETS[style], rng, lines, st, mv)
     if win is not None:
         lines.append(f"check: {win[1]} = {target}")
         lines.append(f"\\boxed{{{win[1]}}}")
@@ -322,10 +325,9 @@ def check(response: str, problem: dict) -> bool:
 
 # -----------------------------------------------------------------------------
 
-if __name__ == "__main__":
-    import data.countdown as task  # the module object print_report expects
-
-    ap = argparse.ArgumentParser(description="Countdown trace-style report")
+def main(task) -> None:
+    """`python -m data.countdown` (and data.countdown_small): the style report and two traces."""
+    ap = argparse.ArgumentParser(description=f"{task.NAME} trace-style report")
     ap.add_argument("--n", type=int, default=1000, help="SFT examples in the report")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
@@ -336,3 +338,8 @@ if __name__ == "__main__":
         if r:
             print(f"\n--- {r['style']}, {'solved' if want else 'unsolved'}: {r['prompt']}")
             print(r["response"])
+
+
+if __name__ == "__main__":
+    import data.countdown as task  # the module object (not __main__), as print_report expects
+    main(task)

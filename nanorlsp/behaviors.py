@@ -38,6 +38,10 @@ MARKERS = {
     },
 }
 
+# a task that writes another's traces reads with its markers and detectors (data/countdown_small.py:
+# countdown on smaller numbers)
+SAME_TRACES = {"countdown_small": "countdown"}
+
 # keyword patterns for natural-language reasoning (case-insensitive, word-bounded)
 KEYWORDS = {
     "backtracking": re.compile(
@@ -59,6 +63,7 @@ _TOP_TRY = re.compile(r"^try ", re.M)  # countdown: a first move (depth 0 lines 
 
 def _count(text: str, task: str | None) -> dict[str, int]:
     """Occurrences of each behaviour's marker (synthetic tasks) or keyword (natural text)."""
+    task = SAME_TRACES.get(task, task)
     if task in MARKERS:
         out = {}
         for b, pat in MARKERS[task].items():
@@ -101,6 +106,7 @@ def spans(text: str, task: str | None = None) -> list[tuple[int, int, str]]:
     sorted, one per occurrence that `counts` counts. A synthetic task's marker spans its whole
     line; a keyword spans the matched words. For highlighting transcripts (notebook 05)."""
     out = []
+    task = SAME_TRACES.get(task, task)
     if task in MARKERS:
         for b, pat in MARKERS[task].items():
             if pat is not None:
@@ -221,6 +227,7 @@ def _functional_countdown(text: str, numbers: list[int]) -> dict[str, int]:
 def functional(text: str, task: str, numbers: list[int] | None = None) -> dict[str, int]:
     """Counts of each behaviour read from what the reply does, not from markers (above):
     task 'arith', or 'countdown' with the problem's starting numbers."""
+    task = SAME_TRACES.get(task, task)
     if task == "arith":
         return _functional_arith(text)
     if task == "countdown":

@@ -193,3 +193,50 @@ def test_styles_direct_and_path():
     assert {r["style"] for r in rows} == {"direct", "path"}
     assert abs(sum(r["style"] == "path" for r in rows) / len(rows) - 0.8) < 0.05
     assert all(cd.check(r["response"], r) for r in rows)
+
+
+# -----------------------------------------------------------------------------
+# countdown_small: the same task on 1..9 with every intermediate at most 99
+
+
+def test_countdown_small_numbers_targets_and_every_step_stay_small():
+    from data import countdown_small as cs, get_task
+    assert get_task("countdown_small") is cs
+    probs = cs.make_problems("test", 300, seed=0)
+    assert len({p["key"] for p in probs}) == 300
+    for p in probs:
+        assert 3 <= len(p["numbers"]) <= 4 and len(set(p["numbers"])) == len(p["numbers"])
+        assert all(1 <= n <= cs.TOP for n in p["numbers"]), p
+        assert 10 <= p["target"] <= cs.MAX_VALUE and p["max_value"] == cs.MAX_VALUE
+        assert cd.check(f"\\boxed{{{p['answer']}}}", p) and _solvable(p["numbers"], p["target"])
+        assert split_of(p["key"]) == "test"
+    rng = random.Random(0)
+    for p in probs[:100]:
+        for style in [*SEARCH_STYLES, "path"]:
+            trace = cs.make_trace(p, style, rng)
+            steps = cd._STEP.findall(trace)
+            assert steps and all(int(v) <= cs.MAX_VALUE for *_, v in steps), trace
+            assert cd.step_errors(trace)[1] == 0
+    # the same search on countdown's own problems still reaches results above 99
+    big = [v for p in cd.make_problems("test", 50, seed=0)
+           for *_, v in cd._STEP.findall(cd.make_trace(p, "long", rng))]
+    assert max(map(int, big)) > cs.MAX_VALUE
+    assert "max_value" not in cd.make_problems("test", 1, seed=0)[0]  # countdown's dicts unchanged
+
+
+def test_countdown_small_sft_examples_and_behaviours_read_as_countdown():
+    from data import countdown_small as cs
+    from nanorlsp import behaviors
+    rows = cs.make_sft_examples(200, seed=1)
+    assert {r["style"] for r in rows} == set(cs.STYLE_MIX)
+    assert all(1 <= n <= cs.TOP for r in rows for n in r["numbers"])
+    solved = [r for r in rows if r["style"] == "long" and cs.check(r["response"], r)]
+    assert solved
+    r = next(r for r in solved if "backtrack" in r["response"])
+    for task in ("countdown", "countdown_small"):
+        c = behaviors.counts(r["response"], task)
+        assert c["backtracking"] == r["response"].count("backtrack") and c["verification"] == 1
+    assert (behaviors.functional(r["response"], "countdown_small", r["numbers"])
+            == behaviors.functional(r["response"], "countdown", r["numbers"]))
+    assert (behaviors.spans(r["response"], "countdown_small")
+            == behaviors.spans(r["response"], "countdown"))

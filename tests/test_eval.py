@@ -156,6 +156,7 @@ def test_eval_arith_writes_json_and_transcripts(ckpt, tmp_path):
     assert {"pass@2", "pass@4", "maj@4", "truncation_rate", "accuracy_by_level"} <= set(res)
     assert 0 <= res["pass@1"] <= res["pass@2"] <= res["pass@4"] <= 1
     assert set(res["behaviors"]) == {"backtracking", "verification", "alternatives"}
+    assert "search_steps" not in res   # countdown's tasks only
     lines = [json.loads(x) for x in open(tmp_path / "res.transcripts.jsonl")]
     assert len(lines) == 24 and {"problem", "response", "answer", "correct", "gold"} <= set(lines[0])
     # the pass@1 in the JSON is the mean verdict of the transcripts
@@ -185,3 +186,23 @@ def test_eval_bad_inputs(ckpt, tmp_path):
     ]
     for argv, pattern in cases:
         assert pattern in one_error_line(run_eval(*argv, check=False)), argv
+
+
+def test_eval_countdown_small_reports_wrong_search_steps(tmp_path):
+    cs = get_task("countdown_small")
+    rows = cs.make_sft_examples(200, seed=0)
+    tok = build_tiny_tokenizer((r["prompt"] + r["response"] for r in rows), n_merges=16)
+    torch.manual_seed(0)
+    model = GPT(ModelConfig(vocab_size=64 * math.ceil(tok.n_vocab / 64), n_layer=1, n_head=2,
+                            n_kv_head=1, n_embd=32))
+    save_checkpoint(str(tmp_path / "ck"), model, tok, step=0, args={})
+    out = tmp_path / "cd.json"
+    run_eval("--init_from", str(tmp_path / "ck"), "--task", "countdown_small", "--limit", "4",
+             "--n_samples", "2", "--temperature", "1.0", "--max_new_tokens", "48", "--out", str(out))
+    res = json.loads(out.read_text())
+    lines = [json.loads(x) for x in open(tmp_path / "cd.transcripts.jsonl")]
+    steps = [cs.step_errors(x["response"]) for x in lines]
+    assert res["search_steps"] == sum(n for n, _ in steps)
+    wrong = sum(b for _, b in steps)
+    assert res["wrong_step_share"] == pytest.approx(wrong / max(1, res["search_steps"]))
+    assert all(p["numbers"] and max(p["numbers"]) <= cs.TOP for p in cs.make_problems("test", 4, 0))

@@ -121,3 +121,32 @@ def test_study_plain_variant(tmp_path):
         assert 5 < float(rows[b][0]) < 15 and float(rows[b][1]) == 0.0, rows[b]
     assert "arith_plain" not in text.split("## What emerged")[1].split("## Emergence")[0]
     assert "| PPO" not in text     # --no_ppo: no empty row for the best paper reward's PPO
+
+
+@pytest.mark.slow
+def test_study_countdown_small(tmp_path):
+    """Item 2's task: countdown_small trains and evaluates on its own problems (numbers in 1..9),
+    its strength config reads L_typical from its SFT samples, and 'What emerged' reports the
+    wrong search steps of that config's samples (the task has no default-coef rlsp run)."""
+    out, res = str(tmp_path / "study"), str(tmp_path / "RESULTS.md")
+    cmd = [sys.executable, "study.py", "--tasks", "countdown_small", "--seeds", "1", "--steps",
+           "2", "--sft_steps", "10", "--limit", "4", "--no_ppo", "--out_dir", out,
+           "--results", res, "--smol_dir", str(tmp_path / "no_smol"),
+           "--rl_flags", "--prompts_per_step 2 --n_samples 2 --max_new_tokens 24 --eval_problems 0"]
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    d = os.path.join(out, "countdown_small")
+    sft = json.load(open(os.path.join(d, "sft", "config.json")))["args"]
+    assert sft["task"] == "countdown_small"
+    assert sorted(os.listdir(d)) == ["none_s1", "rlsp@0.3_s1", "sft"]
+    rl = json.load(open(os.path.join(d, "rlsp@0.3_s1", "config.json")))["args"]
+    lt = json.load(open(os.path.join(d, "sft", "l_typical.json")))["tokens"]
+    assert rl["task"] == "countdown_small"
+    assert rl["explore_coef"] == pytest.approx(0.3 * lt, rel=1e-5)
+    ev = json.load(open(os.path.join(d, "sft", "eval_t1.json")))
+    assert ev["task"] == "countdown_small" and "wrong_step_share" in ev
+    rows = [json.loads(x) for x in open(os.path.join(d, "sft", "eval_t1.transcripts.jsonl"))]
+    assert all(max(map(int, re.findall(r"\d+", x["problem"].split("reach")[0]))) <= 9 for x in rows)
+    sec = open(res).read().split("## What emerged")[1].split("\n## ")[0]
+    assert "### countdown_small" in sec and "RLSP (rlsp, strength 0.3) samples" in sec
+    assert "Search steps (`a op b = c`) whose arithmetic is wrong" in sec
