@@ -130,7 +130,8 @@ for t, styles in PLAIN.items():
 # most 99 (data/countdown_small.py: countdown's own 2-digit products were most of the tiny model's
 # 44% wrong search steps), SFT long enough that the model's own steps are >= 95% right at T = 1,
 # then 200 RL steps, verifier only against RLSP at a strength item 1 measured on countdown
-BUDGET["countdown_small"] = dict(BUDGET["countdown"], steps=200, rewards="none,rlsp@0.3",
+BUDGET["countdown_small"] = dict(BUDGET["countdown"], sft_steps=5000, steps=200,
+                                 rewards="none,rlsp@0.3",
                                  rl_flags=["--max_new_tokens", "512", "--prompts_per_step", "8",
                                            "--eval_problems", "0"])
 for t in TASKS:
