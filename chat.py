@@ -22,7 +22,7 @@ import time
 
 
 
-from nanorlsp.behaviors import detect
+from nanorlsp.behaviors import MARKERS, SAME_TRACES, detect
 from nanorlsp.checkpoint import CheckpointError, load_model
 from nanorlsp.common import (ArgParser, UserError, die, finite_float, positive_int,
                              resolve_device, resolve_dtype)
@@ -74,7 +74,7 @@ task = args.task
 if task is None and os.path.isfile(os.path.join(path, "config.json")):
     import json
     task = json.load(open(os.path.join(path, "config.json"))).get("args", {}).get("task")
-task = task if task in ("arith", "countdown", "countdown_small") else None  # else: keywords
+task = task if SAME_TRACES.get(task, task) in MARKERS else None    # else: natural-text keywords
 # the context: a prompt may take what the reply leaves, and the reply at least half of it
 CTX = model.config.max_seq_len
 budget = CTX - min(args.max_new_tokens, CTX // 2)          # prompt tokens that fit

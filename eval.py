@@ -161,10 +161,10 @@ results = {
 }
 if synthetic:
     results["styles"] = breakdown(task, problems, replies)["style"]
-if synthetic and hasattr(task, "step_errors"):
+if synthetic and hasattr(task, "step_error_totals"):
     # countdown: the search's own steps "a op b=c" whose arithmetic is wrong (the verifier reads
     # only the boxed expression; a search through false states is not a search)
-    steps, wrong = map(sum, zip((0, 0), *(task.step_errors(r["text"]) for r in replies)))
+    steps, wrong = task.step_error_totals(r["text"] for r in replies)
     results["search_steps"], results["wrong_step_share"] = steps, wrong / max(steps, 1)
 
 # -----------------------------------------------------------------------------

@@ -862,7 +862,7 @@ for t in TASKS:
 
 # -- what emerged: behaviours in the SFT data vs in samples after RL, with transcripts
 from data import get_task  # noqa: E402
-from data.countdown import step_errors  # noqa: E402
+from data.countdown import step_error_totals, step_errors  # noqa: E402
 from nanorlsp.behaviors import frequencies  # noqa: E402
 
 lines += ["## What emerged", ""]
@@ -889,13 +889,12 @@ for t in TASKS:
                    "less frequent than in SFT samples")
         lines.append(f"| {b} | {100 * in_data[b]:.1f}% | {100 * sft_t1['behaviors'][b]:.1f}% | "
                      f"{100 * after[b]:.1f}% | {verdict} |")
-    tp = os.path.join(rl_dirs[0], "eval_t1.transcripts.jsonl")
-    rows = [json.loads(x) for x in open(tp)] if os.path.exists(tp) else []
-    if hasattr(get_task(t), "step_errors"):   # countdown, countdown_small
+    rows = t1_rows(rl_dirs[0])
+    if hasattr(get_task(t), "step_error_totals"):   # countdown, countdown_small
         # a behaviour is only as good as the search it is part of: how often is a search step's
         # own arithmetic ("21-4=17") wrong? (the verifier checks the boxed expression only)
         def wrong_share(texts: list[str]) -> float:
-            n, bad = map(sum, zip((0, 0), *map(step_errors, texts)))
+            n, bad = step_error_totals(texts)
             return bad / max(1, n)
 
         def wrong_share_over_seeds(reward: str) -> float:

@@ -237,6 +237,15 @@ def step_errors(response: str) -> tuple[int, int]:
     return n, bad
 
 
+def step_error_totals(responses) -> tuple[int, int]:
+    """step_errors summed over many responses: (search steps, wrong ones)."""
+    n = bad = 0
+    for r in responses:
+        steps, wrong = step_errors(r)
+        n, bad = n + steps, bad + wrong
+    return n, bad
+
+
 def classify_style(response: str) -> str:
     """Which style a (model's) response follows: direct (no search), else the smallest budget
     that covers its number of search nodes (each `try` line and each final step is a node)."""

@@ -20,7 +20,7 @@ import sys
 from data import countdown
 from data.common import sample_problems, sft_examples
 from data.countdown import (BUDGETS, MARKERS, STYLE_MIX, STYLES, answer_start, check,  # noqa: F401
-                            classify_style, make_trace, step_errors)
+                            classify_style, make_trace, step_error_totals, step_errors)
 
 NAME = "countdown_small"
 TOP = 9                # numbers in 1..TOP
