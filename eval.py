@@ -17,7 +17,9 @@ Figures (written with --out as one JSON object, and a JSONL of transcripts besid
 - pass@k: the unbiased estimator of Chen et al. 2021 (Codex, eq. 1) from n samples with c correct:
   1 - C(n-c, k) / C(n, k), averaged over problems, for each k <= n asked for.
 - maj@k: the answer most of the first k samples agree on (self-consistency, Wang et al. 2022),
-  graded once; ties go to the answer seen first.
+  read as the checker reads it (synthetic tasks: the last \\boxed{}; real sets: grade()'s
+  extraction), so a reply the checker calls unanswered casts no vote; ties go to the answer
+  seen first.
 """
 import json
 import math
@@ -34,8 +36,9 @@ from nanorlsp.checkpoint import CheckpointError, has_checkpoint, load_model
 from nanorlsp.common import (ArgParser, UserError, atomic_write, die, finite_float, nonneg_int,
                              positive_int,
                              resolve_device, resolve_dtype)
-from nanorlsp.evaluation import breakdown, majority_vote, pass_at_k, respond, user_prompt
-from nanorlsp.verifier import extract_answer, grade, is_equiv
+from nanorlsp.evaluation import (breakdown, checked_answer, majority_vote, pass_at_k, respond,
+                                 user_prompt)
+from nanorlsp.verifier import grade, is_equiv
 
 # -----------------------------------------------------------------------------
 # arguments
@@ -125,7 +128,7 @@ n = args.n_samples
 for j, r in enumerate(replies):
     p = problems[j // n]
     r["correct"] = bool(check(r["text"], p))
-    r["answer"] = extract_answer(r["text"])
+    r["answer"] = checked_answer(r["text"], synthetic)   # what check() read; maj@k votes with it
 
 
 def same_answer(a: str, b: str) -> bool:

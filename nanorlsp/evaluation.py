@@ -11,6 +11,7 @@ from collections import defaultdict
 import torch
 
 from nanorlsp.sampler import sample
+from nanorlsp.verifier import extract_answer, last_boxed
 
 # The paper's evaluation prompt (and Qwen2.5-Math's): the verifier reads the last \boxed{}.
 INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
@@ -83,8 +84,17 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     return 1.0 - math.prod(1.0 - k / i for i in range(n - c + 1, n + 1))
 
 
+def checked_answer(text: str, synthetic: bool) -> str | None:
+    """The answer the checker reads, which is the one maj@k must vote with: a synthetic task's
+    check() reads the last \\boxed{} and nothing else, grade() reads extract_answer (with its
+    fallbacks). Voting with another extraction lets replies the checker calls unanswered
+    (unboxed, cut at the cap) vote, and splits a class's members between verdicts."""
+    return last_boxed(text) if synthetic else extract_answer(text)
+
+
 def majority_vote(samples: list[tuple[str | None, bool]], same) -> bool:
-    """maj@k (self-consistency, Wang et al. 2022): samples are (extracted answer, verdict).
+    """maj@k (self-consistency, Wang et al. 2022): samples are (answer, verdict), the answer the
+    checker read (checked_answer), so every member of a class has the verdict of its answer.
     Answers are grouped into classes with `same(a, b)`; the largest class wins (the one seen
     first on ties) and its first member's verdict is the result. No answer at all: False."""
     classes = []  # [representative answer, votes, verdict]

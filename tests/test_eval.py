@@ -14,7 +14,8 @@ from helpers import one_error_line
 from data.real import DataError, default_path, load_problems
 from nanorlsp.behaviors import counts, detect, frequencies
 from nanorlsp.checkpoint import save_checkpoint
-from nanorlsp.evaluation import majority_vote, pass_at_k
+from nanorlsp.evaluation import checked_answer, majority_vote, pass_at_k
+from nanorlsp.verifier import grade
 from nanorlsp.model import GPT, ModelConfig
 from nanorlsp.tokenizer import build_tiny_tokenizer
 
@@ -49,6 +50,23 @@ def test_majority_vote():
     assert not majority_vote([("6", False), ("5", True)], same)
     assert majority_vote([(None, False), (None, False), ("5", True)], same)  # no-answer ignored
     assert not majority_vote([(None, False)], same)
+
+
+@pytest.mark.parametrize("synthetic", [True, False])
+def test_majority_votes_with_the_checkers_extraction(synthetic):
+    """The votes read the answer the checker read: an unboxed reply that arith's check() calls
+    unanswered must not vote with its last number (it did, and its False verdict became the
+    class's: maj@4 False with 1234 boxed twice). grade() reads extract_answer, fallbacks too."""
+    arith = get_task("arith")
+    prob = {"answer": "1234"}
+    texts = ["so the sum is 1234", "\\boxed{1234}", "\\boxed{1234}", "\\boxed{99}"]
+    check = arith.check if synthetic else (lambda t, p: grade(t, p["answer"]))
+    votes = [(checked_answer(t, synthetic), bool(check(t, prob))) for t in texts]
+    assert votes[0] == ((None, False) if synthetic else ("1234", True))
+    assert majority_vote(votes, lambda a, b: a.strip() == b.strip())
+    texts = ["\\boxed{99}", "12 then 1234", "\\boxed{1234}", "ends at 1234"]
+    votes = [(checked_answer(t, synthetic), bool(check(t, prob))) for t in texts]
+    assert majority_vote(votes, lambda a, b: a.strip() == b.strip()) == (not synthetic)
 
 
 # -----------------------------------------------------------------------------
