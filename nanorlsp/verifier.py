@@ -70,7 +70,8 @@ numbers compared exactly as fractions (most RL checks end here, without sympy); 
   - Labels: an equation against a value compares the value with the last right side when the
     left side is a name (x, g(t), |PQ|, (a, b), S_1 : S_2, PQ) or a computation (\binom63 = 20):
     "(a, b) = (4, 1)" = (4, 1), "PQ = 2, RS = 9" = "2, 9". x + 1 = 4 is not 4. An approximation
-    (k \approx 7; \frac23 \approx 0.67) equals each of its sides.
+    (k \approx 7; \frac23 \approx 0.67) is its first side when its sides agree, else its last
+    side: one reply is never right for two different golds (12 \approx 13 is 13).
   - Units: a right number with a unit equals the bare number, but two different known units are
     unequal (5 cm != 5 m; 15 cm^2 != 15 cm).
   - Matrices elementwise; choice letters (B) = B = \text{(B)}; words of three or more letters
@@ -1109,10 +1110,10 @@ def _percent_of(v):
     return ("n", tuple(None if x is None else x / 100 for x in v[1]), v[2])
 
 
-def _rounds_to(d, x):
+def _rounds_to(d, x, min_digits=MIN_ROUNDED_DIGITS):
     """True if scalar d is a decimal with enough digits that is the exact value x rounded to
     d's printed decimals (2/3 -> 0.6667)."""
-    if d[4] is None or x[4] is not None or d[4][1] < MIN_ROUNDED_DIGITS or \
+    if d[0] != "s" or x[0] != "s" or d[4] is None or x[4] is not None or d[4][1] < min_digits or \
             d[1] is None or x[1] is None or d[1][0] != "q" or (x[1][0] == "n" and x[1][2]):
         return False
     half = Fraction(1, 2 * 10 ** d[4][0])
@@ -1308,6 +1309,16 @@ def _equation_ends(r):
     return r[2][0], r[3][0], r[2][-1], r[3][-1]
 
 
+def _approximated(sides):
+    r"""The one value an approximation chain stands for: its first side when every later side
+    agrees with it (\frac23 \approx 0.67: equal, or a decimal that is it rounded to its printed
+    digits), else its last side. So 12 \approx 13 is 13, never 12 and 13."""
+    first = sides[0]
+    if all(_same(first, x) or _rounds_to(x, first, 1) for x in sides[1:]):
+        return first
+    return sides[-1]
+
+
 def _relation_value(r, v):
     ops, raw, nodes = r[1], r[2], r[3]
     if not set(ops) <= {"=", "~", "in"}:
@@ -1315,8 +1326,8 @@ def _relation_value(r, v):
     constant = _is_constant(raw[0])
     if not (constant or _is_label(raw[0])):
         return False  # x + 1 = 4 is not the answer 4
-    if "~" in ops:  # an approximation equals each of its sides
-        return any(_same(n, v) for n in nodes[0 if constant else 1:])
+    if "~" in ops:  # a chain of approximations is one value: never one per side (a hedge)
+        return _same(_approximated(nodes[0 if constant else 1:]), v)
     if v[0] == "c":  # x = C against the choice C
         return raw[-1] in ((v[1],), ("(", v[1], ")"))
     return _same(nodes[-1], v)
