@@ -45,9 +45,11 @@ is_equiv, cheapest first: equal strings; two integers; equal normalised strings;
 numbers compared exactly as fractions (most RL checks end here, without sympy); else parsed:
   - Scalars: exact rational arithmetic when both sides are rational (0.5 = 1/2 = \frac12, and
     12 != 1.2). Otherwise mpmath at 50 digits, at N_POINTS pseudo-random points in [0.5, 2.5] per
-    free symbol (fixed by the symbol's name), relative tolerance 1e-12, or 1e-6 when a side
-    contains a decimal (\pi = 3.1415927; 3.14 != \pi). So identities that hold for positive reals
-    count as equal: x^2+2x+1 = (x+1)^2, \sqrt{x^2} = x.
+    free symbol, drawn from the pair of answers compared (a reply cannot know them in advance),
+    relative tolerance 1e-12, or 1e-6 when a side contains a decimal (\pi = 3.1415927;
+    3.14 != \pi), and no absolute one: 0 != e^{-100}; a value under TINY is evaluated again at
+    twice the precision, where a zero's rounding noise shrinks (\sin\pi = 0). So identities
+    that hold for positive reals count as equal: x^2+2x+1 = (x+1)^2, \sqrt{x^2} = x.
   - Rounding: a decimal with at least 4 significant digits equals the exact value it is rounded
     from, to its printed digits: 2/3 = 0.6667, 1/7 = 0.142857142857143, \pi = 3.1416; but
     1/3 != 0.33 and 0.6667 != 0.66667 (two decimals are compared exactly).
@@ -86,6 +88,7 @@ Extraction reads at most SCAN chars at the end of a reply for spans and numbers.
 sympy.simplify: every step is bounded by the answer's size, so no timer or signal is needed (a
 SIGALRM would not work off the main thread anyway).
 """
+import contextvars
 import functools
 import math
 import random
@@ -103,8 +106,9 @@ MAX_EXP = 10_000       # largest |exponent| or |function argument| ever evaluate
 MAX_BITS = 100_000     # largest exact rational (numerator + denominator bits)
 MAX_ITEMS = 64         # elements of a tuple, set or matrix
 SCAN = 10_000          # chars at the end of a reply searched for math spans and numbers
-N_POINTS = 3           # evaluation points for expressions with free symbols
-REL_TOL, REL_TOL_DECIMAL, ABS_TOL = 1e-12, 1e-6, 1e-30
+N_POINTS = 3           # evaluation points for expressions with free symbols (drawn per pair)
+REL_TOL, REL_TOL_DECIMAL = 1e-12, 1e-6  # relative only: 0 != e^{-100}
+TINY = 1e-30           # below this a 50-digit value may be a zero's rounding noise: re-evaluated
 MIN_ROUNDED_DIGITS = 4  # significant digits a decimal needs to stand for a rounded exact value
 _MP = mpmath.MPContext()  # private context: our precision never touches the global mpmath.mp
 _MP.dps = 50
@@ -903,28 +907,61 @@ def _numeric(e, env):
     raise _Bad(f"cannot evaluate {type(e).__name__}")
 
 
-@functools.lru_cache(maxsize=1024)
-def _point(name, k):
-    """Value of symbol `name` at evaluation point k: pseudo-random, fixed by the name."""
-    return _MP.mpf(random.Random(f"{name}#{k}").uniform(0.5, 2.5))
+# The seed of the evaluation points: drawn from the pair of answers being compared, so a reply
+# cannot know them in advance (x^2+1 + (x-p0)(x-p1)(x-p2) equals x^2+1 only at p0, p1, p2). A
+# context variable, so threads each keep their own.
+_SEED = contextvars.ContextVar("verifier_seed", default="")
+
+
+@functools.lru_cache(maxsize=4096)
+def _point(name, k, seed):
+    """Value of symbol `name` at evaluation point k of the pair `seed`: pseudo-random."""
+    return _MP.mpf(random.Random(f"{seed}\x00{name}#{k}").uniform(0.5, 2.5))
+
+
+def _evaluate(expr, env):
+    """mpmath value of expr; a tiny one (|v| < TINY) is evaluated again at twice the precision:
+    a zero's rounding noise shrinks with the precision (sin(pi): 1e-51, then 1e-102) and becomes
+    0, a true value (e^{-100}) stays."""
+    v = _numeric(expr, env)
+    if v != 0 and abs(v) < TINY:
+        with _MP.workdps(2 * _MP.dps):
+            w = _numeric(expr, env)
+        v = _MP.mpf(0) if abs(w) < abs(v) * 1e-20 else +w
+    return v
 
 
 def _value(expr, symbols):
-    """('q', Fraction) | ('n', N_POINTS values (None: undefined there), has_symbols) | None."""
+    """('q', Fraction) | ('n', N_POINTS copies of its value (None: undefined), False) |
+    ('f', expr, symbols): with free symbols, evaluated at the pair's points (_at_points) | None."""
     try:
         if (q := _exact(expr)) is not None:
             return ("q", q)
     except (ZeroDivisionError, _Bad):  # 1/0, or a rational too large to compare exactly
         return None
-    vals = []
-    for k in range(N_POINTS if symbols else 1):
-        try:
-            vals.append(_numeric(expr, {s: _point(s, k) for s in symbols}))
-        except Exception:  # division by zero, refused sizes, domain errors
-            vals.append(None)
-    if all(v is None for v in vals):
+    if symbols:
+        return ("f", expr, symbols)
+    try:
+        v = _evaluate(expr, {})
+    except Exception:  # division by zero, refused sizes, domain errors
         return None
-    return ("n", tuple(vals) * (1 if symbols else N_POINTS), bool(symbols))
+    return ("n", (v,) * N_POINTS, False)
+
+
+@functools.lru_cache(maxsize=4096)
+def _points_values(expr, symbols, seed):
+    vals = []
+    for k in range(N_POINTS):
+        try:
+            vals.append(_evaluate(expr, {s: _point(s, k, seed) for s in symbols}))
+        except Exception:  # undefined at this point (division by zero, domain)
+            vals.append(None)
+    return ("n", tuple(vals), True)
+
+
+def _at_points(v):
+    """A lazy ('f', ...) value evaluated at the current pair's points; others as they are."""
+    return _points_values(v[1], v[2], _SEED.get()) if v is not None and v[0] == "f" else v
 
 # -----------------------------------------------------------------------------
 # Structure: scalars, relations, tuples/intervals, sets, unions, matrices, text
@@ -1080,10 +1117,11 @@ def _parse(s):
 def _close(x, y, tol):
     if not (_MP.isfinite(x) and _MP.isfinite(y)):
         return x == y  # an infinity equals only itself; nan equals nothing
-    return abs(x - y) <= tol * max(abs(x), abs(y)) + ABS_TOL
+    return abs(x - y) <= tol * max(abs(x), abs(y))
 
 
 def _same_value(u, v, tol, up_to_factor):
+    u, v = _at_points(u), _at_points(v)
     if u is None or v is None:
         return False
     if u[0] == "q" and v[0] == "q" and not up_to_factor:
@@ -1103,6 +1141,7 @@ def _same_value(u, v, tol, up_to_factor):
 
 def _percent_of(v):
     """The value / 100 (25% read as 0.25)."""
+    v = _at_points(v)
     if v is None:
         return None
     if v[0] == "q":
@@ -1114,7 +1153,7 @@ def _rounds_to(d, x, min_digits=MIN_ROUNDED_DIGITS):
     """True if scalar d is a decimal with enough digits that is the exact value x rounded to
     d's printed decimals (2/3 -> 0.6667)."""
     if d[0] != "s" or x[0] != "s" or d[4] is None or x[4] is not None or d[4][1] < min_digits or \
-            d[1] is None or x[1] is None or d[1][0] != "q" or (x[1][0] == "n" and x[1][2]):
+            d[1] is None or x[1] is None or d[1][0] != "q" or x[1][0] == "f":
         return False
     half = Fraction(1, 2 * 10 ** d[4][0])
     if x[1][0] == "q":
@@ -1147,8 +1186,10 @@ def _real(node):
     v = node[1]
     if v[0] == "q":
         return v[1]
+    if v[0] == "f":
+        return None
     x = v[1][0]
-    if v[2] or x is None or _MP.im(x) != 0:
+    if x is None or _MP.im(x) != 0:
         return None
     return _MP.re(x)
 
@@ -1173,11 +1214,15 @@ def _linear(toks):
     if len(p.symbols) != 1:
         return None
     (name,) = p.symbols
-    f = [_numeric(expr, {name: _MP.mpf(k)}) for k in (1, 2, 3)]
+    # 1, 2, 3 give a and b exactly; two points drawn from the side itself check that it is a
+    # line there too (x + (x-1)(x-2)(x-3) is not), at places the reply cannot aim for
+    rng = random.Random(" ".join(toks))
+    xs = [_MP.mpf(k) for k in (1, 2, 3)] + [_MP.mpf(rng.uniform(-9, 9)) for _ in range(2)]
+    f = [_numeric(expr, {name: x}) for x in xs]
     if any(_MP.im(v) != 0 or not _MP.isfinite(v) for v in f):
         return None
     a = f[1] - f[0]
-    if a == 0 or not _close(f[2] - f[1], a, 1e-20):
+    if a == 0 or not all(_close(y - f[0], a * (x - 1), 1e-20) for x, y in zip(xs[2:], f[2:])):
         return None
     return _MP.re(a), _MP.re(f[0] - a)
 
@@ -1345,8 +1390,7 @@ def _relation_relation(a, b):
             try:  # lhs - rhs up to a nonzero factor: 5x+5y=5 is x+y=1
                 da = _scalar("e", list(la) + ["-", "("] + list(ra) + [")"])
                 db = _scalar("e", list(lb) + ["-", "("] + list(rb) + [")"])
-                if (da[1] and da[1][0] == "n" and da[1][2]) or (db[1] and db[1][0] == "n" and
-                                                                db[1][2]):
+                if (da[1] and da[1][0] == "f") or (db[1] and db[1][0] == "f"):
                     return _same(da, db)
             except Exception:
                 pass
@@ -1440,8 +1484,12 @@ def is_equiv(a: str, b: str) -> bool:
         sa, sb = a.strip(), b.strip()
         if _INT.fullmatch(sa) and _INT.fullmatch(sb):  # RL's fast path: two integers
             return int(sa) == int(sb)
-        if not _equiv(a, b):
-            return False
+        seed = _SEED.set("\x00".join(sorted((sa, sb))))  # the same points both ways round
+        try:
+            if not _equiv(a, b):
+                return False
+        finally:
+            _SEED.reset(seed)
         ua, ub = _unit(a), _unit(b)
         return ua is None or ub is None or ua == ub  # 5 cm != 5 m
     except Exception:  # hostile input must never crash a training run
