@@ -58,8 +58,8 @@ from nanorlsp.behaviors import frequencies
 from nanorlsp.checkpoint import (CheckpointError, attach_lora, load_model, model_from_state,
                                  open_run, save_checkpoint)
 from nanorlsp.common import (ArgParser, UserError, append_jsonl, autocast, comma_list, die,
-                             explicit_flags, finite_float, nonneg_int, positive_int, reset_logs,
-                             resolve_dtype)
+                             explicit_flags, finite_float, float_range, nonneg_int, positive_int,
+                             reset_logs, resolve_dtype)
 from nanorlsp.evaluation import task_accuracy, user_prompt
 from nanorlsp.model import GPT, LORA_TARGETS, is_lora_key, lora_disabled
 from nanorlsp.rewards import (ECONOMY, EXPLORE, SCHEDULES, RewardConfig, adaptive_coefs, coef_at,
@@ -89,12 +89,12 @@ ap.add_argument("--overwrite", action="store_true", help="start over in a --out_
 ap.add_argument("--max_steps", type=positive_int, default=150)
 ap.add_argument("--algo", default="reinforce", choices=["reinforce", "ppo"])
 ap.add_argument("--explore_reward", default="rlsp", choices=list(EXPLORE))
-ap.add_argument("--explore_coef", type=finite_float, default=0.5, help="lambda of the exploration reward")
+ap.add_argument("--explore_coef", type=float_range(0), default=0.5, help="lambda of the exploration reward")
 ap.add_argument("--explore_schedule", default="constant", choices=SCHEDULES,
                 help="constant | linear (decay to 0) | threshold (off once the batch accuracy "
                      "reaches --acc_threshold) | adaptive (per prompt: pay for exploring when its "
                      "group accuracy is below --acc_threshold, charge for length when above)")
-ap.add_argument("--acc_threshold", type=finite_float, default=0.9,
+ap.add_argument("--acc_threshold", type=float_range(0, 1), default=0.9,
                 help="the threshold and adaptive schedules' accuracy threshold")
 ap.add_argument("--economy", default="flip", choices=ECONOMY,
                 help="a group-relative length term (nanorlsp/rewards.py): kimi (Kimi k1.5), alp "
@@ -102,9 +102,9 @@ ap.add_argument("--economy", default="flip", choices=ECONOMY,
                      "shortest right reply), flip (the adaptive schedule's sign-flipped "
                      "exploration term), none. With --explore_schedule adaptive it takes the "
                      "easy prompts; otherwise every prompt")
-ap.add_argument("--economy_coef", type=finite_float, default=0.1,
+ap.add_argument("--economy_coef", type=float_range(0), default=0.1,
                 help="the economy term's weight (alp: per token)")
-ap.add_argument("--kl_coef", type=finite_float, default=0.05)
+ap.add_argument("--kl_coef", type=float_range(0), default=0.05)
 ap.add_argument("--kl_estimator", default="k3", choices=KL_ESTIMATORS,
                 help="REINFORCE's KL loss term: k3 (gradient of the forward KL, as TRL), k2 or k1 "
                      "(gradient of the reverse KL; k1 logs the k1 value): nanorlsp/rl.py")
@@ -113,21 +113,22 @@ ap.add_argument("--prompts_per_step", type=positive_int, default=16,
                 help="global batch of prompts (split across torchrun ranks)")
 ap.add_argument("--max_new_tokens", type=positive_int, default=224)
 ap.add_argument("--temperature", type=finite_float, default=1.0)
-ap.add_argument("--tis_cap", type=finite_float, default=0.0,
+ap.add_argument("--tis_cap", type=float_range(0), default=0.0,
                 help="REINFORCE: truncated importance sampling, weight each token by "
                      "min(pi_train / pi_rollout, cap) (0: off); for rollouts from a bf16 copy")
 ap.add_argument("--baseline", default="mean", choices=["mean", "loo"])
 ap.add_argument("--std_norm", action="store_true", help="divide advantages by the group std")
-ap.add_argument("--lr", type=finite_float, default=5e-5)
-ap.add_argument("--grad_clip", type=finite_float, default=1.0)
+ap.add_argument("--lr", type=float_range(0, lo_open=True), default=5e-5)
+ap.add_argument("--grad_clip", type=float_range(0), default=1.0, help="max grad norm (0: off)")
 ap.add_argument("--ppo_epochs", type=positive_int, default=2)
 ap.add_argument("--minibatches", type=positive_int, default=2,
                 help="PPO minibatches per epoch (each a slice of the step's prompts)")
-ap.add_argument("--clip", type=finite_float, default=0.2, help="PPO ratio clip")
-ap.add_argument("--value_clip", type=finite_float, default=0.2)
-ap.add_argument("--vf_coef", type=finite_float, default=0.5)
-ap.add_argument("--gamma", type=finite_float, default=1.0)
-ap.add_argument("--gae_lambda", type=finite_float, default=0.95)
+ap.add_argument("--clip", type=float_range(0, 1, lo_open=True, hi_open=True), default=0.2,
+                help="PPO ratio clip epsilon")
+ap.add_argument("--value_clip", type=float_range(0, lo_open=True), default=0.2)
+ap.add_argument("--vf_coef", type=float_range(0), default=0.5)
+ap.add_argument("--gamma", type=float_range(0, 1), default=1.0)
+ap.add_argument("--gae_lambda", type=float_range(0, 1), default=0.95)
 ap.add_argument("--eval_interval", type=positive_int, default=50)
 ap.add_argument("--eval_problems", type=nonneg_int, default=500)
 ap.add_argument("--log_samples", type=nonneg_int, default=4, help="transcripts per step in samples.jsonl")
@@ -178,6 +179,10 @@ except (ValueError, UserError) as e:
     die(str(e))
 if args.temperature <= 0:
     die("--temperature must be > 0 for RL (rollouts must explore)")
+if args.n_samples < 2 and args.algo == "reinforce":
+    # r_i - mean of a group of one is 0: every advantage 0, only the KL would train
+    die("--n_samples 1 gives every REINFORCE advantage 0 (the baseline is the group's own "
+        "mean): use --n_samples >= 2, or --algo ppo (a value-head baseline)")
 M = args.minibatches if args.algo == "ppo" else 1
 if args.prompts_per_step % (M * d.world):
     die(f"--prompts_per_step {args.prompts_per_step} must be a multiple of "
@@ -422,7 +427,7 @@ def update(rows: torch.Tensor, sums_fn):
             loss.backward()
         with torch.no_grad():
             stats[:5] += torch.stack([loss.detach() / d.world] + [x.detach() / n_glob for x in extra])
-    gnorm = torch.nn.utils.clip_grad_norm_(params, args.grad_clip)
+    gnorm = torch.nn.utils.clip_grad_norm_(params, args.grad_clip or float("inf"))  # 0: off
     gnorm = gnorm.full_tensor() if hasattr(gnorm, "full_tensor") else gnorm   # FSDP: a DTensor
     if dist.any_rank(not bool(torch.isfinite(gnorm)), device):
         optimizer.zero_grad(set_to_none=True)

@@ -40,7 +40,8 @@ from nanorlsp import dist, tracking
 from nanorlsp.checkpoint import (CheckpointError, attach_lora, load_model, model_from_state,
                                  open_run, save_checkpoint)
 from nanorlsp.common import (ArgParser, UserError, append_jsonl, autocast, comma_list, die,
-                             finite_float, nonneg_int, positive_int, reset_logs, resolve_dtype)
+                             finite_float, float_range, nonneg_int, positive_int, reset_logs,
+                             resolve_dtype)
 from nanorlsp.evaluation import breakdown, task_accuracy
 from nanorlsp.model import GPT, LORA_TARGETS, ModelConfig, is_lora_key
 from nanorlsp.sft import collate, pack, render_examples, sft_loss_sum
@@ -101,11 +102,12 @@ ap.add_argument("--lora_targets", type=comma_list(LORA_TARGETS), default=LORA_TA
 ap.add_argument("--batch_size", type=positive_int, default=8,
                 help="packed rows per micro-batch (global: split across torchrun ranks)")
 ap.add_argument("--grad_accum", type=positive_int, default=1, help="micro-batches per step")
-ap.add_argument("--lr", type=finite_float, default=1e-3)
-ap.add_argument("--min_lr_frac", type=finite_float, default=0.1, help="final lr as a fraction of --lr")
+ap.add_argument("--lr", type=float_range(0, lo_open=True), default=1e-3)
+ap.add_argument("--min_lr_frac", type=float_range(0, 1), default=0.1,
+                help="final lr as a fraction of --lr")
 ap.add_argument("--warmup_steps", type=nonneg_int, default=50)
-ap.add_argument("--weight_decay", type=finite_float, default=0.1)
-ap.add_argument("--grad_clip", type=finite_float, default=1.0, help="max grad norm (0: off)")
+ap.add_argument("--weight_decay", type=float_range(0), default=0.1)
+ap.add_argument("--grad_clip", type=float_range(0), default=1.0, help="max grad norm (0: off)")
 # logging / eval
 ap.add_argument("--log_interval", type=positive_int, default=25)
 ap.add_argument("--eval_interval", type=positive_int, default=500, help="eval + checkpoint")
@@ -141,6 +143,14 @@ if args.lora_rank and state is None and args.init_from == "scratch":
 if args.lora_rank and state is None and os.path.realpath(args.init_from) == os.path.realpath(
         args.out_dir):
     die("--lora_rank with --out_dir = --init_from would overwrite the base the adapters need")
+if state is None and args.init_from == "scratch":
+    # the model flags' shapes checked before any data is built or written (the vocabulary
+    # is not known yet: 64 stands in); ModelConfig's own checks, as one line
+    try:
+        ModelConfig(vocab_size=64, n_layer=args.n_layer, n_embd=args.n_embd,
+                    n_head=args.n_head, n_kv_head=args.n_kv_head)
+    except (ValueError, AssertionError) as e:
+        die(f"--n_embd {args.n_embd} --n_head {args.n_head} --n_kv_head {args.n_kv_head}: {e}")
 # LoRA holds the frozen base in the compute dtype (only the adapters need float32 masters)
 base_dtype = dtype if args.lora_rank else torch.float32
 

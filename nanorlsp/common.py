@@ -27,7 +27,13 @@ class CheckpointError(Exception):
 
 
 class ArgParser(argparse.ArgumentParser):
-    """argparse whose errors are one line ("script.py: error: ...") and exit 2."""
+    """argparse whose errors are one line ("script.py: error: ...") and exit 2. Abbreviated
+    flags are refused: on --resume a typed --max_step 300 is not a name explicit_flags knows,
+    so the run's saved value silently replaced it."""
+
+    def __init__(self, *a, **kw):
+        kw.setdefault("allow_abbrev", False)
+        super().__init__(*a, **kw)
 
     def error(self, message):
         sys.stderr.write(f"{self.prog}: error: {message} (see --help)\n")
@@ -155,9 +161,25 @@ def reset_logs(out_dir: str, names: tuple[str, ...], upto_step: int | None) -> N
         path = os.path.join(out_dir, name)
         if not os.path.exists(path):
             continue
-        keep = [] if upto_step is None else [
-            ln for ln in open(path) if ln.strip() and json.loads(ln)["step"] <= upto_step]
-        open(path, "w").writelines(keep)
+        keep, torn = [], 0
+        for ln in open(path, errors="replace") if upto_step is not None else ():
+            step = _log_step(ln)
+            if step is None:
+                torn += ln.strip() != ""
+            elif step <= upto_step:
+                keep.append(ln if ln.endswith("\n") else ln + "\n")
+        if torn:
+            print(f"note: {path}: dropped {torn} unreadable line(s) (a run killed mid-write)")
+        atomic_write(path, "".join(keep))
+
+
+def _log_step(line: str) -> int | None:
+    """The step of one run-log line, or None for a torn or foreign one."""
+    try:
+        step = json.loads(line)["step"]
+    except (ValueError, TypeError, KeyError):
+        return None
+    return step if isinstance(step, int) and not isinstance(step, bool) else None
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -169,3 +191,20 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
             model = model._orig_mod
         else:
             return model
+
+
+def float_range(lo: float | None = None, hi: float | None = None, lo_open: bool = False,
+                hi_open: bool = False):
+    """A float flag's type with its valid range (finite, as finite_float): float_range(0, 1)
+    is [0, 1], float_range(0, lo_open=True) is > 0. A value outside is refused when parsed, one
+    line (a negative --grad_clip reversed every update; a zero one froze the weights)."""
+    def parse(s: str) -> float:
+        v = finite_float(s)
+        if ((lo is not None and (v <= lo if lo_open else v < lo))
+                or (hi is not None and (v >= hi if hi_open else v > hi))):
+            want = " and ".join(w for w in (
+                lo is not None and f"{'>' if lo_open else '>='} {lo:g}",
+                hi is not None and f"{'<' if hi_open else '<='} {hi:g}") if w)
+            raise argparse.ArgumentTypeError(f"must be {want}, got {s}")
+        return v
+    return parse

@@ -240,6 +240,13 @@ def test_resume_equals_uninterrupted_run(tmp_path):
     (["--styles", "direct,wait"], "arith has no style 'wait' (choose from direct, steps"),
     (["--task", "countdown", "--styles", "path"], "give its weight, path=W"),
     (["--styles", "steps=-1"], "a weight must be > 0"),
+    # every numeric flag has its range (a negative --min_lr_frac gave a negative lr)
+    (["--lr", "-1"], "argument --lr: must be > 0, got -1"),
+    (["--min_lr_frac", "-0.5"], "argument --min_lr_frac: must be >= 0 and <= 1"),
+    (["--min_lr_frac", "2"], "argument --min_lr_frac: must be >= 0 and <= 1"),
+    (["--weight_decay", "-0.1"], "argument --weight_decay: must be >= 0"),
+    (["--grad_clip", "-1"], "argument --grad_clip: must be >= 0"),
+    (["--n_head", "3", "--n_embd", "128"], "--n_embd 128 --n_head 3"),   # was a traceback
 ])
 def test_bad_flags_one_line(tmp_path, argv, pattern):
     r = run_sft("--out_dir", str(tmp_path / "x"), *argv, check=False)

@@ -278,6 +278,44 @@ def test_non_finite_float_flags_refused(sft, tmp_path):
     assert not os.path.exists(tmp_path / "x")
 
 
+@pytest.mark.parametrize("flag,value,pattern", [
+    ("--grad_clip", "-1", "argument --grad_clip: must be >= 0, got -1"),  # reversed the update
+    ("--lr", "-1", "argument --lr: must be > 0, got -1"),
+    ("--lr", "0", "argument --lr: must be > 0"),
+    ("--kl_coef", "-0.1", "argument --kl_coef: must be >= 0"),
+    ("--explore_coef", "-1", "argument --explore_coef: must be >= 0"),
+    ("--economy_coef", "-1", "argument --economy_coef: must be >= 0"),
+    ("--acc_threshold", "1.5", "argument --acc_threshold: must be >= 0 and <= 1"),
+    ("--clip", "-0.2", "argument --clip: must be > 0 and < 1"),
+    ("--clip", "1", "argument --clip: must be > 0 and < 1"),
+    ("--value_clip", "0", "argument --value_clip: must be > 0"),
+    ("--vf_coef", "-1", "argument --vf_coef: must be >= 0"),
+    ("--gamma", "1.5", "argument --gamma: must be >= 0 and <= 1"),
+    ("--gae_lambda", "-0.5", "argument --gae_lambda: must be >= 0 and <= 1"),
+    ("--tis_cap", "-1", "argument --tis_cap: must be >= 0"),
+    ("--tis_cap", "0.5", "--tis_cap: a cap >= 1"),
+    ("--temperature", "-1", "--temperature must be > 0"),
+    ("--n_samples", "1", "--n_samples 1"),          # every group-baseline advantage is 0
+])
+def test_rl_flag_ranges(sft, tmp_path, flag, value, pattern):
+    """Every numeric flag has its range: a value outside it is one line, nothing written."""
+    line = one_error_line(run_rl("--init_from", sft, flag, value, "--out_dir",
+                                 str(tmp_path / "x"), check=False))
+    assert pattern in line
+    assert not os.path.exists(tmp_path / "x")
+
+
+@pytest.mark.slow
+def test_rl_grad_clip_0_is_off(sft, tmp_path):
+    """--grad_clip 0 means no clipping (as train_sft.py's): it scaled every gradient to 0, so
+    the weights never moved."""
+    d = str(tmp_path / "gc0")
+    run_rl("--init_from", sft, "--out_dir", d, "--max_steps", "1", "--eval_problems", "0",
+           "--grad_clip", "0", "--lr", "3e-3")
+    ref, st = read_checkpoint(sft)["model"], read_checkpoint(d)["model"]
+    assert any(not torch.equal(ref[k], st[k]) for k in ref)
+
+
 @pytest.mark.slow
 def test_threshold_schedule_is_off_once(sft, tmp_path):
     """Issue 14 item 8: --explore_schedule threshold is "off once the batch accuracy reaches
