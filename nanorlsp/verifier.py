@@ -180,7 +180,8 @@ def _last_box_start(text, end):
 # what may stand between boxes (or math spans) that together are one list of answers: some
 # separator (a comma, "and", "or", \quad), with spaces and math delimiters around it
 _SEP = re.compile(r"(?:\s|\$|\\[,;:! ]|\\[()\[\]])*(?:,|;|&|\\q?quad|\\text\{\s*(?:and|or|,)?\s*\}|"
-                  r"\band\b|\bor\b)(?:\s|\$|,|\\[,;:! ]|\\[()\[\]]|\band\b|\bor\b)*")
+                  r"\band\b|\bor\b)(?:\s|\$|,|\\[,;:! ]|\\[()\[\]]|\band\b|\bor\b)*"
+                  r"(?:[a-zA-Z](?:_\{?\w+\}?)?\s*=\s*)?")  # "$x = \boxed{2}$ or $x = \boxed{5}$"
 
 
 def _boxed(text):
@@ -201,8 +202,12 @@ def _boxed(text):
             break
         items.insert(0, prev[0].strip())
         start = j
-    items = list(dict.fromkeys(items))  # \boxed{5}, \boxed{5}: one answer
-    return ", ".join(items), start
+    items = list(dict.fromkeys(map(_drop_thousands, items)))  # \boxed{5}, \boxed{5}: one answer
+    if len(items) == 1:
+        return items[0], start
+    # boxes that hold lists themselves are solutions ('\boxed{x=2, y=5} or \boxed{x=5, y=2}')
+    grouped = any(len(_top_level_split(x, (",",))) > 1 for x in items)
+    return ("; " if grouped else ", ").join(items), start
 
 
 _TEXT_ARG = re.compile(r"\\(?:text(?:bf|it|rm|normal)?|mbox|math(?:rm|bf|it|sf|bb)|operatorname|"
@@ -261,12 +266,23 @@ def _top_level_split(s, seps):
 
 
 _LIST_WORD = re.compile(r"\b(?:and|or)\b|\\q?quad|;")
+_THOUSANDS_IN = re.compile(r"(?<![\d.,])[1-9]\d{0,2}(?:,\d{3})+(?![\d,])")
+
+
+def _drop_thousands(s):
+    """'1,250 + 300 = 1,550' -> '1250 + 300 = 1550': when every comma of s groups the digits of
+    a number, s is one expression, not a list (never inside brackets: (1,250) is a point)."""
+    if "," not in s or re.search(r"[(\[]|\\\{", s):
+        return s
+    t = _THOUSANDS_IN.sub(lambda m: m.group(0).replace(",", ""), s)
+    return s if "," in t else t
 
 
 def _cut(ans):
     r"""A computation's result: `\binom{6}{3} = 20` -> 20, `x = 2 + 3 = 5` -> 5; `x = 5` stays."""
     if "=" not in ans:
         return ans
+    ans = _drop_thousands(ans)  # 1,250 + 300 = 1,550
     parts = _top_level_split(ans, ("=",))
     if len(parts) < 2 or any(not p.strip() for p in parts) or _LIST_WORD.search(ans) or \
             len(_top_level_split(ans, (",",))) > 1 or \
@@ -316,6 +332,8 @@ def _join_spans(text, spans, k, step):
         else:
             items.append(spans[n][0])
             last = n
+    if len(items) > 1:  # '$1,250$ and $3,500$': two numbers, not four
+        items = [_drop_thousands(x) for x in items]
     return ", ".join(_cut(x) for x in items), spans[first][1]
 
 
@@ -355,7 +373,26 @@ _AFTER_LABEL = re.compile(r"[* \t]*(?:\((?:s|final)\))?[* \t]*(?::|is\b|=)[*: \t
 _SENTENCE_END = re.compile(r"[.!?;](?:\s|$)|,\s+(?=[a-zA-Z]{3,})")
 
 
-def _tail(text, pos):
+_VERB = re.compile(r"\s(?:is|are|equals|was|were|will be|would be)\s+")
+
+
+def _after_subject(line):
+    """Where the answer starts in a sentence that names it before a verb ('The smallest $k$ is
+    17', 'There are 17 ways', lm-eval's Minerva closings): after the first verb outside math,
+    when the sentence starts with a word and its subject has no number; else None."""
+    if not line[:1].isalpha():
+        return None
+    m = _SENTENCE_END.search(line)
+    sentence = line[:m.start()] if m else line
+    spans = [(a, b) for _, a, b in _spans(sentence, 0, prose=True)]
+    for v in _VERB.finditer(sentence):
+        if not any(a <= v.start() < b for a, b in spans):
+            subject = _SPAN.sub(" ", sentence[:v.start()])
+            return None if any(c.isdigit() for c in subject) else v.end()
+    return None
+
+
+def _tail(text, pos, subject=True):
     """The answer written after a label that ends at text[pos], or None."""
     seg = text[pos:pos + MAX_ANSWER_LEN + 200].lstrip(" \t")
     next_line = seg.startswith(("\n", "\r"))  # "Answer:\n\n42", "here is how to find the answer:\n"
@@ -368,6 +405,8 @@ def _tail(text, pos):
     line = seg.split("\n", 1)[0]
     if next_line and (not _bare(line) or re.match(r"\d+[.)]\s", line)):
         return None  # a list of steps after the label: not an answer
+    if subject and (k := _after_subject(line)) is not None and (ans := _tail(line, k, False)):
+        return ans
     spans = _spans(line, 0, prose=True)  # "Answer: $Softball, Kickball$" is an answer
     if spans and not any(c.isdigit() for c in line[:spans[0][1]]):
         return _join_spans(line, spans, 0, +1)[0]
@@ -444,6 +483,20 @@ def answer_start(response: str) -> int | None:
     return None if found is None else found[1]
 
 
+_BACKSLASH_RUN = re.compile(r"\\+")
+
+
+def _unescape(s):
+    r"""LaTeX escaped twice, as JSON-sourced golds carry it (\\frac{1}{2}, a row break \\\\):
+    halved when every run of backslashes has an even length and one stands before a command."""
+    if "\\\\" not in s:
+        return s
+    runs = _BACKSLASH_RUN.findall(s)
+    if any(len(r) % 2 for r in runs) or not re.search(r"(?<!\\)\\\\[a-zA-Z]", s):
+        return s
+    return s.replace("\\\\", "\\")
+
+
 _INT = re.compile(r"[-+]?\d{1,60}")
 _DELIM = re.compile(r"(?<!\\)\$|\\\(|\\\[|####|answer", re.I)
 
@@ -453,6 +506,7 @@ def _gold_answer(gold):
     sentence, a boxed solution, 'The answer is $5$')."""
     if _INT.fullmatch(gold) or len(gold) > 20 * MAX_ANSWER_LEN:
         return gold
+    gold = _unescape(gold)
     if "\\boxed" in gold or "\\fbox" in gold or _DELIM.search(gold) or not _bare(gold):
         found = find_answer(gold)
         return found[0] if found else gold
@@ -461,6 +515,7 @@ def _gold_answer(gold):
 # -----------------------------------------------------------------------------
 # String normalisation
 
+_LIST_WORDS = r"(?:\s*,)?\s*\b(?:and|or)\b\s*,?|;"
 _UNICODE = str.maketrans({"−": "-", "–": "-", "×": "*", "·": "*", "÷": "/", "π": "\\pi ",
                           "∞": "\\infty ", "√": "\\sqrt", "°": "^\\circ ", "\u2009": " ",
                           "\u00a0": " ", "≤": "\\le ", "≥": "\\ge ", "≠": "\\ne ",
@@ -474,6 +529,7 @@ _SUBS = [(re.compile(p), r) for p, r in [
     (r"(?<!\\)\\[()\[\]]", " "),                                # \( \) \[ \]
     (r"\\(?:left|right|[bB]igg?[lr]?)(?![a-zA-Z])\s*\.?", ""),  # \left( -> (, \left. -> nothing
     (r"(?<=\d)(?:,\\!|\{,\})\s*(?=\d{3}(?!\d))", ""),           # 10,\!080 and 10{,}080
+    (r"(?<=\d)\{,\}(?=\d)", "."),                                # 2{,}5: a decimal comma
     (r"\\!", ""),
     (r"\\q?quad(?![a-zA-Z])", ","),                              # answers set apart: a list
     (r"(?<!\\)\\[,;:> ]|~", " "),                               # spacing (but not \\ + space)
@@ -493,7 +549,7 @@ _SUBS = [(re.compile(p), r) for p, r in [
     (r"\\(sin|cos|tan)\s*\^\s*\{?\s*-1\s*\}?", r"\\arc\1 "),      # \sin^{-1} is arcsin
     (r"\\(?:emptyset|varnothing)(?![a-zA-Z])|\\\{\s*\\\}", r"\\emptyset"),
     (r"(?<=\d)\s*(?:\.\.\.|\\[lc]?dots(?![a-zA-Z]))", ""),             # 0.3333...
-    (r"(?:\s*,)?\s*\b(?:and|or)\b\s*,?|;", ","),                # "2 and 3", "x<1 or x>2"
+    (_LIST_WORDS, ","),                                         # "2 and 3", "x<1 or x>2"
     (r"^[\s,]*(?:=|\\approx)?\s*|[\s,\\]*$", ""),               # "= 5", "\approx 8.2", "5,\"
 ]]
 _THOUSANDS = re.compile(r"[-+]?\d{1,3}(?:,\d{3})+(?:\.\d+)?%?|[-+]?\d{1,3}(?: \d{3})+(?:\.\d+)?%?")
@@ -544,13 +600,39 @@ def _is_unit_word(word, rest):
     return w.isalpha() and len(w) > 1 and w.lower() not in _WORDS and not _LETTER.search(rest)
 
 
+_EURO_NUMBER = re.compile(r"([-+]?\d{1,3}(?:(?:\.\d{3})+|(?: \d{3})+)),(\d+)")  # 1.234,56
+
+
+_ASSIGNMENT = re.compile(r"\s*([a-zA-Z](?:_\{?\w+\}?)?)\s*=\s*([^=,;]+?)\s*")
+_GROUP_SEP = re.compile(r";|\b(?:and|or)\b")
+
+
+def _assignment_groups(s):
+    """'x=2, y=5; x=5, y=2' -> '(2, 5), (5, 2)': solutions written as assignments to the same
+    names ('or' / 'and' / ';' between them) are a set of tuples, values in the order written."""
+    if s.count("=") < 4:
+        return s
+    rows = []
+    for group in _GROUP_SEP.split(s):
+        parts = _top_level_split(group.strip(" ,"), (",",))
+        found = [_ASSIGNMENT.fullmatch(p) for p in parts]
+        if len(parts) < 2 or not all(found):
+            return s
+        rows.append(([m.group(1) for m in found], [m.group(2) for m in found]))
+    if len(rows) < 2 or any(names != rows[0][0] for names, _ in rows):
+        return s
+    return ", ".join("(" + ", ".join(values) + ")" for _, values in rows)
+
+
 @functools.lru_cache(maxsize=8192)
 def _normalize(s):
-    s = s.translate(_UNICODE)
+    s = _unescape(s).translate(_UNICODE)
     if "\\boxed" in s:  # a gold written as \boxed{...}
         s = last_boxed(s) or s
     s = _unwrap_text(s)
     for pattern, repl in _SUBS:
+        if pattern.pattern == _LIST_WORDS:
+            s = _assignment_groups(s)
         s = pattern.sub(repl, s)
     s = _GLUED_UNIT.sub(" ", s)  # 5cm -> 5 cm
     s = _NUMBER_WORDS.get(s.lower(), s)  # "twelve"
@@ -563,11 +645,13 @@ def _normalize(s):
         while len(words) > 1 and _is_unit_word(words[-1], " ".join(words[:-1])):
             words.pop()
     s = " ".join(words).rstrip(" .,")
+    if m := _EURO_NUMBER.fullmatch(s):  # 1.234,56: dots group thousands, so the comma is decimal
+        return re.sub(r"[. ]", "", m.group(1)) + "." + m.group(2)
     if _THOUSANDS.fullmatch(s):
         return s.replace(",", "").replace(" ", "")
     if m := _RHS_THOUSANDS.fullmatch(s):  # k = 58,500
         return m.group(1) + m.group(2).replace(",", "")
-    return s
+    return _drop_thousands(s)
 
 
 # Units, for one rule only: two different known units make a right number wrong (5 cm != 5 m).
@@ -1066,6 +1150,77 @@ def _collection(toks, depth):
     return items[0] if len(items) == 1 else ("set", tuple(items))
 
 
+def _matrix_cells(toks):
+    """The cells (rows of token lists) of one \\matbegin ... \\matend block."""
+    rows = _split(toks[1:-1], "\\\\")
+    cells = [_split(r, "&") for r in (rows[:-1] if not rows[-1] else rows)]
+    if not cells or len({len(r) for r in cells}) != 1 or len(cells) * len(cells[0]) > MAX_ITEMS:
+        raise _Bad("ragged or large matrix")
+    return cells
+
+
+def _matrix_term(toks):
+    """A product of matrices and scalars (2A, A B, \\frac12 (A)) as cells of token lists."""
+    out, scalar, k = None, [], 0
+    while k < len(toks):
+        wrapped = toks[k] == "(" and toks[k + 1:k + 2] == ["\\matbegin"]  # (A) is A
+        j = k + wrapped
+        if toks[j] != "\\matbegin":
+            if toks[k] != "*":
+                scalar.append(toks[k])
+            k += 1
+            continue
+        depth, e = 0, j
+        for e in range(j, len(toks)):
+            depth += (toks[e] in _OPEN) - (toks[e] in _CLOSE)
+            if depth == 0:
+                break
+        m, k = _matrix_cells(toks[j:e + 1]), e + 1
+        if wrapped:
+            if toks[k:k + 1] != [")"]:
+                raise _Bad("unclosed")
+            k += 1
+        if out is None:
+            out = m
+        elif len(out[0]) != len(m):
+            raise _Bad("matrix shapes")
+        else:  # (AB)_ij = sum_q A_iq B_qj, written out as tokens
+            out = [[sum((["+", "("] + out[i][q] + [")", "*", "("] + m[q][c] + [")"]
+                         for q in range(len(m))), [])[1:] for c in range(len(m[0]))]
+                   for i in range(len(out))]
+            if sum(len(c) for r in out for c in r) > 20 * MAX_ANSWER_LEN:
+                raise _Bad("matrix product too large")  # A B C D ...: checked at every step
+    if out is None:
+        raise _Bad("no matrix")
+    if scalar:
+        out = [[["("] + scalar + [")", "*", "("] + c + [")"] for c in r] for r in out]
+    return out
+
+
+def _matrix_expression(toks):
+    """A sum of products of matrices ('A + 2B', 'A B'): one matrix node, evaluated cell by
+    cell (a scalar term in the sum is refused)."""
+    total, sign, term, depth = None, "+", [], 0
+    for t in toks + ["+"]:
+        if depth == 0 and t in ("+", "-"):
+            if term:
+                m = _matrix_term(term)
+                if total is None:
+                    total = [[[sign, "("] + c + [")"] for c in r] for r in m]
+                elif (len(total), len(total[0])) != (len(m), len(m[0])):
+                    raise _Bad("matrix shapes")
+                else:
+                    total = [[a + [sign, "("] + c + [")"] for a, c in zip(ra, rm)]
+                             for ra, rm in zip(total, m)]
+                sign, term = t, []
+            else:  # a leading sign: -A
+                sign = "-" if (sign == "-") != (t == "-") else "+"
+            continue
+        depth += (t in _OPEN) - (t in _CLOSE)
+        term.append(t)
+    return ("m", tuple(tuple(_scalar("s", c) for c in r) for r in total))
+
+
 def _structure(toks, depth=0):
     if not toks or depth > 4:
         raise _Bad("empty or nested too deep")
@@ -1076,12 +1231,9 @@ def _structure(toks, depth=0):
             toks[-2] == "\\matend" and _encloses(toks[1:-1]):
         return _structure(toks[1:-1], depth + 1)  # \left[ \begin{array}..\end{array} \right]
     if enclosed and toks[0] == "\\matbegin" and toks[-1] == "\\matend":
-        rows = _split(toks[1:-1], "\\\\")
-        cells = [_split(r, "&") for r in (rows[:-1] if not rows[-1] else rows)]
-        if not cells or len({len(r) for r in cells}) != 1 or \
-                len(cells) * len(cells[0]) > MAX_ITEMS:
-            raise _Bad("ragged or large matrix")
-        return ("m", tuple(tuple(_scalar("s", c) for c in r) for r in cells))
+        return ("m", tuple(tuple(_scalar("s", c) for c in r) for r in _matrix_cells(toks)))
+    if "\\matbegin" in toks and len(_split(toks, ",")) == 1:  # 2A + B, A B: evaluated
+        return _matrix_expression(toks)
     if enclosed and (toks[0], toks[-1]) in (("\\{", "\\}"), ("{", "}")) and \
             len(_split(toks[1:-1], ",")) > 1:
         return _collection(toks[1:-1], depth)
