@@ -382,7 +382,7 @@ def _after_subject(line):
     when the sentence starts with a word and its subject has no number; else None."""
     if not line[:1].isalpha():
         return None
-    m = _SENTENCE_END.search(line)
+    m = re.search(r"[.!?;](?:\s|$)", line)  # 'Therefore, the sum is 45': the comma is no end
     sentence = line[:m.start()] if m else line
     spans = [(a, b) for _, a, b in _spans(sentence, 0, prose=True)]
     for v in _VERB.finditer(sentence):
@@ -459,15 +459,33 @@ def _whole(text):
     return None
 
 
+# end-of-turn tokens of common chat templates: text after one belongs to another turn
+_END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<|endoftext|>", "<|end_of_text|>", "<|end|>",
+                "<end_of_turn>", "</s>", "<\uff5cend\u2581of\u2581sentence\uff5c>")
+
+
+def _own_turn(text):
+    """The reply up to its first end-of-turn token (one before any text does not count)."""
+    first = len(text) - len(text.lstrip())
+    cut = len(text)
+    for tok in _END_OF_TURN:
+        k = text.find(tok, first + 1, cut)
+        if k >= 0:
+            cut = k
+    return text[:cut]
+
+
 def find_answer(response: str) -> tuple[str, int] | None:
     r"""(the final answer, the index in `response` where it starts), or None. Rules, first hit
     wins: last \boxed{} / \fbox{} (adjacent boxes: one list), else the last labelled answer
     ('Answer:', 'the answer is', <answer>, '####'), else the whole reply when it is a bare
-    answer, else the last math span, else the last number. The one extraction the grader and the
+    answer, else the last math span, else the last number; all in the reply's own turn (up to
+    an end-of-turn token such as <|im_end|>). The one extraction the grader and the
     RL reward share: the reward's "no answer" test and its reasoning length L (the text before
     the answer) come from this same call."""
     if not isinstance(response, str) or not response.strip():
         return None
+    response = _own_turn(response)  # a template's next turn is not the answer
     return _boxed(response) or _labelled(response) or _whole(response) or _free(response)
 
 
@@ -583,7 +601,9 @@ def _unwrap_text(s):
         if inner is None:
             return s
         head, tail = s[:m.start()], s[m.end() + len(inner) + 1:]
-        if inner.strip(" ,") in ("and", "or", ""):  # "2 \text{ and } 3", "6, 8\text{, and }10"
+        if inner.strip(" ,") in ("and", "or"):  # "2 \text{ and } 3", "6, 8\text{, and }10"
+            inner = f" {inner} "  # a list word: groups of solutions may be told apart by it
+        elif not inner.strip(" ,"):
             inner = "" if head.rstrip().endswith(",") else ","
         elif re.search(r"[\w})\]](?:\s|\\[,;: ]|~)*$", head) and \
                 re.fullmatch(r"[A-Za-z .]*", inner):  # a unit after a value: 15\mbox{ cm}^2
