@@ -177,6 +177,8 @@ try:
                         economy_coef=args.economy_coef)
 except (ValueError, UserError) as e:
     die(str(e))
+for note in getattr(task, "NOTES", ()) if d.main else ():   # a real set's skipped rows
+    print(f"note: {note}")
 if args.temperature <= 0:
     die("--temperature must be > 0 for RL (rollouts must explore)")
 if args.n_samples < 2 and args.algo == "reinforce":
@@ -306,6 +308,43 @@ else:
 eval_problems = task.make_problems("test", args.eval_problems, seed=0) if args.eval_problems else []
 V = tok.n_vocab  # the sampler never emits the padded embedding rows; the loss masks them too
 PIECES = token_pieces(tok)  # every token's bytes: the repetition guard reads lines (rewards.py)
+
+
+def render(problem: dict) -> list[int]:
+    """A problem's prompt as the policy reads it: the chat rendered up to the assistant's turn."""
+    return tok.render_prompt([{"role": "user", "content": user_prompt(problem, tok)}])
+
+
+def fitting(problems: list[dict], split: str) -> list[dict]:
+    """The problems whose prompt fits the model's context (max_seq_len); the others are dropped,
+    said in one line (a 20M-character problem tried to allocate 400 TB of KV cache). A prompt
+    that fits but leaves less than --max_new_tokens is kept, said in a note: the tiny models'
+    context is the length they trained on, not a hard limit (rotary positions go on)."""
+    ctx = policy.config.max_seq_len
+    # a token spells at most `widest` bytes, so a text longer than ctx x widest characters
+    # cannot fit: such a text is dropped without being tokenized
+    widest = max(len(p) for p in PIECES)
+    n = [len(render(p)) if len(user_prompt(p, tok)) <= ctx * widest else ctx + 1
+         for p in problems]                                     # prompt tokens (or > ctx)
+    long = [k for k, m in enumerate(n) if m >= ctx]             # no room for a single token
+    over = sum(ctx - args.max_new_tokens < m < ctx for m in n)
+    if d.main and long:
+        first = problems[long[0]]
+        print(f"{split}: skipped {len(long)} of {len(problems)} problems whose prompt does not "
+              f"fit the model's {ctx}-token context (the first: "
+              f"{first.get('key', first['prompt'][:40])})")
+    if d.main and over:
+        print(f"note: {split}: {over} of {len(problems)} prompts leave less than --max_new_tokens "
+              f"{args.max_new_tokens} of the model's {ctx}-token context: their longest replies "
+              "run past the length it trained on")
+    return [p for p, m in zip(problems, n) if m < ctx]
+
+
+train_problems = fitting(train_problems, "train")
+eval_problems = fitting(eval_problems, "held-out")
+if args.prompts_per_step > len(train_problems):
+    die(f"--prompts_per_step {args.prompts_per_step} is more than the {len(train_problems)} "
+        "train problems that fit")
 
 
 def rollout_batch(step: int):
@@ -455,8 +494,7 @@ try:
         # -- rollouts: this rank's prompts x G samples, log-probs of the sampled tokens ------
         batch = rollout_batch(step)                                        # the global P prompts
         problems = [batch[i] for i in MINE]                                # this rank's
-        prompt_ids = [tok.render_prompt([{"role": "user", "content": user_prompt(p, tok)}])
-                      for p in problems]
+        prompt_ids = [render(p) for p in problems]
         refresh_rollout_copy()
         policy.eval()
         ro = sample(roll, prompt_ids, args.max_new_tokens, temperature=args.temperature,

@@ -135,6 +135,8 @@ try:
     dtype = resolve_dtype(args.dtype, device)
 except (ValueError, UserError) as e:
     die(str(e))
+for note in getattr(task, "NOTES", ()) if d.main else ():   # a real set's skipped rows
+    print(f"note: {note}")
 if args.batch_size % d.world:
     die(f"--batch_size {args.batch_size} must be a multiple of the {d.world} ranks")
 if args.lora_rank and state is None and args.init_from == "scratch":

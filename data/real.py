@@ -22,6 +22,7 @@ make_sft_examples, check, classify_style): train problems from the set's train f
 held-out problems from its test file.
     gsm8k   train gsm8k_train.jsonl (7,473, with rationales: SFT demonstrations), test gsm8k_test
     math    train math_train.jsonl (7,500, answers only: RL, not SFT), test math500.jsonl
+A train or test row with an empty answer is skipped, and the task's NOTES say which lines.
 """
 import json
 import os
@@ -53,22 +54,27 @@ def gold_of(answer) -> str:
     return answer.strip()
 
 
-def load_problems(task: str, path: str | None = None, limit: int | None = None) -> list[dict]:
-    """Problems {"key", "prompt", "question", "answer", "level"} from a JSONL file."""
+def load_problems(task: str, path: str | None = None, limit: int | None = None,
+                  skipped: list | None = None) -> list[dict]:
+    """Problems {"key", "prompt", "question", "answer", "level"} from a JSONL file. A row with an
+    empty answer is a DataError, or with a `skipped` list, left out and its line number added
+    (MATH train has two: RL has nothing to grade them by)."""
     path = path or default_path(task)
     if not os.path.isfile(path):
         raise DataError(f"{path}: no such data file" + (
             "" if task not in DEFAULT_FILES else f" (the {task} set is expected in ../shared/data "
                                                   "beside the repo, or pass --data FILE.jsonl)"))
     problems = []
-    with open(path, encoding="utf-8") as f:
+    with open(path, "rb") as f:   # bytes: a line that is not UTF-8 is named, not a traceback
         for lineno, line in enumerate(f, 1):
             if limit is not None and len(problems) >= limit:
                 break
             if not line.strip():
                 continue
             try:
-                row = json.loads(line)
+                row = json.loads(line.decode("utf-8"))
+            except UnicodeDecodeError:
+                raise DataError(f"{path}:{lineno}: not UTF-8 text (re-save the file as UTF-8)") from None
             except json.JSONDecodeError as e:
                 raise DataError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
             if not isinstance(row, dict):
@@ -81,9 +87,14 @@ def load_problems(task: str, path: str | None = None, limit: int | None = None) 
             if isinstance(level, str) and level.startswith("Level "):  # MATH train: "Level 3"
                 level = level[6:]
             level = int(level) if isinstance(level, (int, str)) and str(level).isdigit() else None
+            gold = gold_of(row["answer"])
+            if not gold and skipped is not None:
+                skipped.append(lineno)
+                continue
+            if not gold:   # every reply would be graded against nothing, and counted
+                raise DataError(f"{path}:{lineno}: empty 'answer'")
             problems.append({"key": f"{os.path.basename(path)}:{lineno}", "question": q,
-                             "prompt": f"{q}\n{INSTRUCTION}", "answer": gold_of(row["answer"]),
-                             "level": level})
+                             "prompt": f"{q}\n{INSTRUCTION}", "answer": gold, "level": level})
     if not problems:
         raise DataError(f"{path}: no problems in the file" if limit != 0 else "--limit 0: nothing to evaluate")
     return problems
@@ -111,16 +122,20 @@ def training_task(name: str, data: str | None = None):
     train_file, test_file = TRAIN_FILES[name]
     train_path = data or os.path.normpath(os.path.join(SHARED, train_file))
     test_path = os.path.normpath(os.path.join(SHARED, test_file))
-    splits = {"train": load_problems(name, path=train_path),
-              "test": load_problems(name, path=test_path)}
+    skipped = {"train": [], "test": []}
+    splits = {split: load_problems(name, path=path, skipped=skipped[split])
+              for split, path in (("train", train_path), ("test", test_path))}
+    notes = [f"{path}: skipped {len(v)} problems with an empty 'answer' (lines "
+             f"{', '.join(map(str, v[:5]))}{', ...' if len(v) > 5 else ''})"
+             for path, v in ((train_path, skipped["train"]), (test_path, skipped["test"])) if v]
     # the raw rationale is kept for SFT (load_problems keeps only the gold answer); the test
-    # file's rationales give the held-out SFT loss
+    # file's rationales give the held-out SFT loss. A problem's key ends in its line number
     if name == "gsm8k":
         for split, path in (("train", train_path), ("test", test_path)):
             with open(path, encoding="utf-8") as f:
-                rows = [json.loads(x) for x in f if x.strip()]
-            for p, r in zip(splits[split], rows):
-                p["rationale"] = str(r["answer"])
+                rows = {k: x for k, x in enumerate(f, 1)}
+            for p in splits[split]:
+                p["rationale"] = str(json.loads(rows[int(p["key"].rsplit(":", 1)[1])])["answer"])
 
     def make_problems(split: str, n: int, seed: int, **_):
         """n problems of the split: all of them in file order when n >= the split's size (the
@@ -137,9 +152,13 @@ def training_task(name: str, data: str | None = None):
                             "rationales; MATH train here has answers only: use train_rl.py)")
         rows = [dict(p, response=_demonstration(p), style="rationale")
                 for p in make_problems(split, n, seed)]
-        return [r for r in rows if r["response"]]
+        rows = [r for r in rows if r["response"]]
+        if not rows:
+            raise DataError(f"{train_path if split == 'train' else test_path}: no GSM8K "
+                            "rationales ('... #### n' answers) to fine-tune on")
+        return rows
 
-    return SimpleNamespace(NAME=name, make_problems=make_problems,
+    return SimpleNamespace(NAME=name, NOTES=notes, make_problems=make_problems,
                            make_sft_examples=make_sft_examples,
                            check=lambda text, p: grade(text, p["answer"]),
                            answer_start=answer_start,

@@ -44,6 +44,31 @@ def test_math_trains_rl_only_and_bad_data_is_one_line(tmp_path):
         get_task("arith", str(bad))
 
 
+def test_bad_data_files_are_one_line_naming_the_line(tmp_path):
+    """A line that is not UTF-8 (was a UnicodeDecodeError without the file's name) and an empty
+    gold answer (was accepted, every reply graded against nothing) name the file and line."""
+    from data.real import load_problems
+    ok = json.dumps({"question": "1+1?", "answer": "2"}).encode() + b"\n"
+    latin1 = tmp_path / "latin1.jsonl"
+    latin1.write_bytes(ok + b'{"question": "caf\xe9?", "answer": "3"}\n')
+    with pytest.raises(DataError, match="latin1.jsonl:2: not UTF-8"):
+        load_problems("gsm8k", path=str(latin1))
+    for empty in ("", "  ", "rationale\n####  "):
+        f = tmp_path / "empty.jsonl"
+        f.write_bytes(ok + json.dumps({"problem": "x?", "answer": empty}).encode() + b"\n")
+        with pytest.raises(DataError, match="empty.jsonl:2: empty 'answer'"):
+            load_problems("math500", path=str(f))
+
+
+@needs_data
+def test_gsm8k_data_without_rationales_is_one_line(tmp_path):
+    """train_sft.py --task gsm8k --data FILE with no '#### n' rationales divided by zero."""
+    f = tmp_path / "answers.jsonl"
+    f.write_text(json.dumps({"question": "1+1?", "answer": "2"}) + "\n")
+    with pytest.raises(DataError, match="answers.jsonl: no GSM8K rationales"):
+        get_task("gsm8k", str(f)).make_sft_examples(10, seed=0)
+
+
 def test_user_prompt_adds_the_instruction_for_real_chat_formats_only():
     tok = build_tiny_tokenizer()
     p = {"prompt": "What is 2 + 3?"}

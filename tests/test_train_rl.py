@@ -296,6 +296,7 @@ def test_non_finite_float_flags_refused(sft, tmp_path):
     ("--tis_cap", "0.5", "--tis_cap: a cap >= 1"),
     ("--temperature", "-1", "--temperature must be > 0"),
     ("--n_samples", "1", "--n_samples 1"),          # every group-baseline advantage is 0
+    ("--prompts_per_step", "20002", "more than the 20000 train problems"),  # was a traceback
 ])
 def test_rl_flag_ranges(sft, tmp_path, flag, value, pattern):
     """Every numeric flag has its range: a value outside it is one line, nothing written."""
@@ -303,6 +304,27 @@ def test_rl_flag_ranges(sft, tmp_path, flag, value, pattern):
                                  str(tmp_path / "x"), check=False))
     assert pattern in line
     assert not os.path.exists(tmp_path / "x")
+
+
+@pytest.mark.skipif(not os.path.isfile(os.path.join(ROOT, "..", "shared", "data",
+                                                    "gsm8k_test.jsonl")),
+                    reason="../shared/data absent")
+def test_rl_prompts_that_do_not_fit_are_skipped(sft, tmp_path):
+    """A problem whose prompt cannot fit the model's context is skipped with a count, before it
+    is tokenized (a 20M-character one tried to allocate 400 TB); a pool that is left smaller than
+    --prompts_per_step is one line."""
+    data = tmp_path / "train.jsonl"
+    rows = [{"question": "What is 2 + 3?", "answer": "5"}, {"question": "7" * 5_000_000,
+                                                          "answer": "7"},
+            {"question": "What is 4 + 4?", "answer": "8"}]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    common = ["--init_from", sft, "--task", "gsm8k", "--data", str(data), "--eval_problems", "0"]
+    r = run_rl(*common, "--out_dir", str(tmp_path / "ok"), "--max_steps", "1")
+    assert "train: skipped 1 of 3 problems whose prompt does not fit the model's 512-token " \
+           "context (the first: train.jsonl:2)" in r.stdout
+    line = one_error_line(run_rl(*common, "--out_dir", str(tmp_path / "x"), "--prompts_per_step",
+                                 "4", check=False))
+    assert "--prompts_per_step 4 is more than the 2 train problems that fit" in line
 
 
 @pytest.mark.slow
