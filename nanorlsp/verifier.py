@@ -345,6 +345,10 @@ _NUMBER = re.compile(r"(?<![\w.\\])(?<!\d:)-?(?:\\[dt]?frac\{-?\d+(?:\.\d+)?\}\{
                      r"(?:\s*(?:\\?%|percent\b|pct\b))?")
 
 
+# a comma between digits that is no thousands separator (250,75): in prose, a decimal comma
+_DECIMAL_COMMA = re.compile(r"(?<![\d,.])([-+]?\d+),(\d{1,2}|\d{4,})(?![\d,])")
+
+
 def _window(text):
     """Where the bounded scan of the reply's end starts: a line start when one is near."""
     lo = max(0, len(text) - SCAN)
@@ -366,6 +370,8 @@ def _free(text, lo=None):
         num = m
     if spans and (num is None or num.start() < spans[-1][2]):
         return _join_spans(text, spans, len(spans) - 1, -1)
+    if num and _DECIMAL_COMMA.fullmatch(num.group(0)):  # prose: 'La respuesta es 3,75.'
+        return num.group(0).replace(",", "."), num.start()
     return (num.group(0), num.start()) if num else None
 
 
@@ -1585,6 +1591,14 @@ def _same_relation(a, b):
     return _relation_relation(a, b)
 
 
+def _assigns(node):
+    """True for a list of values given to distinct names (x = 2, y = 5; PQ = 2, RS = 9): its
+    values are read in the order written, as a tuple's are."""
+    items = node[1]
+    return all(x[0] == "r" and x[1] == ("=",) and _is_label(x[2][0]) for x in items) and \
+        len({x[2][0] for x in items}) == len(items)
+
+
 def _same(a, b):
     if a[0] == "r" or b[0] == "r":
         return _same_relation(a, b)
@@ -1606,6 +1620,9 @@ def _same(a, b):
     if a[0] == "m":
         return len(a[1]) == len(b[1]) and all(
             len(r) == len(s) and all(map(_same, r, s)) for r, s in zip(a[1], b[1]))
+    if a[0] == "set" and (_assigns(a) or _assigns(b)) and \
+            not all(p[0] == "r" for p in a[1] + b[1]):  # b_2 = 7, b_9 = 40 against 7, 40
+        return len(a[1]) == len(b[1]) and all(map(_same, a[1], b[1]))  # in the order written
     if a[0] in ("set", "u"):  # order-free: match every element exactly once
         left = list(b[1])
         for x in a[1]:
@@ -1625,12 +1642,23 @@ def _same(a, b):
 # -----------------------------------------------------------------------------
 # Public API
 
-_DECIMAL_COMMA = re.compile(r"[-+]?\d+,\d+")
+# a decimal comma where no list can be meant (2,5 cm; 12,50 €; 2,5%): a single comma with 1-2
+# or 4+ digits after it, in an answer that names a unit, a currency or a percent. A bare "2,5"
+# stays a list (MATH writes "1,2", "12,9" for two solutions), so no reply reads both ways.
+_MONEY_OR_PERCENT = re.compile(r"%|percent|\\\$|€|£|\d\s+\$\s*$")
+
+
+def _decimal_comma(s):
+    if s.count(",") == 1 and _DECIMAL_COMMA.search(s) and \
+            (_MONEY_OR_PERCENT.search(s) or _unit(s) is not None):
+        return _DECIMAL_COMMA.sub(r"\1.\2", s)
+    return s
 
 
 def _equiv(a, b):
     if a.strip() and a.strip() == b.strip():
         return True
+    a, b = _decimal_comma(a), _decimal_comma(b)
     na, nb = _normalize(a), _normalize(b)
     if not na or not nb:
         return False
@@ -1638,12 +1666,7 @@ def _equiv(a, b):
         return True
     if _PLAIN_NUM.fullmatch(na) and _PLAIN_NUM.fullmatch(nb):  # the common RL case
         return Fraction(na) == Fraction(nb)
-    if _same(_parse(na), _parse(nb)):
-        return True
-    for x, y in ((na, nb), (nb, na)):  # a decimal comma against a number: 250,75 = 250.75
-        if _DECIMAL_COMMA.fullmatch(x) and "," not in y:
-            return _same(_parse(x.replace(",", ".")), _parse(y))
-    return False
+    return _same(_parse(na), _parse(nb))
 
 
 def is_equiv(a: str, b: str) -> bool:

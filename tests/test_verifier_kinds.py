@@ -120,9 +120,10 @@ LABELS = [
 # Numbers: separators, decimal commas, percent, currency, units, rounding, juxtaposition.
 NUMBERS = [
     ("\\boxed{4,250,000}", "4250000", True),
-    ("The answer is 250,75", "250.75", True),
-    ("Answer: 0,25", "0.25", True),
+    ("So the total comes to 250,75", "250.75", True),
+    ("Answer: 0,25 €", "0.25", True),
     ("Answer: 3,40 $", "3.4", True),
+    ("\\boxed{2,5 \\text{ cm}}", "2.5", True),
     ("\\boxed{1,234.5}", "1234.5", True),
     ("\\boxed{35 \\text{ percent}}", "35\\%", True),
     ("The answer is 35 percent.", "35", True),
@@ -143,6 +144,9 @@ NUMBERS = [
     ("\\boxed{2^3 \\cdot 3^2}", "72", True),
     ("\\boxed{025}", "25", True),
     ("\\boxed{45, 678}", "45678", False),
+    ("\\boxed{1,2}", "1.2", False),    # a bare '1,2' is MATH's list of two solutions
+    ("\\boxed{2.5}", "2,5", False),
+    ("\\boxed{0,1}", "0.1", False),
     ("\\boxed{25\\%}", "2.5", False),
     ("\\boxed{0.67}", "\\frac23", False),
     ("\\boxed{0.6666}", "\\frac23", False),

@@ -71,7 +71,7 @@ CASES = [
     ("\\boxed{\\$12 \\times 25}", "300", True),
     # decimal commas
     ("\\boxed{2{,}5}", "2.5", True),
-    ("\\boxed{0,75}", "0.75", True),
+    ("\\boxed{0{,}75}", "0.75", True),
     ("La respuesta es 3,75.", "3.75", True),
     ("\\boxed{1.234,56}", "1234.56", True),
     ("\\boxed{2,5 \\text{ cm}}", "2.5", True),
@@ -83,6 +83,10 @@ CASES = [
      "\\\\begin{pmatrix}1\\\\\\\\2\\\\end{pmatrix}", True),
     ("\\boxed{\\frac{\\pi}{3}}", "\\\\frac{\\\\pi}{3}", True),
     ("\\boxed{\\frac{1}{3}}", "\\\\frac{1}{2}", False),
+    # a bare comma between digits is a list (MATH's '1,2'), so it never reads both ways
+    ("\\boxed{1,2}", "1.2", False),
+    ("\\boxed{1.2}", "1,2", False),
+    ("\\boxed{12 \\text{ or } 0}", "12", False),
     # more of each kind
     ("Final Answer: The final answer is 1,250. I hope it is correct.", "1250", True),
     ("Final Answer: The final answer is $x=5$. I hope it is correct.", "5", True),
@@ -126,7 +130,7 @@ CASES = [
     ("\\boxed{\\frac{3 \\cdot 4}{2}}", "6", True),
     ("\\boxed{5 \\times 10^{3}}", "5000", True),
     ("\\boxed{3,5 \\text{ cm}}", "3.5", True),
-    ("\\boxed{-0,5}", "-0.5", True),
+    ("\\boxed{-0,5 \\text{ m}}", "-0.5", True),
     ("Die Antwort ist 12,50 €.", "12.5", True),
     ("\\boxed{\\frac{\\sqrt{3}}{2}}", "\\\\frac{\\\\sqrt{3}}{2}", True),
     ("\\boxed{(A)}", "\\\\text{(A)}", True),
