@@ -20,12 +20,15 @@ find_answer / extract_answer, first rule that gives an answer wins:
   2. the last labelled answer: "Answer: ...", "**Final Answer:** ...", "the answer is ...",
      <answer>...</answer>, GSM8K's "#### n". The answer is the math span right after the label
      ("The final answer is $42$. I hope it is correct." gives 42), else the rest of the sentence
-     when it reads as an answer ("3.5 cm"), else the sentence's first number (after its last '=')
+     when it reads as an answer ("3.5 cm"), else the sentence's first number (after its last '=');
+     a sentence that names the answer before a verb gives what follows the verb ("Final Answer:
+     The smallest $k$ is 17." gives 17)
   3. the whole reply, when it is a bare answer itself (one line: "x = 3", "\frac12", "Evelyn")
   4. the last math span ($...$, \(...\), \[...\], $$...$$; neighbours joined by "and" / "," are
      one list; a one-letter span followed by words is a name: "where $n$ is ...") or
-  5. the last number of the reply (1,234.5; 1 300; 250,75; 1/2; \frac{3}{4}; 35%), whichever
-     of the two ends later ("Let $x$ be the cost ... so 7 pens" gives 7)
+  5. the last number of the reply (1,234.5; 1 300; 250,75 (in prose a decimal comma); 1/2;
+     \frac{3}{4}; 35%), whichever of the two ends later ("Let $x$ be the cost ... so 7 pens")
+All of it within the reply's own turn: text after an end-of-turn token (<|im_end|>) is not read.
 A computation's result is the answer: `$\binom{6}{3} = 20$` gives 20 (the last right-hand side
 when the left side has no variable, or of any chain a = b = c). find_answer also returns where
 the answer (its box, label or span) starts: the RL reward's "no answer" test and its reasoning
@@ -37,7 +40,10 @@ Normalisation (string level): unicode minus, times, pi, <=; $ and \( \); \left \
 spacing \! \, \; ~; \dfrac \tfrac -> \frac; \cdot \times -> *, \div -> /, ** -> ^; \text{} \mbox{}
 \mathrm{}: unwrapped at the start (\text{(B)} -> (B)), dropped after a value (units); trailing unit
 words after a number (cm, inches, dollars, apples ...); "and", "or", \quad between answers -> a
-list; thousands separators (7,425,000; 11,\!111; 1\,000: never "45, 678" with a space);
+list; thousands separators (7,425,000; 11,\!111; 1\,000; 1,250 + 300 = 1,550: never "45, 678"
+with a space); a decimal comma only where no list is meant (2{,}5; 1.234,56; 2,5 cm; 12,50 EUR;
+2,5%), a bare "1,2" is a list (MATH's golds), so a reply is never read both ways; LaTeX escaped
+twice (\\frac, from JSON) is halved; solutions as assignments ("x=2,y=5; x=5,y=2") are tuples;
 "35 percent" -> 35%; a stray trailing backslash; \begin{array}{cc} is a matrix; inf -> \infty;
 \sin^{-1} -> \arcsin; number words (zero .. ninety); 1.5e-3; 0.1\overline{6} -> 1/6; ½.
 
@@ -62,7 +68,8 @@ numbers compared exactly as fractions (most RL checks end here, without sympy); 
     interval with the same ends). \{a, b\}, {a, b}, a bare list "a, b" (MATH's "enter all
     solutions") and several boxes are sets: order-free and equal to each other, never to a tuple:
     (1,2) != \{1,2\}. A set of one element is that element; x \pm y is the set {x+y, x-y};
-    assignments "x = 5, y = 6" against a tuple (5, 6) compare their right sides in order.
+    assignments to distinct names "x = 5, y = 6" against a tuple (5, 6) or a bare list "5, 6"
+    compare their right sides in the order written.
   - Relations: an inequality in one variable, a chain (2 < g(x) \le 5), x \ne 3, an interval
     and a union of intervals are sets of reals, compared as such: t >= 2 = 2 \le t = [2, \infty),
     -t > -4 = t < 4, "x < 2 or x > 3" = (-\infty,2) \cup (3,\infty), \{x \mid x > 2\} =
@@ -76,9 +83,10 @@ numbers compared exactly as fractions (most RL checks end here, without sympy); 
     side: one reply is never right for two different golds (12 \approx 13 is 13).
   - Units: a right number with a unit equals the bare number, but two different known units are
     unequal (5 cm != 5 m; 15 cm^2 != 15 cm).
-  - Matrices elementwise; choice letters (B) = B = \text{(B)}; words of three or more letters
-    (\text{Evelyn} = evelyn) case- and punctuation-free; whatever does not parse (numbers in
-    a base, 204_5; clock times) compares as whitespace-normalised text.
+  - Matrices elementwise, sums and products of them evaluated first (A + 2B, A B); choice
+    letters (B) = B = \text{(B)}; words of three or more letters (\text{Evelyn} = evelyn) case-
+    and punctuation-free; whatever does not parse (numbers in a base, 204_5; clock times)
+    compares as whitespace-normalised text.
 
 Limits (every call returns a bool, never raises, in milliseconds): answers over MAX_ANSWER_LEN
 chars are refused; literals over MAX_DIGITS digits, nesting over MAX_DEPTH, factorials above
@@ -349,6 +357,12 @@ _NUMBER = re.compile(r"(?<![\w.\\])(?<!\d:)-?(?:\\[dt]?frac\{-?\d+(?:\.\d+)?\}\{
 _DECIMAL_COMMA = re.compile(r"(?<![\d,.])([-+]?\d+),(\d{1,2}|\d{4,})(?![\d,])")
 
 
+def _prose_number(ans):
+    """An answer written in prose, outside math: '3,75' there is a decimal comma ('La respuesta
+    es 3,75', 'Answer: 0,25'); inside math or a box a bare '1,2' stays a list."""
+    return ans.replace(",", ".") if _DECIMAL_COMMA.fullmatch(ans) else ans
+
+
 def _window(text):
     """Where the bounded scan of the reply's end starts: a line start when one is near."""
     lo = max(0, len(text) - SCAN)
@@ -370,9 +384,7 @@ def _free(text, lo=None):
         num = m
     if spans and (num is None or num.start() < spans[-1][2]):
         return _join_spans(text, spans, len(spans) - 1, -1)
-    if num and _DECIMAL_COMMA.fullmatch(num.group(0)):  # prose: 'La respuesta es 3,75.'
-        return num.group(0).replace(",", "."), num.start()
-    return (num.group(0), num.start()) if num else None
+    return (_prose_number(num.group(0)), num.start()) if num else None
 
 
 _AFTER_LABEL = re.compile(r"[* \t]*(?:\((?:s|final)\))?[* \t]*(?::|is\b|=)[*: \t]*")
@@ -421,10 +433,10 @@ def _tail(text, pos, subject=True):
     if spans and spans[0][1] < len(sentence):
         sentence = sentence[:spans[0][1]]
     if _bare(sentence):
-        return _cut(sentence)
+        return _prose_number(_cut(sentence))
     head = sentence[sentence.rfind("=") + 1:] if "=" in sentence else sentence
     num = _NUMBER.search(head)
-    return num.group(0) if num else None
+    return _prose_number(num.group(0)) if num else None
 
 
 def _labelled(text):

@@ -87,6 +87,11 @@ CASES = [
     ("\\boxed{1,2}", "1.2", False),
     ("\\boxed{1.2}", "1,2", False),
     ("\\boxed{12 \\text{ or } 0}", "12", False),
+    ("Answer: $1,2$", "1.2", False),
+    # ... but in prose, outside math, it is a decimal comma
+    ("Answer: 0,25", "0.25", True),
+    ("The answer is 250,75", "250.75", True),
+    ("Answer: 0,25", "0, 25", False),
     # more of each kind
     ("Final Answer: The final answer is 1,250. I hope it is correct.", "1250", True),
     ("Final Answer: The final answer is $x=5$. I hope it is correct.", "5", True),
