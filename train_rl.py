@@ -27,7 +27,7 @@ KL to the frozen SFT reference: a loss term for REINFORCE (--kl_estimator, defau
 nanorlsp/rl.py says which KL each one's gradient follows), a per-token k1 penalty in the reward
 for PPO (OpenRLHF, the paper's code). PPO's old log-probs come from the training forward (as
 OpenRLHF and veRL recompute them), not from the sampler's copy; every step logs logp_diff, the
-mean |sampler log-prob - training log-prob|, and REINFORCE can reweight by it (--tis_cap).
+mean |sampler log-prob - training log-prob|, and the loss can reweight by it (--tis_cap).
 
 LoRA (--lora_rank R, nanorlsp/model.py): the --init_from model is loaded once, frozen in the
 compute dtype (bf16 on CUDA), with float32 rank-R adapters on --lora_targets; only the adapters
@@ -94,6 +94,10 @@ ap.add_argument("--explore_schedule", default="constant", choices=SCHEDULES,
                 help="constant | linear (decay to 0) | threshold (off once the batch accuracy "
                      "reaches --acc_threshold) | adaptive (per prompt: pay for exploring when its "
                      "group accuracy is below --acc_threshold, charge for length when above)")
+ap.add_argument("--schedule_steps", type=nonneg_int, default=0,
+                help="the linear schedule's horizon, the step where it reaches 0 (0: the run's "
+                     "first --max_steps). Saved with the run: --resume with a larger --max_steps "
+                     "goes on at 0, it does not move the horizon")
 ap.add_argument("--acc_threshold", type=float_range(0, 1), default=0.9,
                 help="the threshold and adaptive schedules' accuracy threshold")
 ap.add_argument("--economy", default="flip", choices=ECONOMY,
@@ -107,15 +111,17 @@ ap.add_argument("--economy_coef", type=float_range(0), default=0.1,
 ap.add_argument("--kl_coef", type=float_range(0), default=0.05)
 ap.add_argument("--kl_estimator", default="k3", choices=KL_ESTIMATORS,
                 help="REINFORCE's KL loss term: k3 (gradient of the forward KL, as TRL), k2 or k1 "
-                     "(gradient of the reverse KL; k1 logs the k1 value): nanorlsp/rl.py")
+                     "(gradient of the reverse KL): nanorlsp/rl.py. The logged kl is its value "
+                     "(PPO, whose reward holds k1, logs k3)")
 ap.add_argument("--n_samples", type=positive_int, default=8, help="G: rollouts per prompt")
 ap.add_argument("--prompts_per_step", type=positive_int, default=16,
                 help="global batch of prompts (split across torchrun ranks)")
 ap.add_argument("--max_new_tokens", type=positive_int, default=224)
 ap.add_argument("--temperature", type=finite_float, default=1.0)
 ap.add_argument("--tis_cap", type=float_range(0), default=0.0,
-                help="REINFORCE: truncated importance sampling, weight each token by "
-                     "min(pi_train / pi_rollout, cap) (0: off); for rollouts from a bf16 copy")
+                help="truncated importance sampling, weight each token's loss by "
+                     "min(pi_train / pi_rollout, cap) (0: off); for rollouts from a bf16 copy. "
+                     "PPO: pi_train is the old policy's training forward, as veRL and TRL")
 ap.add_argument("--baseline", default="mean", choices=["mean", "loo"])
 ap.add_argument("--std_norm", action="store_true", help="divide advantages by the group std")
 ap.add_argument("--lr", type=float_range(0, lo_open=True), default=5e-5)
@@ -162,9 +168,11 @@ try:
     state = open_run(args, sys.argv[1:], keep={"max_steps", "device", "init_from", "wandb"})
 except UserError as e:
     die(str(e))
-if args.tis_cap and (args.tis_cap < 1 or args.algo != "reinforce"):
-    die("--tis_cap: a cap >= 1 on the importance weights, for --algo reinforce (PPO's ratio "
-        "already corrects for the rollout copy)")
+if args.tis_cap and args.tis_cap < 1:
+    die(f"--tis_cap {args.tis_cap:g}: a cap >= 1 on the importance weights (0: off)")
+if not args.schedule_steps:
+    # the horizon of the run's first start (a checkpoint saved before the flag: its --max_steps)
+    args.schedule_steps = state["args"]["max_steps"] if state is not None else args.max_steps
 
 try:
     task = get_task(args.task, args.data)
@@ -172,7 +180,7 @@ try:
     device = d.device
     dtype = resolve_dtype(args.dtype, device)
     rcfg = RewardConfig(explore=args.explore_reward, coef=args.explore_coef,
-                        schedule=args.explore_schedule, schedule_steps=args.max_steps,
+                        schedule=args.explore_schedule, schedule_steps=args.schedule_steps,
                         acc_threshold=args.acc_threshold, economy=args.economy,
                         economy_coef=args.economy_coef)
 except (ValueError, UserError) as e:
@@ -577,7 +585,7 @@ try:
                 kl = kl_penalty(logp, ref_logp[mb], args.kl_estimator, m)
                 n = m.sum()
                 loss = (reinforce_loss(logp, adv[mb], m, w) + args.kl_coef * masked_mean(kl, m)) * n
-                return loss, [kl_penalty(logp.detach(), ref_logp[mb], "k3", m).sum(), ent,
+                return loss, [kl.detach().sum(), ent,
                               torch.zeros((), device=device), diff]
 
             skipped, sums = update(torch.arange(len(comp)), reinforce_sums)
@@ -589,6 +597,10 @@ try:
             old_logp, old_values = logps_of(actor, want_values=True)
             with torch.no_grad():
                 logp_diff_sum = ((old_logp - roll_logp).abs() * mask).sum()
+                # --tis_cap: min(pi_old / pi_rollout, cap) per token, fixed for the step's
+                # epochs, on the clipped objective's per-token loss (veRL, TRL)
+                tis = (truncated_is_weights(old_logp, roll_logp, mask, args.tis_cap)
+                       if args.tis_cap else None)
                 # per-token reward: the KL penalty on every token, the sequence reward on its last
                 tok_rew = -args.kl_coef * kl_value(old_logp, ref_logp, mask)
                 last = (ro.lengths - 1).clamp(min=0).to(device)
@@ -603,7 +615,8 @@ try:
             def ppo_sums(mb, logits, values):
                 m = mask[mb]
                 logp, ent = token_logprobs_and_entropy(logits / args.temperature, comp[mb], m, V)
-                pl, cf = ppo_policy_loss(logp, old_logp[mb], adv[mb], m, args.clip)
+                pl, cf = ppo_policy_loss(logp, old_logp[mb], adv[mb], m, args.clip,
+                                         None if tis is None else tis[mb])
                 vl = value_loss(values, old_values[mb], returns[mb], m, args.value_clip)
                 n = m.sum()
                 return (pl + args.vf_coef * vl) * n, [
@@ -629,16 +642,20 @@ try:
         stats = {"kl": kl_v, "entropy": ent_v, "clip_frac": clip_v, "loss": loss_v,
                  "logp_diff": diff_v, "grad_norm": gnorm_v, "updates": n_updates}
         t_train = time.time() - t2
+        # PPO: the minibatch updates before a non-finite one stay applied, the step is partial
         if skipped:
             bad_steps += 1
-            log("metrics.jsonl", dict(step=done, skipped="non-finite reward, loss or gradient"))
-            say(f"step {done}: non-finite reward, loss or gradient, update skipped "
-                f"({bad_steps} in a row)")
+            if not n_updates:
+                log("metrics.jsonl", dict(step=done, skipped="non-finite reward, loss or gradient"))
+            say(f"step {done}: non-finite reward, loss or gradient, " + (
+                f"partially applied ({n_updates} of {args.ppo_epochs * M} minibatch updates)"
+                if n_updates else "update skipped") + f" ({bad_steps} in a row)")
             if bad_steps >= args.max_bad_steps:
                 die(f"{bad_steps} non-finite steps in a row (last at step {done}); the last "
                     f"checkpoint in {args.out_dir} is intact")
         else:
             bad_steps = 0
+        if n_updates:
             # -- log: every rank's rows, gathered in the global order -----------------------
             rows = [dict(i=MINE[i // G] * G + i % G, text=texts[i], correct=correct[i], len=int(n),
                          finish=ro.finish[i], has_answer=has_ans[i],
@@ -668,6 +685,8 @@ try:
                        train_shape=[*SEQ.shape, comp.shape[1]])
             if rcfg.schedule == "adaptive":      # the share of rows whose length was charged
                 rec["easy_frac"] = mean("easy")
+            if skipped:                            # "updates" says how many were applied
+                rec["partial"] = "non-finite loss or gradient in a later minibatch"
             log("metrics.jsonl", rec)
             transcripts = [dict(step=done, prompt=batch[r["i"] // G]["prompt"],
                                 response=r["text"], correct=r["correct"], reward=r["total"])
@@ -688,7 +707,7 @@ try:
 
         # evaluate and save on schedule, and always at the end: a skipped final step included
         # (the run's last line says where the checkpoint is)
-        if (done % args.eval_interval == 0 and not skipped) or done == args.max_steps:
+        if (done % args.eval_interval == 0 and n_updates) or done == args.max_steps:
             if eval_problems:
                 ev = evaluate(done)
                 say(f"eval step {done}: held-out acc {ev['val_acc']:.3f} | mean reply "

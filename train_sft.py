@@ -106,6 +106,10 @@ ap.add_argument("--lr", type=float_range(0, lo_open=True), default=1e-3)
 ap.add_argument("--min_lr_frac", type=float_range(0, 1), default=0.1,
                 help="final lr as a fraction of --lr")
 ap.add_argument("--warmup_steps", type=nonneg_int, default=50)
+ap.add_argument("--decay_steps", type=nonneg_int, default=0,
+                help="the cosine decay's horizon, the step where the lr reaches --lr x "
+                     "--min_lr_frac (0: the run's first --max_steps). Saved with the run: --resume "
+                     "with a larger --max_steps goes on at the final lr, it does not move it")
 ap.add_argument("--weight_decay", type=float_range(0), default=0.1)
 ap.add_argument("--grad_clip", type=float_range(0), default=1.0, help="max grad norm (0: off)")
 # logging / eval
@@ -126,6 +130,9 @@ try:
     state = open_run(args, sys.argv[1:], keep={"max_steps", "device", "wandb"})
 except UserError as e:
     die(str(e))
+if not args.decay_steps:
+    # the horizon of the run's first start (a checkpoint saved before the flag: its --max_steps)
+    args.decay_steps = state["args"]["max_steps"] if state is not None else args.max_steps
 
 try:
     task = get_task(args.task, args.data)
@@ -285,10 +292,10 @@ def eval_model():
 
 
 def lr_at(step: int) -> float:
-    """Linear warm-up to --lr, then cosine decay to --lr * --min_lr_frac at --max_steps."""
+    """Linear warm-up to --lr, then cosine decay to --lr * --min_lr_frac at --decay_steps."""
     if step < args.warmup_steps:
         return args.lr * (step + 1) / args.warmup_steps
-    frac = (step - args.warmup_steps) / max(1, args.max_steps - args.warmup_steps)
+    frac = (step - args.warmup_steps) / max(1, args.decay_steps - args.warmup_steps)
     cos = 0.5 * (1 + math.cos(math.pi * min(frac, 1.0)))
     return args.lr * (args.min_lr_frac + (1 - args.min_lr_frac) * cos)
 

@@ -45,7 +45,9 @@ padding) and k3 to [-10, 10], as veRL does; padding is zeroed with `where`, neve
 Training vs rollout probabilities (the logp_diff diagnostic): rollouts come from the sampler (a
 bf16 / KV-cached copy on GPU), the loss from the training forward. truncated_is_weights gives
 min(pi_train / pi_rollout, cap) per token (Yao et al. 2025, "truncated importance sampling"), to
-reweight REINFORCE when the two differ.
+reweight the loss when the two differ: REINFORCE's per token, and PPO's clipped per-token loss
+with pi_train the old policy's training forward (nothing else corrects for the rollout copy: the
+PPO ratio is pi / pi_old, both training forwards), as veRL and TRL apply it.
 """
 import math
 
@@ -151,7 +153,7 @@ def kl_penalty(logp: torch.Tensor, ref_logp: torch.Tensor, kind: str = "k3",
 
 def kl_value(logp: torch.Tensor, ref_logp: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """The k1 estimate -log r per token (B, T), no gradient, 0 on padding: the value PPO puts in
-    the per-token reward (OpenRLHF, the paper's code) and the KL every step logs."""
+    the per-token reward (OpenRLHF, the paper's code)."""
     with torch.no_grad():
         kl = logp - ref_logp
         return torch.where(mask.bool(), kl, torch.zeros_like(kl))
@@ -189,15 +191,19 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: 
     return adv, (adv + values) * mask
 
 
-def ppo_policy_loss(logp, old_logp, adv, mask, clip: float = 0.2):
-    """Clipped surrogate. logp/old_logp/mask (B, T); adv (B, T) (GAE) or (B,) (per sequence).
-    Returns (loss, clip_fraction: the share of tokens where the clipped branch was taken)."""
+def ppo_policy_loss(logp, old_logp, adv, mask, clip: float = 0.2,
+                    weights: torch.Tensor | None = None):
+    """Clipped surrogate. logp/old_logp/mask (B, T); adv (B, T) (GAE) or (B,) (per sequence);
+    weights (B, T) optional, no gradient: truncated_is_weights(old_logp, rollout_logp) multiply
+    each token's clipped loss (veRL's and TRL's TIS). Returns (loss, clip_fraction: the share of
+    tokens where the clipped branch was taken)."""
     if adv.dim() == 1:
         adv = adv[:, None].expand_as(logp)
     ratio = (logp - old_logp).exp()
     unclipped = ratio * adv
     clipped = ratio.clamp(1 - clip, 1 + clip) * adv
-    loss = -masked_mean(torch.minimum(unclipped, clipped), mask)
+    surrogate = torch.minimum(unclipped, clipped)
+    loss = -masked_mean(surrogate if weights is None else weights * surrogate, mask)
     clip_frac = masked_mean((clipped < unclipped).float(), mask)
     return loss, clip_frac
 

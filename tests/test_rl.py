@@ -80,6 +80,10 @@ def test_ppo_policy_loss_by_hand():
     # sequence-level advantages broadcast over tokens
     l2, _ = ppo_policy_loss(logp[:, :1], old[:, :1], t([1.]), mask[:, :1])
     assert l2.item() == pytest.approx(-1.2)
+    # truncated importance weights multiply each token's clipped loss (veRL, TRL), not the ratio
+    w = t([[2., 1., .5, 0.]])
+    lw, fw = ppo_policy_loss(logp, old, adv, mask, clip=0.2, weights=w)
+    assert lw.item() == pytest.approx(-(2 * 1.2 - 1.5 - .5 * .8 + 0) / 4) and fw == frac
 
 
 def test_value_loss_by_hand():

@@ -1,5 +1,6 @@
 """SFT loss, packing, checkpoints, and train_sft.py end to end (resume, bad input)."""
 import json
+import math
 import os
 import re
 import signal
@@ -301,6 +302,22 @@ def test_seq_len_shorter_than_a_demonstration(tmp_path):
     assert n and 0 < int(n.group(1)) < 300, r.stdout
     assert re.search(r"longest (\d+)\), rows of 32", r.stdout)
     assert int(re.search(r"longest (\d+)\)", r.stdout).group(1)) <= 33
+
+
+@pytest.mark.slow
+def test_resume_keeps_the_cosine_horizon(tmp_path):
+    """The cosine decay ends at the run's first --max_steps: resuming a 4-step run with
+    --max_steps 6 trains steps 5 and 6 at the final lr (the horizon moved to 6 mid-run)."""
+    d = str(tmp_path / "run")
+    flags = ["--out_dir", d, "--n_train", "64", "--n_val", "8", "--eval_problems", "0",
+             "--warmup_steps", "0", "--log_interval", "1", "--eval_interval", "4",
+             "--n_layer", "1", "--n_embd", "32", "--n_head", "2", "--n_kv_head", "1"]
+    run_sft(*flags, "--max_steps", "4")
+    run_sft(*flags, "--max_steps", "6", "--resume")
+    lrs = [m["lr"] for m in metrics(d) if "lr" in m]
+    cos = [1e-3 * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * s / 4))) for s in range(4)]
+    assert lrs == pytest.approx(cos + [1e-4, 1e-4], rel=1e-12)
+    assert read_checkpoint(d)["args"]["decay_steps"] == 4
 
 
 @pytest.mark.slow

@@ -42,6 +42,15 @@ def run_rl(*args, check=True):
     return r
 
 
+def run_injected(patch: str, *args):
+    """train_rl.py with a fault injected: `patch` runs first, after `import nanorlsp.rl as rl`."""
+    code = ("import runpy, sys\nimport nanorlsp.rl as rl\n" + patch
+            + "sys.argv = ['train_rl.py'] + sys.argv[1:]\n"
+            "runpy.run_path('train_rl.py', run_name='__main__')\n")
+    return subprocess.run([sys.executable, "-c", code, *SMALL, *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("algo", ["reinforce", "ppo"])
 def test_rl_steps_log_and_checkpoint(sft, tmp_path, algo):
@@ -116,19 +125,13 @@ def test_non_finite_loss_skips_then_stops(sft, tmp_path):
     and logged, the run goes on, and 3 bad steps in a row stop it with one clear line, the last
     checkpoint (step 3) intact."""
     d = str(tmp_path / "run")
-    inject = (
-        "import runpy, sys\n"
-        "import nanorlsp.rl as rl\n"
-        "orig, n = rl.reinforce_loss, [0]\n"
-        "def bad(*a):\n"
-        "    n[0] += 1\n"
-        "    return orig(*a) * (float('nan') if n[0] == 2 or n[0] >= 4 else 1.0)\n"
-        "rl.reinforce_loss = bad\n"
-        "sys.argv = ['train_rl.py'] + sys.argv[1:]\n"
-        "runpy.run_path('train_rl.py', run_name='__main__')\n")
-    r = subprocess.run([sys.executable, "-c", inject, *SMALL, "--init_from", sft, "--out_dir", d,
-                        "--max_steps", "10", "--eval_interval", "1", "--eval_problems", "0"],
-                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+    r = run_injected("orig, n = rl.reinforce_loss, [0]\n"
+                     "def bad(*a):\n"
+                     "    n[0] += 1\n"
+                     "    return orig(*a) * (float('nan') if n[0] == 2 or n[0] >= 4 else 1.0)\n"
+                     "rl.reinforce_loss = bad\n",
+                     "--init_from", sft, "--out_dir", d, "--max_steps", "10",
+                     "--eval_interval", "1", "--eval_problems", "0")
     assert r.returncode == 1
     assert r.stderr.strip().splitlines()[-1] == (
         f"error: 3 non-finite steps in a row (last at step 6); the last checkpoint in {d} is intact")
@@ -245,8 +248,12 @@ def test_reinforce_truncated_importance_sampling(sft, tmp_path):
            "--dtype", "bfloat16", "--tis_cap", "2")
     m = [json.loads(x) for x in open(os.path.join(d, "metrics.jsonl"))][0]
     assert math.isfinite(m["loss"]) and m["logp_diff"] > 0
-    assert "--tis_cap" in one_error_line(run_rl("--init_from", sft, "--algo", "ppo", "--tis_cap",
-                                                "2", "--out_dir", str(tmp_path / "x"), check=False))
+    # PPO too (it was refused): the weight min(pi_old / pi_rollout, cap) on the clipped loss
+    d = str(tmp_path / "tis_ppo")
+    run_rl("--init_from", sft, "--out_dir", d, "--max_steps", "1", "--eval_problems", "0",
+           "--dtype", "bfloat16", "--tis_cap", "2", "--algo", "ppo")
+    m = [json.loads(x) for x in open(os.path.join(d, "metrics.jsonl"))][0]
+    assert math.isfinite(m["loss"]) and m["logp_diff"] > 0 and m["updates"] == 4
 
 
 @pytest.mark.slow
@@ -325,6 +332,56 @@ def test_rl_prompts_that_do_not_fit_are_skipped(sft, tmp_path):
     line = one_error_line(run_rl(*common, "--out_dir", str(tmp_path / "x"), "--prompts_per_step",
                                  "4", check=False))
     assert "--prompts_per_step 4 is more than the 2 train problems that fit" in line
+
+
+@pytest.mark.slow
+def test_rl_resume_keeps_the_schedule_horizon(sft, tmp_path):
+    """The linear schedule's horizon is the run's first --max_steps: resuming a 2-step run with
+    --max_steps 3 goes on at 0 (it moved the horizon to 3: step 3 got 0.5 x 1/3)."""
+    d = str(tmp_path / "lin")
+    common = ["--init_from", sft, "--eval_problems", "0", "--explore_schedule", "linear"]
+    run_rl(*common, "--out_dir", d, "--max_steps", "2")
+    run_rl(*common, "--out_dir", d, "--max_steps", "3", "--resume")
+    ms = [json.loads(x) for x in open(os.path.join(d, "metrics.jsonl"))]
+    assert [(m["step"], m["explore_coef"]) for m in ms] == [(1, 0.5), (2, 0.25), (3, 0.0)]
+    assert read_checkpoint(d)["args"]["schedule_steps"] == 2
+
+
+@pytest.mark.slow
+def test_rl_logged_kl_is_the_estimators(sft, tmp_path):
+    """The logged kl is the value of --kl_estimator's term (it was always k3). Step 1's update is
+    the same for all three (the KL and its gradient are 0 at the reference), so step 2 scores
+    the same samples with three estimators: three different values."""
+    kls = {}
+    for est in ("k1", "k2", "k3"):
+        d = str(tmp_path / est)
+        run_rl("--init_from", sft, "--out_dir", d, "--max_steps", "2", "--eval_problems", "0",
+               "--lr", "3e-3", "--kl_estimator", est)
+        ms = [json.loads(x) for x in open(os.path.join(d, "metrics.jsonl"))]
+        assert ms[0]["kl"] == 0.0
+        kls[est] = ms[1]["kl"]
+    assert len(set(kls.values())) == 3 and kls["k2"] > 0 and kls["k3"] > 0, kls
+
+
+@pytest.mark.slow
+def test_ppo_partial_step_is_logged_as_applied(sft, tmp_path):
+    """Fault injection: PPO's 2nd minibatch loss of 4 is NaN. The 1st update stays applied: the
+    step is logged with its figures, updates = 1 and a 'partial' mark (it was logged as
+    skipped, figures dropped)."""
+    d = str(tmp_path / "run")
+    r = run_injected("orig, n = rl.ppo_policy_loss, [0]\n"
+                     "def bad(*a):\n"
+                     "    n[0] += 1\n"
+                     "    loss, cf = orig(*a)\n"
+                     "    return loss * (float('nan') if n[0] == 2 else 1.0), cf\n"
+                     "rl.ppo_policy_loss = bad\n",
+                     "--init_from", sft, "--out_dir", d, "--max_steps", "1", "--eval_problems",
+                     "0", "--algo", "ppo")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "partially applied (1 of 4 minibatch updates)" in r.stdout
+    m = [json.loads(x) for x in open(os.path.join(d, "metrics.jsonl"))][0]
+    assert m["updates"] == 1 and "partial" in m and "skipped" not in m
+    assert math.isfinite(m["loss"]) and math.isfinite(m["reward"])
 
 
 @pytest.mark.slow
