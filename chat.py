@@ -11,11 +11,13 @@ through the KV-cached sampler.
 Hugging Face model dir, a .gguf file, or "smollm2". The conversation is kept and re-rendered every
 turn (the whole chat is the prompt: no cache is carried between turns); when it outgrows the
 model's context (model.config.max_seq_len, of which the reply keeps min(--max_new_tokens, half))
-the oldest turns are dropped, and a single question that is too long is one error line. --no_history sends each line alone.
+the oldest turns are dropped, and a single question that is too long is one error line on stderr
+(the chat goes on with the next; with --prompt, the exit). --no_history sends each line alone.
 After each reply a line on stderr gives the prompt and reply lengths and the speed; --mark adds
 the behaviours nanorlsp.behaviors detects (backtracking, verification, alternatives) and the
 answer the verifier extracts (nanorlsp.verifier.extract_answer).
 """
+import json
 import os
 import sys
 import time
@@ -70,10 +72,20 @@ if tok is None:
     die(f"{path} has no tokenizer files: chat needs one (load_model(..., tokenizer=PATH))")
 if tok.chat_format is None:
     die(f"{path}'s tokenizer has no chat template")
-task = args.task
-if task is None and os.path.isfile(os.path.join(path, "config.json")):
-    import json
-    task = json.load(open(os.path.join(path, "config.json"))).get("args", {}).get("task")
+
+
+def saved_task(path: str) -> str | None:
+    """The task a native run trained on, from its readable config.json; None when there is none
+    or it is broken (it is never read back to load the model: chat goes on without it)."""
+    try:
+        with open(os.path.join(path, "config.json")) as f:
+            task = json.load(f)["args"]["task"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return task if isinstance(task, str) else None
+
+
+task = args.task or (saved_task(path) if os.path.isdir(path) else None)
 task = task if SAME_TRACES.get(task, task) in MARKERS else None    # else: natural-text keywords
 # the context: a prompt may take what the reply leaves, and the reply at least half of it
 CTX = model.config.max_seq_len
@@ -123,6 +135,8 @@ def reply(ids: list[int]) -> tuple[str, int]:
 # the loop
 
 interactive = args.prompt is None and sys.stdin.isatty()
+if args.prompt is None and not interactive:
+    sys.stdin.reconfigure(errors="replace")   # piped bytes that are not UTF-8 must not end the chat
 messages = [{"role": "system", "content": args.system}] if args.system else []
 if interactive:
     print(f"chatting with {path} ({model.num_params() / 1e6:.1f}M parameters, "
@@ -148,8 +162,12 @@ try:
         except ValueError as e:                             # a role the template does not have
             die(str(e))
         if len(ids) > budget:
-            die(f"the question is {len(ids)} tokens with its template; this model's context "
-                f"({CTX}) leaves {budget} for it")
+            msg = (f"the question is {len(ids)} tokens with its template; this model's context "
+                   f"({CTX}) leaves {budget} for it")
+            if args.prompt is not None:
+                die(msg)
+            print(f"error: {msg} (skipped)", file=sys.stderr)    # the next line still gets a reply
+            continue
         t0 = time.time()
         text, n = reply(ids)
         dt = time.time() - t0

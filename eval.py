@@ -25,6 +25,7 @@ import json
 import math
 import os
 import statistics
+import tempfile
 import time
 from collections import defaultdict
 
@@ -32,7 +33,7 @@ from collections import defaultdict
 from data import TASK_NAMES, get_task
 from data.real import REAL_TASKS, DataError, load_problems
 from nanorlsp.behaviors import frequencies
-from nanorlsp.checkpoint import CheckpointError, has_checkpoint, load_model
+from nanorlsp.checkpoint import CheckpointError, has_checkpoint, load_model, model_file_kind
 from nanorlsp.common import (ArgParser, UserError, atomic_write, die, finite_float, nonneg_int,
                              positive_int,
                              resolve_device, resolve_dtype)
@@ -80,6 +81,34 @@ if any(k < 1 or k > args.n_samples for k in ks):
 if args.n_samples > 1 and args.temperature == 0:
     print("note: at temperature 0 every sample of a problem is the same (greedy)")
 
+
+
+def check_output(path: str, flag: str) -> None:
+    """Before the evaluation, not after it: `path` is not part of a model (a checkpoint or
+    tokenizer written over is lost), and its directory (created if missing) takes a file."""
+    kind = model_file_kind(path)
+    if kind:
+        die(f"{flag} {path} is {kind}: refusing to write results over it")
+    if os.path.isdir(path):
+        die(f"{flag} {path} is a directory")
+    d = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(d, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=d, prefix=".eval-probe.")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        die(f"{flag} {path} cannot be written ({e.strerror or e})")
+
+
+transcripts = args.transcripts or (os.path.splitext(args.out)[0] + ".transcripts.jsonl"
+                                   if args.out else None)
+if args.out and transcripts and os.path.abspath(args.out) == os.path.abspath(transcripts):
+    die(f"--out and --transcripts are the same file {args.out}")
+for flag, path in (("--out", args.out), ("--transcripts", transcripts)):
+    if path:
+        check_output(path, flag)
+
 # -----------------------------------------------------------------------------
 # model and problems
 
@@ -113,6 +142,17 @@ try:
 except (DataError, RuntimeError) as e:
     die(str(e))
 max_new = args.max_new_tokens or (320 if args.task == "arith" and synthetic else 1024)
+# a prompt must leave the reply room in the model's context: a 20M-character problem sized the
+# sampler's KV cache to 400 TB
+CTX = model.config.max_seq_len
+prompt_lens = [len(tok.render_prompt([{"role": "user", "content": user_prompt(p, tok)}]))
+               for p in problems]
+too_long = [i for i, m in enumerate(prompt_lens) if m >= CTX]
+if too_long:
+    i, more = too_long[0], len(too_long) - 1
+    die(f"problem {i + 1} is {prompt_lens[i]} tokens with its chat template, the model's "
+        f"context (max_seq_len) {CTX}{f'; {more} more too long' if more else ''}: shorten or "
+        "drop it")
 print(f"eval {init_from} on {args.data or args.task}: {len(problems)} problems x "
       f"{args.n_samples} samples, temperature {args.temperature}, max {max_new} new tokens")
 
@@ -188,9 +228,6 @@ if "styles" in results:
     print("styles (share, accuracy): " + ", ".join(
         f"{s} {v['frac']:.2f} {v['acc']:.2f}" for s, v in results["styles"].items()))
 
-
-transcripts = args.transcripts or (os.path.splitext(args.out)[0] + ".transcripts.jsonl"
-                                   if args.out else None)
 if args.out:
     atomic_write(args.out, json.dumps(results, indent=2) + "\n")
     print(f"wrote {args.out}")

@@ -96,7 +96,18 @@ def _require(module: str):
 # Config: Hugging Face config.json <-> ModelConfig
 
 def config_from_hf(hf: dict, where: str = "config.json") -> ModelConfig:
-    """A ModelConfig from a Hugging Face config.json dict; CheckpointError for what we can't run."""
+    """A ModelConfig from a Hugging Face config.json dict; CheckpointError for what we can't run,
+    and for fields of the wrong type (a list where a dict belongs, a string for a number), one
+    line: ModelConfig checks every field's type and range."""
+    if not isinstance(hf, dict):
+        raise CheckpointError(f"{where}: not a JSON object of config fields")
+    try:
+        return _config_from_hf(hf, where)
+    except (AttributeError, TypeError, ValueError, ZeroDivisionError) as e:
+        raise CheckpointError(f"{where}: a field has the wrong type or value ({e})") from None
+
+
+def _config_from_hf(hf: dict, where: str) -> ModelConfig:
     if "model_config" in hf:
         raise CheckpointError(f"{where} is a nanorlsp run's readable config, not a Hugging Face "
                               "config (the run's ckpt.pt is missing)")
@@ -104,7 +115,8 @@ def config_from_hf(hf: dict, where: str = "config.json") -> ModelConfig:
     if not archs and hf.get("model_type") in ("llama", "qwen2"):
         # config.json written by a bare XConfig.save_pretrained has no architectures
         archs = [{"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM"}[hf["model_type"]]]
-    if len(archs) != 1 or archs[0] not in HF_ARCHS:
+    if not isinstance(archs, list) or len(archs) != 1 or not isinstance(archs[0], str) or \
+            archs[0] not in HF_ARCHS:
         raise CheckpointError(f"{where}: unsupported architecture "
                               f"{archs or hf.get('model_type')!r} (supported: {', '.join(HF_ARCHS)})")
     arch = HF_ARCHS[archs[0]]
@@ -152,15 +164,17 @@ def config_from_hf(hf: dict, where: str = "config.json") -> ModelConfig:
         raise CheckpointError(f"{where}: unsupported rope type {rope_type!r} "
                               "(supported: default, llama3)")
 
-    n_head = need("num_attention_heads")
+    n_head, hidden = need("num_attention_heads"), need("hidden_size")
+    # no head_dim: hidden // heads (ModelConfig refuses bad types and zeros by name)
+    derived = hidden // n_head if all(type(v) is int and v > 0 for v in (hidden, n_head)) else 0
     try:
         return ModelConfig(
             vocab_size=need("vocab_size"),
             n_layer=need("num_hidden_layers"),
             n_head=n_head,
             n_kv_head=hf.get("num_key_value_heads") or n_head,   # absent: plain multi-head
-            n_embd=need("hidden_size"),
-            head_dim=hf.get("head_dim") or need("hidden_size") // n_head,
+            n_embd=hidden,
+            head_dim=hf.get("head_dim") or derived,
             intermediate_size=need("intermediate_size"),
             max_seq_len=hf.get("max_position_embeddings", 2048 if arch == "llama" else 32768),
             rope_theta=float(theta),
@@ -324,7 +338,7 @@ def load_hf_dir(path: str, device="cpu", dtype=torch.float32) -> GPT:
     try:
         with open(cfg_path) as f:
             hf = json.load(f)
-    except json.JSONDecodeError as e:
+    except (OSError, ValueError) as e:   # ValueError: JSONDecodeError and binary (not UTF-8)
         raise CheckpointError(f"{cfg_path}: not valid JSON ({e})") from None
     cfg = config_from_hf(hf, cfg_path)
     files = _safetensors_files(path)

@@ -62,20 +62,60 @@ class ModelConfig:
     tie_embeddings: bool = False   # LM head shares the token embedding (Qwen2-0.5B, SmolLM2)
     arch: str = "nanorlsp"         # where the weights came from: nanorlsp | llama | qwen2
 
+    # (lowest, highest) of the integer fields. The caps sit far above any real model (Llama 3.1
+    # 405B: 126 layers, 16384 wide, 53248 MLP; Gemma's 262k vocabulary; 10M-token contexts) and
+    # catch a broken config before GPT() spends many minutes building 200,000 layers, even on
+    # the meta device. head_dim and intermediate_size 0 mean "derive from n_embd".
+    INT_RANGES = {"vocab_size": (1, 1 << 22), "n_layer": (1, 1024), "n_head": (1, 1024),
+                  "n_kv_head": (1, 1024), "n_embd": (1, 1 << 17), "head_dim": (0, 4096),
+                  "intermediate_size": (0, 1 << 20), "max_seq_len": (1, 1 << 24)}
+
     def __post_init__(self):
+        """Check every field's type and range: ValueError with one line naming the field."""
+        for name, (lo, hi) in self.INT_RANGES.items():
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+                raise ValueError(f"model config {name} must be an integer in [{lo}, {hi}], "
+                                 f"got {v!r}")
+        for name in ("rope_theta", "rms_norm_eps"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < math.inf:
+                raise ValueError(f"model config {name} must be a positive number, got {v!r}")
+        for name, kind in (("qkv_bias", bool), ("tie_embeddings", bool), ("arch", str),
+                           ("rope_scaling", (dict, type(None)))):
+            if not isinstance(getattr(self, name), kind):
+                raise ValueError(f"model config {name} has the wrong type: "
+                                 f"{getattr(self, name)!r}")
+        rs = self.rope_scaling
+        if rs is not None and rs.get("rope_type", rs.get("type")) == "llama3":
+            # the numbers rope_inv_freq divides by (its defaults where absent)
+            nums = [rs.get("factor"), rs.get("low_freq_factor", 1.0),
+                    rs.get("high_freq_factor", 4.0), rs.get("original_max_position_embeddings", 8192)]
+            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < math.inf
+                       for v in nums) or nums[2] <= nums[1]:
+                raise ValueError("model config rope_scaling (llama3) needs positive numbers, "
+                                 f"high_freq_factor > low_freq_factor: got {rs!r}")
         if self.head_dim == 0:
-            assert self.n_embd % self.n_head == 0, "n_embd must divide by n_head"
+            if self.n_embd % self.n_head:
+                raise ValueError(f"model config n_embd {self.n_embd} must divide by n_head "
+                                 f"{self.n_head}")
             self.head_dim = self.n_embd // self.n_head
         if self.intermediate_size == 0:
             self.intermediate_size = 64 * math.ceil(8 * self.n_embd / 3 / 64)
-        assert self.n_head % self.n_kv_head == 0, "n_head must be a multiple of n_kv_head"
-        assert self.head_dim % 2 == 0, "rotary embeddings need an even head_dim"
+        if self.n_head % self.n_kv_head:
+            raise ValueError(f"model config n_head {self.n_head} must be a multiple of "
+                             f"n_kv_head {self.n_kv_head}")
+        if self.head_dim % 2:
+            raise ValueError(f"model config head_dim {self.head_dim} must be even (rotary "
+                             "embeddings rotate pairs)")
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":
+        if not isinstance(d, dict):
+            raise ValueError(f"a model config is a dict of fields, got {type(d).__name__}")
         known = {f for f in cls.__dataclass_fields__}
         unknown = set(d) - known
         if unknown:
