@@ -267,7 +267,8 @@ ref_actor = WithValues(ref, None) if not lora else None   # LoRA: actor, adapter
 # Under torchrun: DDP (each rank holds everything; gradients all-reduced, averaged) or FSDP2
 # (each rank holds 1/N of every parameter, gradient and Adam moment; blocks are gathered just in
 # time for forward and backward). One process: the module as is.
-train_actor = dist.wrap(actor, policy.layers, d, args.fsdp)
+train_actor = dist.wrap(actor, policy.layers, d, args.fsdp,
+                        fp32=[value_head] if value_head is not None else [])  # values in float32
 if args.fsdp and not lora:
     dist.shard(ref_actor, ref.layers, device)
 if args.fsdp or (frozen_dtype != torch.float32 and not lora):

@@ -128,11 +128,11 @@ def shutdown():
 # -----------------------------------------------------------------------------
 # FSDP2 and the state of sharded models
 
-def wrap(model: torch.nn.Module, blocks, d: Dist, fsdp: bool) -> torch.nn.Module:
-    """The module the training step runs: FSDP2-sharded in place (`fsdp`), DDP around it under
-    torchrun, or the module itself in one process."""
+def wrap(model: torch.nn.Module, blocks, d: Dist, fsdp: bool, fp32=()) -> torch.nn.Module:
+    """The module the training step runs: FSDP2-sharded in place (`fsdp`; fp32: see shard), DDP
+    around it under torchrun, or the module itself in one process."""
     if fsdp:
-        return shard(model, blocks, d.device)
+        return shard(model, blocks, d.device, fp32)
     if d.world > 1:
         from torch.nn.parallel import DistributedDataParallel
         return DistributedDataParallel(
@@ -140,16 +140,25 @@ def wrap(model: torch.nn.Module, blocks, d: Dist, fsdp: bool) -> torch.nn.Module
     return model
 
 
-def shard(model: torch.nn.Module, blocks, device: str) -> torch.nn.Module:
+def shard(model: torch.nn.Module, blocks, device: str, fp32=(),
+          param_dtype: torch.dtype | None = None) -> torch.nn.Module:
     """Shard `model` with FSDP2 (fully_shard): each transformer block is its own unit (gathered
     just before its forward / backward, freed after), the root holds the rest (embeddings, final
-    norm, head, value head). On CUDA: bf16 compute copies of the params, fp32 gradient
-    reduction, fp32 sharded master weights (Adam sees fp32). Modifies model in place."""
+    norm, head). param_dtype (default bf16 on CUDA, none elsewhere): the compute copies of the
+    params, with fp32 gradient reduction and fp32 sharded master weights (Adam sees fp32). The
+    modules in fp32 (PPO's value head, which reads the hidden state in float32) are units of
+    their own computed in float32: under the root's bf16 policy its bf16 weight met the float32
+    input and the forward failed. Modifies model in place."""
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
-    mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) \
-        if device.startswith("cuda") else MixedPrecisionPolicy()
+    if param_dtype is None and device.startswith("cuda"):
+        param_dtype = torch.bfloat16
+    mp = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32) \
+        if param_dtype is not None else MixedPrecisionPolicy()
     for block in blocks:
         fully_shard(block, mp_policy=mp)
+    for module in fp32:
+        fully_shard(module, mp_policy=MixedPrecisionPolicy(param_dtype=torch.float32,
+                                                           reduce_dtype=torch.float32))
     fully_shard(model, mp_policy=mp)
     return model
 

@@ -236,6 +236,42 @@ def test_sft_equivalence_catches_a_broken_rank(sft_one, tmp_path, fault, flags):
         assert_same_run(sft_one, two, sft_start(sft_one), SFT_KEYS, **sft_tol)
 
 
+FSDP_VALUE_HEAD = """
+import sys
+import torch
+import torch.nn as nn
+from nanorlsp import dist
+from nanorlsp.model import GPT, ModelConfig
+from nanorlsp.rl import WithValues
+
+d = dist.setup("cpu", fsdp=True)
+torch.manual_seed(0)
+model = GPT(ModelConfig(vocab_size=64, n_layer=2, n_head=2, n_kv_head=1, n_embd=32))
+head = nn.Linear(32, 1)
+actor = WithValues(model, head)
+dist.shard(actor, model.layers, "cpu", fp32=[head], param_dtype=torch.bfloat16)  # CUDA's policy
+seen = []   # the dtype a block computes in
+model.layers[0].attn.q_proj.register_forward_pre_hook(lambda m, a: seen.append(m.weight.dtype))
+with torch.autocast("cpu", dtype=torch.bfloat16):
+    logits, values = actor(torch.randint(0, 64, (2, 8)))
+(logits.float().mean() + values.pow(2).mean()).backward()
+g = head.weight.grad.full_tensor()
+assert seen == [torch.bfloat16] and values.dtype == torch.float32, (seen, values.dtype)
+assert g.dtype == torch.float32 and torch.isfinite(g).all() and g.abs().sum() > 0
+dist.shutdown()
+"""
+
+
+def test_fsdp_value_head_stays_float32(tmp_path):
+    """PPO's value head under FSDP2's bf16 mixed-precision policy (CUDA's, forced here on CPU):
+    the blocks compute in bf16, the head in float32 (a unit of its own). Under the root's policy
+    its weight was bf16 and the forward failed ("mat1 and mat2 must have the same dtype")."""
+    script = tmp_path / "value_head.py"
+    script.write_text(FSDP_VALUE_HEAD)
+    r = run([*TORCHRUN, str(script)], PYTHONPATH=ROOT)
+    assert r.returncode == 0, r.stderr[-3000:]
+
+
 def test_fsdp_needs_torchrun(sft, tmp_path):
     r = run([sys.executable, "train_rl.py", *RL, "--init_from", sft, "--fsdp",
              "--out_dir", str(tmp_path / "x")])
