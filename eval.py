@@ -106,6 +106,8 @@ transcripts = args.transcripts or (os.path.splitext(args.out)[0] + ".transcripts
 if args.out and transcripts and os.path.abspath(args.out) == os.path.abspath(transcripts):
     die(f"--out and --transcripts are the same file {args.out}")
 for flag, path in (("--out", args.out), ("--transcripts", transcripts)):
+    if path and args.data and os.path.abspath(path) == os.path.abspath(args.data):
+        die(f"{flag} {path} is the --data file: refusing to write results over the problems")
     if path:
         check_output(path, flag)
 

@@ -295,13 +295,16 @@ def test_eval_refuses_to_write_over_a_model(tmp_path, tok):
     ckpt = open(os.path.join(d, CKPT_NAME), "rb").read()
     zip_named_json = tmp_path / "res.json"
     shutil.copy(os.path.join(d, CKPT_NAME), zip_named_json)
+    problems = tmp_path / "p.jsonl"
+    problems.write_text(json.dumps({"problem": "What is 1 + 1?", "answer": "2"}) + "\n")
     cases = [(["--out", os.path.join(d, CKPT_NAME)], "is a checkpoint"),
              (["--out", str(tmp_path / "r.json"), "--transcripts", os.path.join(d, RANKS_FILE)],
               "is a tokenizer file"),
              (["--out", os.path.join(d, "config.json")], "model dir's config file"),
              (["--out", str(zip_named_json)], "is a checkpoint (a zip file)"),
              (["--out", str(tmp_path / "a.json"), "--transcripts", str(tmp_path / "a.json")],
-              "the same file")]
+              "the same file"),
+             (["--data", str(problems), "--transcripts", str(problems)], "is the --data file")]
     for argv, pattern in cases:
         assert pattern in one_error_line(script("eval.py", "--init_from", d, *argv)), argv
     assert open(os.path.join(d, CKPT_NAME), "rb").read() == ckpt
