@@ -524,11 +524,12 @@ _BACKSLASH_RUN = re.compile(r"\\+")
 
 def _unescape(s):
     r"""LaTeX escaped twice, as JSON-sourced golds carry it (\\frac{1}{2}, a row break \\\\):
-    halved when every run of backslashes has an even length and one stands before a command."""
+    halved when every run of backslashes has an even length and one of two stands before a
+    command or an escaped sign (\\$, \\!)."""
     if "\\\\" not in s:
         return s
     runs = _BACKSLASH_RUN.findall(s)
-    if any(len(r) % 2 for r in runs) or not re.search(r"(?<!\\)\\\\[a-zA-Z]", s):
+    if any(len(r) % 2 for r in runs) or not re.search(r"(?<!\\)\\\\[a-zA-Z$!,;%{}]", s):
         return s
     return s.replace("\\\\", "\\")
 

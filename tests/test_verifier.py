@@ -400,6 +400,10 @@ HOSTILE_REPLIES = [
     "=" * M, "{" * M + "\\boxed", "a" * (5 * M), "\\frac{1}{2}" * (M // 11), "####" * (M // 4),
     "x" * M + "Answer:", "<answer>" + "7" * M, "$" + "1+" * (M // 2) + "$", "\n" * M + "$5$",
     "Answer:\n" * (M // 8), "5% " * (M // 3), "9" * M,
+    # the model-output rules: end-of-turn tokens, Minerva closings, boxes with labels between
+    "<|im_end|>" * (M // 10), "x <|im_end|>" * (M // 12), "Final Answer: The k is " * (M // 23),
+    "Final Answer: " + "There are " * (M // 10), "$x = \\boxed{1}$ or " * (M // 20),
+    "1,000 + " * (M // 8), "\\\\frac" * (M // 6), "2{,}5 " * (M // 6),
 ]
 HOSTILE_ANSWERS = [
     "x^{9^{9^9}} < 2", "2^{x^{x^{x}}} > 1", "x < " * 200 + "1", "(1,2) \\cup " * 80 + "(3,4)",
@@ -408,6 +412,14 @@ HOSTILE_ANSWERS = [
     "(" * 60 + "x<1" + ")" * 60, "\\{" * 50 + "x<1" + "\\}" * 50, "5 \\text{ cm}" + " cm" * 300,
     "0.\\overline{" + "1" * 500 + "}", "1e9999", "x \\in " * 100 + "[1,2]", "50" + "%" * 500,
     "\\begin{array}{" + "c" * 500 + "}1\\end{array}", "\\cos(" * 100 + "30^\\circ" + ")" * 100,
+    # matrix sums and products (the cells grow with every product), assignment groups, \approx
+    "\\begin{pmatrix}1&2\\\\3&4\\end{pmatrix}" * 24,
+    "(\\begin{pmatrix}x&1\\\\1&x\\end{pmatrix})" * 20,
+    "+".join(["\\begin{pmatrix}1\\\\2\\end{pmatrix}"] * 40),
+    "2" * 50 + "\\begin{pmatrix}1\\end{pmatrix}",
+    "\\begin{pmatrix}" + "&".join("x" * 8 for _ in range(8)) + "\\end{pmatrix}" * 2,
+    "x=1,y=2;" * 100, "x=1,y=2 or " * 80, "1 \\approx " * 300 + "2", "0,5 \\text{ cm}" * 60,
+    "e^{-" + "9" * 4 + "}", "x e^{-100} - " * 40 + "0",
 ]
 
 

@@ -22,7 +22,7 @@ def test_corpus_is_broad_and_deterministic():
     assert len(items) > 10_000
     kinds = {it["kind"] for it in items}
     assert kinds >= {"boxed", "free text", "several answers", "relations", "labels", "numbers",
-                     "structures", "unequal", "transcript"}
+                     "structures", "unequal", "transcript", "model output"}
     assert sum(it["intended"] is False for it in items) > 0.15 * len(items)  # wrong answers too
     assert [it["response"] for it in corpus.build()[:50]] == [it["response"] for it in items[:50]]
 

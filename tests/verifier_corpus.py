@@ -437,6 +437,78 @@ def smol_rationale(body, n, rng, wrong=False):
     return (rng.choice(_SMOL_OPEN) + "\n\n" + "\n".join(lines) + "\n\n" +
             close.format(a=shown, v=v, who=rng.choice(_WHO)) + rng.choice(_AFTERWORDS))
 
+_NEXT_TURN = ("<|im_end|>\n<|im_start|>user\nThanks! And what is 3 + 4?<|im_end|>\n"
+              "<|im_start|>assistant\n3 + 4 = 7.")
+_PMATRIX = re.compile(r"\\begin\{pmatrix\}(.*)\\end\{pmatrix\}", re.S)
+
+
+def matrix_as_sum(a):
+    """An integer pmatrix answer written as (A - J) + J, J all ones; None for other answers."""
+    m = _PMATRIX.fullmatch(a.strip())
+    rows = [[c.strip() for c in r.split("&")] for r in m.group(1).split("\\\\")] if m else []
+    if not rows or not all(_INT.fullmatch(c) for r in rows for c in r):
+        return None
+    def pm(cells): return "\\begin{pmatrix} " + " \\\\ ".join(" & ".join(r) for r in cells) + \
+        " \\end{pmatrix}"
+    return pm([[str(int(c) - 1) for c in r] for r in rows]) + " + " + \
+        pm([["1"] * len(r) for r in rows])
+
+
+def model_output_items(math_answers, gsm, rng, add):
+    """The kinds of the verifier's model-output issue, each common in real model output:
+    Minerva closings that name the answer before a verb, a template's next turn after the
+    answer, thousands separators in math mode, several boxes with labels between them, golds
+    written as labelled equations, expressions to evaluate (sums of numbers and matrices), decimal
+    commas in prose and LaTeX escaped twice in a JSON-sourced gold; and wrong ones like them."""
+    for a in math_answers:
+        r, k = reasoning(rng), shape(a)
+        add("model output", "minerva-named", "math", f"{r}\nFinal Answer: The value of the "
+            f"expression is ${a}$.", a, True)
+        if rng.random() < 0.15:  # one form among the kinds: not most of the items
+            add("model output", "next-turn", "math",
+                f"{r}\nThus the value we want is ${a}$.{_NEXT_TURN}", a, True)
+        if "\\" in a and rng.random() < 0.5:
+            add("model output", "gold-escaped-twice", "math", f"{r}\n\\boxed{{{a}}}",
+                a.replace("\\", "\\\\"), True)
+            if (wrong := perturb(a, rng)) is not None and wrong.replace(" ", "") != \
+                    a.replace(" ", ""):
+                add("unequal", "perturbed-gold-escaped-twice", "math", f"{r}\n\\boxed{{{wrong}}}",
+                    a.replace("\\", "\\\\"), False)
+        if k == "int":
+            v, b = int(a), rng.randint(1, 9)
+            add("model output", "minerva-named-plain", "math",
+                f"{r}\nFinal Answer: The smallest $k$ is {v}.", a, True)
+            add("model output", "sum-to-evaluate", "math", f"{r}\n\\boxed{{{v - b} + {b}}}", a,
+                True)
+            add("unequal", "perturbed-sum-to-evaluate", "math",
+                f"{r}\n\\boxed{{{v - b} + {b + 1}}}", a, False)
+        if k == "decimal" and not a.startswith("0") and len(a.split(".")[1]) != 3:  # 6,125: 6125
+            add("model output", "decimal-comma-prose", "math",
+                f"{r}\nLa respuesta es {a.replace('.', ',')}.", a, True)
+        if k == "list" and 1 < len(parts := list_items(a)) <= 4 and len(set(parts)) == len(parts):
+            add("model output", "boxes-with-labels", "math", f"{r}\nThe solutions are " +
+                " and ".join(f"$x = \\boxed{{{p}}}$" for p in parts) + ".", a, True)
+            add("unequal", "perturbed-boxes-with-labels", "math", f"{r}\nThe solutions are " +
+                " and ".join(f"$x = \\boxed{{{p}}}$" for p in parts[:-1]) + ".", a, False)
+        if k == "tuple" and len(parts := list_items(a.strip()[1:-1])) == 2:
+            add("model output", "gold-as-equations", "math", f"{r}\n\\boxed{{{a}}}",
+                f"x = {parts[0]}, y = {parts[1]}", True)
+            add("model output", "reply-as-equations", "math",
+                f"{r}\n\\boxed{{x = {parts[0]}}} and \\boxed{{y = {parts[1]}}}", a, True)
+        if k == "matrix" and (total := matrix_as_sum(a)) is not None:
+            add("model output", "matrix-sum", "math", f"{r}\n$$\\boxed{{{total}}}$$", a, True)
+    for body, n in gsm:
+        v = int(n.replace(",", ""))
+        if v >= 1000:
+            add("model output", "gsm-math-thousands", "gsm8k", f"{body}\nSo the total is "
+                f"${v:,}$.", n, True)
+            add("unequal", "perturbed-gsm-math-thousands", "gsm8k",
+                f"{body}\nSo the total is ${v + 1000:,}$.", n, False)
+        if rng.random() < 0.15:
+            add("model output", "gsm-next-turn", "gsm8k",
+                f"{body}\nSo the total is {v}.{_NEXT_TURN}", n, True)
+
+
 # -----------------------------------------------------------------------------
 # The corpus
 
@@ -518,6 +590,13 @@ def build(seed=0, n_math_train=1500):
         if rng.random() < 0.1:
             add("transcript", "smol-truncated", "gsm8k",
                 smol_transcript(v, rng, truncate=True), n, None)
+
+    # the model-output kinds, drawn with their own generator so the items above stay as they were
+    mo_rng = random.Random(seed + 2)
+    every = [r["answer"] for r in _rows("math_train.jsonl") if r["answer"].strip()]
+    rare = [a for a in every if shape(a) in ("list", "tuple", "matrix", "decimal")]
+    model_output_items(mo_rng.sample(math500, 300) + mo_rng.sample(rare, 300),
+                       mo_rng.sample(gsm8k_items(), 300), mo_rng, add)
 
     for r in _rows("aime24.jsonl"):
         a = r["answer"]
