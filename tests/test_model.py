@@ -3,7 +3,9 @@ Tests for nanorlsp/model.py: shapes and config bookkeeping, causality, GQA == MH
 kv heads, RoPE's relative-position property, Llama 3.1 frequency scaling against hand-computed
 values, float32 rotary frequencies through dtype casts (a bf16 copy's error flat along 6k
 positions), the KV-cache path against the plain path, optimizer groups and gradients, float32
-logits under bf16 autocast and in a bf16 model, masked GQA's packed form (CUDA) == enable_gqa;
+logits under bf16 autocast and in a bf16 model (within 1e-5: another GEMM shape sums in another
+order), the one-line warning for --dtype bfloat16 on a CPU without bf16 units, masked GQA's packed
+form (CUDA) == enable_gqa;
 LoRA: zero-initialised adapters give the base logits exactly, lora_disabled is the base, merged
 equals unmerged, only the adapters train.
 Hermetic, seeded, tiny configs; a few seconds on CPU.
@@ -367,8 +369,10 @@ def test_logits_are_float32_precise_under_bf16_autocast():
         part = model(idx, logits_at=torch.tensor([[8], [3]]))       # the RL loss's path
     assert logits.dtype == h.dtype == part.dtype == torch.float32
     assert _head_error(logits, h, model.lm_head.weight) < 1e-5
+    # the same float32 head on 2 rows vs 18: another GEMM shape, another summation order (7e-7
+    # apart on AVX2); a head run in bf16 would be ~1e-2 off
     torch.testing.assert_close(part[:, 0], torch.stack([logits[0, 8], logits[1, 3]]),
-                               rtol=0, atol=0)
+                               rtol=1e-5, atol=1e-5)
     logits.sum().backward()                                          # and it trains
     assert torch.isfinite(model.lm_head.weight.grad).all()
 
@@ -389,6 +393,46 @@ def test_logits_are_float32_precise_in_a_bf16_model(tie):
                                                        + model.config.rms_norm_eps)
     torch.testing.assert_close(seen["y"].double(), want, rtol=1e-6, atol=1e-6)
     assert _head_error(logits, h, model.lm_head.weight) < 1e-5
+
+
+# -----------------------------------------------------------------------------
+# --dtype bfloat16 on a CPU without bf16 units: one warning line (the scripts' resolve_dtype)
+
+def test_bf16_on_a_cpu_without_bf16_units_says_so_once(monkeypatch, capsys):
+    from nanorlsp import common
+    monkeypatch.delenv("RANK", raising=False)
+    monkeypatch.setattr(common, "cpu_has_fast_bf16", lambda: False)
+    assert common.resolve_dtype("bfloat16", "cpu") == torch.bfloat16
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and "~500x slower" in err[0] and "--dtype float32" in err[0], err
+    # nothing to say: float32 (auto's choice on CPU), a GPU, a second torchrun rank, fast bf16
+    assert common.resolve_dtype("auto", "cpu") == common.resolve_dtype("float32", "cpu")
+    common.resolve_dtype("bfloat16", "cuda")
+    monkeypatch.setenv("RANK", "1")
+    common.resolve_dtype("bfloat16", "cpu")
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setattr(common, "cpu_has_fast_bf16", lambda: True)
+    common.resolve_dtype("bfloat16", "cpu")
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("capability,flags,fast", [
+    ("AVX2", "fpu avx avx2 fma", False),              # the CI CPU of a 2-core AMD EPYC
+    ("AVX2", "fpu avx2 avx512f avx512_bf16", True),   # ATen capped at AVX2, bf16 units there
+    ("AVX2", "fp asimd sve bf16", True),              # Arm with the bf16 extension
+    ("AVX512", "fpu avx2 avx512f", True),             # oneDNN converts on the fly
+    ("AVX2", None, True)])                            # no /proc/cpuinfo: unknown, no warning
+def test_cpu_has_fast_bf16_reads_the_cpu_flags(monkeypatch, capability, flags, fast):
+    import io
+    from nanorlsp import common
+
+    def fake_open(path, *a, **kw):
+        if flags is None:
+            raise FileNotFoundError(path)
+        return io.StringIO(f"processor\t: 0\nflags\t\t: {flags}\n")
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+    monkeypatch.setattr(common, "open", fake_open, raising=False)
+    assert common.cpu_has_fast_bf16() is fast
 
 
 # -----------------------------------------------------------------------------
