@@ -82,7 +82,6 @@ if args.n_samples > 1 and args.temperature == 0:
     print("note: at temperature 0 every sample of a problem is the same (greedy)")
 
 
-
 def check_output(path: str, flag: str) -> None:
     """Before the evaluation, not after it: `path` is not part of a model (a checkpoint or
     tokenizer written over is lost), and its directory (created if missing) takes a file."""
@@ -144,8 +143,8 @@ try:
 except (DataError, RuntimeError) as e:
     die(str(e))
 max_new = args.max_new_tokens or (320 if args.task == "arith" and synthetic else 1024)
-# a prompt must leave the reply room in the model's context: a 20M-character problem sized the
-# sampler's KV cache to 400 TB
+# a prompt must fit the model's context, with room for the reply: the sampler sizes its KV cache
+# to prompt + reply, so a problem of millions of characters asked for hundreds of TB
 CTX = model.config.max_seq_len
 prompt_lens = [len(tok.render_prompt([{"role": "user", "content": user_prompt(p, tok)}]))
                for p in problems]
