@@ -310,8 +310,11 @@ def lock_run_dir(out_dir: str) -> None:
 def _remove_if_unused(real: str, pid: int) -> None:
     """At exit: the out_dir this run created, if it holds nothing but the lock (a run refused
     for a bad flag leaves no directory behind)."""
-    if os.getpid() == pid and os.listdir(real) == [LOCK_NAME]:
-        shutil.rmtree(real, ignore_errors=True)
+    try:
+        if os.getpid() == pid and os.listdir(real) == [LOCK_NAME]:
+            shutil.rmtree(real, ignore_errors=True)
+    except OSError:   # removed or moved meanwhile: nothing of ours to tidy
+        pass
 
 
 def open_run(args, argv: list[str], keep: set[str]) -> dict | None:
