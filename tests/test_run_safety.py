@@ -115,6 +115,19 @@ def test_second_run_on_an_out_dir_is_refused(tmp_path):
     assert r.returncode == 0 and r.stdout.strip() == "locked", r.stderr
 
 
+def test_a_refused_run_leaves_no_new_dir_behind(tmp_path):
+    """A run that exits having written nothing removes the dir open_run made for its lock, and
+    says nothing when that dir went away meanwhile."""
+    code = ("import argparse, os, sys\nfrom nanorlsp.checkpoint import open_run\n"
+            "open_run(argparse.Namespace(out_dir=sys.argv[1], resume=False, overwrite=False), "
+            "[], set())\nif len(sys.argv) > 2: os.rename(sys.argv[1], sys.argv[2])\n")
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    r = script("-c", code, a)
+    assert r.returncode == 0 and not os.path.exists(a), r.stderr
+    r = script("-c", code, a, b)
+    assert r.returncode == 0 and r.stderr == "" and os.listdir(b) == [".lock"], r.stderr
+
+
 def test_ranks_of_one_job_share_the_lock(tmp_path, tok, monkeypatch):
     """Under torchrun only rank 0 locks: the other ranks of the job open the same run."""
     d = save_run(tmp_path / "run", tok)
