@@ -329,6 +329,11 @@ def test_eval_checks_its_output_before_evaluating(tmp_path, tok):
     (tmp_path / "f").write_text("a file, not a directory")
     r = script("eval.py", "--init_from", d, "--out", str(tmp_path / "f" / "res.json"))
     assert "cannot be written" in one_error_line(r) and "eval " not in r.stdout
+    out = tmp_path / "new" / "dir" / "res.json"     # a missing parent is created, as a save does
+    r = script("eval.py", "--init_from", d, "--limit", "1", "--max_new_tokens", "2", "--out",
+               str(out))
+    assert r.returncode == 0 and json.loads(out.read_text())["n_problems"] == 1, r.stderr
+    assert sorted(os.listdir(out.parent)) == ["res.json", "res.transcripts.jsonl"]   # no probe
 
 
 def test_eval_refuses_a_prompt_longer_than_the_context(tmp_path, tok):
