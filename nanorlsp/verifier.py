@@ -482,15 +482,15 @@ _END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<|endoftext|>", "<|end_of_text|>", 
                 "<end_of_turn>", "</s>", "<\uff5cend\u2581of\u2581sentence\uff5c>")
 
 
+_END_OF_TURN_RE = re.compile("|".join(map(re.escape, _END_OF_TURN)))
+
+
 def _own_turn(text):
     """The reply up to its first end-of-turn token (one before any text does not count)."""
-    first = len(text) - len(text.lstrip())
-    cut = len(text)
-    for tok in _END_OF_TURN:
-        k = text.find(tok, first + 1, cut)
-        if k >= 0:
-            cut = k
-    return text[:cut]
+    if "<" not in text:  # the RL case: no template token at all
+        return text
+    m = _END_OF_TURN_RE.search(text, len(text) - len(text.lstrip()) + 1)
+    return text[:m.start()] if m else text
 
 
 def find_answer(response: str) -> tuple[str, int] | None:

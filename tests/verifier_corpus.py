@@ -454,58 +454,61 @@ def matrix_as_sum(a):
         pm([["1"] * len(r) for r in rows])
 
 
+MO_MATH, MO_GSM = "model output/math", "model output/gsm8k"  # their sources
+
+
 def model_output_items(math_answers, gsm, rng, add):
-    """The kinds of the verifier's model-output issue, each common in real model output:
+    """Kinds of answer that are common in real model output and that the forms above miss:
     Minerva closings that name the answer before a verb, a template's next turn after the
     answer, thousands separators in math mode, several boxes with labels between them, golds
     written as labelled equations, expressions to evaluate (sums of numbers and matrices), decimal
     commas in prose and LaTeX escaped twice in a JSON-sourced gold; and wrong ones like them."""
     for a in math_answers:
         r, k = reasoning(rng), shape(a)
-        add("model output", "minerva-named", "math", f"{r}\nFinal Answer: The value of the "
+        add("model output", "minerva-named", MO_MATH, f"{r}\nFinal Answer: The value of the "
             f"expression is ${a}$.", a, True)
         if rng.random() < 0.15:  # one form among the kinds: not most of the items
-            add("model output", "next-turn", "math",
+            add("model output", "next-turn", MO_MATH,
                 f"{r}\nThus the value we want is ${a}$.{_NEXT_TURN}", a, True)
         if "\\" in a and rng.random() < 0.5:
-            add("model output", "gold-escaped-twice", "math", f"{r}\n\\boxed{{{a}}}",
+            add("model output", "gold-escaped-twice", MO_MATH, f"{r}\n\\boxed{{{a}}}",
                 a.replace("\\", "\\\\"), True)
             if (wrong := perturb(a, rng)) is not None and wrong.replace(" ", "") != \
                     a.replace(" ", ""):
-                add("unequal", "perturbed-gold-escaped-twice", "math", f"{r}\n\\boxed{{{wrong}}}",
+                add("unequal", "perturbed-gold-escaped-twice", MO_MATH, f"{r}\n\\boxed{{{wrong}}}",
                     a.replace("\\", "\\\\"), False)
         if k == "int":
             v, b = int(a), rng.randint(1, 9)
-            add("model output", "minerva-named-plain", "math",
+            add("model output", "minerva-named-plain", MO_MATH,
                 f"{r}\nFinal Answer: The smallest $k$ is {v}.", a, True)
-            add("model output", "sum-to-evaluate", "math", f"{r}\n\\boxed{{{v - b} + {b}}}", a,
+            add("model output", "sum-to-evaluate", MO_MATH, f"{r}\n\\boxed{{{v - b} + {b}}}", a,
                 True)
-            add("unequal", "perturbed-sum-to-evaluate", "math",
+            add("unequal", "perturbed-sum-to-evaluate", MO_MATH,
                 f"{r}\n\\boxed{{{v - b} + {b + 1}}}", a, False)
         if k == "decimal" and not a.startswith("0") and len(a.split(".")[1]) != 3:  # 6,125: 6125
-            add("model output", "decimal-comma-prose", "math",
+            add("model output", "decimal-comma-prose", MO_MATH,
                 f"{r}\nLa respuesta es {a.replace('.', ',')}.", a, True)
         if k == "list" and 1 < len(parts := list_items(a)) <= 4 and len(set(parts)) == len(parts):
-            add("model output", "boxes-with-labels", "math", f"{r}\nThe solutions are " +
+            add("model output", "boxes-with-labels", MO_MATH, f"{r}\nThe solutions are " +
                 " and ".join(f"$x = \\boxed{{{p}}}$" for p in parts) + ".", a, True)
-            add("unequal", "perturbed-boxes-with-labels", "math", f"{r}\nThe solutions are " +
+            add("unequal", "perturbed-boxes-with-labels", MO_MATH, f"{r}\nThe solutions are " +
                 " and ".join(f"$x = \\boxed{{{p}}}$" for p in parts[:-1]) + ".", a, False)
         if k == "tuple" and len(parts := list_items(a.strip()[1:-1])) == 2:
-            add("model output", "gold-as-equations", "math", f"{r}\n\\boxed{{{a}}}",
+            add("model output", "gold-as-equations", MO_MATH, f"{r}\n\\boxed{{{a}}}",
                 f"x = {parts[0]}, y = {parts[1]}", True)
-            add("model output", "reply-as-equations", "math",
+            add("model output", "reply-as-equations", MO_MATH,
                 f"{r}\n\\boxed{{x = {parts[0]}}} and \\boxed{{y = {parts[1]}}}", a, True)
         if k == "matrix" and (total := matrix_as_sum(a)) is not None:
-            add("model output", "matrix-sum", "math", f"{r}\n$$\\boxed{{{total}}}$$", a, True)
+            add("model output", "matrix-sum", MO_MATH, f"{r}\n$$\\boxed{{{total}}}$$", a, True)
     for body, n in gsm:
         v = int(n.replace(",", ""))
         if v >= 1000:
-            add("model output", "gsm-math-thousands", "gsm8k", f"{body}\nSo the total is "
+            add("model output", "gsm-math-thousands", MO_GSM, f"{body}\nSo the total is "
                 f"${v:,}$.", n, True)
-            add("unequal", "perturbed-gsm-math-thousands", "gsm8k",
+            add("unequal", "perturbed-gsm-math-thousands", MO_GSM,
                 f"{body}\nSo the total is ${v + 1000:,}$.", n, False)
         if rng.random() < 0.15:
-            add("model output", "gsm-next-turn", "gsm8k",
+            add("model output", "gsm-next-turn", MO_GSM,
                 f"{body}\nSo the total is {v}.{_NEXT_TURN}", n, True)
 
 
@@ -644,13 +647,14 @@ def measure(items, show=0, out=sys.stdout):
         rows.append((it, ours, mv, mv_tags))
     by_kind = collections.defaultdict(lambda: [0, 0, 0])
     for it, ours, mv, mv_tags in rows:
-        for key in (it["kind"], "all"):
+        for key in (it["kind"], "all") + (() if it["source"].startswith("model output") else
+                                         ("all but the model-output items",)):
             by_kind[key][0] += ours == mv
             by_kind[key][1] += ours == mv_tags
             by_kind[key][2] += 1
     print(f"{'kind':<18} {'items':>6} {'agree':>7} {'agree, tags':>12}", file=out)
     for kind, (agree, agree_t, n) in sorted(by_kind.items(),
-                                            key=lambda kv: (kv[0] == "all", kv[0])):
+                                            key=lambda kv: (kv[0].startswith("all"), kv[0])):
         print(f"{kind:<18} {n:>6} {100 * agree / n:6.2f}% {100 * agree_t / n:11.2f}%", file=out)
     print("(agree: Math-Verify parses the whole reply; agree, tags: the <answer> tag's content "
           "when there is one)", file=out)
