@@ -300,7 +300,7 @@ def test_non_finite_float_flags_refused(sft, tmp_path):
     ("--gamma", "1.5", "argument --gamma: must be >= 0 and <= 1"),
     ("--gae_lambda", "-0.5", "argument --gae_lambda: must be >= 0 and <= 1"),
     ("--tis_cap", "-1", "argument --tis_cap: must be >= 0"),
-    ("--tis_cap", "0.5", "--tis_cap: a cap >= 1"),
+    ("--tis_cap", "0.5", "--tis_cap 0.5: a cap >= 1"),
     ("--temperature", "-1", "--temperature must be > 0"),
     ("--n_samples", "1", "--n_samples 1"),          # every group-baseline advantage is 0
     ("--prompts_per_step", "20002", "more than the 20000 train problems"),  # was a traceback
