@@ -401,11 +401,15 @@ def gguf_config(reader, path: str) -> ModelConfig:
         raise CheckpointError(f"{path}: unsupported GGUF rope scaling {scaling!r}")
     if "token_embd.weight" not in names:
         raise CheckpointError(f"{path}: GGUF has no token_embd.weight")
-    n_embd, n_head = int(meta("embedding_length")), int(meta("attention.head_count"))
-    head_dim = int(meta("attention.key_length", n_embd // n_head))
-    if int(meta("rope.dimension_count", head_dim)) != head_dim:
-        raise CheckpointError(f"{path}: partial rotary embeddings are not supported")
     embd = next(t for t in reader.tensors if t.name == "token_embd.weight")
+    try:   # a value of the wrong type or 0 heads is a bad file, not a traceback
+        n_embd, n_head = int(meta("embedding_length")), int(meta("attention.head_count"))
+        head_dim = int(meta("attention.key_length", n_embd // n_head))
+        rope_dim = int(meta("rope.dimension_count", head_dim))
+    except (TypeError, ValueError, ZeroDivisionError) as e:
+        raise CheckpointError(f"{path}: inconsistent GGUF metadata ({e})") from None
+    if rope_dim != head_dim:
+        raise CheckpointError(f"{path}: partial rotary embeddings are not supported")
     try:
         cfg = ModelConfig(
             vocab_size=int(embd.shape[1]),       # GGUF shapes are (cols, rows): rows = vocab

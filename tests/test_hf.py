@@ -609,6 +609,19 @@ def test_bad_gguf_files(qwen_dir, tmp_path):
     w.write_tensors_to_file()
     w.close()
     raises_one_line("unsupported GGUF architecture 'gpt2'", load_model, str(tmp_path / "gpt2.gguf"))
+    # metadata of the wrong value or type: 0 heads (n_embd // 0), a string for a number
+    for key, value in (("head_count", 0), ("embedding_length", "wide")):
+        w = gguf.GGUFWriter(str(tmp_path / f"{key}.gguf"), "qwen2")
+        w.add_block_count(1)
+        w.add_uint32("qwen2.embedding_length", 8) if key != "embedding_length" else \
+            w.add_string("qwen2.embedding_length", value)
+        w.add_uint32("qwen2.attention.head_count", value if key == "head_count" else 2)
+        w.add_tensor("token_embd.weight", np.zeros((4, 8), np.float32))
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_tensors_to_file()
+        w.close()
+        raises_one_line("inconsistent GGUF metadata", load_model, str(tmp_path / f"{key}.gguf"))
 
 
 def test_smollm2_name_without_the_package(monkeypatch):
