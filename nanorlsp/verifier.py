@@ -392,22 +392,33 @@ _SENTENCE_END = re.compile(r"[.!?;](?:\s|$)|,\s+(?=[a-zA-Z]{3,})")
 
 
 _VERB = re.compile(r"\s(?:is|are|equals|was|were|will be|would be)\s+")
+_CAUSE = re.compile(r"\s(?:because|since|(?:and|but) (?:I|we|it|this))\s")  # where a clause ends
 
 
 def _after_subject(line):
     """Where the answer starts in a sentence that names it before a verb ('The smallest $k$ is
-    17', 'There are 17 ways', lm-eval's Minerva closings): after the first verb outside math,
-    when the sentence starts with a word and its subject has no number; else None."""
-    if not line[:1].isalpha():
-        return None
-    m = re.search(r"[.!?;](?:\s|$)", line)  # 'Therefore, the sum is 45': the comma is no end
+    17', 'The remainder when $2^{100}$ is divided by 7 is 2', lm-eval's Minerva closings):
+    after the sentence's last verb outside math, the sentence ending at the first clause break
+    after its first verb ('The value is 7, which is prime') and before 'because', 'since', 'and
+    I' ('The answer is $6$ and I hope it is correct').
+    None when the subject is an answer itself ('42 is the answer')."""
+    m = re.search(r"[.!?;](?:\s|$)", line)
     sentence = line[:m.start()] if m else line
     spans = [(a, b) for _, a, b in _spans(sentence, 0, prose=True)]
-    for v in _VERB.finditer(sentence):
-        if not any(a <= v.start() < b for a, b in spans):
-            subject = _SPAN.sub(" ", sentence[:v.start()])
-            return None if any(c.isdigit() for c in subject) else v.end()
-    return None
+    verbs = [v for v in _VERB.finditer(sentence) if not any(a <= v.start() < b for a, b in spans)]
+    if not verbs:
+        return None
+    m = _SENTENCE_END.search(sentence, verbs[0].end())
+    end = m.start() if m else len(sentence)
+    if (c := _CAUSE.search(sentence, 0, end)) is not None:
+        end = c.start()
+    inside = [v for v in verbs if v.end() <= end]
+    if not inside:
+        return None
+    subject = sentence[:inside[0].start()]
+    if _bare(subject) and re.search(r"[\d$]", subject):
+        return None
+    return inside[-1].end()
 
 
 def _tail(text, pos, subject=True):
@@ -1198,8 +1209,19 @@ def _matrix_cells(toks):
     return cells
 
 
+def _matmul(x, y):
+    """(XY)_ij = sum_q X_iq Y_qj, written out as tokens (cells of token lists)."""
+    if len(x[0]) != len(y):
+        raise _Bad("matrix shapes")
+    out = [[sum((["+", "("] + x[i][q] + [")", "*", "("] + y[q][c] + [")"] for q in range(len(y))),
+                [])[1:] for c in range(len(y[0]))] for i in range(len(x))]
+    if sum(len(c) for r in out for c in r) > 20 * MAX_ANSWER_LEN:
+        raise _Bad("matrix product too large")  # A B C D ...: checked at every product
+    return out
+
+
 def _matrix_term(toks):
-    """A product of matrices and scalars (2A, A B, \\frac12 (A)) as cells of token lists."""
+    """A product of matrices and scalars (2A, A B, A^2, \\frac12 (A)) as cells of token lists."""
     out, scalar, k = None, [], 0
     while k < len(toks):
         wrapped = toks[k] == "(" and toks[k + 1:k + 2] == ["\\matbegin"]  # (A) is A
@@ -1219,16 +1241,15 @@ def _matrix_term(toks):
             if toks[k:k + 1] != [")"]:
                 raise _Bad("unclosed")
             k += 1
-        if out is None:
-            out = m
-        elif len(out[0]) != len(m):
-            raise _Bad("matrix shapes")
-        else:  # (AB)_ij = sum_q A_iq B_qj, written out as tokens
-            out = [[sum((["+", "("] + out[i][q] + [")", "*", "("] + m[q][c] + [")"]
-                         for q in range(len(m))), [])[1:] for c in range(len(m[0]))]
-                   for i in range(len(out))]
-            if sum(len(c) for r in out for c in r) > 20 * MAX_ANSWER_LEN:
-                raise _Bad("matrix product too large")  # A B C D ...: checked at every step
+        if toks[k:k + 1] == ["^"]:  # A^2, A^{3}: a small integer power
+            power = toks[k + 1:k + 2] if toks[k + 1:k + 2] != ["{"] else toks[k + 2:k + 3]
+            if not (power and power[0].isdigit() and 1 <= int(power[0]) <= 10):
+                raise _Bad("matrix power")
+            k += 2 if toks[k + 1] != "{" else 4
+            base = m
+            for _ in range(int(power[0]) - 1):
+                m = _matmul(m, base)
+        out = m if out is None else _matmul(out, m)
     if out is None:
         raise _Bad("no matrix")
     if scalar:
