@@ -494,6 +494,8 @@ _END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<|endoftext|>", "<|end_of_text|>", 
 
 
 _END_OF_TURN_RE = re.compile("|".join(map(re.escape, _END_OF_TURN)))
+# a model that goes on with a few-shot prompt's next item after its answer
+_NEXT_PROBLEM = re.compile(r"\n[ \t]*(?:#+ *|\*\*)?(?:Problem|Question|Q|Human|User)(?:\*\*)? *:")
 
 
 def _own_turn(text):
@@ -509,12 +511,17 @@ def find_answer(response: str) -> tuple[str, int] | None:
     wins: last \boxed{} / \fbox{} (adjacent boxes: one list), else the last labelled answer
     ('Answer:', 'the answer is', <answer>, '####'), else the whole reply when it is a bare
     answer, else the last math span, else the last number; all in the reply's own turn (up to
-    an end-of-turn token such as <|im_end|>). The one extraction the grader and the
+    an end-of-turn token such as <|im_end|>), and before a few-shot prompt's next problem when
+    the text before it has a boxed or labelled answer. The one extraction the grader and the
     RL reward share: the reward's "no answer" test and its reasoning length L (the text before
     the answer) come from this same call."""
     if not isinstance(response, str) or not response.strip():
         return None
     response = _own_turn(response)  # a template's next turn is not the answer
+    if (m := _NEXT_PROBLEM.search(response)) is not None:  # '... I hope it is correct.\n\nProblem:'
+        head = response[:m.start()]
+        if found := _boxed(head) or _labelled(head):
+            return found
     return _boxed(response) or _labelled(response) or _whole(response) or _free(response)
 
 

@@ -404,6 +404,7 @@ HOSTILE_REPLIES = [
     "<|im_end|>" * (M // 10), "x <|im_end|>" * (M // 12), "Final Answer: The k is " * (M // 23),
     "Final Answer: " + "There are " * (M // 10), "$x = \\boxed{1}$ or " * (M // 20),
     "1,000 + " * (M // 8), "\\\\frac" * (M // 6), "2{,}5 " * (M // 6),
+    "\\boxed{1}\nProblem:" * (M // 20), "\n" + "#" * M, "Answer: 1\n" + "\n **" * (M // 4),
 ]
 HOSTILE_ANSWERS = [
     "x^{9^{9^9}} < 2", "2^{x^{x^{x}}} > 1", "x < " * 200 + "1", "(1,2) \\cup " * 80 + "(3,4)",

@@ -194,6 +194,15 @@ CASES = [
     ("\\boxed{\\frac{1}{2} + \\frac{1}{3}}", "\\frac56", True),
     ("\\boxed{1 + 2 + \\cdots + 10}", "55", False),
     ("\\boxed{10!/(8! 2!)}", "45", True),
+    # a few-shot prompt's next problem after the answer (no stop sequence)
+    ("Final Answer: The final answer is $5$. I hope it is correct.\n\nProblem:\nFind $x$ if "
+     "$2x=8$.\n\nSolution:\n$x=4$.\nFinal Answer: The final answer is $4$. I hope it is correct.",
+     "5", True),
+    ("So the answer is 18.\n\nQuestion: A farmer has 20 cows and sells 3. How many are left?\n"
+     "Answer: 17", "18", True),
+    ("So the answer is 18.\n\nQuestion: A farmer has 20 cows and sells 3. How many are left?\n"
+     "Answer: 17", "17", False),
+    ("Let me restate it.\nQuestion: what is $x$?\nWe get $x = 2$. Answer: 2", "2", True),
 ]
 
 
