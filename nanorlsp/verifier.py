@@ -187,8 +187,10 @@ def _last_box_start(text, end):
 
 # what may stand between boxes (or math spans) that together are one list of answers: some
 # separator (a comma, "and", "or", \quad), with spaces and math delimiters around it
-_SEP = re.compile(r"(?:\s|\$|\\[,;:! ]|\\[()\[\]])*(?:,|;|&|\\q?quad|\\text\{\s*(?:and|or|,)?\s*\}|"
-                  r"\band\b|\bor\b)(?:\s|\$|,|\\[,;:! ]|\\[()\[\]]|\band\b|\bor\b)*"
+_SEP_WORD = r"(?:,|;|&|\\q?quad|\\text\{\s*(?:and|or|,)?\s*\}|\band\b|\bor\b)"
+_SEP = re.compile(r"(?:\s|\$|\\[,;:! ]|\\[()\[\]])*"
+                  r"(?:\((?:for|when|if|where|with)\b[^()\n]{0,30}\)[\s$]*)?"  # "(for $x$)"
+                  + _SEP_WORD + r"(?:\s|\$|\\[,;:! ]|\\[()\[\]]|\balso\b|" + _SEP_WORD + ")*"
                   r"(?:[a-zA-Z](?:_\{?\w+\}?)?\s*=\s*)?")  # "$x = \boxed{2}$ or $x = \boxed{5}$"
 
 

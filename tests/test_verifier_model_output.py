@@ -203,6 +203,28 @@ CASES = [
     ("So the answer is 18.\n\nQuestion: A farmer has 20 cows and sells 3. How many are left?\n"
      "Answer: 17", "17", False),
     ("Let me restate it.\nQuestion: what is $x$?\nWe get $x = 2$. Answer: 2", "2", True),
+    # several boxes joined by words, golds and replies as labelled equations or ratios
+    ("\\boxed{(x,y) = (2,5), (5,2)}", "x=2,y=5;x=5,y=2", True),
+    ("\\boxed{(x, y) \\in \\{(2,5), (5,2)\\}}", "x=2,y=5;x=5,y=2", True),
+    ("\\boxed{7} and \\boxed{40}", "b_2 = 7, b_9 = 40", True),
+    ("\\boxed{b_2 = 7} and \\boxed{b_9 = 40}", "b_2 = 7, b_9 = 40", True),
+    ("\\boxed{\\frac{3}{5}}", "AB:CD=3:5", True),
+    ("\\boxed{3:5}", "AB:CD = 3:5", True),
+    ("\\boxed{5:3}", "AB:CD=3:5", False),
+    ("The answers are \\boxed{2} (for $x$) and \\boxed{3} (for $y$).", "2, 3", True),
+    ("\\boxed{2}, and \\boxed{3}", "2, 3", True),
+    ("$\\boxed{2}$ and also $\\boxed{3}$", "2, 3", True),
+    ("\\boxed{x = 2, y = 5} \\quad \\text{or} \\quad \\boxed{x = 5, y = 2}", "(2,5),(5,2)", True),
+    ("\\boxed{m=3}, \\boxed{n=8}", "(m, n) = (3, 8)", True),
+    ("\\boxed{(3, 8)}", "m = 3, n = 8", True),
+    ("\\boxed{(8, 3)}", "m = 3, n = 8", False),
+    ("\\boxed{x = 2 \\text{ and } y = 5}", "(2, 5)", True),
+    ("\\boxed{x=2, y=5}", "x = 2, y = 5", True),
+    ("\\boxed{a = 1, b = -2, c = 3}", "(1,-2,3)", True),
+    ("\\boxed{1, -2, 3}", "a = 1, b = -2, c = 3", True),
+    ("\\boxed{(1, 4)} \\text{ and } \\boxed{(4, 1)}", "(1,4), (4,1)", True),
+    ("\\boxed{(1, 4)} \\text{ and } \\boxed{(4, 1)}", "(1,4)", False),
+    ("\\boxed{(1, 4), (4, 1)}", "\\{(1, 4), (4, 1)\\}", True),
 ]
 
 
