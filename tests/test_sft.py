@@ -333,7 +333,7 @@ def test_resume_restores_the_task_and_settings(tmp_path):
     run_sft("--out_dir", cut, *common, "--max_steps", "2")
     path = os.path.join(cut, "ckpt.pt")
     st = torch.load(path, weights_only=True)
-    st["args"]["max_steps"] = 4            # as if a 4-step run had been interrupted at step 2
+    st["args"].update(max_steps=4, decay_steps=4)   # as if a 4-step run was cut at step 2
     torch.save(st, path)
     r = subprocess.run([sys.executable, "train_sft.py", "--resume", "--out_dir", cut], cwd=ROOT,
                        capture_output=True, text=True, timeout=300)

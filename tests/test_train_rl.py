@@ -187,7 +187,7 @@ def stretch_run(d, max_steps, **saved):
     saved args say max_steps), so `--resume --out_dir d` alone continues it."""
     path = os.path.join(d, "ckpt.pt")
     st = torch.load(path, weights_only=True)
-    st["args"].update(max_steps=max_steps, **saved)
+    st["args"].update(max_steps=max_steps, schedule_steps=max_steps, **saved)
     torch.save(st, path)
 
 
