@@ -21,8 +21,8 @@ find_answer / extract_answer, first rule that gives an answer wins:
      <answer>...</answer>, GSM8K's "#### n". The answer is the math span right after the label
      ("The final answer is $42$. I hope it is correct." gives 42), else the rest of the sentence
      when it reads as an answer ("3.5 cm"), else the sentence's first number (after its last '=');
-     a sentence that names the answer before a verb gives what follows the verb ("Final Answer:
-     The smallest $k$ is 17." gives 17)
+     a sentence that names the answer before a verb gives what follows its last verb ("Final
+     Answer: The smallest $k$ is 17." gives 17)
   3. the whole reply, when it is a bare answer itself (one line: "x = 3", "\frac12", "Evelyn")
   4. the last math span ($...$, \(...\), \[...\], $$...$$; neighbours joined by "and" / "," are
      one list; a one-letter span followed by words is a name: "where $n$ is ...") or
@@ -493,8 +493,6 @@ def _whole(text):
 # end-of-turn tokens of common chat templates: text after one belongs to another turn
 _END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<|endoftext|>", "<|end_of_text|>", "<|end|>",
                 "<end_of_turn>", "</s>", "<\uff5cend\u2581of\u2581sentence\uff5c>")
-
-
 _END_OF_TURN_RE = re.compile("|".join(map(re.escape, _END_OF_TURN)))
 # a model that goes on with a few-shot prompt's next item after its answer
 _NEXT_PROBLEM = re.compile(r"\n[ \t]*(?:#+ *|\*\*)?(?:Problem|Question|Q|Human|User)(?:\*\*)? *:")
