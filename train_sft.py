@@ -158,7 +158,7 @@ if state is None and args.init_from == "scratch":
     try:
         ModelConfig(vocab_size=64, n_layer=args.n_layer, n_embd=args.n_embd,
                     n_head=args.n_head, n_kv_head=args.n_kv_head)
-    except (ValueError, AssertionError) as e:
+    except ValueError as e:
         die(f"--n_embd {args.n_embd} --n_head {args.n_head} --n_kv_head {args.n_kv_head}: {e}")
 # LoRA holds the frozen base in the compute dtype (only the adapters need float32 masters)
 base_dtype = dtype if args.lora_rank else torch.float32
