@@ -37,8 +37,8 @@ from nanorlsp.checkpoint import CheckpointError, has_checkpoint, load_model, mod
 from nanorlsp.common import (ArgParser, UserError, atomic_write, die, finite_float, nonneg_int,
                              positive_int,
                              resolve_device, resolve_dtype)
-from nanorlsp.evaluation import (breakdown, checked_answer, majority_vote, pass_at_k, respond,
-                                 user_prompt)
+from nanorlsp.evaluation import (breakdown, checked_answer, majority_vote, pass_at_k,
+                                 prompt_lengths, respond, user_prompt)
 from nanorlsp.verifier import grade, is_equiv
 
 # -----------------------------------------------------------------------------
@@ -146,14 +146,12 @@ max_new = args.max_new_tokens or (320 if args.task == "arith" and synthetic else
 # a prompt must fit the model's context, with room for the reply: the sampler sizes its KV cache
 # to prompt + reply, so a problem of millions of characters asked for hundreds of TB
 CTX = model.config.max_seq_len
-prompt_lens = [len(tok.render_prompt([{"role": "user", "content": user_prompt(p, tok)}]))
-               for p in problems]
+prompt_lens = prompt_lengths(problems, tok, CTX)
 too_long = [i for i, m in enumerate(prompt_lens) if m >= CTX]
 if too_long:
     i, more = too_long[0], len(too_long) - 1
-    die(f"problem {i + 1} is {prompt_lens[i]} tokens with its chat template, the model's "
-        f"context (max_seq_len) {CTX}{f'; {more} more too long' if more else ''}: shorten or "
-        "drop it")
+    die(f"problem {i + 1} is longer than the model's context (max_seq_len) {CTX} tokens with "
+        f"its chat template{f'; {more} more too long' if more else ''}: shorten or drop it")
 print(f"eval {init_from} on {args.data or args.task}: {len(problems)} problems x "
       f"{args.n_samples} samples, temperature {args.temperature}, max {max_new} new tokens")
 

@@ -26,6 +26,16 @@ def user_prompt(problem: dict, tok) -> str:
     return text
 
 
+def prompt_lengths(problems: list[dict], tok, ctx: int) -> list[int]:
+    """Each problem's prompt in tokens, chat template included. A text longer than ctx x the
+    widest token's bytes cannot fit whatever it tokenizes to: it counts as ctx + 1, untokenized
+    (tokenizing a 20M-character problem alone takes minutes)."""
+    widest = max(len(tok.decode_bytes([i])) for i in range(tok.n_vocab))
+    return [len(tok.render_prompt([{"role": "user", "content": text}]))
+            if len(text) <= ctx * widest else ctx + 1
+            for text in (user_prompt(p, tok) for p in problems)]
+
+
 @torch.no_grad()
 def respond(model, tok, prompts: list[str], max_new_tokens: int, temperature: float = 0.0,
             n_samples: int = 1, batch_size: int = 64, seed: int | None = None,

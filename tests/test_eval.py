@@ -14,7 +14,7 @@ from helpers import one_error_line
 from data.real import DataError, default_path, load_problems
 from nanorlsp.behaviors import counts, detect, frequencies
 from nanorlsp.checkpoint import save_checkpoint
-from nanorlsp.evaluation import checked_answer, majority_vote, pass_at_k
+from nanorlsp.evaluation import checked_answer, majority_vote, pass_at_k, prompt_lengths
 from nanorlsp.verifier import grade
 from nanorlsp.model import GPT, ModelConfig
 from nanorlsp.tokenizer import build_tiny_tokenizer
@@ -67,6 +67,20 @@ def test_majority_votes_with_the_checkers_extraction(synthetic):
     texts = ["\\boxed{99}", "12 then 1234", "\\boxed{1234}", "ends at 1234"]
     votes = [(checked_answer(t, synthetic), bool(check(t, prob))) for t in texts]
     assert majority_vote(votes, lambda a, b: a.strip() == b.strip()) == (not synthetic)
+
+
+def test_prompt_lengths_never_tokenizes_a_text_that_cannot_fit():
+    """A problem of millions of characters is too long before it is tokenized (eval.py spent
+    minutes encoding one to find it out)."""
+    rows = get_task("arith").make_sft_examples(50, seed=0)
+    tok = build_tiny_tokenizer((r["prompt"] + r["response"] for r in rows), n_merges=16)
+    seen = []
+    encode = tok.render_prompt
+    tok.render_prompt = lambda msgs: seen.append(len(msgs[0]["content"])) or encode(msgs)
+    probs = [{"prompt": "What is 1 + 1?"}, {"prompt": "1 + " * 2_000_000}]
+    n = prompt_lengths(probs, tok, 64)
+    assert n[0] == len(encode([{"role": "user", "content": "What is 1 + 1?"}])) < 64
+    assert n[1] > 64 and seen == [len("What is 1 + 1?")]
 
 
 # -----------------------------------------------------------------------------
