@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-from nanorlsp.verifier import _normalize, _parse, _same, extract_answer, grade, is_equiv
+from nanorlsp.equivalence import _normalize, _parse, _same
+from nanorlsp.verifier import extract_answer, grade, is_equiv
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA = os.path.join(REPO, "..", "shared", "data")
