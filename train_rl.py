@@ -62,8 +62,9 @@ from nanorlsp.common import (ArgParser, UserError, append_jsonl, autocast, comma
                              reset_logs, resolve_dtype)
 from nanorlsp.evaluation import task_accuracy, user_prompt
 from nanorlsp.model import GPT, LORA_TARGETS, is_lora_key, lora_disabled
-from nanorlsp.rewards import (ECONOMY, EXPLORE, SCHEDULES, RewardConfig, adaptive_coefs, coef_at,
-                              easy_rows, score, token_pieces)
+from nanorlsp.economy import ECONOMY, SCHEDULES, ExploreSchedule
+from nanorlsp.repetition import token_pieces
+from nanorlsp.rewards import EXPLORE, RewardConfig, score
 from nanorlsp.rl import (KL_ESTIMATORS, WithValues, gae, group_advantages, kl_penalty, kl_value,
                          masked_mean, ppo_policy_loss, reinforce_loss, token_logprobs,
                          token_logprobs_and_entropy,
@@ -100,12 +101,12 @@ ap.add_argument("--schedule_steps", type=nonneg_int, default=0,
                      "goes on at 0, it does not move the horizon")
 ap.add_argument("--acc_threshold", type=float_range(0, 1), default=0.9,
                 help="the threshold and adaptive schedules' accuracy threshold")
-ap.add_argument("--economy", default="flip", choices=ECONOMY,
-                help="a group-relative length term (nanorlsp/rewards.py): kimi (Kimi k1.5), alp "
+ap.add_argument("--economy", default="none", choices=ECONOMY,
+                help="a group-relative length term (nanorlsp/economy.py): kimi (Kimi k1.5), alp "
                      "(adaptive length penalty), budget (ours: the share beyond the group's "
                      "shortest right reply), flip (the adaptive schedule's sign-flipped "
-                     "exploration term), none. With --explore_schedule adaptive it takes the "
-                     "easy prompts; otherwise every prompt")
+                     "exploration term on easy prompts), none. With --explore_schedule adaptive "
+                     "it takes the easy prompts; otherwise every prompt")
 ap.add_argument("--economy_coef", type=float_range(0), default=0.1,
                 help="the economy term's weight (alp: per token)")
 ap.add_argument("--kl_coef", type=float_range(0), default=0.05)
@@ -431,7 +432,7 @@ def save(step: int):
     if d.main:
         save_checkpoint(args.out_dir, policy, tok, step, vars(args), optim_state,
                         extra={"value_head": head_state, "task": args.task,
-                               "explore_off": explore_off},
+                               "explore_off": explore.latched},
                         model_state=model_state)
     dist.barrier()  # no rank runs ahead of a checkpoint it might need
 
@@ -490,9 +491,7 @@ def update(rows: torch.Tensor, sums_fn):
 
 G = args.n_samples
 bad_steps = 0
-# the threshold schedule switches the exploration term off once, for the rest of the run (its
-# help says so): the latch is part of the run's state and survives --resume
-explore_off = bool(state.get("explore_off", False)) if state is not None else False
+explore = ExploreSchedule(rcfg, G, bool(state.get("explore_off", False)) if state else False)
 pbar = tqdm(range(start_step, args.max_steps), initial=start_step, total=args.max_steps,
             desc="rl", dynamic_ncols=True, disable=None if d.main else True)
 step = start_step
@@ -531,16 +530,7 @@ try:
             reason.append(tok.encode(text[:start] if start is not None else text))
         n_right, n_rows = dist.all_sum(torch.tensor([float(sum(correct)), float(len(correct))]))
         acc = (n_right / n_rows).item()                                    # the global batch's
-        coef = 0.0 if explore_off else coef_at(rcfg, step, acc)
-        explore_off = explore_off or (rcfg.schedule == "threshold" and coef == 0.0)
-        if rcfg.schedule == "adaptive":
-            # hard prompts explore (+coef); easy ones pay the economy term, or with flip the
-            # exploration term's sign-flipped twin (-coef)
-            easy = easy_rows(correct, G, rcfg.acc_threshold)
-            row_coef = adaptive_coefs(correct, G, coef, rcfg.acc_threshold,
-                                      easy_coef=None if rcfg.economy == "flip" else 0.0)
-        else:
-            easy, row_coef = None, coef
+        coef, row_coef, easy = explore.at(step, acc, correct)    # schedules: nanorlsp/economy.py
         parts = score(reason, correct, has_ans, rcfg, row_coef, pieces=PIECES, group_size=G,
                       easy=easy)
         rewards = parts["total"].to(device)

@@ -307,7 +307,7 @@ def test_economy_in_score_and_adaptive_split():
     assert r["economy"].tolist() == pytest.approx([0.0, -0.3 * 20 / 30, 0.0, 0.0])
     assert r["total"].tolist() == pytest.approx(
         (r["outcome"] + r["explore"] + r["repetition"] + r["economy"]).tolist())
-    # the default (flip) keeps the old adaptive behaviour: -coef on easy rows, no economy part
+    # flip (the adaptive schedule's own term): -coef on easy rows, no economy part
     old = adaptive_coefs(correct, 2, 0.5, 0.9)
     assert old.tolist() == [-0.5, -0.5, 0.5, 0.5]
     assert score(ids, correct, [True] * 4, RewardConfig(), old)["economy"].tolist() == [0.0] * 4
@@ -315,3 +315,21 @@ def test_economy_in_score_and_adaptive_split():
         score(ids, correct, [True] * 4, RewardConfig(economy="kimi"), 0.5)
     with pytest.raises(ValueError, match="unknown economy"):
         RewardConfig(economy="thrifty")
+
+
+def test_explore_schedule_latches_threshold_and_splits_adaptive_rows():
+    """ExploreSchedule.at: the threshold schedule stays off once the accuracy reached it (and a
+    latched run starts off); adaptive gives per-row coefficients (-coef on easy rows with flip,
+    0 with an economy term or none, the default) and the easy rows."""
+    from nanorlsp.economy import ExploreSchedule
+    assert RewardConfig().economy == "none"
+    thr = ExploreSchedule(RewardConfig(schedule="threshold", acc_threshold=0.5), 2)
+    assert [thr.at(s, acc, [])[0] for s, acc in enumerate((0.2, 0.6, 0.1))] == [0.5, 0.0, 0.0]
+    assert thr.latched and ExploreSchedule(thr.cfg, 2, latched=True).at(0, 0.0, [])[0] == 0.0
+    correct = [True, True, False, True]                       # group 1 easy, group 2 hard
+    for economy, easy_coef in (("flip", -0.5), ("none", 0.0), ("budget", 0.0)):
+        ad = ExploreSchedule(RewardConfig(schedule="adaptive", economy=economy), 2)
+        coef, rows, easy = ad.at(0, 0.75, correct)
+        assert coef == 0.5 and rows.tolist() == [easy_coef] * 2 + [0.5] * 2
+        assert easy.tolist() == [True, True, False, False]
+    assert ExploreSchedule(RewardConfig(), 2).at(3, 1.0, correct) == (0.5, 0.5, None)

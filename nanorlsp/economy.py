@@ -1,0 +1,103 @@
+"""
+Adaptive thinking (beyond the paper: its open question of thinking time that adapts to
+difficulty): the adaptive schedule's per-prompt coefficients, the economy length terms, and the
+exploration coefficient of a step (schedule + the threshold latch) behind one call.
+
+    coef, easy = explore.at(step, acc, correct)     # ExploreSchedule(cfg, G, latched)
+    parts = rewards.score(..., coef, group_size=G, easy=easy)    # economy_terms on `easy` rows
+
+adaptive (--explore_schedule adaptive): a prompt the group mostly fails (accuracy <
+acc_threshold) is hard, its replies get +coef (paid for exploring); a prompt the group solves is
+easy: with --economy flip its replies get -coef (the exploration term with its sign flipped:
+length costs), with kimi / alp / budget the economy term instead, with none (the default)
+nothing. Without the adaptive schedule an economy term applies to every prompt.
+T_i is a reply's reasoning length in tokens (raw: padding costs too), c_i its verdict, w the
+--economy_coef:
+    kimi    Kimi k1.5 (eq. 3): lambda_i = 0.5 - (T_i - T_min) / (T_max - T_min) over the group;
+            economy_i = w lambda_i if c_i else w min(0, lambda_i)
+    alp     Adaptive Length Penalty (Xiang et al. 2025): economy_i = -w T_i max(p, 1/G), p the
+            group's solve rate (w per token)
+    budget  ours: economy_i = -w (T_i - T*) / T_i for right replies, T* the group's shortest
+            right reply (0 for wrong replies and groups with none right). Why: docs/rl.md.
+Footgun: the threshold schedule's switch-off is a latch (once off, off for the rest of the run,
+saved in the checkpoint as explore_off), so it is state, not a function of the step.
+"""
+import torch
+
+SCHEDULES = ("constant", "linear", "threshold", "adaptive")
+ECONOMY = ("none", "flip", "kimi", "alp", "budget")
+
+
+def coef_at(cfg, step: int, batch_acc: float | None = None) -> float:
+    """The exploration coefficient at an RL step under cfg.schedule."""
+    if cfg.schedule == "linear":
+        return cfg.coef * max(0.0, 1.0 - step / max(1, cfg.schedule_steps))
+    if cfg.schedule == "threshold" and batch_acc is not None and batch_acc >= cfg.acc_threshold:
+        return 0.0
+    return cfg.coef
+
+
+def adaptive_coefs(correct: list[bool], group_size: int, coef: float,
+                   acc_threshold: float, easy_coef: float | None = None) -> torch.Tensor:
+    """(N,) per-response coefficients of the adaptive schedule: +coef for the responses of a
+    prompt whose group accuracy is below acc_threshold (hard: explore), easy_coef for the rest
+    (default -coef: length costs; 0 when an economy term takes the easy prompts instead). Rows
+    are prompt-major groups of group_size, as the sampler returns them."""
+    easy = easy_rows(correct, group_size, acc_threshold)
+    return torch.where(easy, -coef if easy_coef is None else easy_coef, coef)
+
+
+def easy_rows(correct: list[bool], group_size: int, acc_threshold: float) -> torch.Tensor:
+    """(N,) bool: the rows of prompts whose group accuracy reaches acc_threshold (easy)."""
+    c = torch.tensor(correct, dtype=torch.float32).view(-1, group_size)       # (P, G)
+    return (c.mean(1, keepdim=True) >= acc_threshold).expand_as(c).reshape(-1)
+
+
+def economy_terms(lengths: torch.Tensor, correct: torch.Tensor, group_size: int,
+                  cfg) -> torch.Tensor:
+    """(N,) economy part for N replies in prompt-major groups of group_size: lengths (N,) reasoning
+    tokens, correct (N,) bool (module docstring: kimi, alp, budget; flip and none give 0 here)."""
+    N = lengths.numel()
+    if cfg.economy in ("none", "flip"):
+        return torch.zeros(N)
+    if N % group_size:
+        raise ValueError(f"{N} replies do not split into groups of {group_size}")
+    T = lengths.float().view(-1, group_size)                              # (P, G)
+    c = correct.view(-1, group_size).bool()                               # (P, G)
+    w = cfg.economy_coef
+    if cfg.economy == "kimi":
+        lo, hi = T.min(1, keepdim=True).values, T.max(1, keepdim=True).values
+        lam = torch.where(hi > lo, 0.5 - (T - lo) / (hi - lo).clamp(min=1e-9), torch.zeros_like(T))
+        out = w * torch.where(c, lam, lam.clamp(max=0.0))
+    elif cfg.economy == "alp":
+        p = c.float().mean(1, keepdim=True)                               # (P, 1) solve rate
+        out = -w * T * p.clamp(min=1.0 / group_size)
+    else:  # budget
+        best = torch.where(c, T, torch.full_like(T, float("inf"))).min(1, keepdim=True).values
+        out = torch.where(c, -w * (T - best) / T.clamp(min=1.0), torch.zeros_like(T))
+    return out.reshape(-1)
+
+
+class ExploreSchedule:
+    """The exploration coefficient of each step, in one call: the schedule (coef_at), the
+    threshold schedule's latch (off once the batch accuracy reaches the threshold, for the rest
+    of the run: `latched` is saved with the checkpoint) and the adaptive schedule's per-row
+    coefficients and easy rows."""
+
+    def __init__(self, cfg, group_size: int, latched: bool = False):
+        self.cfg, self.G, self.latched = cfg, group_size, latched
+
+    def at(self, step: int, acc: float, correct: list[bool]):
+        """(coef: the step's coefficient, a float; row_coef: a float or (N,) per row; easy: (N,)
+        bool or None, the rows an economy term applies to). acc: the global batch's accuracy."""
+        cfg = self.cfg
+        coef = 0.0 if self.latched else coef_at(cfg, step, acc)
+        self.latched = self.latched or (cfg.schedule == "threshold" and coef == 0.0)
+        if cfg.schedule != "adaptive":
+            return coef, coef, None
+        # hard prompts explore (+coef); easy ones pay the economy term, or with flip the
+        # exploration term's sign-flipped twin (-coef)
+        easy = easy_rows(correct, self.G, cfg.acc_threshold)
+        row_coef = adaptive_coefs(correct, self.G, coef, cfg.acc_threshold,
+                                  easy_coef=None if cfg.economy == "flip" else 0.0)
+        return coef, row_coef, easy
