@@ -89,7 +89,7 @@ TABLE = [
     # percent, degrees, units, text wrappers
     ("50\\%", "50", True),
     ("12.5%", "12.5", True),
-    ("0.5", "50\\%", True),  # X% is X and X/100 (issue 15: 25% = 0.25)
+    ("0.5", "50\\%", True),  # X% is X and X/100 (25% = 0.25)
     ("\\frac13", "0.3333333", True),  # 7 significant digits: 1/3 rounded to its printed digits
     ("30^\\circ", "30", True),
     ("30^{\\circ}", "30", True),
@@ -391,7 +391,7 @@ def test_hostile_inputs_are_false_and_fast(s):
     _timed(is_equiv, s, s + " ")  # a bool, in time: not comparable or equal, never a crash
 
 
-# Hostile replies for the free-text extraction (issue 15): megabytes of delimiters, labels,
+# Hostile replies for the free-text extraction: megabytes of delimiters, labels,
 # boxes, numbers; and answers that stress relations, intervals, units and repeating decimals.
 M = 1_000_000
 HOSTILE_REPLIES = [

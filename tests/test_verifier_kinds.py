@@ -1,4 +1,4 @@
-r"""The verifier, kind by kind (issue 15): one table of (response, gold, expected grade) per kind
+r"""The verifier, kind by kind: one table of (response, gold, expected grade) per kind
 of answer that real models write. The cases are written for nanorlsp (shapes from MATH-500, GSM8K,
 AIME and SmolLM2-style replies); no other project's test cases are copied here: those are the
 outside measure (docs/verifier.md).
@@ -274,8 +274,8 @@ def test_is_equiv_symmetric_on_the_kind_tables():
 def test_bare_lists_are_sets_brackets_are_ordered():
     # A decision (docs/verifier.md, "Lists"): a bare list is MATH's "enter all the solutions,
     # separated by commas", whose answer keys list roots in no fixed order ('8,1,-1,-8'), so it
-    # is order-free; an ordered answer is written in brackets. Issue 15 asks for
-    # "7, 3, -1" != "3, 7, -1"; that holds for (7, 3, -1) and [7, 3, -1], not for the bare list.
+    # is order-free; an ordered answer is written in brackets. "7, 3, -1" != "3, 7, -1"
+    # holds for (7, 3, -1) and [7, 3, -1], not for the bare list.
     assert grade("\\boxed{7, 3, -1}", "3, 7, -1")
     assert grade("\\boxed{-8, -1, 1, 8}", "8,1,-1,-8")
     assert not grade("\\boxed{(7, 3, -1)}", "(3, 7, -1)")

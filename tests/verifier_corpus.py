@@ -9,7 +9,7 @@ against Math-Verify (the grader TRL and open-r1 use).
 
 Each item is (kind, form, response, gold, intended): `intended` is what the item was built to
 be (True: the gold's answer rewritten, False: a perturbed answer, None: a rewrite whose verdict
-is a matter of convention). The kinds are issue 15's: free text (labelled answers, math spans,
+is a matter of convention). The kinds: free text (labelled answers, math spans,
 the last number), several answers, relations, labels, numbers, structures, unequal, plus plain
 boxed answers and SmolLM2-style transcripts (step lists, "So, Janet has 18 apples left.").
 
@@ -138,7 +138,7 @@ def terminating(q):
 
 def rewrites(a, rng):
     """Equivalent ways to write answer `a`: (text, intended). A rounded decimal of a repeating
-    fraction is intended True (issue 15: equal when it is the fraction rounded to its printed
+    fraction is intended True (equal when it is the fraction rounded to its printed
     digits); with 3 digits it is a matter of convention (None)."""
     s, kind, out = a.strip(), shape(a), []
     if kind == "int":
