@@ -1306,7 +1306,7 @@ def _equiv(a, b):
 
 
 def is_equiv(a: str, b: str) -> bool:
-    """True if the two answer strings are mathematically equal (see the module docstring)."""
+    """True if the two answer strings are mathematically equal (every rule: docs/verifier.md)."""
     try:
         if not (isinstance(a, str) and isinstance(b, str)):
             return False
