@@ -1,51 +1,23 @@
 """
-The KV-cached sampler: batched generation for evaluation and RL rollouts.
+The sampler: batched generation for evaluation and RL rollouts, and the naive reference it is
+tested against.
 
     from nanorlsp.sampler import generate, sample
     completions = generate(model, prompts, max_new_tokens=256, temperature=0)  # list[list[int]]
     out = sample(model, prompts, 256, n_samples=8, return_logprobs=True)        # a Rollout
-    out = sample(model, prompts, 256, n_samples=8, compile=True)  # decode step via torch.compile
     sample(model, [ids], 256, stop_tokens=stops, on_token=show)  # stream: show(t, tokens, done)
 
-How it works (the model's forward takes the cache hooks, so nothing here forks the model):
-1. Ragged prompts are LEFT-padded to the longest, Lp tokens. Each row's rotary positions start
-   at 0 on its first real token (positions = slot - pad), so a padded prompt sees exactly the
-   positions it would see alone; pad slots are never attended to.
-2. Prefill: one forward over the (P, Lp) prompts writes keys/values into a static cache.
-3. The cache rows are copied to each prompt's n_samples rows (the GRPO / RLSP group): a prompt is
-   encoded once however many samples it gets.
-4. Decode: one token per step for all B = P * n_samples rows. Step t writes slot Lp + t in place;
-   the attention mask (B, 1, 1, S') marks the valid slots among the first S' (the filled part,
-   rounded up to a bucket). Every step of a bucket has the same shapes, with
-   no tensor growing and no per-row Python loop: `_decode_step` is one function of fixed-shape
-   tensors, run eager or, with compile=True, through torch.compile (traced once per shape).
-5. A row that emits a stop token is finished: later tokens are padding and are not counted.
-6. Compaction (compact=True): once the live rows fit a smaller of a few static batch sizes,
-   they are gathered into it (cache, positions, mask, keyed uniforms), so finished rows stop
-   costing compute; results are scattered back to their own rows (the same Rollout).
-7. On CUDA the decode step is replayed from CUDA graphs (_GraphedStep: one per batch size and
-   bucket), every input a static buffer updated in place. Not yet run on a GPU.
+generate_naive recomputes the whole sequence every step; the KV-cached `sample` must give its
+tokens exactly (greedy and sampled). Each token is y_t ~ softmax(filter(z_t / T)) (filter: top-k,
+top-p), drawn by inverse CDF with a uniform keyed by (seed, row key, t); its log-prob is
+log softmax(z_t / T)[y_t], before filtering (the policy RL optimises; T = 0: greedy, untempered).
+Ragged prompts are left-padded, each row's rotary positions starting at 0 on its first real token;
+a prompt is prefilled once and its cache copied to its n_samples rows. The speed machinery
+(compaction, torch.compile, CUDA graphs) is nanorlsp/sampler_fast.py; details: docs/sampler.md.
 
-Attention length: step t attends over the filled slots rounded up to a bucket (a multiple of 64,
-at most 8 buckets per cache), never the whole static cache: a tiny model's decode is bound by
-reading its cache, and a fixed bucket keeps the shapes static (one compiled graph per bucket).
-
-Speed: `python bench.py --sections decode,ragged` (numbers in the README's performance section).
-
-Memory: the cache holds 2 * n_layer * B * n_kv_head * S * head_dim elements (S = Lp +
-max_new_tokens), allocated once (a compaction allocates the smaller one, then frees this), plus the prefill's 2 * n_layer * P * n_kv_head * S * head_dim
-until it is copied into the decode cache.
-For the tiny default (2 layers, 4 kv heads, head_dim 32) at B = 64, S = 384, float32: 50 MB.
-
-Log-probabilities returned on request are those of the sampled token under the
-temperature-scaled distribution softmax(logits / T), before top-k / top-p truncation (the policy
-RL optimises; at T = 0 they are the untempered log-probs). The logits are float32 products and
-sums even in a bf16 rollout copy (the model runs its LM head in float32: GPT._logits).
-
-vocab_limit: the model's embedding is padded past the tokenizer's vocabulary (to a multiple of 64
-for fast matmuls); those ids decode to nothing, so logits at ids >= vocab_limit are set to -inf
-before sampling and before the log-probs (which are then those of the distribution actually
-sampled; the RL loss must mask the same way).
+Footguns: ids >= vocab_limit (the embedding's padding past the tokenizer) get logit -inf before
+the draw and the log-probs, and the RL loss must mask them the same way; pad_id is fed to the
+model, so it must be a real token id; seed=None draws a seed from torch's global RNG.
 """
 from dataclasses import dataclass
 
@@ -53,6 +25,38 @@ import numpy as np
 import torch
 
 from nanorlsp.model import KVCache
+from nanorlsp.sampler_fast import Decoder
+
+# -----------------------------------------------------------------------------
+# The ground truth: recompute the whole sequence every step
+
+
+@torch.no_grad()
+def generate_naive(model, prompts: list[list[int]], max_new_tokens: int, temperature: float = 1.0,
+                   top_k: int | None = None, top_p: float = 1.0, n_samples: int = 1,
+                   stop_tokens=None, seed: int | None = None,
+                   vocab_limit: int | None = None) -> list[list[int]]:
+    """generate's output the slow, obvious way: one row at a time, no cache, no padding, the
+    whole sequence run through the model for every token. Same keyed uniforms (row b = prompt
+    b // n_samples, key b) and filtering as `sample`, so at any temperature it gives the cached
+    sampler's tokens (up to float rounding of the logits deciding a near tie)."""
+    B, device = len(prompts) * n_samples, next(model.parameters()).device
+    if temperature > 0 and seed is None:
+        seed = int(torch.randint(0, 2 ** 62, (1,)).item())
+    uniforms = row_uniforms(seed, list(range(B)), max_new_tokens) if temperature > 0 else None
+    out = []
+    for b in range(B):
+        seq, new = list(prompts[b // n_samples]), []
+        for t in range(max_new_tokens):
+            logits = model(torch.tensor([seq], device=device))[:, -1, :]          # (1, V)
+            u = uniforms[b, t:t + 1].to(device) if uniforms is not None else None  # (1,)
+            nxt = int(_next_token(logits, temperature, top_k, top_p, vocab_limit, u)[0])
+            seq.append(nxt)
+            new.append(nxt)
+            if nxt in (stop_tokens or ()):
+                break
+        out.append(new)
+    return out
 
 
 @dataclass
@@ -67,6 +71,9 @@ class Rollout:
         return [row[:n].tolist() for row, n in zip(self.tokens, self.lengths.tolist())]
 
 
+# -----------------------------------------------------------------------------
+# Drawing one token: filtering and randomness keyed by (seed, row key, step)
+
 def filter_logits(logits, top_k, top_p):
     """Mask logits (B, V) outside the top-k / nucleus top-p set to -inf."""
     if top_k is not None and 0 < top_k < logits.size(-1):
@@ -80,12 +87,6 @@ def filter_logits(logits, top_k, top_p):
         drop = drop_sorted.scatter(-1, order, drop_sorted)
         logits = logits.masked_fill(drop, float("-inf"))
     return logits
-
-
-# -----------------------------------------------------------------------------
-# Randomness keyed by (seed, row key, step): shard-invariant sampling
-
-_M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 
 
 def _splitmix64(x: np.ndarray) -> np.ndarray:
@@ -121,145 +122,53 @@ def _draw(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     return torch.searchsorted(cdf, (u * cdf[:, -1])[:, None], right=True).squeeze(-1)
 
 
+def _next_token(logits, temperature, top_k, top_p, vocab_limit, u, logprobs=False):
+    """Each row's next token (B,) from its logits (B, V): argmax at temperature 0, else an
+    inverse-CDF draw with uniforms u (B,) from softmax(filter(logits / T)); and, when logprobs,
+    its log-prob (B,) under softmax(logits / T) (None otherwise)."""
+    if vocab_limit is not None and vocab_limit < logits.size(-1):
+        logits = logits.clone()
+        logits[:, vocab_limit:] = float("-inf")      # padded embedding rows: never sampled
+    if temperature == 0:
+        nxt, scaled = logits.argmax(-1), logits
+    else:
+        scaled = logits / temperature
+        nxt = _draw(torch.softmax(filter_logits(scaled, top_k, top_p), dim=-1), u)
+    lp = None
+    if logprobs:
+        lp = torch.log_softmax(scaled.float(), -1).gather(-1, nxt[:, None]).squeeze(-1)
+    return nxt, lp
+
+
 # -----------------------------------------------------------------------------
-# The decode step: one function of fixed-shape tensors, run eager or compiled
+# The KV-cached sampler
 
-def _decode_step(model, cache, tok, pos, slot_idx, valid):
-    """Feed each row's previous token and return the next-token logits (B, V).
-
-    tok (B, 1) ids, pos (B, 1) their rotary positions, slot_idx (1,) long: the cache slot they
-    are written to, valid (B, S') bool: the slots a query may attend to (a view of the first S'
-    slots, S' >= slot_idx + 1), updated here in place to include slot_idx. The attention reads
-    only those S' slots of the cache. Same shapes every step of a bucket, slot a tensor not an
-    int: torch.compile traces this once per shape (architecture, B, S') and replays it; nothing
-    allocated here grows with t.
-    """
-    valid.index_fill_(1, slot_idx, True)
-    logits = model(tok, positions=pos, kv_cache=cache, cache_index=slot_idx,
-                   attn_mask=valid[:, None, None, :])                           # (B, 1, V)
-    return logits[:, -1, :]
-
-
-# -----------------------------------------------------------------------------
-# Compaction: finished rows leave the decode batch
-
-COMPACT_ROWS = 8  # compacted batch sizes are multiples of this, and no smaller: a step of 8 rows
-# or fewer is bound by reading the weights, whatever its batch, and every size is one more graph
-# for a compiled or CUDA-graphed step
-
-
-def _compact_sizes(B: int) -> list[int]:
-    """The decode batch sizes compaction may shrink to, largest first: B, then multiples of
-    COMPACT_ROWS each at most 3/4 of the one before (B = 64: 64, 48, 32, 24, 16, 8; B = 128:
-    128, 96, 72, 48, 32, 24, 16, 8). A few static sizes: a compiled or graphed step replays one
-    graph per (size, bucket). Why 3/4: the batch then carries at most a third more rows than are
-    live (powers of two: up to twice; on the bench's ragged batch, 64 SmolLM2 replies, the rows
-    decoded per reply token were 1.16 with 3/4, 1.36 with powers of two, 1.05 with every multiple
-    of 8, 1.75 without compaction: counted from its replies' lengths), with about
-    log(B/8)/log(4/3) sizes (every multiple of 8: B/8)."""
-    m, sizes = COMPACT_ROWS, [B]
-    while (s := 3 * sizes[-1] // 4 // m * m) >= m:
-        sizes.append(s)
-    return sizes
-
-
-def _keep_rows(live: torch.Tensor, size: int) -> torch.Tensor:
-    """Indices (size,) into the decode batch for the compacted one: every live row, in order, then
-    finished rows as filler up to `size`. A filler's results are never written: it is finished,
-    so its token is pad_id and its log-prob 0, as the row's already are."""
-    idx = torch.cat((live.nonzero()[:, 0], (~live).nonzero()[:, 0]))
-    return idx[:size]
-
-
-def _bucket(S: int) -> int:
-    """The attention length granularity: a multiple of 64, at most 8 buckets per cache."""
-    return 64 * max(1, -(-S // (8 * 64)))
-
-
-_compiled_decode_step = None
-
-
-def _compiled_step():
-    """torch.compile(_decode_step), built on first use.
-
-    One wrapper serves every model: dynamo keeps its compiled graphs on _decode_step's code,
-    guarded on the shapes and dtypes of the inputs (parameters included), so a later `sample`
-    call, or another model of the same architecture, reuses the graph without recompiling.
-    dynamic=False: the graph is specialised to the shapes it first sees; a new batch size B,
-    cache length S = Lp + max_new_tokens or architecture compiles again (seconds on CPU), and
-    past torch._dynamo.config.recompile_limit (8) of them dynamo warns and runs the step eager.
-    On CPU inductor needs a C++ compiler; without one the first compiled step raises.
-    """
-    global _compiled_decode_step
-    if _compiled_decode_step is None:
-        # one graph per (B, S') bucket: up to 8 per cache length, a few batch sizes per process
-        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
-        _compiled_decode_step = torch.compile(_decode_step, dynamic=False)
-    return _compiled_decode_step
-
-
-class _GraphedStep:
-    """The decode step replayed from CUDA graphs (torch.cuda.CUDAGraph): one graph per decode
-    shape (rows B, attended slots S'), captured at its first step and replayed at every later
-    step of that shape. A replay launches the step's few hundred kernels at once: a decode step
-    of a small model on a GPU is bound by launching them one by one from Python, not by the
-    GPU's work.
-
-    A graph replays fixed kernels on fixed addresses, so every input must be the same tensor at
-    every step of a shape, changed in place only: the token buffer (the sampler copies each new
-    token into it), positions and slot index (advanced in place), the mask (a view of one
-    (B, S) buffer, filled in place by _decode_step), the cache buffers (written in place) and
-    the model's weights (train_rl refreshes its rollout copy in place, between calls). A call
-    whose inputs moved raises (a graph would read stale memory); compaction moves them all to
-    new, smaller buffers, and `reset` drops the old graphs. The step is idempotent (it writes
-    this step's keys, values and mask slot, the same values each time it runs), so the warm-up
-    run, the capture and the first replay may all run it.
-
-    Graphs of one sample() call share one memory pool (they never run concurrently, and each
-    graph's output stays referenced here, so no later graph is given its memory); they are freed
-    with the call. On CPU there are no graphs: the step runs eagerly with the same bookkeeping
-    and checks (what tests/test_sampler.py tests for the GPU path).
-    """
-
-    def __init__(self, fn, device: torch.device):
-        self.fn, self.cuda = fn, device.type == "cuda"
-        self.pool = torch.cuda.graph_pool_handle() if self.cuda else None
-        self.graphs = {}      # (B, S') -> (graph or None, its output logits, input addresses)
-        self.shapes = []      # every (B, S') captured, in order: one graph each
-
-    def reset(self):
-        """Drop the graphs: the sampler compacted its batch into new buffers."""
-        self.graphs.clear()
-
-    def __call__(self, model, cache, tok, pos, slot_idx, valid):
-        args = (model, cache, tok, pos, slot_idx, valid)
-        ptrs = tuple(x.data_ptr() for x in (tok, pos, slot_idx, valid, *cache.k, *cache.v))
-        key = tuple(valid.shape)
-        if key in self.graphs:
-            graph, out, want = self.graphs[key]
-            if ptrs != want:
-                raise RuntimeError("a CUDA-graphed decode step's inputs moved (not updated in "
-                                   "place): the graph would read stale memory")
-            if graph is None:
-                return self.fn(*args)
-            graph.replay()
-            return out
-        if self.cuda:
-            # warm-up on a side stream (lazy cuBLAS / kernel init must not happen in capture)
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):
-                self.fn(*args)
-            torch.cuda.current_stream().wait_stream(side)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, pool=self.pool):
-                out = self.fn(*args)                       # recorded, not run
-            graph.replay()
-        else:
-            graph, out = None, self.fn(*args)
-        self.graphs[key] = (graph, out, ptrs)
-        self.shapes.append(key)
-        return out
+def _prefill(model, prompts: list[list[int]], pad_id: int, S: int):
+    """One forward over the left-padded prompts (P, Lp): returns the next-token logits (P, V),
+    a KVCache of P rows and S slots holding the prompts in slots 0 .. Lp - 1, and each prompt's
+    left padding pad (P,). Pad slots are never attended to."""
+    device = next(model.parameters()).device
+    dtype = next(model.parameters()).dtype
+    P, Lp = len(prompts), max(len(p) for p in prompts)
+    pad = torch.tensor([Lp - len(p) for p in prompts], device=device)            # (P,)
+    idx = torch.full((P, Lp), pad_id, dtype=torch.long, device=device)
+    for i, p in enumerate(prompts):
+        idx[i, Lp - len(p):] = torch.tensor(p, dtype=torch.long)
+    slots = torch.arange(S, device=device)
+    valid = slots[None, :] >= pad[:, None]                                  # (P, S) real slots
+    positions = (slots[None, :Lp] - pad[:, None]).clamp(min=0)                    # (P, Lp)
+    causal = slots[:Lp, None] >= slots[None, :]                                   # (Lp, S)
+    # a query attends to real keys at or before it; a pad query attends to itself only, so its
+    # softmax is finite (an all-masked row would give NaN, and 0 * NaN poisons the real rows)
+    attn = (causal[None] & valid[:, None, :]) | (slots[:Lp, None] == slots[None, :])[None]
+    cache = KVCache(model.config, P, S, device, dtype)
+    # the prompts attend over their own Lp slots only (attn_mask's length: see the model), and
+    # the LM head runs at the last position only: the only logits sampling needs (SmolLM2 at 64
+    # prompts x 16 tokens spent more time in the other positions' head than in the rest)
+    last = torch.full((P, 1), Lp - 1, device=device)
+    logits = model(idx, positions=positions, kv_cache=cache, cache_index=slots[:Lp],
+                   attn_mask=attn[:, None, :, :Lp], logits_at=last)[:, -1, :]   # (P, V)
+    return logits, cache, pad
 
 
 @torch.no_grad()
@@ -274,32 +183,20 @@ def sample(model, prompts: list[list[int]], max_new_tokens: int, temperature: fl
 
     Sampling is keyed: row b's randomness is a function of (seed, row_keys[b]) only (default
     keys 0..B-1; see row_uniforms). train_rl passes each row's index in the *global* batch, so a
-    row samples the same tokens on any rank. seed=None draws a seed from torch's global RNG.
+    row samples the same tokens on any rank.
 
-    compile=True runs the decode step through torch.compile (see _compiled_step): the first call
-    for a model and shape pays the compile, later calls with the same B and S reuse it.
-
-    compact=True (the default): finished rows leave the decode batch. When the live rows fit a
-    smaller size of _compact_sizes(B) (B, then multiples of 8 each at most 3/4 of the one
-    before), their cache, positions, mask, keyed uniforms and last token are gathered into a
-    batch of that size (finished rows fill the rest); results are scattered back to their own
-    rows, so the Rollout is compact=False's: same order, lengths, finish reasons, each row's own
-    keyed samples, the same tokens, and log-probs equal up to float rounding (a matmul over
-    fewer rows may round differently: bit-identical on the dev CPU at >= 8 rows with 1 thread,
-    within 3e-6 with 2 threads). A compaction copies the live rows' cache: a few per call.
-
-    cuda_graph: replay the decode step from CUDA graphs (_GraphedStep); None (the default) means
-    on for a model on CUDA, off elsewhere. With compile=True the compiled step is captured.
-    True on CPU runs the same static-buffer bookkeeping without graphs (a check, no speed-up).
+    Speed switches (sampler_fast.Decoder), none of which changes a token: compact=True lets
+    finished rows leave the decode batch (log-probs then equal up to float rounding: a matmul
+    over fewer rows may round differently); compile=True runs the decode step through
+    torch.compile (the first call per shape pays the compile); cuda_graph replays it from CUDA
+    graphs (None: on for a model on CUDA; True on CPU checks the bookkeeping, no speed-up).
 
     on_token(t, tokens, done): called after decode step t (0-based) with tokens (B,) long, the
     token each row generated at step t (pad_id for a row that finished before it), and done (B,)
-    bool, the rows finished so far (this step's stop tokens included); both fresh copies on the
-    model's device, rows in the Rollout's order. A chat script streams a reply from it:
+    bool, the rows finished so far (this step's stop tokens included); fresh copies, rows in the
+    Rollout's order. It runs between steps (a slow callback slows the decode; raising aborts):
         sample(model, [ids], 256, temperature=0.7, stop_tokens=tok.stop_tokens,
                on_token=lambda t, x, d: print(tok.decode([int(x[0])]), end="", flush=True))
-    (decode a growing list of ids instead when one character spans several tokens). It runs
-    between steps: slow callbacks slow the decode; raising in it aborts the call.
     """
     if not prompts or any(len(p) == 0 for p in prompts):
         raise ValueError("prompts must be a non-empty list of non-empty token lists")
@@ -311,11 +208,8 @@ def sample(model, prompts: list[list[int]], max_new_tokens: int, temperature: fl
         # pad_id is fed to the model (left padding, finished rows): it must be a real token id
         raise ValueError(f"pad_id {pad_id} is not a token id of the model")
     device = next(model.parameters()).device
-    dtype = next(model.parameters()).dtype
     P, n = len(prompts), n_samples
-    B = P * n
-    Lp = max(len(p) for p in prompts)
-    S = Lp + max_new_tokens
+    B, Lp = P * n, max(len(p) for p in prompts)
     if row_keys is None:
         row_keys = list(range(B))
     if len(row_keys) != B:
@@ -326,115 +220,44 @@ def sample(model, prompts: list[list[int]], max_new_tokens: int, temperature: fl
         uniforms = row_uniforms(seed, row_keys, max_new_tokens).to(device)        # (B, T)
     stop = torch.tensor(sorted(set(stop_tokens or [])), dtype=torch.long, device=device)
 
-    # -- prefill: left-padded prompts (P, Lp) ---------------------------------------------
-    pad = torch.tensor([Lp - len(p) for p in prompts], device=device)            # (P,)
-    idx = torch.full((P, Lp), pad_id, dtype=torch.long, device=device)
-    for i, p in enumerate(prompts):
-        idx[i, Lp - len(p):] = torch.tensor(p, dtype=torch.long)
-    slots = torch.arange(S, device=device)
-    valid = slots[None, :] >= pad[:, None]                                        # (P, S) real slots
-    positions = (slots[None, :Lp] - pad[:, None]).clamp(min=0)                    # (P, Lp)
-    causal = slots[:Lp, None] >= slots[None, :]                                   # (Lp, S)
-    # a query attends to real keys at or before it; a pad query attends to itself only, so its
-    # softmax is finite (an all-masked row would give NaN, and 0 * NaN poisons the real rows)
-    attn = (causal[None] & valid[:, None, :]) | (slots[:Lp, None] == slots[None, :])[None]
-    small = KVCache(model.config, P, S, device, dtype)
-    # the prompts attend over their own Lp slots only (attn_mask's length: see the model), and
-    # the LM head runs at the last position only: the only logits sampling needs (SmolLM2 at 64
-    # prompts x 16 tokens spent more time in the other positions' head than in the rest)
-    last = torch.full((P, 1), Lp - 1, device=device)
-    logits = model(idx, positions=positions, kv_cache=small, cache_index=slots[:Lp],
-                   attn_mask=attn[:, None, :, :Lp], logits_at=last)[:, -1, :]   # (P, V)
+    # -- prefill the left-padded prompts (P, Lp) once, then copy each prompt's cache (and its
+    # next-token logits) to its n rows: the decode batch, L x (B, Hkv, S, D), S = Lp + T
+    logits, small, pad = _prefill(model, prompts, pad_id, Lp + max_new_tokens)   # (P, V)
+    logits, pad = logits.repeat_interleave(n, dim=0), pad.repeat_interleave(n)   # (B, V), (B,)
+    dec = Decoder(model, small.repeat_rows(n), pad, Lp, compile=compile, cuda_graph=cuda_graph,
+                  compact=compact and stop.numel() > 0)  # no stop tokens: no row ever finishes
+    del small                                             # copied: free the prefill's cache
 
-    # -- copy each prompt's cache to its n_samples rows ---------------------------------
-    cache = small.repeat_rows(n)                                                  # L x (B, Hkv, S, D)
-    del small
-    if n > 1:
-        logits = logits.repeat_interleave(n, dim=0)                               # (B, V)
-        pad, valid = pad.repeat_interleave(n), valid.repeat_interleave(n, dim=0)
-    valid = valid.clone()
-    valid[:, Lp:] = False                                                          # (B, S) filled as we go
-
-    # -- decode ---------------------------------------------------------------------------
-    step = _compiled_step() if compile else _decode_step
-    if cuda_graph is None:
-        cuda_graph = device.type == "cuda"
-    if cuda_graph:
-        step = _GraphedStep(step, device)
+    # -- decode: step -> draw -> stop, one token per step for every live row ---------------
     # the outputs, one row per (prompt, sample), in the Rollout's order
     tokens = torch.full((B, max_new_tokens), pad_id, dtype=torch.long, device=device)
     logps = torch.zeros((B, max_new_tokens), device=device) if return_logprobs else None
     lengths = torch.zeros(B, dtype=torch.long, device=device)
     hit_stop = torch.zeros(B, dtype=torch.bool, device=device)    # finished rows
-    # the decode batch: Bc rows, decode row i generating output row rows[i]; live marks the rows
-    # still generating. Compaction (see sample's docstring) shrinks it; without stop tokens no
-    # row finishes and it stays the whole batch.
-    sizes = _compact_sizes(B) if compact and stop.numel() else [B]
-    rows = torch.arange(B, device=device)                                         # (Bc,)
-    live = torch.ones(B, dtype=torch.bool, device=device)                         # (Bc,)
-    n_live = B
-    u = uniforms if temperature > 0 else None                                     # (Bc, T)
-    # the previous token, its cache slot and rotary position: buffers updated in place, so a
-    # compiled or graphed step sees the same inputs every step (an int would be a new constant)
-    tok = torch.zeros((B, 1), dtype=torch.long, device=device)                    # (Bc, 1)
-    slot_idx = torch.full((1,), Lp, dtype=torch.long, device=device)             # (1,)
-    pos = (Lp - pad)[:, None]                                                     # (Bc, 1)
-    # step t attends over slots 0 .. Lp + t - 1: the mask (and so the cache read) covers the
-    # first Lp + t slots rounded up to a bucket, not all S (measured in bench.py)
-    bucket = _bucket(S)
     for t in range(max_new_tokens):
         if t > 0:
-            size = min(s for s in sizes if s >= n_live)
-            if size < len(rows):
-                # compact: every per-row decode tensor keeps the kept rows, in the same order
-                keep = _keep_rows(live, size)                                     # (size,)
-                cache = cache.select_rows(keep)
-                valid, pos, tok, nxt = valid[keep], pos[keep], tok[keep], nxt[keep]
-                rows, live = rows[keep], live[keep]
-                u = u[keep] if u is not None else None
-                if cuda_graph:
-                    step.reset()
-            n_attn = min(S, bucket * -(-(Lp + t) // bucket))
-            tok.copy_(nxt[:, None])
-            logits = step(model, cache, tok, pos, slot_idx, valid[:, :n_attn])  # (Bc, V)
-            slot_idx += 1
-            pos += 1
-        if vocab_limit is not None and vocab_limit < logits.size(-1):
-            logits = logits.clone()
-            logits[:, vocab_limit:] = float("-inf")      # padded embedding rows: never sampled
-        if temperature == 0:
-            nxt = logits.argmax(-1)
-            scaled = logits
-        else:
-            scaled = logits / temperature
-            probs = torch.softmax(filter_logits(scaled, top_k, top_p), dim=-1)
-            nxt = _draw(probs, u[:, t])                  # each row's own keyed uniform
-        lp = None
-        if logps is not None:
-            lp = torch.log_softmax(scaled.float(), -1).gather(-1, nxt[:, None]).squeeze(-1)
-        if stop.numel() == 0:        # no stop tokens: no row ever finishes, skip the bookkeeping
-            tokens[:, t] = nxt
-            if lp is not None:
-                logps[:, t] = lp
-        else:
-            # scatter to the output rows; fillers are finished rows: pad_id and 0 again
+            logits = dec.step(nxt)                                # (Bc, V), Bc <= B decode rows
+        rows, live = dec.rows, dec.live                           # (Bc,): output row, live
+        u = uniforms[rows, t] if temperature > 0 else None        # each row's own keyed uniform
+        nxt, lp = _next_token(logits, temperature, top_k, top_p, vocab_limit, u, return_logprobs)
+        if stop.numel():
+            # a finished row (kept as a compaction filler) writes pad_id and log-prob 0 again
             nxt = torch.where(live, nxt, pad_id)
-            tokens[rows, t] = nxt
-            if lp is not None:
-                logps[rows, t] = torch.where(live, lp, 0.0)
+            lp = torch.where(live, lp, 0.0) if lp is not None else None
             lengths.index_add_(0, rows, live.long())
             is_stop = torch.isin(nxt, stop) & live
-            hit_stop[rows] = hit_stop[rows] | is_stop
-            live = live & ~is_stop
-            n_live = int(live.sum())
+            hit_stop[rows] |= is_stop
+            dec.finish(is_stop)
+        tokens[rows, t] = nxt
+        if lp is not None:
+            logps[rows, t] = lp
         if on_token is not None:
             on_token(t, tokens[:, t].clone(), hit_stop.clone())
-        if n_live == 0:
+        if dec.n_live == 0:
             break
     if stop.numel() == 0:
         lengths.fill_(max_new_tokens)                    # every row ran to max_new_tokens
-    ar = torch.arange(max_new_tokens, device=device)
-    mask = (ar[None, :] < lengths[:, None]).float()
+    mask = (torch.arange(max_new_tokens, device=device)[None, :] < lengths[:, None]).float()
     finish = ["stop" if s else "length" for s in hit_stop.tolist()]
     return Rollout(tokens, mask, lengths, finish, logps)
 

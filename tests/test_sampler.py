@@ -1,8 +1,9 @@
 """
-Tests for nanorlsp/sampler.py: the KV-cached sampler against a naive reference generate
-(full recompute every step) at temperature 0 on ragged prompts, the output layout, seeding,
-returned log-probs against a full forward, top-k / top-p, finished rows and bad input, and the
-torch.compile'd decode step against eager (marked slow: compiling takes seconds on CPU).
+Tests for nanorlsp/sampler.py and its speed machinery (nanorlsp/sampler_fast.py): the KV-cached
+sampler against the naive reference (sampler.generate_naive: full recompute every step), greedy
+and sampled, on ragged prompts; the output layout, seeding, returned log-probs against a full
+forward, top-k / top-p, finished rows and bad input; compaction, the CUDA-graph bookkeeping on
+CPU, and the torch.compile'd decode step against eager (marked slow: compiling takes seconds).
 Hermetic, seeded, tiny random models; a few seconds on CPU.
 
     python -m pytest tests/test_sampler.py -q
@@ -13,7 +14,7 @@ import torch
 import helpers
 from helpers import one_thread  # noqa: F401 (autouse fixture)
 from nanorlsp.model import GPT, ModelConfig
-from nanorlsp.sampler import generate, sample
+from nanorlsp.sampler import generate, generate_naive, sample
 
 V = 64
 PROMPTS = [[5], [7, 3, 9, 1], [2, 8, 4, 6, 10, 12, 14, 16, 18]]   # ragged: lengths 1, 4, 9
@@ -26,19 +27,6 @@ def make_model(seed=0, scale=0.3, **overrides):
     so greedy choices are well separated (not decided by float noise); scale=None keeps the
     default init, whose next-token distribution is close to uniform."""
     return helpers.make_model(seed, scale, **{"vocab_size": V, **overrides})
-
-
-@torch.no_grad()
-def naive_generate(model, prompt, max_new_tokens, stop_tokens=()):
-    """Ground truth: one prompt, recompute the whole sequence every step, argmax, stop (kept)."""
-    seq, out = list(prompt), []
-    for _ in range(max_new_tokens):
-        tok = int(model(torch.tensor([seq]))[0, -1].argmax())
-        seq.append(tok)
-        out.append(tok)
-        if tok in stop_tokens:
-            break
-    return out
 
 
 @torch.no_grad()
@@ -57,11 +45,11 @@ def test_greedy_matches_naive_reference(seed, n_samples):
     overrides = dict(qkv_bias=True, tie_embeddings=True) if seed == 2 else {}
     model = make_model(seed=seed, **overrides)
     max_new = 12
-    ref = [naive_generate(model, p, max_new) for p in PROMPTS]
+    ref = generate_naive(model, PROMPTS, max_new, temperature=0)
     assert all(len(r) == max_new for r in ref)
     # stop tokens the reference actually emits mid-way, so the stopping path is exercised
     stops = {ref[1][4], ref[2][2]}
-    ref_stop = [naive_generate(model, p, max_new, stops) for p in PROMPTS]
+    ref_stop = generate_naive(model, PROMPTS, max_new, temperature=0, stop_tokens=stops)
     assert any(len(r) < max_new for r in ref_stop)
 
     for stop_tokens, want in ((None, ref), (stops, ref_stop)):
@@ -76,7 +64,7 @@ def test_greedy_matches_naive_reference(seed, n_samples):
 def test_output_layout_prompt_major():
     model = make_model(seed=3)
     # distinct prompts give distinct greedy completions: check rows land prompt-major
-    ref = [naive_generate(model, p, 6) for p in PROMPTS]
+    ref = generate_naive(model, PROMPTS, 6, temperature=0)
     assert len({tuple(r) for r in ref}) == len(PROMPTS)
     got = generate(model, PROMPTS, 6, temperature=0, n_samples=2)
     assert got == [ref[0], ref[0], ref[1], ref[1], ref[2], ref[2]]
@@ -98,6 +86,32 @@ def test_output_layout_prompt_major():
     assert 0 < n_stopped < len(out)
 
 
+@pytest.mark.parametrize("temperature,top_k,top_p,stops", [
+    (1.0, None, 1.0, [3, 7]), (0.7, 5, 1.0, [3, 7, 11, 19]), (1.3, None, 0.8, [3, 7])])
+def test_sampled_matches_naive_reference(monkeypatch, temperature, top_k, top_p, stops):
+    """Sampled, the cached sampler draws the naive reference's tokens (same keyed uniforms, same
+    filtering): ragged prompts, n_samples, stop tokens, compaction down to 1 row and vocab_limit;
+    its log-probs are a full forward's (tempered, unfiltered, padded ids masked)."""
+    import nanorlsp.sampler_fast
+    monkeypatch.setattr(nanorlsp.sampler_fast, "COMPACT_ROWS", 1)
+    model = make_model(seed=16, scale=None)       # near-uniform: draws really vary
+    prompts, G, limit = ragged_batch(16, n_prompts=6), 3, 60
+    kw = dict(temperature=temperature, top_k=top_k, top_p=top_p, n_samples=G,
+              stop_tokens=stops, seed=4, vocab_limit=limit)
+    ref = generate_naive(model, prompts, 24, **kw)
+    sizes = spy_compactions(monkeypatch)
+    r = sample(model, prompts, 24, return_logprobs=True, **kw)
+    assert r.completions() == ref
+    assert "stop" in r.finish and "length" in r.finish and len(sizes) >= 2
+    assert len({tuple(c) for c in ref[:G]}) > 1           # a prompt's samples differ
+    for b, comp in enumerate(ref):
+        logits = full_logits(model, prompts[b // G], comp)
+        logits[:, limit:] = float("-inf")
+        want = torch.log_softmax(logits / temperature, -1)
+        want = want.gather(-1, torch.tensor(comp)[:, None])[:, 0]
+        torch.testing.assert_close(r.logprobs[b, :len(comp)], want, atol=1e-5, rtol=0)
+
+
 # -----------------------------------------------------------------------------
 # Seeds
 
@@ -117,14 +131,14 @@ def test_seeded_determinism():
 
 
 def test_long_generation_crosses_attention_buckets():
-    """Decode attends over the filled slots rounded up to 64 (sampler._bucket): a 150-token
+    """Decode attends over the filled slots rounded up to 64 (sampler_fast._bucket): a 150-token
     generation crosses two bucket edges (64, 128) and ends in the last partial bucket; greedy
     tokens equal the naive reference's and the log-probs equal a full forward's."""
-    from nanorlsp.sampler import _bucket
+    from nanorlsp.sampler_fast import _bucket
     model = make_model(seed=3, scale=0.1)
     max_new = 150
     assert _bucket(max(map(len, PROMPTS)) + max_new) == 64
-    ref = [naive_generate(model, p, max_new) for p in PROMPTS]
+    ref = generate_naive(model, PROMPTS, max_new, temperature=0)
     r = sample(model, PROMPTS, max_new, temperature=0, return_logprobs=True)
     assert r.completions() == ref
     for b, p in enumerate(PROMPTS):
@@ -213,7 +227,7 @@ def test_top_k_samples_within_top_k():
 
 def test_finished_rows_are_padded():
     model = make_model(seed=10)
-    ref = [naive_generate(model, p, 8) for p in PROMPTS]
+    ref = generate_naive(model, PROMPTS, 8, temperature=0)
     stop = ref[0][1]                     # prompt 0 stops at its second token
     pad_id = 42
     r = sample(model, PROMPTS, 8, temperature=0, stop_tokens=[stop], pad_id=pad_id)
@@ -221,7 +235,8 @@ def test_finished_rows_are_padded():
     for b in range(len(PROMPTS)):
         n = int(r.lengths[b])
         assert (r.tokens[b, n:] == pad_id).all()
-        assert r.tokens[b, :n].tolist() == naive_generate(model, PROMPTS[b], 8, {stop})
+        assert r.tokens[b, :n].tolist() == generate_naive(model, [PROMPTS[b]], 8, temperature=0,
+                                                       stop_tokens={stop})[0]
     # the other rows kept going while row 0 was finished
     assert int(r.lengths.max()) > int(r.lengths[0])
 
@@ -266,7 +281,7 @@ def test_compiled_step_matches_eager():
     """compile=True gives the eager tokens on ragged prompts (with and without stop tokens,
     finished rows included), and a second call with the same shapes does not recompile."""
     model = make_model(seed=11)
-    ref = [naive_generate(model, p, 8) for p in PROMPTS]
+    ref = generate_naive(model, PROMPTS, 8, temperature=0)
     stops = {next(t for t in ref[0][1:] if t not in ref[1] + ref[2])}   # row 0 stops early only
     for stop_tokens in (None, stops):
         kw = dict(temperature=0, n_samples=2, stop_tokens=stop_tokens)
@@ -319,7 +334,7 @@ def test_packed_gqa_path_matches_naive_reference(monkeypatch):
     # rollouts still equal the naive reference token for token, log-probs the default path's
     import nanorlsp.model
     model = make_model(seed=4, n_head=4, n_kv_head=2)
-    ref = [naive_generate(model, p, 12) for p in PROMPTS]
+    ref = generate_naive(model, PROMPTS, 12, temperature=0)
     base = sample(model, PROMPTS, 12, temperature=0, n_samples=2, return_logprobs=True)
     monkeypatch.setattr(nanorlsp.model, "PACKED_GQA_DEVICES", ("cuda", "cpu"))
     packed = sample(model, PROMPTS, 12, temperature=0, n_samples=2, return_logprobs=True)
@@ -363,8 +378,8 @@ def test_compaction_gives_the_same_rollout(monkeypatch, min_rows, temperature, t
     """compact=True (default) vs compact=False on ragged prompts with stop tokens: identical
     tokens, mask, lengths, finish reasons and (to float rounding) log-probs, greedy and sampled
     (each row keeps its own keyed uniforms), and the batch really shrank."""
-    import nanorlsp.sampler
-    monkeypatch.setattr(nanorlsp.sampler, "COMPACT_ROWS", min_rows)
+    import nanorlsp.sampler_fast
+    monkeypatch.setattr(nanorlsp.sampler_fast, "COMPACT_ROWS", min_rows)
     model = make_model(seed=seed, scale=0.3 if temperature == 0 else None)
     prompts = ragged_batch(seed)
     kw = dict(temperature=temperature, top_k=top_k, n_samples=4, stop_tokens=[3, 7, 11, 19],
@@ -375,19 +390,19 @@ def test_compaction_gives_the_same_rollout(monkeypatch, min_rows, temperature, t
     assert_same_rollout(got, ref)
     assert "stop" in ref.finish and "length" in ref.finish
     assert sizes and sizes == sorted(sizes, reverse=True) and min(sizes) >= min_rows
-    assert set(sizes) <= set(nanorlsp.sampler._compact_sizes(32))  # the static sizes only
+    assert set(sizes) <= set(nanorlsp.sampler_fast._compact_sizes(32))  # the static sizes only
 
 
 def test_compaction_greedy_matches_naive_reference(monkeypatch):
     """Greedy with stops, compacting down to 1 row: every row equals the naive reference."""
-    import nanorlsp.sampler
-    monkeypatch.setattr(nanorlsp.sampler, "COMPACT_ROWS", 1)
+    import nanorlsp.sampler_fast
+    monkeypatch.setattr(nanorlsp.sampler_fast, "COMPACT_ROWS", 1)
     model = make_model(seed=12)
     prompts = ragged_batch(12, n_prompts=10)
-    ref = [naive_generate(model, p, 30) for p in prompts]
+    ref = generate_naive(model, prompts, 30, temperature=0)
     # stop tokens the reference emits at different steps: rows finish one after another
     stops = {r[k] for r, k in zip(ref, (1, 3, 6, 9, 14))}
-    ref = [naive_generate(model, p, 30, stops) for p in prompts]
+    ref = generate_naive(model, prompts, 30, temperature=0, stop_tokens=stops)
     assert len({len(r) for r in ref}) >= 4
     sizes = spy_compactions(monkeypatch)
     got = generate(model, prompts, 30, temperature=0, n_samples=2, stop_tokens=stops)
@@ -401,7 +416,7 @@ def test_compaction_off_without_stop_tokens_or_small_batches(monkeypatch):
     sample(model, ragged_batch(0), 12, temperature=0, n_samples=4)            # no stop tokens
     sample(model, PROMPTS, 12, temperature=0, n_samples=2, stop_tokens=range(V))  # 6 rows < 8
     assert sizes == []
-    from nanorlsp.sampler import _compact_sizes
+    from nanorlsp.sampler_fast import _compact_sizes
     assert _compact_sizes(64) == [64, 48, 32, 24, 16, 8]
     assert _compact_sizes(128) == [128, 96, 72, 48, 32, 24, 16, 8]
     assert _compact_sizes(20) == [20, 8] and _compact_sizes(9) == [9] and _compact_sizes(1) == [1]
@@ -455,15 +470,15 @@ def test_graphed_step_static_buffers(monkeypatch, dtype):
     sizes x the 64-slot buckets each reaches, in order. The rollout equals the plain path's,
     in bf16 and with the CUDA attention form (packed GQA) forced, as on a GPU."""
     import nanorlsp.model
-    import nanorlsp.sampler
+    import nanorlsp.sampler_fast
     monkeypatch.setattr(nanorlsp.model, "PACKED_GQA_DEVICES", ("cuda", "cpu"))
     made = []
 
-    class Spy(nanorlsp.sampler._GraphedStep):
+    class Spy(nanorlsp.sampler_fast._GraphedStep):
         def __init__(self, *a):
             super().__init__(*a)
             made.append(self)
-    monkeypatch.setattr(nanorlsp.sampler, "_GraphedStep", Spy)
+    monkeypatch.setattr(nanorlsp.sampler_fast, "_GraphedStep", Spy)
     model = make_model(seed=15, scale=0.1, n_head=4, n_kv_head=2).to(dtype)
     prompts = ragged_batch(15, n_prompts=6)
     kw = dict(temperature=1.0, n_samples=4, stop_tokens=[3, 7, 11, 19], seed=3,
@@ -477,7 +492,7 @@ def test_graphed_step_static_buffers(monkeypatch, dtype):
     (spy,) = made
     # the expected shapes, from the rollout alone: rows live before step t, the compacted size
     # that holds them, the bucket of slots step t attends
-    from nanorlsp.sampler import _bucket, _compact_sizes
+    from nanorlsp.sampler_fast import _bucket, _compact_sizes
     Lp, S, B = max(map(len, prompts)), max(map(len, prompts)) + max_new, 24
     lens = ref.lengths.tolist()
     want, size = [], B
@@ -489,7 +504,8 @@ def test_graphed_step_static_buffers(monkeypatch, dtype):
             want.append(shape)
     assert spy.shapes == want and len({s for s, _ in want}) >= 2 and len(want) >= 3
     # an input that is not the captured buffer is refused
-    step = nanorlsp.sampler._GraphedStep(nanorlsp.sampler._decode_step, torch.device("cpu"))
+    step = nanorlsp.sampler_fast._GraphedStep(nanorlsp.sampler_fast._decode_step,
+                                             torch.device("cpu"))
     from nanorlsp.model import KVCache
     cache = KVCache(model.config, 2, 8, "cpu", dtype)
     tok, pos = torch.zeros((2, 1), dtype=torch.long), torch.zeros((2, 1), dtype=torch.long)
