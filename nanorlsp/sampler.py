@@ -1,23 +1,21 @@
 """
-The sampler: batched generation for evaluation and RL rollouts, and the naive reference it is
-tested against.
+The sampler: batched generation for evaluation and RL rollouts, and its naive reference.
 
     from nanorlsp.sampler import generate, sample
     completions = generate(model, prompts, max_new_tokens=256, temperature=0)  # list[list[int]]
     out = sample(model, prompts, 256, n_samples=8, return_logprobs=True)        # a Rollout
-    sample(model, [ids], 256, stop_tokens=stops, on_token=show)  # stream: show(t, tokens, done)
 
 generate_naive recomputes the whole sequence every step; the KV-cached `sample` must give its
-tokens exactly (greedy and sampled). Each token is y_t ~ softmax(filter(z_t / T)) (filter: top-k,
+tokens exactly, greedy and sampled. Token t of a row is y_t ~ softmax(filter(z_t / T)) (top-k,
 top-p), drawn by inverse CDF with a uniform keyed by (seed, row key, t); its log-prob is
 log softmax(z_t / T)[y_t], before filtering (the policy RL optimises; T = 0: greedy, untempered).
-Ragged prompts are left-padded, each row's rotary positions starting at 0 on its first real token;
-a prompt is prefilled once and its cache copied to its n_samples rows. The speed machinery
-(compaction, torch.compile, CUDA graphs) is nanorlsp/sampler_fast.py; details: docs/sampler.md.
+Prompts are left-padded, prefilled once, and their cache copied to their n_samples rows; the speed
+machinery (compaction, torch.compile, CUDA graphs) is nanorlsp/sampler_fast.py. Details and
+timings: docs/sampler.md.
 
 Footguns: ids >= vocab_limit (the embedding's padding past the tokenizer) get logit -inf before
-the draw and the log-probs, and the RL loss must mask them the same way; pad_id is fed to the
-model, so it must be a real token id; seed=None draws a seed from torch's global RNG.
+the draw and the log-probs, and the RL loss must mask them alike; pad_id is fed to the model, so
+it must be a real token id; seed=None draws a seed from torch's global RNG.
 """
 from dataclasses import dataclass
 
