@@ -183,16 +183,14 @@ def sample(model, prompts: list[list[int]], max_new_tokens: int, temperature: fl
     keys 0..B-1; see row_uniforms). train_rl passes each row's index in the *global* batch, so a
     row samples the same tokens on any rank.
 
-    Speed switches (sampler_fast.Decoder), none of which changes a token: compact=True lets
-    finished rows leave the decode batch (log-probs then equal up to float rounding: a matmul
-    over fewer rows may round differently); compile=True runs the decode step through
-    torch.compile (the first call per shape pays the compile); cuda_graph replays it from CUDA
-    graphs (None: on for a model on CUDA; True on CPU checks the bookkeeping, no speed-up).
+    Speed switches, none of which changes a token (see sampler_fast.Decoder): compact (finished
+    rows leave the decode batch; log-probs equal up to float rounding), compile (the decode step
+    through torch.compile), cuda_graph (replayed from CUDA graphs; None: on for a CUDA model).
 
-    on_token(t, tokens, done): called after decode step t (0-based) with tokens (B,) long, the
-    token each row generated at step t (pad_id for a row that finished before it), and done (B,)
-    bool, the rows finished so far (this step's stop tokens included); fresh copies, rows in the
-    Rollout's order. It runs between steps (a slow callback slows the decode; raising aborts):
+    on_token(t, tokens, done): called between steps, after decode step t (0-based), with tokens
+    (B,) the token each row generated at step t (pad_id once finished) and done (B,) bool the rows
+    finished so far (this step's included): fresh copies, in the Rollout's row order. Raising in
+    it aborts the call. A chat script streams a reply with it:
         sample(model, [ids], 256, temperature=0.7, stop_tokens=tok.stop_tokens,
                on_token=lambda t, x, d: print(tok.decode([int(x[0])]), end="", flush=True))
     """
@@ -208,8 +206,7 @@ def sample(model, prompts: list[list[int]], max_new_tokens: int, temperature: fl
     device = next(model.parameters()).device
     P, n = len(prompts), n_samples
     B, Lp = P * n, max(len(p) for p in prompts)
-    if row_keys is None:
-        row_keys = list(range(B))
+    row_keys = list(range(B)) if row_keys is None else row_keys
     if len(row_keys) != B:
         raise ValueError(f"row_keys has {len(row_keys)} keys for {B} rows")
     if temperature > 0:
