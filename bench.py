@@ -104,7 +104,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from nanorlsp.common import die, resolve_dtype
+from nanorlsp.common import cpu_has_fast_bf16, die, resolve_dtype
 from nanorlsp.model import GPT, ModelConfig
 from nanorlsp.sampler import sample
 
@@ -330,6 +330,11 @@ def run_train_rl(flags: dict, out: str, launcher=(), env=None) -> list[dict]:
 print(f"# nanorlsp bench: {platform.processor() or platform.machine()}, "
       f"{torch.get_num_threads()} torch threads, torch {torch.__version__}, device "
       f"{torch.cuda.get_device_name() if CUDA else 'cpu'}\n", flush=True)
+# (with --dtype bfloat16 resolve_dtype has said so already)
+if not CUDA and not args.trl_one and DTYPE == torch.float32 and not cpu_has_fast_bf16():
+    print("note: this CPU has no bf16 units: every bf16 row (peak, train, trl) runs ~500x slower "
+          "per matmul than float32; --trl_dtypes float32 leaves TRL's bf16 runs out",
+          file=sys.stderr, flush=True)
 
 # -----------------------------------------------------------------------------
 # peak: the matmul rate everything else is measured against
