@@ -5,25 +5,15 @@ Stage 1 of RLSP: supervised fine-tuning on demonstrations of the reasoning proce
     python train_sft.py --task countdown --out_dir out/sft_countdown
     python train_sft.py --resume             # continue out/sft from its last checkpoint
 
-Reads top to bottom: arguments, setup, data, model, optimizer, loop (log / eval / save), done.
+Reads top to bottom: arguments, setup, data, model and optimizer, loop (log / eval / save), done.
 The loss (nanorlsp/sft.py) is next-token cross-entropy on the assistant's tokens only. AdamW with
 weight decay on matrices only, linear warm-up then cosine decay, gradient clipping, gradient
 accumulation. Every --eval_interval steps: held-out loss on test-split demonstrations, greedy
 accuracy on held-out problems (exact checker), and an atomic checkpoint that --resume continues
 bit for bit (same data order, optimizer state and step).
 
-LoRA (--lora_rank R, nanorlsp/model.py): the --init_from model's weights are frozen in the compute
-dtype (bf16 on CUDA: 2 bytes/param, no float32 master, gradient or Adam moment for them) and
-rank-R adapters on --lora_targets (default every attention and MLP projection) train, float32,
-alone in the optimizer. The checkpoint holds the adapters and names the base (its absolute path
-or name): load_model(out_dir) / eval.py load the base and merge them; save_hf writes the merged
-model. The base must stay where it is. LoRA usually wants ~10x the full fine-tuning --lr
-(Schulman et al. 2025, "LoRA Without Regret", with the alpha / rank scale used here).
-
-torchrun --standalone --nproc_per_node=N train_sft.py: --batch_size stays the global micro-batch;
-every rank packs the same rows and trains on every N-th one, the loss is normalised by the
-global number of assistant tokens, and DDP averages the gradients, so a step equals the
-one-process step (tests/test_dist.py). Rank 0 logs and saves.
+The model, LoRA (--lora_rank), DDP / FSDP (torchrun) and --resume are set up by one call
+(nanorlsp/sft.py's setup_model); how LoRA and torchrun behave: docs/sft.md.
 """
 import gc
 import math
@@ -37,38 +27,28 @@ from tqdm import tqdm
 from data import get_task
 from data.common import check_styles, parse_styles
 from nanorlsp import dist, tracking
-from nanorlsp.checkpoint import (CheckpointError, attach_lora, load_model, model_from_state,
-                                 open_run, save_checkpoint)
+from nanorlsp.checkpoint import CheckpointError, load_model, open_run, save_checkpoint
 from nanorlsp.common import (ArgParser, UserError, append_jsonl, autocast, comma_list, die,
                              finite_float, float_range, nonneg_int, positive_int, reset_logs,
                              resolve_dtype)
 from nanorlsp.evaluation import breakdown, task_accuracy
-from nanorlsp.model import GPT, LORA_TARGETS, ModelConfig, is_lora_key
-from nanorlsp.sft import collate, pack, render_examples, sft_loss_sum
+from nanorlsp.model import LORA_TARGETS, ModelConfig, is_lora_key
+from nanorlsp.sft import collate, eval_copy, pack, render_examples, setup_model, sft_loss_sum
 from nanorlsp.tokenizer import build_tiny_tokenizer, load_tokenizer
 
 # -----------------------------------------------------------------------------
 # arguments
 
 ap = ArgParser(description="RLSP stage 1: SFT on reasoning demonstrations.")
+# core
 ap.add_argument("--task", default="arith",
                 help="synthetic: arith | countdown | countdown_small; real: gsm8k | math "
                      "(../shared/data files)")
 ap.add_argument("--data", default=None, help="a real task's train problems (JSONL) instead")
 ap.add_argument("--init_from", default="scratch",
                 help="'scratch' (a new tiny model) or a checkpoint directory to fine-tune")
-ap.add_argument("--out_dir", default="out/sft", help="checkpoint, metrics.jsonl, tokenizer")
-ap.add_argument("--resume", action="store_true", help="continue the run in --out_dir")
-ap.add_argument("--overwrite", action="store_true",
-                help="start over even if --out_dir already holds a checkpoint")
 ap.add_argument("--max_steps", type=positive_int, default=2500, help="optimizer steps")
-ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-ap.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"],
-                help="autocast compute dtype (weights stay float32)")
 ap.add_argument("--seed", type=int, default=1337)
-ap.add_argument("--wandb", default=None, metavar="PROJECT",
-                help="also log metrics.jsonl and the transcripts to this Weights & Biases project "
-                     "(pip install wandb; WANDB_MODE=offline: no network, files in OUT_DIR/wandb)")
 # data
 ap.add_argument("--n_train", type=positive_int, default=40000, help="SFT demonstrations")
 ap.add_argument("--n_val", type=positive_int, default=500, help="held-out demonstrations (loss)")
@@ -86,18 +66,6 @@ ap.add_argument("--n_layer", type=positive_int, default=2)
 ap.add_argument("--n_embd", type=positive_int, default=128)
 ap.add_argument("--n_head", type=positive_int, default=4)
 ap.add_argument("--n_kv_head", type=positive_int, default=4)
-ap.add_argument("--compile", action="store_true", help="torch.compile the model")
-ap.add_argument("--fsdp", action="store_true",
-                help="torchrun: shard weights, gradients and optimizer state (FSDP2) instead of DDP")
-ap.add_argument("--act_ckpt", action="store_true", help="activation checkpointing per block")
-ap.add_argument("--lora_rank", type=nonneg_int, default=0,
-                help="LoRA: freeze the --init_from model and train rank-R adapters (0: full "
-                     "fine-tuning)")
-ap.add_argument("--lora_alpha", type=finite_float, default=32.0,
-                help="LoRA: the adapters' output is scaled by alpha / rank")
-ap.add_argument("--lora_targets", type=comma_list(LORA_TARGETS), default=LORA_TARGETS,
-                help="LoRA: the projections that get adapters, comma-separated "
-                     f"(default all: {','.join(LORA_TARGETS)})")
 # optimization
 ap.add_argument("--batch_size", type=positive_int, default=8,
                 help="packed rows per micro-batch (global: split across torchrun ranks)")
@@ -112,11 +80,34 @@ ap.add_argument("--decay_steps", type=nonneg_int, default=0,
                      "with a larger --max_steps goes on at the final lr, it does not move it")
 ap.add_argument("--weight_decay", type=float_range(0), default=0.1)
 ap.add_argument("--grad_clip", type=float_range(0), default=1.0, help="max grad norm (0: off)")
-# logging / eval
+# scale: devices, memory, LoRA (nanorlsp/sft.py's setup_model)
+ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+ap.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"],
+                help="autocast compute dtype (weights stay float32)")
+ap.add_argument("--compile", action="store_true", help="torch.compile the model")
+ap.add_argument("--fsdp", action="store_true",
+                help="torchrun: shard weights, gradients and optimizer state (FSDP2) instead of DDP")
+ap.add_argument("--act_ckpt", action="store_true", help="activation checkpointing per block")
+ap.add_argument("--lora_rank", type=nonneg_int, default=0,
+                help="LoRA: freeze the --init_from model and train rank-R adapters (0: full "
+                     "fine-tuning)")
+ap.add_argument("--lora_alpha", type=finite_float, default=32.0,
+                help="LoRA: the adapters' output is scaled by alpha / rank")
+ap.add_argument("--lora_targets", type=comma_list(LORA_TARGETS), default=LORA_TARGETS,
+                help="LoRA: the projections that get adapters, comma-separated "
+                     f"(default all: {','.join(LORA_TARGETS)})")
+# run management: output, logging, evaluation
+ap.add_argument("--out_dir", default="out/sft", help="checkpoint, metrics.jsonl, tokenizer")
+ap.add_argument("--resume", action="store_true", help="continue the run in --out_dir")
+ap.add_argument("--overwrite", action="store_true",
+                help="start over even if --out_dir already holds a checkpoint")
 ap.add_argument("--log_interval", type=positive_int, default=25)
 ap.add_argument("--eval_interval", type=positive_int, default=500, help="eval + checkpoint")
 ap.add_argument("--eval_problems", type=nonneg_int, default=500, help="held-out problems (0: off)")
 ap.add_argument("--max_new_tokens", type=positive_int, default=320, help="generation cap in eval")
+ap.add_argument("--wandb", default=None, metavar="PROJECT",
+                help="also log metrics.jsonl and the transcripts to this Weights & Biases project "
+                     "(pip install wandb; WANDB_MODE=offline: no network, files in OUT_DIR/wandb)")
 args = ap.parse_args()
 
 # -----------------------------------------------------------------------------
@@ -179,6 +170,7 @@ try:
 except ValueError as e:  # a real set's DataError: one line naming the file
     die(str(e))
 
+init_model = None   # the loaded --init_from (its tokenizer is the run's)
 if state is not None:
     tok = load_tokenizer(args.out_dir)
 elif args.init_from != "scratch":
@@ -233,62 +225,13 @@ def row_stream(examples, seq_len, seed, skip=0):
 
 
 # -----------------------------------------------------------------------------
-# model and optimizer
+# model and optimizer: one call (LoRA, DDP / FSDP, --resume: nanorlsp/sft.py)
 
-if state is not None:
-    try:   # a LoRA run's checkpoint: its base (loaded and checked) with the adapters on it
-        model = model_from_state(state, device=device, dtype=base_dtype)
-    except CheckpointError as e:
-        die(str(e))
-elif args.init_from != "scratch":
-    model = init_model
-    if args.lora_rank:
-        try:
-            attach_lora(model, args.init_from, args.lora_rank, args.lora_alpha, args.lora_targets)
-        except ValueError as e:
-            die(str(e))
-else:
-    cfg = ModelConfig(vocab_size=64 * math.ceil(tok.n_vocab / 64), n_layer=args.n_layer,
-                      n_embd=args.n_embd, n_head=args.n_head, n_kv_head=args.n_kv_head,
-                      max_seq_len=max(args.seq_len, args.max_new_tokens + 64))
-    model = GPT(cfg).to(device)
-model.train()
-model.act_ckpt = args.act_ckpt
-say(f"model: {model.num_params() / 1e6:.2f}M parameters, {model.config.n_layer} layers, "
-      f"d={model.config.n_embd}, device {device}, compute dtype {str(dtype).split('.')[-1]}")
-if model.lora is not None:
-    n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    say(f"lora: rank {args.lora_rank}, alpha {args.lora_alpha:g} on {','.join(args.lora_targets)}: "
-        f"{n_train / 1e6:.3f}M trainable parameters "
-        f"({100 * n_train / model.num_params():.2f}%), base {model.lora['base']} frozen in "
-        f"{str(base_dtype).split('.')[-1]}")
-# Under torchrun: DDP (gradients all-reduced, averaged; `model` stays the plain module) or FSDP2
-# (`model` itself becomes sharded: 1/N of every weight, gradient and Adam moment per rank).
-# Evaluation then samples from a gathered copy (see eval_model).
-ddp_model = dist.wrap(model, model.layers, d, args.fsdp)
-fwd_model = torch.compile(ddp_model) if args.compile else ddp_model
-# fused/foreach AdamW differ in the last bits between devices; plain foreach is deterministic
-optimizer = torch.optim.AdamW(model.optim_groups(args.weight_decay), lr=args.lr,
-                              betas=(0.9, 0.95), eps=1e-8)
-start_step = 0
-if state is not None:
-    try:
-        dist.load_optimizer(ddp_model, optimizer, state["optimizer"], args.fsdp)
-    except UserError as e:
-        die(str(e))
-    start_step = state["step"]
-    torch.set_rng_state(state["rng"]["torch"])
-
-
-def eval_model():
-    """The model to evaluate and sample from: itself, or under FSDP a gathered plain copy (every
-    rank samples its own share of problems, so no rank may wait on another's forward; a LoRA
-    model's adapters are merged into the copy)."""
-    if not args.fsdp:
-        return model
-    copy = GPT(model.config).to(device)
-    dist.copy_full_state(model, copy)
-    return copy
+try:
+    model, net, optimizer, start_step = setup_model(args, d, state, tok, init_model, dtype, say)
+except (CheckpointError, UserError, ValueError) as e:
+    die(str(e))
+forward = torch.compile(net) if args.compile else net
 
 
 def lr_at(step: int) -> float:
@@ -318,7 +261,7 @@ def val_loss(model) -> float:
 
 
 def evaluate(step: int) -> dict:
-    em = eval_model()
+    em = eval_copy(model, args.fsdp, device)
     out = {"val_loss": val_loss(em)}
     if eval_problems:
         _, mine = task_accuracy(em, tok, task, eval_problems[d.rank::d.world],
@@ -339,7 +282,7 @@ def log(rec: dict):
 def save(step: int):
     # FSDP: every rank helps gather; a LoRA checkpoint gathers (and keeps) the adapters only
     model_state = dist.full_state(model, keep=is_lora_key if model.lora is not None else None)
-    optim_state = dist.optimizer_state(ddp_model, optimizer, args.fsdp)
+    optim_state = dist.optimizer_state(net, optimizer, args.fsdp)
     if d.main:
         save_checkpoint(args.out_dir, model, tok, step, vars(args), optim_state,
                         extra={"rng": {"torch": torch.get_rng_state()}, "task": args.task},
@@ -384,9 +327,9 @@ try:
         for k, mb in enumerate(micro):
             idx, tgt, m, pos, am = (t[d.rank::d.world].to(device) for t in mb)
             # DDP / FSDP reduce gradients on the last micro-batch's backward only
-            with dist.grad_sync(ddp_model, k == len(micro) - 1):
+            with dist.grad_sync(net, k == len(micro) - 1):
                 with autocast(device, dtype):
-                    logits = fwd_model(idx, positions=pos, attn_mask=am)
+                    logits = forward(idx, positions=pos, attn_mask=am)
                 loss = sft_loss_sum(logits, tgt, m) / n_targets * d.world
                 loss.backward()
             step_loss += loss.item() / d.world
@@ -430,6 +373,6 @@ say(f"done: {args.max_steps} steps in {time.time() - t_run:.0f}s; checkpoint in 
 tracking.finish(wandb_run)
 # DDP's reducer holds the process group: free it first, so the group is torn down here, in order
 # (see train_rl.py)
-del ddp_model, fwd_model, optimizer
+del net, forward, optimizer
 gc.collect()
 dist.shutdown()

@@ -98,3 +98,66 @@ def sft_loss_sum(logits: torch.Tensor, targets: torch.Tensor, loss_mask: torch.T
 def sft_loss(logits, targets, loss_mask):
     """The masked mean: sft_loss_sum / number of assistant tokens (see the module docstring)."""
     return sft_loss_sum(logits, targets, loss_mask) / loss_mask.sum().clamp(min=1)
+
+
+# -----------------------------------------------------------------------------
+# the model of an SFT run, set up by one call (train_sft.py)
+
+def setup_model(args, d, state, tok, base, dtype, say=print):
+    """(model, net, optimizer, start_step) for train_sft.py's args: the model from the run's
+    state (--resume; a LoRA run: its base with the adapters), from `base` (the loaded
+    --init_from, adapters attached with --lora_rank) or a new tiny model for tok; net: the
+    module that trains (DDP around model, or model itself sharded in place by FSDP2, or model);
+    the optimizer with its state and the RNG restored on --resume. A CheckpointError,
+    UserError or ValueError for a bad checkpoint or LoRA setting."""
+    import math
+
+    from nanorlsp import dist
+    from nanorlsp.checkpoint import attach_lora, model_from_state
+    from nanorlsp.model import GPT, ModelConfig
+    base_dtype = dtype if args.lora_rank else torch.float32   # LoRA: the frozen base
+    if state is not None:   # a LoRA run's checkpoint: its base (loaded and checked) + adapters
+        model = model_from_state(state, device=d.device, dtype=base_dtype)
+    elif base is not None:
+        model = base
+        if args.lora_rank:
+            attach_lora(model, args.init_from, args.lora_rank, args.lora_alpha, args.lora_targets)
+    else:
+        cfg = ModelConfig(vocab_size=64 * math.ceil(tok.n_vocab / 64), n_layer=args.n_layer,
+                          n_embd=args.n_embd, n_head=args.n_head, n_kv_head=args.n_kv_head,
+                          max_seq_len=max(args.seq_len, args.max_new_tokens + 64))
+        model = GPT(cfg).to(d.device)
+    model.train()
+    model.act_ckpt = args.act_ckpt
+    say(f"model: {model.num_params() / 1e6:.2f}M parameters, {model.config.n_layer} layers, "
+        f"d={model.config.n_embd}, device {d.device}, compute dtype {str(dtype).split('.')[-1]}")
+    if model.lora is not None:
+        n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        say(f"lora: rank {args.lora_rank}, alpha {args.lora_alpha:g} on "
+            f"{','.join(args.lora_targets)}: {n_train / 1e6:.3f}M trainable parameters "
+            f"({100 * n_train / model.num_params():.2f}%), base {model.lora['base']} frozen in "
+            f"{str(base_dtype).split('.')[-1]}")
+    # Under torchrun: DDP (gradients all-reduced, averaged; `model` stays the plain module) or
+    # FSDP2 (`model` itself becomes sharded: 1/N of every weight, gradient and Adam moment)
+    net = dist.wrap(model, model.layers, d, args.fsdp)
+    # fused/foreach AdamW differ in the last bits between devices; plain foreach is deterministic
+    optimizer = torch.optim.AdamW(model.optim_groups(args.weight_decay), lr=args.lr,
+                                  betas=(0.9, 0.95), eps=1e-8)
+    if state is None:
+        return model, net, optimizer, 0
+    dist.load_optimizer(net, optimizer, state["optimizer"], args.fsdp)
+    torch.set_rng_state(state["rng"]["torch"])
+    return model, net, optimizer, state["step"]
+
+
+def eval_copy(model, fsdp: bool, device):
+    """The model to evaluate and sample from: itself, or under FSDP a gathered plain copy (every
+    rank samples its own share of problems, so no rank may wait on another's forward; a LoRA
+    model's adapters are merged into the copy)."""
+    if not fsdp:
+        return model
+    from nanorlsp import dist
+    from nanorlsp.model import GPT
+    copy = GPT(model.config).to(device)
+    dist.copy_full_state(model, copy)
+    return copy
