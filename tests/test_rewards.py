@@ -333,3 +333,22 @@ def test_explore_schedule_latches_threshold_and_splits_adaptive_rows():
         assert coef == 0.5 and rows.tolist() == [easy_coef] * 2 + [0.5] * 2
         assert easy.tolist() == [True, True, False, False]
     assert ExploreSchedule(RewardConfig(), 2).at(3, 1.0, correct) == (0.5, 0.5, None)
+
+
+def test_score_texts_grades_and_scores_as_the_step_does():
+    """rlsp.score_texts (train_rl.py's scoring, shared with bench.py and notebook 04): the
+    checker's verdict, the no-answer test and L from the text before the answer it read."""
+    from nanorlsp.rlsp import score_texts
+    task = get_task("arith")
+    p = task.make_problems("train", 1, seed=4, level=4)[0]
+    steps = task.make_trace(p, "steps", random.Random(0))
+    texts = [steps, f"\\boxed{{{int(p['answer']) + 1}}}", steps.split("\\boxed")[0]]
+    cfg = RewardConfig()
+    got = score_texts(texts, [p] * 3, task, BYTES, cfg, cfg.coef, pieces=token_pieces(BYTES))
+    assert got["correct"] == [True, False, False] and got["has_answer"] == [True, True, False]
+    assert got["outcome"].tolist() == [1.0, 0.0, cfg.no_answer_penalty]
+    reason = steps[:task.answer_start(steps)]
+    assert got["eff_len"][0] == len(reason.encode()) and got["eff_len"][1] == 0  # byte tokens
+    want = score([BYTES.encode(reason), [], BYTES.encode(texts[2])], [True, False, False],
+                 [True, True, False], cfg, cfg.coef, pieces=token_pieces(BYTES))
+    assert got["total"].tolist() == want["total"].tolist()

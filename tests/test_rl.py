@@ -214,3 +214,14 @@ def test_fused_logprobs_and_entropy_equal_the_separate_ones():
     assert torch.allclose(lp, token_logprobs(logits, tgt, 9), atol=1e-6)
     assert ent_sum.item() == pytest.approx((entropy(logits, m, 9) * m.sum()).item(), rel=1e-5)
     assert not ent_sum.requires_grad and lp.requires_grad
+
+
+def test_my_prompts_give_every_rank_a_share_of_every_minibatch():
+    """rlsp.my_prompts: PPO's minibatch k is prompts k*C .. (k+1)*C - 1 of the step, and each
+    rank holds the same number of prompts of each (DDP needs every rank in every backward)."""
+    from nanorlsp.rlsp import my_prompts
+    assert my_prompts(8, 1, 0, 1) == list(range(8))
+    assert my_prompts(8, 2, 0, 2) == [0, 2, 4, 6] and my_prompts(8, 2, 1, 2) == [1, 3, 5, 7]
+    shares = [my_prompts(12, 3, r, 2) for r in range(2)]
+    assert sorted(shares[0] + shares[1]) == list(range(12))
+    assert all([i // 4 for i in s] == [0, 0, 1, 1, 2, 2] for s in shares)
