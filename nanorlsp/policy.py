@@ -35,7 +35,7 @@ class Policy:
     one (WithValues); net: module under DDP / FSDP (the one that trains); ref: the frozen
     reference (None with LoRA); roll: the sampler's model; params: what the optimizer updates."""
 
-    def __init__(self, gpt: GPT, head, ref, d, fsdp: bool, frozen_dtype, dtype):
+    def __init__(self, gpt: GPT, head, ref, d, fsdp: bool, dtype):
         self.gpt, self.head, self.d, self.fsdp, self.dtype = gpt, head, d, fsdp, dtype
         self.lora = gpt.lora is not None
         self.module = WithValues(gpt, head)
@@ -46,10 +46,10 @@ class Policy:
                              fp32=[head] if head is not None else [])   # values in float32
         if fsdp and ref is not None:
             dist.shard(self.ref, ref.layers, d.device)
-        if fsdp or (frozen_dtype != torch.float32 and not self.lora):
+        if fsdp or (dtype != torch.float32 and not self.lora):
             # one more copy of the weights (2 bytes/param in bf16); LoRA's base already is in
-            # the frozen dtype, so without FSDP it samples itself
-            self.roll = GPT(gpt.config).to(device=d.device, dtype=frozen_dtype).eval()
+            # the compute dtype, so without FSDP it samples itself
+            self.roll = GPT(gpt.config).to(device=d.device, dtype=dtype).eval()
             self.roll.requires_grad_(False)
         else:
             self.roll = gpt
@@ -96,8 +96,9 @@ class Policy:
 
 
 def load_models(args, d, state, frozen_dtype, argv):
-    """(policy GPT, reference GPT or None, tok): fresh from --init_from or from the run's state.
-    LoRA: one model, the frozen base in frozen_dtype plus float32 adapters, no reference."""
+    """(policy GPT, reference GPT or None, tok): fresh from --init_from or from the run's state;
+    the reference in frozen_dtype. LoRA: one model, the frozen base in frozen_dtype plus float32
+    adapters, no reference."""
     device, lora = d.device, args.lora_rank > 0
     if state is not None and (state.get("lora") is not None) != lora:
         raise UserError(f"{args.out_dir}'s checkpoint and its saved --lora_rank disagree")
@@ -150,7 +151,7 @@ def setup_policy(args, d, state, dtype, argv):
     head = ppo.value_head(gpt.config.n_embd, d.device) if args.algo == "ppo" else None
     if state is not None and head is not None:
         head.load_state_dict(state["value_head"])
-    policy = Policy(gpt, head, ref, d, args.fsdp, dtype, dtype)
+    policy = Policy(gpt, head, ref, d, args.fsdp, dtype)
     optimizer = torch.optim.AdamW(policy.params, lr=args.lr, betas=(0.9, 0.95), weight_decay=0.0)
     if state is None:
         return policy, tok, optimizer, 0
