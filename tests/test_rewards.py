@@ -81,7 +81,7 @@ def test_schedules():
 
 
 # -----------------------------------------------------------------------------
-# the repetition guard on lines (issue 14 item 6): search is not repetition, padding is
+# the repetition guard on lines: search is not repetition, padding is
 
 # A countdown search with a transposition: [3, 12] is reached by 1+2 then 4*3 and by 4*3 then
 # 1+2, and the DFS (no table across branches) lists its leaves again, in another order.
@@ -255,7 +255,7 @@ def test_adaptive_coefs_pay_hard_groups_and_charge_easy_ones():
 
 
 # -----------------------------------------------------------------------------
-# economy terms (issue 18): worked by hand on groups of 4
+# economy terms: worked by hand on groups of 4
 
 from nanorlsp.rewards import adaptive_coefs, economy_terms, easy_rows  # noqa: E402
 

@@ -130,7 +130,7 @@ def exact_grad(theta, ref_logp, forward=False):
 
 
 def test_kl_estimators_expected_gradient_by_enumeration():
-    """Issue 14 item 2: each estimator's expected gradient is a KL's gradient (k1, k2: the
+    """each estimator's expected gradient is a KL's gradient (k1, k2: the
     reverse KL(pi || ref); k3: the forward KL(ref || pi), as in TRL). The plain k1 loss (-log r,
     the old code) has expected gradient exactly 0."""
     torch.manual_seed(0)
@@ -152,7 +152,7 @@ def test_kl_estimators_expected_gradient_by_enumeration():
 
 
 def test_kl_clamped_and_masked():
-    """Issue 14 item 8: k3 overflowed (exp(log r) = inf at log r ~ 89), and inf * 0 = NaN on
+    """k3 overflowed (exp(log r) = inf at log r ~ 89), and inf * 0 = NaN on
     padding poisoned the masked mean. Now the log-ratio is clamped and padding is zeroed."""
     logp = t([[-100., -1.]])
     ref = t([[0., -1.]])                      # log r = 100 on a padding position
@@ -176,7 +176,7 @@ def test_truncated_is_weights_and_weighted_reinforce():
 
 
 def test_entropy_respects_vocab_limit():
-    """Issue 14 item 8: the entropy ignored the vocab limit (the padded embedding rows, which the
+    """the entropy ignored the vocab limit (the padded embedding rows, which the
     sampler never draws), so it was the entropy of another distribution."""
     logits = torch.zeros(1, 1, 8)                            # uniform over 8 ids, 3 of them padding
     assert entropy(logits, t([[1.]]), vocab_limit=5).item() == pytest.approx(math.log(5))
@@ -184,7 +184,7 @@ def test_entropy_respects_vocab_limit():
 
 
 def test_value_head_runs_in_float32_under_autocast():
-    """Issue 14 item 8: under bf16 autocast the value head's matmul ran in bf16 (values rounded to
+    """under bf16 autocast the value head's matmul ran in bf16 (values rounded to
     ~1e-2 at |V| ~ 2). Now the values equal the float32 head on the same hidden state."""
     from nanorlsp.model import GPT, ModelConfig
     from nanorlsp.rl import WithValues

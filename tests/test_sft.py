@@ -322,7 +322,7 @@ def test_resume_keeps_the_cosine_horizon(tmp_path):
 
 @pytest.mark.slow
 def test_resume_restores_the_task_and_settings(tmp_path):
-    """Issue 14 item 1: train_sft.py built the task from the defaults before --resume restored
+    """train_sft.py built the task from the defaults before --resume restored
     the run's args, so `--resume --out_dir X` of a countdown run went on training on arith. A
     countdown run of 4 steps cut after its step-2 checkpoint, resumed with nothing but --resume
     --out_dir, equals the uninterrupted run bit for bit."""

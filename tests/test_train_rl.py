@@ -193,7 +193,7 @@ def stretch_run(d, max_steps, **saved):
 
 @pytest.mark.slow
 def test_rl_resume_restores_the_runs_own_settings(sft, tmp_path):
-    """Issue 14 item 1: open_run replaced args only after the task, the reward config, the dtype
+    """open_run replaced args only after the task, the reward config, the dtype
     and PPO's minibatch count were built from the defaults, so `--resume --out_dir X` of a
     countdown PPO run with --explore_reward none continued on arith with rlsp and M = 1. Now a
     resume with nothing but --resume --out_dir equals the uninterrupted run."""
@@ -222,7 +222,7 @@ def test_rl_resume_restores_the_runs_own_settings(sft, tmp_path):
 
 @pytest.mark.slow
 def test_ppo_old_logprobs_from_the_training_forward(sft, tmp_path):
-    """Issue 14 item 4: with rollouts from the bf16 copy, PPO's old log-probs came from that copy
+    """with rollouts from the bf16 copy, PPO's old log-probs came from that copy
     while the new ones came from the fp32 master under autocast, so the ratio was not 1 before
     the first update (with a clip of 1e-4 most tokens were clipped at the first minibatch). Now
     one epoch of one minibatch clips nothing, and logp_diff reports the copy's mismatch."""
@@ -258,7 +258,7 @@ def test_reinforce_truncated_importance_sampling(sft, tmp_path):
 
 @pytest.mark.slow
 def test_skipped_final_step_still_saves(sft, tmp_path):
-    """Issue 14 item 8: a skipped final step skipped the final save while the run printed
+    """a skipped final step skipped the final save while the run printed
     "checkpoint in ...". Step 2 here is non-finite (a NaN reference, so the KL is NaN): the run
     ends with a checkpoint at step 2."""
     d = str(tmp_path / "run")
@@ -397,7 +397,7 @@ def test_rl_grad_clip_0_is_off(sft, tmp_path):
 
 @pytest.mark.slow
 def test_threshold_schedule_is_off_once(sft, tmp_path):
-    """Issue 14 item 8: --explore_schedule threshold is "off once the batch accuracy reaches
+    """--explore_schedule threshold is "off once the batch accuracy reaches
     --acc_threshold", but it switched back on at any later step below it. Step 1 (accuracy 0 >=
     threshold 0) switches it off; after resuming with a threshold of 0.5, step 2 (accuracy 0)
     must stay off."""
