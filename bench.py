@@ -414,10 +414,11 @@ TRL_P, TRL_G, TRL_LR, TRL_KL, TRL_SEED = 8, 4, 1e-6, 0.05, 0
 
 
 def rl_problems(task, seed: int, P: int, steps: int) -> list[list[dict]]:
-    """The problems train_rl.py's steps 0..steps-1 draw: its rollout_batch, copied (the section
-    checks them against the run's samples.jsonl, so a change there fails loudly here)."""
+    """The problems train_rl.py's steps 0..steps-1 draw (rlsp.draw_prompts; the section checks
+    them against the run's samples.jsonl)."""
+    from nanorlsp.rlsp import draw_prompts
     train = task.make_problems("train", 20000, seed=seed)
-    return [random.Random(f"rl-{seed}-{s}").sample(train, P) for s in range(steps)]
+    return [draw_prompts(train, seed, step, P) for step in range(steps)]
 
 
 def trl_run(model_dir, tok, task, batches, G, n_new, bf16, out) -> list[dict]:
@@ -430,7 +431,8 @@ def trl_run(model_dir, tok, task, batches, G, n_new, bf16, out) -> list[dict]:
     import trl  # noqa: PLC0415
     from datasets import Dataset  # noqa: PLC0415  (comes with trl)
     from nanorlsp.evaluation import user_prompt
-    from nanorlsp.rewards import RewardConfig, score, token_pieces
+    from nanorlsp.rewards import RewardConfig, token_pieces
+    from nanorlsp.rlsp import score_texts
     htok = transformers.AutoTokenizer.from_pretrained(model_dir)
     model = transformers.AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     # stop where train_rl.py stops (SmolLM2's GGUF names <|im_end|> only; ours adds <|endoftext|>)
@@ -447,16 +449,11 @@ def trl_run(model_dir, tok, task, batches, G, n_new, bf16, out) -> list[dict]:
 
     def reward(completions, completion_ids, k, **_):
         """train_rl.py's reward with --explore_reward none --economy none: the verifier's
-        outcome and the repetition guard, from the reply's text (the same code path)."""
+        outcome and the repetition guard, from the reply's text (the same code path,
+        rlsp.score_texts)."""
         t = time.perf_counter()
-        correct, has_ans, reason = [], [], []
-        for c, i in zip(completions, k):
-            text = c[0]["content"]
-            correct.append(bool(task.check(text, probs[i])))
-            start = task.answer_start(text)
-            has_ans.append(correct[-1] or start is not None)
-            reason.append(tok.encode(text[:start] if start is not None else text))
-        total = score(reason, correct, has_ans, rcfg, 0.0, pieces=pieces, group_size=G)["total"]
+        total = score_texts([c[0]["content"] for c in completions], [probs[i] for i in k], task,
+                            tok, rcfg, 0.0, pieces=pieces, group_size=G)["total"]
         recs[-1]["t_score"] += time.perf_counter() - t
         recs[-1]["tokens"] += sum(map(len, completion_ids))
         return total.tolist()

@@ -85,19 +85,19 @@ times = json.load(open(TIMES)) if os.path.exists(TIMES) else {}
 # countdown runs no adaptive: after its SFT the group accuracy is ~5%, a prompt all (or half) of
 # its samples solve is rare, and the schedule is then plain rlsp.
 PAPER = ("rlsp", "linear", "cosine")      # the paper's exploration rewards: PPO takes the best
-# adaptive thinking that keeps accuracy (issue 18): RLSP on hard prompts, an economy term on the
-# easy ones (group accuracy >= 0.5): (--economy, --economy_coef), nanorlsp/rewards.py
+# adaptive thinking that keeps accuracy: RLSP on hard prompts, an economy term on the easy
+# ones (group accuracy >= 0.5): (--economy, --economy_coef), nanorlsp/economy.py
 ECON = {"kimi": ("kimi", "0.2"), "alp": ("alp", "0.005"), "budget": ("budget", "0.2"),
         # stronger coefficients, run after the first ones moved level 1-2 lengths by ~10% in
         # 100 steps (RESULTS.md)
         "kimi0.5": ("kimi", "0.5"), "alp0.01": ("alp", "0.01")}
-# exploration strength (issue 19, item 1): rlsp@S is rlsp with coef = S * L_typical, so its term
+# exploration strength: rlsp@S is rlsp with coef = S * L_typical, so its term
 # -coef / L is -S at a typical reasoning length, against the correctness term's 1. The paper's
 # runs sit at S ~ 1 (lambda = 1000, ~1000 reasoning tokens); the default coef 0.5 is S ~ 0.01.
 # S = 0 is the verifier-only run (none). L_typical: l_typical() below.
 STRENGTHS = ("0.03", "0.1", "0.3", "1")
 SWEEP = ",".join(f"rlsp@{x}" for x in STRENGTHS)
-# pass@k for k = 1..64 (issue 19, item 4: does RL widen what the model can solve, or only sharpen
+# pass@k for k = 1..64 (does RL widen what the model can solve, or only sharpen
 # it? Yue et al. 2025): 64 samples at T = 1 on the first `limit` held-out problems, for the SFT
 # model, the verifier-only runs and the best RLSP config's runs (best_rlsp)
 PASSK = {"arith": dict(limit=200, n=64), "countdown": dict(limit=100, n=64)}
@@ -116,7 +116,7 @@ BUDGET = {
                       limit=200, k=4, eval_flags=["--max_new_tokens", "512"],
                       rewards="none,rlsp,linear,cosine,kimi,alp,budget," + SWEEP),
 }
-# emergence, tested (issue 19, item 3): the same tasks and budgets, but SFT on demonstrations with
+# emergence, tested: the same tasks and budgets, but SFT on demonstrations with
 # no verification and no backtracking (arith: direct and plain-steps traces; countdown: direct
 # answers and the winning line of moves only, data/countdown.py's 'path' style at the search
 # styles' 80%), then RL without (none) and with the exploration reward, at the default coef and at
@@ -126,10 +126,10 @@ PLAIN = {"arith": "direct,steps", "countdown": "direct,path=0.8"}
 for t, styles in PLAIN.items():
     BUDGET[f"{t}_plain"] = dict(BUDGET[t], task=t, sft_flags=BUDGET[t]["sft_flags"] + [
         "--styles", styles], rewards="none,rlsp,rlsp@1")
-# a countdown model that can search (issue 19, item 2): countdown on 1..9 with every result at
+# a countdown model that can search: countdown on 1..9 with every result at
 # most 99 (data/countdown_small.py: countdown's own 2-digit products were most of the tiny model's
 # 44% wrong search steps), SFT long enough that the model's own steps are >= 95% right at T = 1,
-# then 200 RL steps, verifier only against RLSP at a strength item 1 measured on countdown
+# then 200 RL steps, verifier only against RLSP at a strength the exploration-strength sweep measured on countdown
 BUDGET["countdown_small"] = dict(BUDGET["countdown"], sft_steps=5000, steps=200,
                                  rewards="none,rlsp@0.3",
                                  rl_flags=["--max_new_tokens", "512", "--prompts_per_step", "8",
@@ -209,8 +209,10 @@ def rl_flags(task: str, reward: str) -> list[str]:
                     f"{strength_coef(task, reward):.6g}"]
     if reward.startswith("adaptive"):
         thr = threshold(reward)
+        # flip: the easy prompts pay the sign-flipped exploration term (--economy defaults to
+        # none, which leaves them unpaid)
         return f + ["--explore_reward", "rlsp", "--explore_schedule", "adaptive",
-                    *(["--acc_threshold", thr] if thr else [])]
+                    "--economy", "flip", *(["--acc_threshold", thr] if thr else [])]
     if reward in ECON:
         return f + ["--explore_reward", "rlsp", "--explore_schedule", "adaptive",
                     "--acc_threshold", "0.5", "--economy", ECON[reward][0],
@@ -374,7 +376,7 @@ def best_rlsp(task: str) -> str | None:
 
 
 def passk_models(task: str) -> list[tuple[str, list[str]]]:
-    """(label, run dirs) of item 4's models: SFT, verifier only, the best RLSP config."""
+    """(label, run dirs) of the pass@k models: SFT, verifier only, the best RLSP config."""
     out = [("SFT", [os.path.join(OUT, task, "sft")])]
     if "none" in rewards_of(task):
         out.append(("verifier only (none)", runs_of(task, "none")))
@@ -525,7 +527,7 @@ def vs_rlsp_ci(task: str, key: str) -> str:
 
 
 def goal_table(task: str, keys: list[str]) -> list[str]:
-    """Adaptive thinking's goal (issue 18) against plain RLSP, means over seeds of the greedy
+    """Adaptive thinking's goal against plain RLSP, means over seeds of the greedy
     evals. arith: pass@1 within 0.5 points of RLSP, levels 1-2 at <= 40% of RLSP's tokens and
     the whole test set at <= 70%. countdown: fewer tokens on 3- than on 4-number problems, at no
     loss of pass@1 against RLSP. Beside each difference: its paired 95% interval."""
@@ -600,7 +602,7 @@ def greedy_lengths(task: str, run_dir: str, tok, pieces) -> dict | None:
 
 
 def strength_section(task: str, fig_dir: str) -> list[str]:
-    """Issue 19 item 1's table and figure: greedy pass@1 (95% interval over seeds and problems,
+    """The exploration-strength table and figure: greedy pass@1 (95% interval over seeds and problems,
     and paired against verifier only), reply and reasoning tokens, the replies that stop
     answering, the rollouts' last 10 steps and the behaviours at T = 1, per strength S."""
     from nanorlsp.rewards import token_pieces
@@ -923,7 +925,7 @@ for t in TASKS:
             lines += [f"{b} ({len(hits)} of {len(rows)} samples), correct: {ex['correct']}:", "",
                       "```", ex["problem"], "---", ex["response"].strip(), "```", ""]
 
-# -- emergence, tested (item 3): models never shown verification or backtracking, read functionally
+# -- emergence, tested: models never shown verification or backtracking, read functionally
 from data.common import parse_styles  # noqa: E402
 from nanorlsp.behaviors import functional  # noqa: E402
 
@@ -997,7 +999,7 @@ for t in variants:
                   ex["response"].strip(), "```", ""]
 
 # -- the real model: SmolLM2-135M-Instruct on arith (README's commands; 200 held-out problems)
-# -- item 6: SmolLM2-135M-Instruct, a real model (docs/real_weights.md: the commands; each eval
+# -- SmolLM2-135M-Instruct, a real model (docs/real_weights.md: the commands; each eval
 # JSON and its transcripts copied into --smol_dir as <key>_arith.json)
 SMOL = (("base", "SmolLM2 base"), ("sft", "+ SFT (70 steps)"),
         ("none", "+ SFT + RL, verifier only"), ("rlsp", "+ SFT + RL, rlsp (default coef)"),
