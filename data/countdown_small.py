@@ -4,7 +4,7 @@ Countdown on small numbers: 3 or 4 distinct numbers in 1..9, every intermediate 
     python -m data.countdown_small --n 1000 --seed 0    # style mix, per-style accuracy, traces
 
 The same task, trace styles, search budgets and checker as data/countdown.py (read its
-docstring); only the numbers are smaller. Why it exists (issue 19, item 2): a 2-layer, 128-wide
+docstring); only the numbers are smaller. Why it exists: a 2-layer, 128-wide
 model trained on countdown's 1..25 numbers and results up to 999 writes 44% of its own search
 steps with wrong arithmetic (2-digit products such as 17*23 are most of the errors), so a longer
 search there is a walk through false states. Here every step is a one- or two-digit fact, which

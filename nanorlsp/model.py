@@ -466,7 +466,7 @@ class GPT(nn.Module):
     def _apply(self, fn, recurse=True):
         """Every conversion (.to, .cuda, .bfloat16, .half, to_empty ...) goes through here. It
         casts every floating buffer, and inv_freq in bf16 is off by up to 2^-9 relative: an angle
-        error of distance * that, which grows along a sequence (issue 14: a bf16 rollout copy of
+        error of distance * that, which grows along a sequence (measured: a bf16 rollout copy of
         SmolLM2 had 28% more log-prob error at positions 3000-6000 than at 0-1000, 9% with
         float32 frequencies). So after any conversion inv_freq is recomputed from the config,
         float32, on the device the conversion chose. Not the alternatives: casting it back to

@@ -34,7 +34,7 @@ def test_train_test_disjoint():
 
 
 def test_commuted_problems_fall_on_one_side_of_the_split():
-    """Issue 14 item 8: the key was the problem as written, so 3+4 could be trained on and 4+3
+    """The key was the problem as written, so 3+4 could be trained on and 4+3
     held out (the same fact). The key is canonical for + and *, not for -."""
     def problems(split):
         return {(p["a"], p["op"], p["b"]) for lv in arith.LEVELS

@@ -81,7 +81,7 @@ def test_user_prompt_adds_the_instruction_for_real_chat_formats_only():
 
 @needs_data
 def test_answer_start_is_the_graders_extraction():
-    """Issue 14 item 7: the RL reward's no-answer test used last_boxed while the real tasks'
+    """The RL reward's no-answer test used last_boxed while the real tasks'
     grader also reads 'Answer:' / 'The answer is' / '####' forms, so a wrong free-text answer
     was "no answer" (-0.5) and L ran past the answer. answer_start is the grader's own extraction;
     the reasoning length L is the text before it."""
