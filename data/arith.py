@@ -3,39 +3,16 @@ arith: multi-digit arithmetic, the default nanorlsp task.
 
     python -m data.arith            # the trace-style mix, each style's accuracy, sample traces
 
-Problems are "What is A + B?", "What is A - B?" and "What is A * B?" at five difficulty levels:
-
-    level 1  one-digit facts: a + b, a - b, a * b (0-9)   level 4  add/sub, 3-5 digit numbers
-    level 2  add/sub, 2 digits and 1 digit               level 5  multiply, 2-3 digits x 1 digit
-    level 3  add/sub, 2-digit numbers
-
-SFT demonstrations show the reasoning *process* in four styles (RLSP stage 1), in this mix:
-
-    style      share  what the response shows (shares over all levels; by level below)
-    direct     0.60   the answer only: \\boxed{7694}
-    steps      0.20   digit columns right to left with carries/borrows; products digit by digit,
-                      then partial products added column by column
-    check      0.10   steps, then a "check:" line that recomputes the answer's last digit from the
-                      operands' last digits and compares
-    backtrack  0.10   steps with one wrong column, caught on the next line:
-                      "wait, 7+9=16 not 15" and redone (the paper's backtracking, made explicit)
-
-The direct share falls with difficulty (DIRECT_SHARE: 0.85, 0.75, 0.65, 0.60, 0.15 for levels
-1-5): the SFT model learns to work out the multiplications but answers the sums directly, which
-is right on small numbers and mostly wrong on 3-5 digit ones. (A uniform 60% direct share made
-greedy decoding's style choice a coin flip between training seeds: held-out accuracy 34% with
-one seed, 14% with another.)
-
-Every demonstration is correct: a direct answer is right, and so is the answer after a caught
-mistake. The design point is capacity: a model of a million parameters can imitate the
-direct style's format but not compute a 4-digit sum in one token step, so after SFT it answers
-directly most of the time and is often wrong that way, while the longer styles, which spell out
-one digit operation per line, are much more accurate. That gap is the room the exploration
-reward opens for RL (stage 2): sampled long responses win more often, and RLSP's length bonus
-pays for trying them.
-
-Behaviour markers are exact lines, so emergence can be counted without keyword guessing:
-"check:" (verification) and "wait," (backtracking).
+"What is A + B?", "A - B", "A * B" at five levels: one-digit facts; add/sub 2 digits and 1 digit;
+add/sub 2-digit; add/sub 3-5 digits; multiply 2-3 digits x 1 digit. SFT demonstrations show the
+reasoning process (RLSP stage 1) in four styles: direct (the answer only), steps (digit columns
+with carries/borrows), check (steps, then a "check:" line recomputing the answer's last digit),
+backtrack (one wrong column caught: "wait, 7+9=16 not 15"). The direct share falls with
+difficulty (DIRECT_SHARE). Every demonstration is correct, but a tiny model cannot compute a
+4-digit sum in one token step, so after SFT its direct answers are often wrong while the long
+styles are right: the room RLSP's exploration reward opens for RL (stage 2).
+Behaviour markers are exact lines, "check:" (verification) and "wait," (backtracking), so
+emergence is counted without keyword guessing. Shares, accuracies, design: docs/tasks.md.
 """
 import argparse
 import random

@@ -4,52 +4,17 @@ Countdown: reach a target from 3 or 4 numbers with + - * /, using each number ex
     python -m data.countdown --n 1000 --seed 0    # style mix, per-style accuracy, sample traces
 
 The task of Stream of Search (Gandhi et al. 2024) and TinyZero. Problems are made by combining
-random numbers, so every one is solvable; `answer` is the expression that made it.
+random numbers (3-4 distinct in 1..25, target 10..100, intermediates in 1..MAX_VALUE), so every
+one is solvable; `answer` is the expression that made it. Exact integers only: a step writes the
+larger number first so '-' never goes negative, and '/' is allowed only when it divides.
+Trace styles (STYLE_MIX) are depth-first-search budgets, one line per node ("try 17+5=22 ->
+[3, 22]", then " 22*3=66 yes"); "backtrack" marks every dead end and appears nowhere else,
+"check: EXPR = TARGET" verifies, and a trace out of budget boxes its best (wrong) expression.
+The trace format, the mix and its accuracies: docs/tasks.md.
 
-- numbers: 3 or 4 distinct integers in 1..25 (sorted in the prompt); target: 10..100;
-  intermediate results stay in 1..999 (MAX_VALUE) in both the generator and the search.
-- level: how many numbers (3 or 4); the full search tree has ~40 nodes for 3, ~650 for 4.
-- arithmetic: exact integers only. A step writes the larger number first, so '-' never goes
-  negative (a zero result is skipped: it never helps), and '/' is allowed only when it divides.
-
-Trace styles are search budgets. A search trace is a depth-first search in a compact
-Stream-of-Search format; one line per node, indented by depth, children in random order:
-
-    goal 66 from [3, 5, 17]
-    try 17*3=51 -> [5, 51]
-     51-5=46 no
-     51*5=255 no
-     51+5=56 no
-    backtrack
-    try 17+5=22 -> [3, 22]
-     22*3=66 yes
-    check: (17+5)*3 = 66
-    \\boxed{(17+5)*3}
-
-- "try A op B=C -> [state]" combines two numbers; a line "A op B=C yes|no" uses the last two.
-- "backtrack" (its own line, at the indent of the try it undoes) marks every dead end; the
-  word appears nowhere else, so response.count("backtrack") counts backtracks exactly.
-- "check: EXPR = TARGET" is the verification line, written only when the target is found.
-- Every try and every leaf costs one node. When the style's budget runs out first, the trace
-  says "out of budget", gives "best: EXPR = V (off by D)", and boxes that (wrong) expression.
-
-STYLE_MIX (budget = DFS nodes; accuracy / mean chars from `python -m data.countdown --n 4000`):
-    direct  20%  no search, just \\boxed{answer}     accuracy 1.00,   ~17 chars
-    short   25%  budget 10                            accuracy 0.32,  ~250 chars
-    medium  30%  budget 40                            accuracy 0.63,  ~540 chars
-    long    25%  budget 160                           accuracy 0.85, ~1090 chars
-    path     --   not in the mix: the winning line of a full search only, one move per line
-                  and no dead end, backtrack or check line (`train_sft.py --styles direct,path=0.8`:
-                  SFT data without backtracking or verification, the study's emergence test)
-"direct" is right by construction (it is the model that will fail to imitate it). A bigger
-budget continues the same DFS (same problem and rng), so longer searches solve more: the SFT
-data itself shows that exploring longer pays, which is what RLSP's length reward builds on.
-
-check() parses the boxed expression with its own recursive-descent parser (never eval: model
-output is hostile input), evaluates with Fractions, and accepts iff the value equals the target
-and the numbers used are exactly the problem's multiset. Unlike standard Countdown, non-integer
-intermediates are accepted when the final value is exactly the target: only the value counts
-(our own traces never make them).
+Footgun: check() parses the boxed expression with its own recursive-descent parser (never eval:
+model output is hostile input), evaluates with Fractions, and accepts iff the value equals the
+target and the numbers used are exactly the problem's multiset (non-integer intermediates pass).
 """
 import argparse
 import random
