@@ -1,53 +1,21 @@
 """
-The RL objectives of RLSP stage 2, written out: group-baseline REINFORCE, PPO with GAE and a
-clipped value loss, KL to the frozen reference, entropy. Pure tensor math on (B, T) log-probs
-and masks; train_rl.py wires them to the model.
+The RL objectives of RLSP stage 2, written out as pure tensor math on (B, T) log-probs and
+masks (B = P prompts x G samples, prompt-major; T response tokens); train_rl.py wires them in.
+`mask` is 1 on generated tokens (stop token included), 0 on padding; every mean is over masked
+tokens only, token-level (Dr. GRPO: a per-sequence mean would add a length bias).
 
-Shapes: B rollouts (P prompts x G samples, prompt-major, as the sampler returns them), T
-response tokens. `mask` (B, T) is 1 on generated tokens (the stop token included) and 0 on
-padding, and every mean below is over masked tokens only (nanochat, nano-aha-moment: padding and
-prompt tokens never leak into a mean). Losses are token-level: summed over all response tokens of
-the batch and divided by their count, not averaged per sequence first (Dr. GRPO: a per-sequence
-mean pays short wrong answers more than long ones, a bias towards length we must not add on
-top of the exploration reward).
-
-REINFORCE with a group baseline (RLOO / GRPO-style, no critic):
-    A_i = r_i - mean_{j in group} r_j          ("mean")
-    A_i = r_i - mean_{j in group, j != i} r_j  ("loo", leave-one-out: unbiased)
-    optionally / (std of the group + eps)     (GRPO; Dr. GRPO drops it: it up-weights groups
-                                               whose rewards barely differ)
-    L = - sum_{i,t} m_it A_i log pi(y_it) / sum m
-
-PPO (Schulman et al. 2017) as in the paper (OpenRLHF): per-token rewards (the sequence reward on
-its last token, minus a KL penalty per token if kl_in_reward), values V_t from a value head,
-GAE (gamma, lambda) advantages, clipped ratio, clipped value loss.
-    delta_t = r_t + gamma V_{t+1} - V_t,   A_t = delta_t + gamma lambda A_{t+1},   R_t = A_t + V_t
-    L_pi = - mean_t min(rho_t A_t, clip(rho_t, 1-eps, 1+eps) A_t),  rho_t = exp(logp - logp_old)
+REINFORCE, group baseline (RLOO / GRPO):  A_i = r_i - mean_{j in group} r_j ("mean"; "loo" leaves
+    i out), optionally / (group std + eps);      L = - sum_{i,t} m_it A_i log pi(y_it) / sum m
+PPO (Schulman et al. 2017, as OpenRLHF):  delta_t = r_t + gamma V_{t+1} - V_t,
+    A_t = delta_t + gamma lambda A_{t+1},  R_t = A_t + V_t,  rho_t = exp(logp - logp_old)
+    L_pi = - mean_t min(rho_t A_t, clip(rho_t, 1-eps, 1+eps) A_t)
     L_V  = 0.5 mean_t max((V - R)^2, (V_old + clip(V - V_old, -eps_v, eps_v) - R)^2)
-
-KL to the reference policy (Schulman's estimators, http://joschu.net/blog/kl-approx.html), per
-token with log r = logp_ref - logp on samples y ~ pi. What matters for a *loss* term is not the
-estimate's value but its gradient in expectation over pi (tests/test_rl.py enumerates a small
-categorical exactly):
-    k1 = -log r                value: unbiased KL(pi || ref). Its own gradient, grad log pi, has
-                               expectation 0 (E_pi grad log pi = 0): as a loss it adds only noise.
-                               So "k1" here is straight-through: the value of k1, the gradient of
-                               k2 (veRL's "k1+"), i.e. the reverse KL's gradient.
-    k2 = (log r)^2 / 2         gradient E_pi[(log pi - log ref) grad log pi] = grad KL(pi || ref),
-                               the reverse KL's exact gradient (veRL's "mse"; biased value).
-    k3 = (r - 1) - log r       value: unbiased KL(pi || ref), >= 0, low variance (veRL's
-                               "low_var_kl", TRL's GRPO). Its gradient E_pi[(1 - r) grad log pi]
-                               = -sum_y ref(y) grad log pi(y) = grad KL(ref || pi): the *forward*
-                               KL's gradient, as in TRL (a fine regulariser, but not the same one).
-The log-ratio is clamped to [-20, 20] before exp (k3 would overflow to inf, and inf * 0 = NaN on
-padding) and k3 to [-10, 10], as veRL does; padding is zeroed with `where`, never multiplied.
-
-Training vs rollout probabilities (the logp_diff diagnostic): rollouts come from the sampler (a
-bf16 / KV-cached copy on GPU), the loss from the training forward. truncated_is_weights gives
-min(pi_train / pi_rollout, cap) per token (Yao et al. 2025, "truncated importance sampling"), to
-reweight the loss when the two differ: REINFORCE's per token, and PPO's clipped per-token loss
-with pi_train the old policy's training forward (nothing else corrects for the rollout copy: the
-PPO ratio is pi / pi_old, both training forwards), as veRL and TRL apply it.
+KL to the reference, log r = logp_ref - logp on y ~ pi: k1 = -log r (straight-through: k1's
+    value, k2's gradient), k2 = (log r)^2 / 2 (grad KL(pi || ref)), k3 = (r - 1) - log r
+    (grad KL(ref || pi), the *forward* KL, as TRL). truncated_is_weights: min(pi_train /
+    pi_rollout, cap) per token (Yao et al. 2025). Derivations: docs/rl.md.
+Footgun: log r is clamped to [-20, 20] before exp and k3 to [-10, 10] (inf * 0 = NaN on
+padding); padding is zeroed with `where`, never multiplied.
 """
 import math
 
