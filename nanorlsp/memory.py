@@ -4,69 +4,20 @@ GPU memory budget of a training stage, per GPU, from the model config: a formula
     python -m nanorlsp.memory qwen2.5-7b --gpus 8 --fsdp       # a preset (see PRESETS)
     python -m nanorlsp.memory path/to/Qwen2.5-1.5B              # a HF dir (its config.json)
     python -m nanorlsp.memory out/sft --stage sft               # a nanorlsp run (its ckpt.pt)
-    python -m nanorlsp.memory --table                           # the README's markdown table
-    python -m nanorlsp.memory qwen2.5-7b --lora_rank 16 --micro_batch 1   # LoRA on one GPU
-    python -m nanorlsp.memory --table --lora_rank 16            # the LoRA table (7-8B, 1 GPU)
-
+    python -m nanorlsp.memory --table [--lora_rank 16]          # the markdown table (LoRA's)
     from nanorlsp.memory import budget
     b = budget(cfg, gpus=8, fsdp=True)        # {"weights": bytes, ..., "total": bytes}
 
-What is counted (P = parameters; b = bytes of the compute dtype --dtype, f = of --frozen_dtype;
-/N where FSDP FULL_SHARDs a state over N GPUs, DDP replicates it):
-  always   weights 4P/N, grads 4P/N (fp32 masters: torch AdamW on fp32 params, as train_*.py do;
-           grads stay allocated between steps: zero_grad(set_to_none) runs just before
-           backward), AdamW exp_avg + exp_avg_sq 8P/N, for rl the frozen reference fP/N.
-  train    compute weights: DDP runs bf16 autocast, which casts every fp32 weight once and keeps
-           the casts to the end of forward (2P); FSDP2 (nanorlsp.dist.shard: each block its own
-           group, the root holding embedding, final norm and lm_head; MixedPrecisionPolicy
-           (param_dtype=bf16, reduce_dtype=fp32)) keeps the root's gathered params and their
-           unsharded grads from forward to the end of backward, and gathers two blocks (current
-           + prefetched) plus one block's unsharded grad: b (2 root + 3 block).
-           activations: the tensors autograd saves, counted per token per layer from this
-           model's code (act_bytes; tests/test_memory.py checks them against saved_tensors_hooks
-           exactly): 2 RMSNorms (fp32 input, normalized, output; under autocast one bf16 cast
-           of the output per consumer: q, k, v / gate, up), q, k, v after RoPE, the attention
-           output and its logsumexp (flash / memory-efficient SDPA: no T x T scores), SwiGLU's
-           gate, up, silu(gate), product; plus the final norm and the int64 ids. With
-           --act_ckpt only each block's input (the residual stream) is kept, plus one block's
-           activations while it is recomputed.
-           logits: (B, T, V) fp32, LOGIT_COPIES of them alive at the start of backward.
-  rollout  (rl) the model that samples: a copy in the frozen dtype (fP) under FSDP (gathered)
-           or when that dtype is not fp32; else (fp32 DDP) the policy itself, no copy. The KV
-           cache 2 n_layer (B + P) n_kv_head S head_dim k (B decode rows plus the P-prompt
-           prefill cache they are copied from, nanorlsp/sampler.py; k = the sampling model's
-           dtype); the prefill's logits: the LM head runs at the last prompt position only,
-           P x V fp32 (twice with k = 2: the fp32 chunks of the bf16 head and their
-           concatenation, GPT._logits), then repeated to the B decode rows, B x V fp32.
-  total    always + max(train, rollout): the two phases of an RL step never overlap.
-
---frozen_dtype is the dtype of the reference and of the rollout copy (hence its KV cache):
-train_rl.py holds them in the compute dtype (bf16 by default on CUDA), so bf16 is the default.
-
-LoRA (--lora_rank R, train_*.py --lora_rank; L = the adapters' parameters, lora_params): the base
-is frozen in the frozen dtype (fP/N, nothing else per base parameter), the adapters are fp32
-masters with their grads and AdamW moments (16L/N); no reference (the base with the adapters
-off is it) and, without FSDP, no rollout copy (the policy samples itself: its KV cache in the
-frozen dtype); FSDP keeps its gathered copy (the adapters merged in). Compute weights: DDP casts
-nothing but the adapters (2L) when the base is bf16 (an fp32 base under autocast is cast as
-before, 2P); FSDP gathers as above, with no gradient for the frozen root. Activations
-(act_bytes with lora): the norms' gains are frozen, so no norm keeps its normalized x; a norm's
-output is kept only for the adapters that read it (in the full count it is the frozen linears'
-input); down_proj's input only when down_proj is adapted; each adapter adds its (B, T, R)
-intermediate. tests/test_memory.py checks these against autograd too.
-
-Not counted: the CUDA context and NCCL buffers (~0.5-1 GiB), allocator fragmentation, gradients
-of activations in flight during backward (about one block's), the rotary cos/sin tables, PPO's
-value head (n_embd + 1 params), the sampler's per-step (B, V) logits, and the refresh of FSDP's
-rollout copy (train_rl.refresh_rollout_copy gathers one fp32 tensor at a time: the largest
-one, for a moment, before sampling starts). Hence FITS_FRACTION: a budget "fits" under 90% of a card.
-
-Footguns, stated bluntly: batch sizes are per GPU (more GPUs = a bigger global batch, not less
-activation memory per GPU); --micro_batch is a rank's rows per forward, in train_rl.py
-(prompts_per_step x n_samples / ranks) / --grad_accum. For big vocabularies (Qwen: 152k) the
-fp32 logits outweigh everything else: mind --micro_batch x --seq_len. The rl count assumes the
-reference's forward is micro-batched like the update, as train_rl.py does (--grad_accum chunks,
-keeping only the (B, T) log-probs).
+total = always + max(train, rollout), the two phases of an RL step never overlapping; P
+parameters, /N where FSDP shards a state over N GPUs (DDP replicates it):
+    always   fp32 weights 4P/N, grads 4P/N, AdamW moments 8P/N; for rl the frozen reference
+    train    compute weights + activations (act_bytes: per token per layer, checked against
+             autograd by tests/test_memory.py) + LOGIT_COPIES of the (B, T, V) fp32 logits
+    rollout  (rl) the sampling copy (if any) + its KV cache + the prefill's logits
+Every term, LoRA's, and what is not counted: docs/real_weights.md.
+Footguns: batch sizes are per GPU (more GPUs = a bigger global batch, not less activation memory
+per GPU); for big vocabularies (Qwen: 152k) the fp32 logits outweigh everything else: mind
+--micro_batch x --seq_len. A budget "fits" under FITS_FRACTION (90%) of a card.
 """
 import argparse
 import inspect
