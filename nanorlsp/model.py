@@ -9,29 +9,13 @@ checkpoints run through this same class and code path.
 Architecture (Touvron et al. 2023; Dubey et al. 2024 for Llama 3; Qwen2 adds q/k/v biases):
 token embedding -> n_layer x [RMSNorm -> grouped-query attention with rotary embeddings ->
 residual, RMSNorm -> SwiGLU MLP -> residual] -> RMSNorm -> LM head (optionally tied).
-
-Cache hooks for the KV-cached sampler (nanorlsp/sampler.py) live here so the sampler never forks
-the model: forward(idx, positions, kv_cache, cache_index, attn_mask).
-- positions (B, T): the rotary position of every token, per row. Left-padded prompts start their
-  real tokens at position 0 whatever their padding, so RoPE sees the same positions as unpadded.
-- kv_cache: a KVCache of static buffers, per layer (B, n_kv_head, max_len, head_dim); cache_index
-  (T,) gives the slots this call's keys/values are written to, in place (index_copy_), so no
-  tensor grows while decoding and every decode step has the same shapes (torch.compile and CUDA
-  graph friendly).
-- attn_mask (B, 1, T, S) bool, True = may attend. Without a mask the attention is causal. With a
-  cache, S may be shorter than max_len: the call attends over the first S slots only.
-- logits_at (B, Tn) positions: compute the LM head there only, (B, Tn, V) instead of (B, T, V).
-  The RL update scores completions only; the prompt's positions would cost V-wide rows of
-  float32 logits (49152 for SmolLM2) and their gradients for nothing.
-
-LoRA (Hu et al. 2021), from scratch, no PEFT: add_lora(model, rank, alpha, targets) freezes every
-weight and gives the blocks' projections (default: all of q, k, v, o, gate, up, down) a low-rank
-adapter; only the adapters train. lora_disabled(model) switches them off (the base alone: RL's
-frozen reference, with no second copy of the weights); merge_lora folds them into the weights.
-
-Rotary layout: the "rotate half" convention of the Hugging Face Llama/Qwen2 code (the two halves
-of head_dim are the real and imaginary parts), so those weights load without permutation. GGUF
-stores q/k interleaved; its loader undoes that.
+Cache hooks, so the KV-cached sampler never forks the model: forward(idx, positions (B, T),
+kv_cache (static per-layer (B, n_kv_head, max_len, head_dim) buffers, written in place at
+cache_index (T,)), attn_mask (B, 1, T, S) bool, True = may attend, causal without one,
+logits_at (B, Tn): the LM head at those positions only). How they are used: docs/sampler.md.
+LoRA (Hu et al. 2021), no PEFT: add_lora, lora_disabled (the base alone: RL's reference),
+merge_lora. Rotary layout: HF's "rotate half" (the halves of head_dim are the real and
+imaginary parts), so HF weights load unpermuted; the GGUF loader un-interleaves q/k.
 """
 import contextlib
 import math
