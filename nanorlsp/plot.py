@@ -4,25 +4,15 @@ Plot RL runs from their metrics.jsonl: the curves in which RLSP's emergence show
     python -m nanorlsp.plot out/rl                       # PNGs into out/rl/plots
     python -m nanorlsp.plot out/rl out/rl_none --out plots/   # runs overlaid, with a legend
 
-Figures: reward.png (total and its parts), accuracy.png (rollout accuracy and greedy held-out
-accuracy), length.png (response length median with its 10-90 percentile band), behaviors.png
-(share of rollouts that backtrack / verify / explore alternatives), kl.png (KL to the reference
-and policy entropy), diagnostics.png (the figures to read when the reward does not move: the
-share of groups whose rewards are all equal, of replies with no answer, of truncated replies,
-the sampler-vs-training log-prob gap, the gradient norm before clipping, the PPO clip fraction;
-a run logged before these existed shows empty panels).
-
     from nanorlsp.plot import figures, plot_runs
     figs = figures(["out/rl", "out/rl_none"])   # {"reward": Figure, ...}: what the notebooks show
     plot_runs(["out/rl"], "plots/")             # the same figures, saved as PNG (the CLI)
-    levels_figure({"rlsp": ([1, 2], [0.9, 0.8], [24, 50])}, "arith")   # adaptive thinking
-    strength_figure(points, "arith")            # the study's exploration-strength sweep
-    passk_figure({"SFT": ([1, 2, 4], [0.5, 0.7, 0.8])}, "arith")   # pass@k curves
-    overview_figure("out/rl")                   # accuracy, length, behaviours: the README's
+    # also overview_figure, levels_figure, strength_figure, passk_figure (docs/rl.md)
 
-Figures are built with matplotlib's object API (matplotlib.figure.Figure), never pyplot: no
-backend is selected and no global figure state is touched, so this works headless (CI, servers)
-and inside a notebook without switching its inline backend.
+Figures: reward, accuracy, length, behaviors, kl, diagnostics (what each draws: docs/rl.md).
+They are built with matplotlib's object API (matplotlib.figure.Figure), never pyplot: no backend
+is selected and no global figure state is touched, so this works headless (CI, servers) and
+inside a notebook without switching its inline backend.
 """
 import argparse
 import json

@@ -6,25 +6,14 @@ middle and late steps with the behaviours highlighted.
     python -m nanorlsp.report out/rl out/rl_none --out cmp.html   # runs overlaid, side by side
     python -m nanorlsp.report out/sft                             # an SFT run: its loss curves
 
-Self-contained: the figures of nanorlsp/plot.py are embedded as base64 PNGs, the style sheet is
-inline, and there is no script and no link to fetch, so the file can be mailed, attached to an
-issue or opened offline, and shows the same everywhere.
-
-What it reads, per run directory (metrics.jsonl stays the source of truth):
-- metrics.jsonl: train_rl.py runs get plot.figures (reward, accuracy, length, behaviours, KL,
-  diagnostics), all runs overlaid; train_sft.py runs (no RL steps) get their training and
-  held-out loss and held-out accuracy (SFT_FIGURE)
-- samples.jsonl (train_rl.py, --log_samples per step): the transcripts of the first, middle and
-  last logged step, the first --per_step of each as logged (not picked for their content), with
-  correctness and reward; the behaviours
-  nanorlsp.behaviors counts (backtracking, verification, alternatives) highlighted where
-  behaviors.spans finds them, with the run's own task markers (arith, countdown) or the keyword
-  patterns (natural text)
-- config.json: the run's settings (task, algorithm, exploration reward) for the summary table
-
     from nanorlsp.report import build, write_report
     html = build(["out/rl"])                        # the page as a string
     write_report(["out/rl"], "report.html")
+
+Self-contained: the figures are base64 PNGs, the style sheet is inline, and there is no script
+and no link to fetch, so the file can be mailed or opened offline and shows the same everywhere.
+It reads each run's metrics.jsonl (the source of truth), samples.jsonl and config.json; what it
+takes from each: docs/rl.md.
 """
 import base64
 import html
