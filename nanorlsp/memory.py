@@ -29,7 +29,7 @@ from nanorlsp.model import LORA_TARGETS, ModelConfig
 
 GIB = 2 ** 30
 GPU_SIZES = (24, 40, 48, 80)  # GiB of common cards (RTX 4090 / A100-40 / L40S, A6000 / A100-80, H100)
-FITS_FRACTION = 0.9          # headroom for what is not counted (see the docstring)
+FITS_FRACTION = 0.9          # headroom for what is not counted (docs/real_weights.md)
 LOGIT_COPIES = {"sft": 4, "rl": 5}  # fp32 (B, T, V) tensors alive at the start of backward:
 # sft: the logits, log_softmax's saved output, its gradient and the gradient of the logits
 # (sft_loss_sum); rl adds the reference's logits of the same rows, held through the update
@@ -327,7 +327,7 @@ def main(argv=None):
     from nanorlsp.common import ArgParser, comma_list, die, nonneg_int, positive_int
     ap = ArgParser(prog="python -m nanorlsp.memory", formatter_class=argparse.
                    ArgumentDefaultsHelpFormatter, description="Per-GPU memory budget of an sft / "
-                   "rl stage; what is counted and why: the module docstring.")
+                   "rl stage; what is counted and why: docs/real_weights.md.")
     ap.add_argument("model", nargs="?", help=f"preset ({', '.join(PRESETS)}), HF config.json or "
                     "model dir, or nanorlsp checkpoint dir")
     ap.add_argument("--table", action="store_true", help="print the README table (presets x "

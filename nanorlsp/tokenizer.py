@@ -226,7 +226,7 @@ class Tokenizer:
     meta carries what tiktoken cannot hold, and is saved with the tokenizer: "normalize" ("NFC"
     or None), "bos_token"/"eos_token" names, "default_system" (a system message rendered when a
     chat has none), "n_vocab" (the real vocab size; ranks past it are bytes the vocab lacks) and
-    "unreachable" ({id: base64 bytes} of tokens kept out of the ranks), see the module docstring.
+    "unreachable" ({id: base64 bytes} of tokens kept out of the ranks), see docs/real_weights.md.
     """
 
     def __init__(self, enc: tiktoken.Encoding, chat_format: str | None = "tiny", meta: dict | None = None):
@@ -266,7 +266,7 @@ class Tokenizer:
         return self.enc.decode(list(ids), errors="replace")
 
     def decode_bytes(self, ids: list[int]) -> bytes:
-        if self._unreachable:  # rare (see module docstring): a slower id-by-id path
+        if self._unreachable:  # rare (docs/real_weights.md): a slower id-by-id path
             return b"".join(self._unreachable.get(i) or self.enc.decode_single_token_bytes(i) for i in ids)
         return self.enc.decode_bytes(list(ids))
 
@@ -502,7 +502,7 @@ def _from_hf_bpe(vocab: dict[str, int], merges: list, added: dict[str, int], *, 
                  eos: str | None = None, chat_template: str | None = None,
                  default_system: str | None = None) -> Tokenizer:
     """A HF byte-level BPE (vocab token -> id, merges as "a b" or [a, b], added token -> id) as a
-    tiktoken Tokenizer with the same ids. Checks what tiktoken needs (module docstring)."""
+    tiktoken Tokenizer with the same ids. Checks what tiktoken needs (docs/real_weights.md)."""
     pat_str, normalize = pretokenizer
     specials = dict(added)  # every added token, special or not: never produced by encode
     spelled = {t: _token_bytes(t, source) for t in vocab if t not in specials}
