@@ -55,7 +55,7 @@ def setup(device_arg: str = "auto", fsdp: bool = False) -> Dist:
     fsdp: the script was asked to shard, which needs torchrun (a UserError if not). Under
     torchrun --nproc_per_node=1 it joins a process group of one rank: FSDP2 then runs its whole
     code path (DTensor shards, gathers, the sharded optimizer checkpoint) over one rank, a smoke
-    run of the sharded path on a machine with one GPU (scripts/gpu_check.sh). Two ranks cannot
+    run of the sharded path on a machine with one GPU (experiments/gpu_check.sh). Two ranks cannot
     share one GPU instead: NCCL refuses two ranks on the same device, and gloo has no FSDP
     collectives (reduce-scatter) for CUDA tensors."""
     world = int(os.environ.get("WORLD_SIZE", "1"))

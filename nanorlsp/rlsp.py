@@ -144,7 +144,7 @@ def grade(texts: list[str], problems: list[dict], task, tok):
 
 def score_texts(texts, problems, task, tok, cfg, coef, pieces=None, group_size=None, easy=None):
     """The RLSP reward of replies (grade, then rewards.score): the parts, correct, has_answer.
-    The scoring that train_rl.py's step, bench.py and notebook 04 share."""
+    The scoring that train_rl.py's step, experiments/bench.py and notebook 04 share."""
     correct, has_answer, reason = grade(texts, problems, task, tok)
     parts = reward_parts(reason, correct, has_answer, cfg, coef, pieces=pieces,
                          group_size=group_size, easy=easy)
@@ -266,7 +266,7 @@ def step_record(batch: Batch, sc: dict, out: dict, timings: dict, task_name: str
                behaviors=frequencies([r["text"] for r in rows], task_name), **stats,
                tok_per_s=float(lens.sum()) / max(timings["t_gen"], 1e-9), **timings,
                # this rank's training rows (B, L) and completion positions Tn: the shape
-               # bench.py times the bare update at
+               # experiments/bench.py times the bare update at
                train_shape=[*batch.seq.shape, batch.tokens.shape[1]])
     if easy is not None:                     # the share of rows whose length was charged
         rec["easy_frac"] = mean("easy")

@@ -6,9 +6,9 @@ Weights & Biases (the convention of nanochat, TRL, OpenRLHF, veRL and nano-aha-m
     WANDB_MODE=offline python train_sft.py --wandb nanorlsp   # no network: the run's files go to
     wandb sync out/sft/wandb/offline-run-*                    # OUT_DIR/wandb/, uploaded later
 
-metrics.jsonl stays the source of truth (nanorlsp.plot, nanorlsp.report and study.py read it):
-the scripts call log() right where they append a record to it, and log_samples() with the
-transcripts they append to samples.jsonl, so W&B sees the same numbers and nothing more. Every
+metrics.jsonl stays the source of truth (nanorlsp.plot, nanorlsp.report and experiments/study.py
+read it): the scripts call log() right where they append a record to it, and log_samples() with
+the transcripts they append to samples.jsonl, so W&B sees the same numbers and nothing more. Every
 figure is logged at the record's own `step`; nested dicts are flattened with "/" (W&B's panel
 sections): {"behaviors": {"backtracking": 0.2}} -> "behaviors/backtracking". Transcripts are one
 wandb.Table per logging step under the key "samples".

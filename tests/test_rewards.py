@@ -336,8 +336,9 @@ def test_explore_schedule_latches_threshold_and_splits_adaptive_rows():
 
 
 def test_score_texts_grades_and_scores_as_the_step_does():
-    """rlsp.score_texts (train_rl.py's scoring, shared with bench.py and notebook 04): the
-    checker's verdict, the no-answer test and L from the text before the answer it read."""
+    """rlsp.score_texts (train_rl.py's scoring, shared with experiments/bench.py and notebook
+    04): the checker's verdict, the no-answer test and L from the text before the answer it
+    read."""
     from nanorlsp.rlsp import score_texts
     task = get_task("arith")
     p = task.make_problems("train", 1, seed=4, level=4)[0]

@@ -1,6 +1,6 @@
 """
-study.py end to end at toy size: SFT, RL runs for four rewards (one adaptive with its own
-threshold, one an exploration strength) and PPO on the best of the paper's, their
+experiments/study.py end to end at toy size: SFT, RL runs for four rewards (one adaptive with
+its own threshold, one an exploration strength) and PPO on the best of the paper's, their
 evaluations, RESULTS.md with its tables and figures; a second invocation redoes nothing.
 Marked slow (about a minute on 2 cores).
 """
@@ -13,12 +13,14 @@ import sys
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STUDY = os.path.join("experiments", "study.py")    # run from the repo root, as documented
 
 
 @pytest.mark.slow
 def test_study_small(tmp_path):
-    out, res = str(tmp_path / "study"), str(tmp_path / "RESULTS.md")
-    cmd = [sys.executable, "study.py", "--tasks", "arith", "--seeds", "1,2", "--steps", "2",
+    # the report in experiments/ as in the repo: its figures go to ../docs/study/ from there
+    out, res = str(tmp_path / "study"), str(tmp_path / "experiments" / "RESULTS.md")
+    cmd = [sys.executable, STUDY, "--tasks", "arith", "--seeds", "1,2", "--steps", "2",
            "--sft_steps", "20", "--limit", "6", "--rewards", "none,rlsp,adaptive_0.5,rlsp@1",
            "--jobs", "2", "--passk_problems", "3", "--passk_samples", "4",
            "--out_dir", out, "--results", res, "--smol_dir", str(tmp_path / "no_smol"), "--rl_flags",
@@ -64,6 +66,7 @@ def test_study_small(tmp_path):
     assert e["pass@1"] <= e["pass@2"] <= e["pass@3"] <= e["pass@4"]
     for name in ("training", "levels", "strength", "passk"):
         assert os.path.exists(tmp_path / "docs" / "study" / f"arith_{name}.png")
+        assert f"](../docs/study/arith_{name}.png)" in text, name   # linked where it is
     assert "over training (rollouts at T = 1" in text
     runs = set(os.listdir(os.path.join(out, "arith")))
     ppo = {d for d in runs if d.startswith("ppo_")}
@@ -96,8 +99,8 @@ def test_study_plain_variant(tmp_path):
     config says so), RL runs on the arith task, and RESULTS.md reads the behaviours functionally
     in the demonstrations (full mix and restricted), SFT and RL samples, with no
     marker-based 'What emerged' table for the variant."""
-    out, res = str(tmp_path / "study"), str(tmp_path / "RESULTS.md")
-    cmd = [sys.executable, "study.py", "--tasks", "arith_plain", "--seeds", "1", "--steps", "2",
+    out, res = str(tmp_path / "study"), str(tmp_path / "experiments" / "RESULTS.md")
+    cmd = [sys.executable, STUDY, "--tasks", "arith_plain", "--seeds", "1", "--steps", "2",
            "--sft_steps", "10", "--limit", "4", "--rewards", "none,rlsp", "--no_ppo",
            "--out_dir", out, "--results", res, "--smol_dir", str(tmp_path / "no_smol"),
            "--rl_flags", "--prompts_per_step 2 --n_samples 2 --max_new_tokens 12 --eval_problems 0"]
@@ -128,8 +131,8 @@ def test_study_countdown_small(tmp_path):
     """Item 2's task: countdown_small trains and evaluates on its own problems (numbers in 1..9),
     its strength config reads L_typical from its SFT samples, and 'What emerged' reports the
     wrong search steps of that config's samples (the task has no default-coef rlsp run)."""
-    out, res = str(tmp_path / "study"), str(tmp_path / "RESULTS.md")
-    cmd = [sys.executable, "study.py", "--tasks", "countdown_small", "--seeds", "1", "--steps",
+    out, res = str(tmp_path / "study"), str(tmp_path / "experiments" / "RESULTS.md")
+    cmd = [sys.executable, STUDY, "--tasks", "countdown_small", "--seeds", "1", "--steps",
            "2", "--sft_steps", "10", "--limit", "4", "--no_ppo", "--out_dir", out,
            "--results", res, "--smol_dir", str(tmp_path / "no_smol"),
            "--rl_flags", "--prompts_per_step 2 --n_samples 2 --max_new_tokens 24 --eval_problems 0"]

@@ -1,9 +1,11 @@
 """
 The RLSP study at small scale: every run, evaluation, table and figure of RESULTS.md.
 
-    python study.py                           # the whole study, from scratch, resumable
-    python study.py --tasks arith --seeds 1   # a smaller one
-    python study.py --report                  # only rewrite RESULTS.md from the finished runs
+    python experiments/study.py                          # the whole study, from scratch, resumable
+    python experiments/study.py --tasks arith --seeds 1  # a smaller one
+    python experiments/study.py --report                 # only rewrite RESULTS.md from the runs
+
+Run it from the repo root: --out_dir is relative to the cwd and the jobs it starts run at the root.
 
 What runs (out/study/<task>/...; a finished step is never redone, an interrupted run resumes),
 each task with its own BUDGET below, the same for all of its configs:
@@ -18,8 +20,8 @@ each task with its own BUDGET below, the same for all of its configs:
    length, truncation, accuracy and tokens by level) and k samples at T = 1 (pass@k, maj@k,
    behaviour frequencies); then 64 samples per problem of SFT, verifier only and the best RLSP
    config for pass@k curves, k = 1..64 (PASSK).
-4. RESULTS.md: the tables (mean and spread over seeds), figures in docs/study/ beside it,
-   wall-clock per run.
+4. experiments/RESULTS.md: the tables (mean and spread over seeds), figures in docs/study/
+   (linked as ../docs/study/), wall-clock per run.
 
 --jobs runs that many independent jobs at once, each with cores / jobs torch threads (a 2-core
 box: 2 jobs of 1 thread beat 1 job of 2 threads for the tiny model).
@@ -33,7 +35,11 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from nanorlsp.checkpoint import has_checkpoint, read_checkpoint
+# this script lives in experiments/: the repo root holds the package and the scripts it runs
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)  # imports `nanorlsp` and `data` from the repo root, from any cwd
+
+from nanorlsp.checkpoint import has_checkpoint, read_checkpoint  # noqa: E402
 
 ap = argparse.ArgumentParser(description="The RLSP ablation study: runs, evals, RESULTS.md.")
 ap.add_argument("--out_dir", default="out/study")
@@ -58,14 +64,17 @@ ap.add_argument("--passk_samples", type=int, default=None,
                 help="stage 4's samples per problem, the largest k (default 64)")
 ap.add_argument("--jobs", type=int, default=2, help="runs at once")
 ap.add_argument("--report", action="store_true", help="only rewrite RESULTS.md")
-ap.add_argument("--results", default="RESULTS.md")
+ap.add_argument("--results", default="experiments/RESULTS.md",
+                help="the report; its figures go to ../docs/study/ from its folder")
 ap.add_argument("--smol_dir", default="out/smol", help="the SmolLM2 evals (README commands)")
 args = ap.parse_args()
 
 TASKS = args.tasks.split(",")
 SEEDS = [int(s) for s in args.seeds.split(",")]
-ROOT = os.path.dirname(os.path.abspath(__file__))
 OUT = args.out_dir
+# the report's figures, relative to its folder: docs/study/ is ../docs/study/ from experiments/
+# (relative links render on GitHub and in a clone)
+FIGS = "../docs/study"
 THREADS = max(1, (os.cpu_count() or 1) // args.jobs)
 os.makedirs(os.path.join(OUT, "logs"), exist_ok=True)
 TIMES = os.path.join(OUT, "times.json")   # older runs' wall-clock; new runs keep their own
@@ -664,7 +673,7 @@ def strength_section(task: str, fig_dir: str) -> list[str]:
     name = f"{task}_strength.png"
     strength_figure(points, f"{task}: against the exploration strength (mean over seeds)").savefig(
         os.path.join(fig_dir, name), dpi=80)
-    return out + ["", f"![{task} against the exploration strength](docs/study/{name})", ""]
+    return out + ["", f"![{task} against the exploration strength]({FIGS}/{name})", ""]
 
 
 def passk_diff(dirs: list[str], sft_dirs: list[str], k: int) -> str:
@@ -718,7 +727,7 @@ def passk_section(task: str, fig_dir: str) -> list[str]:
     passk_figure({k: v[:2] for k, v in curves.items()},
                  f"{task}: pass@k at T = 1 (mean over seeds)").savefig(
         os.path.join(fig_dir, name), dpi=80)
-    return out + ["", f"![{task} pass@k](docs/study/{name})", ""]
+    return out + ["", f"![{task} pass@k]({FIGS}/{name})", ""]
 
 
 # measured once, by hand, for the committed RESULTS.md (the runs are resumable, so a clock in
@@ -727,8 +736,9 @@ MEASURED = ("about 6 h of wall-clock on the 2-core CPU that made this file, two 
             "(an estimate from the recorded job time below: its runs were made in several sittings, "
             "and RESULTS.md's budget paragraph adds the configs not re-run)")
 lines = ["# RESULTS: the RLSP study at small scale", "",
-         f"Reproduce everything: `python study.py`, {MEASURED} (this file is its output; `python study.py "
-         f"--report` rewrites it from finished runs). Runs live in `{OUT}`, seeds {args.seeds}. "
+         f"Reproduce everything: `python experiments/study.py`, {MEASURED} (this file is its "
+         f"output; `python experiments/study.py --report` rewrites it from finished runs). Runs live "
+         f"in `{OUT}`, seeds {args.seeds}. "
          "Figures: `docs/study/`. Budgets (`BUDGET` in study.py), the same for every config of a "
          "task:", ""]
 for t in TASKS:
@@ -761,7 +771,8 @@ lines += ["", f"`train min` is the training command's wall-clock on {os.cpu_coun
           "fewer runs to do, such as one task's SFT, gives each more), and sometimes a second "
           "study process: a cost, not a benchmark.", ""]
 results = os.path.abspath(args.results)
-fig_dir = os.path.join(os.path.dirname(results), "docs", "study")     # linked relatively
+os.makedirs(os.path.dirname(results), exist_ok=True)
+fig_dir = os.path.normpath(os.path.join(os.path.dirname(results), FIGS))
 os.makedirs(fig_dir, exist_ok=True)
 # the reading of the tables is written by hand, from the runs (a rerun regenerates the tables,
 # not this text: check it against them)
@@ -820,7 +831,7 @@ for t in TASKS:
         levels_figure(per_config, f"{t}: greedy accuracy and reply tokens by {level_name} "
                       "(mean over seeds)", level_name).savefig(
             os.path.join(fig_dir, f"{t}_levels.png"), dpi=80)
-        lines += ["", f"![{t} by level](docs/study/{t}_levels.png)", ""]
+        lines += ["", f"![{t} by level]({FIGS}/{t}_levels.png)", ""]
         lines += goal_table(t, [k for k in adaptive if k != "rlsp"])
     # exploration strength: every rlsp@S against the verifier-only run (S = 0)
     lines += strength_section(t, fig_dir)
@@ -858,7 +869,7 @@ for t in TASKS:
             ax.set(title=title, xlabel="RL step")
         fig.axes[0].legend(fontsize=7)
         fig.savefig(os.path.join(fig_dir, f"{t}_training.png"), dpi=80)
-        lines += [f"![{t} over training](docs/study/{t}_training.png)", "",
+        lines += [f"![{t} over training]({FIGS}/{t}_training.png)", "",
                   "(Mean over seeds, moving average over 5 steps. Per-run figures with spreads: "
                   "`python -m nanorlsp.plot RUN_DIR ...`.)", ""]
 

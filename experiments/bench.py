@@ -1,12 +1,12 @@
 """
 Speed benchmarks: one Markdown table per section (docs/performance.md quotes them).
 
-    python bench.py                              # every section on this machine's CPU
-    python bench.py --sections trl               # some of: peak trl decode ragged train memory
+    python experiments/bench.py                  # every section on this machine's CPU
+    python experiments/bench.py --sections trl   # some of: peak trl decode ragged train memory
                                                  #   rl scaling torchrun load verifier
-    bash scripts/gpu_check.sh                    # the GPU check: one command, < 8 min on one GPU
-    python bench.py --device cuda                # a GPU: bf16, Qwen2.5-0.5B's shape, random weights
-    python bench.py --quick                      # tiny sizes, a smoke run (tests/test_bench.py)
+    bash experiments/gpu_check.sh                # the GPU check: one command, < 8 min on one GPU
+    python experiments/bench.py --device cuda    # a GPU: bf16, Qwen2.5-0.5B's shape, random weights
+    python experiments/bench.py --quick          # tiny sizes, a smoke run (tests/test_bench.py)
 
 Sections
 - peak: the machine's matmul rate, float32 and bfloat16: a square GEMM (2048^3 on CPU, 8192^3
@@ -104,9 +104,14 @@ import time
 import torch
 import torch.nn.functional as F
 
-from nanorlsp.common import cpu_has_fast_bf16, die, resolve_dtype
-from nanorlsp.model import GPT, ModelConfig
-from nanorlsp.sampler import sample
+# this script lives in experiments/: the repo root holds the package, the training scripts (the
+# children run there), tests/ and, beside it, ../shared/data
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)  # imports `nanorlsp` and `data` from the repo root, from any cwd
+
+from nanorlsp.common import cpu_has_fast_bf16, die, resolve_dtype  # noqa: E402
+from nanorlsp.model import GPT, ModelConfig  # noqa: E402
+from nanorlsp.sampler import sample  # noqa: E402
 
 SECTIONS = ("peak", "trl", "decode", "ragged", "train", "memory", "rl", "scaling", "torchrun",
             "load", "verifier")
@@ -202,7 +207,6 @@ if args.quick:
 batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
 models = args.models.split(",") if args.models else (
     ["tiny"] if args.quick else ["tiny", "qwen2.5-0.5b"] if CUDA else ["tiny", "smollm2"])
-HERE = os.path.dirname(os.path.abspath(__file__))
 t_start = time.time()
 
 
@@ -294,7 +298,7 @@ def run_child(what: str, cmd: list[str], env=None) -> subprocess.CompletedProces
     process group: stopped when it runs past --child_timeout (one error line naming `what`) or
     when bench.py exits (an error, Ctrl-C), and sent SIGTERM when bench.py is killed."""
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                         cwd=HERE, start_new_session=True,
+                         cwd=ROOT, start_new_session=True,
                          preexec_fn=_die_with_parent if _LIBC else None)
     try:
         out, err = p.communicate(timeout=args.child_timeout or None)
@@ -311,7 +315,7 @@ def run_train_rl(flags: dict, out: str, launcher=(), env=None) -> list[dict]:
     """train_rl.py in a subprocess with --key value flags (True: a bare --key) writing to out;
     returns metrics.jsonl's step records. A failure is one line naming train_rl.py's first error
     (torchrun ends its report with a banner), the whole output in out.log."""
-    cmd = list(launcher or [sys.executable]) + [os.path.join(HERE, "train_rl.py"), "--out_dir", out]
+    cmd = list(launcher or [sys.executable]) + [os.path.join(ROOT, "train_rl.py"), "--out_dir", out]
     for k, v in flags.items():
         cmd += [f"--{k}"] if v is True else [f"--{k}", str(v)]
     r = run_child("train_rl.py", cmd, env)
@@ -1221,7 +1225,7 @@ if "verifier" in sections:
                       [(f"She buys 3 bags of 12 apples, 3 * 12 = 36.\nThen she gives away 5.\n"
                         f"So she has {g if k % 2 else g + 1} apples left.", str(g))
                        for k, g in enumerate(golds)], expect=half)]
-    path = os.path.join(HERE, "..", "shared", "data", "math500.jsonl")
+    path = os.path.join(ROOT, "..", "shared", "data", "math500.jsonl")
     if os.path.exists(path):
         answers = [json.loads(line)["answer"] for line in open(path)]
 
@@ -1233,7 +1237,7 @@ if "verifier" in sections:
                               pairs))
         rows.append(grade_row("the same, caches cleared before every call", pairs, clear=True))
         if not args.quick:          # ~18k items of every kind (tests/verifier_corpus.py)
-            sys.path.insert(0, os.path.join(HERE, "tests"))
+            sys.path.insert(0, os.path.join(ROOT, "tests"))
             import verifier_corpus  # a test helper: builds the corpus from ../shared/data
             rows.append(grade_row("the agreement corpus (every kind of reply), caches cleared",
                                   [(it["response"], it["gold"]) for it in verifier_corpus.build()],

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# The GPU check (issue 16, item 4): one command that measures the CUDA path on one GPU in under
+# The GPU check: one command that measures the CUDA path on one GPU in under
 # 8 minutes, with nothing downloaded (random weights of Qwen2.5-0.5B's and Llama-3.2-1B's shapes,
 # nanorlsp.memory's presets). Writes its tables to stdout and to gpu_check.md (or
 # $GPU_CHECK_OUT): Markdown, the README's GPU table once it has run.
 #
-#     bash scripts/gpu_check.sh          # on a machine with one (or more) CUDA GPUs
-#     bash scripts/gpu_check.sh --cpu    # every part at tiny sizes on the CPU (tests/test_bench.py)
+#     bash experiments/gpu_check.sh        # on a machine with one (or more) CUDA GPUs
+#     bash experiments/gpu_check.sh --cpu  # every part at tiny sizes on the CPU
+#                                          # (tests/test_bench.py runs it)
 #
 # What it runs (bench.py sections; bench.py's docstring says how each is measured):
 #   1. peak (the GPU's measured bf16/fp32 GEMM rate), decode (tokens/s vs transformers at batch
@@ -21,7 +22,7 @@
 # the exit status is non-zero if any failed. torch.compile is left out (--no_compile): inductor
 # compiles a 24-layer model per shape in tens of seconds, more than the check's budget.
 set -u
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.."   # the repo root: gpu_check.md is written there
 LIMITS=(210 90 180)   # seconds per part: 8 minutes in all
 if [ "${1:-}" = "--cpu" ]; then
     COMMON=(--device cpu --quick)
@@ -38,8 +39,8 @@ OUT=${GPU_CHECK_OUT:-gpu_check.md}
 status=0
 run() {   # run LIMIT_S ARGS...: one bench.py invocation, its tables appended to $OUT
     local limit=$1; shift
-    echo "+ python bench.py $*" >&2
-    timeout "$limit" python bench.py "$@" | tee -a "$OUT"
+    echo "+ python experiments/bench.py $*" >&2
+    timeout "$limit" python experiments/bench.py "$@" | tee -a "$OUT"
     local rc=${PIPESTATUS[0]}
     if [ "$rc" -ne 0 ]; then
         echo "**bench.py $* failed (exit $rc$([ "$rc" -eq 124 ] && echo ': over its time limit'))**" \
