@@ -200,8 +200,11 @@ def test_train_sft_runs_and_learns(tmp_path):
 @pytest.mark.slow
 def test_resume_equals_uninterrupted_run(tmp_path):
     """Kill a run (SIGINT) after its first checkpoint, --resume it, and compare with a run that
-    was never interrupted: weights and optimizer state bit for bit."""
-    common = ["--max_steps", "40", "--eval_interval", "5", "--eval_problems", "0",
+    was never interrupted: weights and optimizer state bit for bit. 300 steps, so the run is
+    still going when the signal lands: 40 took under a second on one thread, and with a second
+    test on the other core the poll below was not scheduled before the run had finished."""
+    n = 300
+    common = ["--max_steps", str(n), "--eval_interval", "5", "--eval_problems", "0",
               "--batch_size", "4"]
     full = str(tmp_path / "full")
     run_sft("--out_dir", full, *common)
@@ -217,11 +220,11 @@ def test_resume_equals_uninterrupted_run(tmp_path):
     assert p.returncode == 130, (out, err)  # really interrupted, not finished
     assert "interrupted at step" in err and "--resume" in err
     k = read_checkpoint(cut)["step"]
-    assert 5 <= k < 40
+    assert 5 <= k < n
 
     run_sft("--out_dir", cut, "--resume")
     a, b = read_checkpoint(full), read_checkpoint(cut)
-    assert b["step"] == 40
+    assert b["step"] == n
     for name in a["model"]:
         assert torch.equal(a["model"][name], b["model"][name]), name
     sa, sb = a["optimizer"]["state"], b["optimizer"]["state"]
