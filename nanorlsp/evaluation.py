@@ -26,14 +26,18 @@ def user_prompt(problem: dict, tok) -> str:
     return text
 
 
+def render(problem: dict, tok) -> list[int]:
+    """A problem's prompt as the model reads it: the chat rendered up to the assistant's turn."""
+    return tok.render_prompt([{"role": "user", "content": user_prompt(problem, tok)}])
+
+
 def prompt_lengths(problems: list[dict], tok, ctx: int) -> list[int]:
     """Each problem's prompt in tokens, chat template included. A text longer than ctx x the
     widest token's bytes cannot fit whatever it tokenizes to: it counts as ctx + 1, untokenized
     (tokenizing a 20M-character problem alone takes minutes)."""
     widest = max(len(tok.decode_bytes([i])) for i in range(tok.n_vocab))
-    return [len(tok.render_prompt([{"role": "user", "content": text}]))
-            if len(text) <= ctx * widest else ctx + 1
-            for text in (user_prompt(p, tok) for p in problems)]
+    return [len(render(p, tok)) if len(user_prompt(p, tok)) <= ctx * widest else ctx + 1
+            for p in problems]
 
 
 @torch.no_grad()

@@ -23,7 +23,7 @@ import torch
 
 from nanorlsp import dist
 from nanorlsp.behaviors import frequencies
-from nanorlsp.evaluation import prompt_lengths, user_prompt
+from nanorlsp.evaluation import prompt_lengths, render
 from nanorlsp.rewards import score as reward_parts
 from nanorlsp.rl import (group_advantages, kl_penalty, masked_mean, reinforce_loss,
                          token_logprobs_and_entropy, truncated_is_weights)
@@ -48,11 +48,6 @@ class Batch:
     texts: list[str]              # (B,) the replies, decoded without their stop token
     group: int                    # G samples per prompt
     vocab: int                    # the tokenizer's ids (the padded embedding rows are masked)
-
-
-def render(problem: dict, tok) -> list[int]:
-    """A problem's prompt as the policy reads it: the chat rendered up to the assistant's turn."""
-    return tok.render_prompt([{"role": "user", "content": user_prompt(problem, tok)}])
 
 
 def fitting(problems: list[dict], tok, ctx: int, max_new_tokens: int, split: str,
