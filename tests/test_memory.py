@@ -1,4 +1,4 @@
-"""nanorlsp.memory: exact parameter counts, the activation formula against what autograd really
+"""nanorlsp.tooling.memory: exact parameter counts, the activation formula against what autograd really
 saves, the scaling laws of the budget, the presets against their published sizes, and the CLI;
 the same for LoRA (adapter counts, a frozen block's activations, the 7-8B rows on one GPU)."""
 import json
@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from helpers import one_thread  # noqa: F401 (autouse fixture)
-from nanorlsp.memory import (GIB, LORA_MODELS, LORA_SETTINGS, PRESETS, act_bytes, budget, fits,
+from nanorlsp.tooling.memory import (GIB, LORA_MODELS, LORA_SETTINGS, PRESETS, act_bytes, budget, fits,
                              load_config, lora_params, main, num_params)
 from nanorlsp.model import GPT, LORA_TARGETS, ModelConfig, add_lora
 

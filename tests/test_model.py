@@ -235,7 +235,7 @@ def test_rotary_frequencies_stay_float32_through_dtype_casts(tmp_path):
                   {"model_config": model.config.to_dict(), "model": model.state_dict()},
                   dtype=torch.bfloat16)}
     if importlib.util.find_spec("safetensors"):
-        from nanorlsp import hf
+        from nanorlsp.tooling import hf
         hf.save_hf(model, None, str(tmp_path))
         copies["load_hf_dir(bf16)"] = hf.load_hf_dir(str(tmp_path), dtype=torch.bfloat16)
     for how, m in copies.items():

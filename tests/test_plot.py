@@ -1,11 +1,11 @@
-"""nanorlsp.plot draws every standard figure, overlaying several runs."""
+"""nanorlsp.tooling.plot draws every standard figure, overlaying several runs."""
 import json
 import subprocess
 import sys
 
 import pytest
 
-from nanorlsp.plot import plot_runs
+from nanorlsp.tooling.plot import plot_runs
 
 
 def fake_run(d, n=6):
@@ -35,7 +35,7 @@ def test_plot_runs_overlay(tmp_path):
 
 
 def test_plot_cli_missing_run(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "nanorlsp.plot", str(tmp_path / "nope")],
+    r = subprocess.run([sys.executable, "-m", "nanorlsp.tooling.plot", str(tmp_path / "nope")],
                        capture_output=True, text=True)
     assert r.returncode == 1 and "no metrics.jsonl" in r.stderr
     with pytest.raises(FileNotFoundError):
@@ -43,7 +43,7 @@ def test_plot_cli_missing_run(tmp_path):
 
 
 def test_levels_figure(tmp_path):
-    from nanorlsp.plot import levels_figure
+    from nanorlsp.tooling.plot import levels_figure
     fig = levels_figure({"rlsp": ([1, 2, 3], [1.0, 0.9, 0.7], [24, 40, 60]),
                          "budget": ([1, 2, 3], [1.0, 0.9, 0.7], [6, 20, 60])}, "arith")
     assert len(fig.axes) == 3 and len(fig.axes[2].lines) == 2
@@ -54,7 +54,7 @@ def test_levels_figure(tmp_path):
 def test_strength_figure(tmp_path):
     """The sweep's figure: points sorted by strength (given out of order here), S = 0 kept on a
     symlog axis starting at 0, raw and effective lengths as two lines."""
-    from nanorlsp.plot import strength_figure
+    from nanorlsp.tooling.plot import strength_figure
     def pt(S, acc, raw, eff):
         return dict(S=S, acc=acc, raw=raw, effective=eff, truncated=0.0, no_answer=0.0,
                     behaviors={"verification": acc / 2})
@@ -69,6 +69,6 @@ def test_strength_figure(tmp_path):
 
 
 def test_overview_figure(tmp_path):
-    from nanorlsp.plot import overview_figure
+    from nanorlsp.tooling.plot import overview_figure
     fig = overview_figure(fake_run(tmp_path / "run"), "a run")
     assert len(fig.axes) == 3 and len(fig.axes[2].lines) == 3

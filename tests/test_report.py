@@ -1,4 +1,4 @@
-"""python -m nanorlsp.report: one self-contained HTML page per set of runs (nanorlsp/report.py).
+"""python -m nanorlsp.tooling.report: one self-contained HTML page per set of runs (nanorlsp/tooling/report.py).
 
 - the pieces: which steps' transcripts are shown, behaviour highlighting (escaping, overlaps,
   control characters), a page with no outside reference
@@ -20,7 +20,7 @@ import sys
 import pytest
 
 from helpers import one_error_line
-from nanorlsp import report
+from nanorlsp.tooling import report
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
@@ -109,7 +109,7 @@ def test_two_runs_overlaid_and_labels(tmp_path):
 
 
 def run_report(*args):
-    return subprocess.run([sys.executable, "-m", "nanorlsp.report", *args], cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "nanorlsp.tooling.report", *args], cwd=ROOT,
                           capture_output=True, text=True, timeout=300,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
 

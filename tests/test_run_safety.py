@@ -18,7 +18,7 @@ from helpers import one_error_line
 from nanorlsp.checkpoint import (CKPT_NAME, CheckpointError, load_model, model_from_state,
                                  open_run, read_checkpoint, save_checkpoint)
 from nanorlsp.common import ArgParser, UserError, reset_logs
-from nanorlsp.hf import config_from_hf
+from nanorlsp.tooling.hf import config_from_hf
 from nanorlsp.model import GPT, ModelConfig
 from nanorlsp.tokenizer import RANKS_FILE, build_tiny_tokenizer
 

@@ -1,8 +1,8 @@
-"""nanorlsp.stats: bootstrap intervals over problems and seeds, paired comparisons."""
+"""nanorlsp.tooling.stats: bootstrap intervals over problems and seeds, paired comparisons."""
 import numpy as np
 import pytest
 
-from nanorlsp.stats import bootstrap_ci, paired_ci, significant
+from nanorlsp.tooling.stats import bootstrap_ci, paired_ci, significant
 
 
 def test_interval_covers_the_true_mean_about_95_percent_of_the_time():

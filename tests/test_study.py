@@ -32,7 +32,7 @@ def test_study_small(tmp_path):
                   "PPO rlsp"):
         assert f"| {label}" in text, label
     assert "adaptive thinking vs plain RLSP" in text
-    # the goal table: the difference from RLSP with its paired 95% interval (nanorlsp/stats.py)
+    # the goal table: the difference from RLSP with its paired 95% interval (nanorlsp/tooling/stats.py)
     assert re.search(r"\| adaptive \(0\.5\) \| [\d.]+ \| [+-][\d.]+ \| "
                      r"\[[+-][\d.]+, [+-][\d.]+\]\*? \|", text), \
         text.split("Against the goal")[-1][:800]

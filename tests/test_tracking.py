@@ -1,4 +1,4 @@
-"""--wandb on train_sft.py and train_rl.py (nanorlsp/tracking.py): every metrics.jsonl figure and
+"""--wandb on train_sft.py and train_rl.py (nanorlsp/tooling/tracking.py): every metrics.jsonl figure and
 the transcripts reach Weights & Biases, offline (WANDB_MODE=offline, no network); without the
 flag wandb is never imported.
 
@@ -22,7 +22,7 @@ import torch
 
 from data import get_task
 from helpers import one_error_line
-from nanorlsp import tracking
+from nanorlsp.tooling import tracking
 from nanorlsp.checkpoint import save_checkpoint
 from nanorlsp.model import GPT, ModelConfig
 from nanorlsp.tokenizer import build_tiny_tokenizer

@@ -1,10 +1,10 @@
 """
 Plot RL runs from their metrics.jsonl: the curves in which RLSP's emergence shows.
 
-    python -m nanorlsp.plot out/rl                       # PNGs into out/rl/plots
-    python -m nanorlsp.plot out/rl out/rl_none --out plots/   # runs overlaid, with a legend
+    python -m nanorlsp.tooling.plot out/rl                       # PNGs into out/rl/plots
+    python -m nanorlsp.tooling.plot out/rl out/rl_none --out plots/   # runs overlaid, with a legend
 
-    from nanorlsp.plot import figures, plot_runs
+    from nanorlsp.tooling.plot import figures, plot_runs
     figs = figures(["out/rl", "out/rl_none"])   # {"reward": Figure, ...}: what the notebooks show
     plot_runs(["out/rl"], "plots/")             # the same figures, saved as PNG (the CLI)
     # also overview_figure, levels_figure, strength_figure, passk_figure (docs/rl.md)

@@ -6,7 +6,7 @@ Weights & Biases (the convention of nanochat, TRL, OpenRLHF, veRL and nano-aha-m
     WANDB_MODE=offline python train_sft.py --wandb nanorlsp   # no network: the run's files go to
     wandb sync out/sft/wandb/offline-run-*                    # OUT_DIR/wandb/, uploaded later
 
-metrics.jsonl stays the source of truth (nanorlsp.plot, nanorlsp.report and experiments/study.py
+metrics.jsonl stays the source of truth (nanorlsp.tooling.plot, nanorlsp.tooling.report and experiments/study.py
 read it): the scripts call log() right where they append a record to it, and log_samples() with
 the transcripts they append to samples.jsonl, so W&B sees the same numbers and nothing more. Every
 figure is logged at the record's own `step`; nested dicts are flattened with "/" (W&B's panel

