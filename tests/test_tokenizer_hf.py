@@ -1,8 +1,9 @@
 """
-Real models' tokenizers through tiktoken (nanorlsp/tokenizer.py load_tokenizer / save_hf), checked
-against the reference: ids identical to Hugging Face tokenizers/transformers on real math text
-(math500, gsm8k) and unicode edge cases, chats identical to the models' chat templates, save_hf
-read back by transformers.AutoTokenizer with the same ids, one clear error for what we cannot do.
+Real models' tokenizers through tiktoken (load_tokenizer / save_hf, which
+nanorlsp/tooling/tokenizer_hf.py reads and writes), checked against the reference: ids identical
+to Hugging Face tokenizers/transformers on real math text (math500, gsm8k) and unicode edge cases,
+chats identical to the models' chat templates, save_hf read back by transformers.AutoTokenizer
+with the same ids, one clear error for what we cannot do.
 
     python -m pytest -q tests/test_tokenizer_hf.py
 
@@ -23,9 +24,8 @@ import pytest
 import regex
 import tiktoken
 
-from nanorlsp.tokenizer import (LLAMA3_SPECIALS, QWEN2_PATTERN, TokenizerError, _bytes_to_unicode,
-                                _default_system, build_tiny_tokenizer, load_tokenizer, merges_from_ranks,
-                                train_bpe)
+from nanorlsp.tokenizer import TokenizerError, _default_system, build_tiny_tokenizer, load_tokenizer, train_bpe
+from nanorlsp.tooling.tokenizer_hf import LLAMA3_SPECIALS, QWEN2_PATTERN, _bytes_to_unicode, merges_from_ranks
 from test_tokenizer import make_corpus, random_strings
 
 transformers = pytest.importorskip("transformers")
