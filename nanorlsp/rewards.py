@@ -1,4 +1,4 @@
-"""
+r"""
 The RLSP reward, in decoupled parts (Ye et al. 2025, section 3; ../shared/docs/RLSP.md).
 
     parts = score(reason_ids, correct, has_answer, cfg, coef, pieces=token_pieces(tok))
@@ -9,6 +9,10 @@ The RLSP reward, in decoupled parts (Ye et al. 2025, section 3; ../shared/docs/R
 - outcome (the verifier, stage 3): 1 if correct, 0 if wrong, no_answer_penalty (paper: -0.5)
   when no final answer can be extracted.
 - explore (stage 2): rlsp -coef / L (the paper: pays for longer reasoning, diminishing returns);
+  rlsp_paper the authors' code's form, R = outcome - coef / L with L = characters before the
+  first \boxed{...} / 4 (a float, floored at 1), outcome -0.5 for a reply with no box whatever a
+  fallback extraction finds, and no repetition term (outcome is still the task's checker,
+  which reads the last box; theirs read the first);
   linear coef * min(L, cap) / cap; cosine (Yeo et al. 2025) r_min + (r_max - r_min)
   (1 + cos(pi L / L_max)) / 2 with separate (r_min, r_max) for right and wrong answers and
   exceed_penalty past L_max, replacing the outcome term; none 0 (the verifier-only ablation).
@@ -25,10 +29,11 @@ import torch
 
 from nanorlsp.economy import (ECONOMY, SCHEDULES, adaptive_coefs, coef_at,  # noqa: F401
                               easy_rows, economy_terms)
+from nanorlsp.equivalence import MAX_ANSWER_LEN, _box_span
 from nanorlsp.repetition import (line_verdicts, loop_tokens, repeated_tokens,  # noqa: F401
                                  token_pieces)
 
-EXPLORE = ("rlsp", "linear", "cosine", "none")
+EXPLORE = ("rlsp", "rlsp_paper", "linear", "cosine", "none")
 
 
 @dataclass
@@ -70,7 +75,8 @@ class RewardConfig:
                              f"<= {lowest}")
         if self.economy not in ECONOMY:
             raise ValueError(f"unknown economy term {self.economy!r} (choose from {', '.join(ECONOMY)})")
-        if self.economy == "flip" and self.schedule == "adaptive" and self.explore not in ("rlsp", "linear"):
+        if self.economy == "flip" and self.schedule == "adaptive" and \
+                self.explore not in ("rlsp", "rlsp_paper", "linear"):
             raise ValueError(f"the adaptive schedule flips the sign of an rlsp or linear "
                              f"exploration reward, not {self.explore!r}")
         if self.schedule == "adaptive" and self.explore == "cosine":
@@ -79,22 +85,45 @@ class RewardConfig:
                              "not 'cosine'")
 
 
+def first_box(text: str) -> int | None:
+    r"""Where a reply's first \boxed{...} begins (one whose braces close, as a checker reads a
+    box), or None: the authors' reward (rlsp_paper) measures L before it and pays -0.5 without
+    one. At most MAX_ANSWER_LEN chars are scanned per box: model output is untrusted input."""
+    i = text.find("\\boxed")
+    while i >= 0:
+        if _box_span(text, i, MAX_ANSWER_LEN):
+            return i
+        i = text.find("\\boxed", i + 1)
+    return None
+
 
 def score(reason_ids: list[list[int]], correct: list[bool], has_answer: list[bool],
           cfg: RewardConfig, coef, pieces=None, group_size: int | None = None,
-          easy=None) -> dict[str, torch.Tensor]:
+          easy=None, texts: list[str] | None = None) -> dict[str, torch.Tensor]:
     """Reward parts for N responses. reason_ids: each response's reasoning tokens (before the
     final answer); correct / has_answer: the verifier's verdicts; coef: the exploration
     coefficient, one float or (N,) per response (adaptive_coefs); pieces: token_pieces(tok), the
     line structure for the repetition guard (None: the plain 8-gram guard, which penalises a
     search's shared vocabulary). group_size: G, for the economy term (needed unless
     cfg.economy is none / flip); easy: (N,) bool, the rows it applies to (the adaptive schedule's
-    easy prompts; None: every row). Returns (N,) float tensors: outcome, explore, repetition
-    (-rep_coef * R / T), economy, total, and eff_len (the L = T - R used)."""
+    easy prompts; None: every row); texts: the replies, which rlsp_paper reads instead of
+    reason_ids and has_answer. Returns (N,) float tensors: outcome, explore, repetition
+    (-rep_coef * R / T), economy, total, and eff_len (the L used: T - R, or rlsp_paper's
+    characters / 4)."""
     N = len(reason_ids)
     coefs = coef.tolist() if torch.is_tensor(coef) else [coef] * N
     outcome, explore, repetition, eff = (torch.zeros(N) for _ in range(4))
+    if cfg.explore == "rlsp_paper" and (texts is None or len(texts) != N):
+        raise ValueError("the rlsp_paper reward reads the replies' texts: pass texts=")
     for i, ids in enumerate(reason_ids):
+        if cfg.explore == "rlsp_paper":
+            # the authors' R = 1[correct] - lambda / L, -0.5 without a box (a right answer the
+            # fallback found included); L in characters / 4, a token proxy; no repetition guard
+            at = first_box(texts[i])
+            eff[i] = L = max(1.0, (len(texts[i]) if at is None else at) / 4)
+            outcome[i] = cfg.no_answer_penalty if at is None else float(correct[i])
+            explore[i] = -coefs[i] / L
+            continue
         rep = repeated_tokens(ids, cfg.rep_ngram, pieces)
         L = len(ids) - rep
         eff[i] = L
@@ -124,3 +153,17 @@ def score(reason_ids: list[list[int]], correct: list[bool], has_answer: list[boo
     total = (outcome + explore + repetition + econ).clamp(-cfg.clip, cfg.clip)
     return {"outcome": outcome, "explore": explore, "repetition": repetition, "economy": econ,
             "total": total, "eff_len": eff}
+
+
+def overlong_penalty(lengths: torch.Tensor, finish: list[str], max_new_tokens: int,
+                     buffer: int) -> torch.Tensor:
+    """DAPO's soft overlong punishment (Yu et al. 2025, eq. 13), L_max = max_new_tokens, the
+    last `buffer` tokens before it a linear ramp: 0 for |y| <= L_max - buffer, then
+    (L_max - buffer - |y|) / buffer, down to -1 at the cap; a reply cut by the cap (finish
+    "length") gets -1. lengths (N,) generated tokens -> (N,) float."""
+    if not 0 < buffer < max_new_tokens:
+        raise ValueError(f"the overlong buffer must be in 1..{max_new_tokens - 1}, got {buffer}")
+    free = max_new_tokens - buffer
+    pen = ((free - lengths.float()) / buffer).clamp(-1.0, 0.0)                     # (N,)
+    cut = torch.tensor([f == "length" for f in finish], dtype=torch.bool)
+    return torch.where(cut, torch.full_like(pen, -1.0), pen)

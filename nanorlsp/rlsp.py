@@ -8,8 +8,8 @@ notebook 04 calls them cell by cell.
     rec, rows = step_record(batch, sc, out, timings, task_name, d)     # the logged figures
 
 reinforce_update writes the objective out (group-baseline REINFORCE, Ye et al. 2025 sec. 3):
-    A_i = r_i - mean_{j in group} r_j,   L = -sum_it m_it A_i log pi(y_it) / sum m
-                                            + kl_coef * mean_t KL_k3(pi || ref)
+    A_i = r_i - mean_{j in group} r_j,   L = sum_it w_it (-A_i log pi(y_it) + kl_coef KL_k3) / N
+    w_it = m_it, N = sum m (--loss_agg token_mean; seq_mean, constant: rl.agg_weights)
 optimizer_step runs one update under either objective: --grad_accum micro-batches, each loss a
 token sum over the global token count, the non-finite guard, clipping, AdamW.
 s: train_rl.py's args (any object with its flags' attributes). Footguns: rows are prompt-major
@@ -24,9 +24,10 @@ import torch
 from nanorlsp import dist
 from nanorlsp.behaviors import frequencies
 from nanorlsp.evaluation import prompt_lengths, render
-from nanorlsp.rewards import score as reward_parts
-from nanorlsp.rl import (group_advantages, kl_penalty, masked_mean, reinforce_loss,
-                         token_logprobs_and_entropy, truncated_is_weights)
+from nanorlsp.model import Packed
+from nanorlsp.rewards import first_box, score as reward_parts
+from nanorlsp.rl import (agg_weights, group_advantages, kl_penalty, token_logprobs_and_entropy,
+                         truncated_is_weights)
 from nanorlsp.sampler import sample
 
 STATS = ("loss", "kl", "entropy", "clip_frac", "logp_diff", "grad_norm")   # an update's figures
@@ -99,6 +100,36 @@ def build_sequences(prompt_ids: list[list[int]], comp: torch.Tensor, group: int,
     return seq, Lp[:, None] - 1 + torch.arange(Tn, device=device)[None]   # (B, L), (B, Tn)
 
 
+def pack_rows(batch: Batch, rows: torch.Tensor):
+    """Training rows `rows` of batch end to end without padding: (ids (B', N), model.Packed)
+    whose logits (b, Tn, V) line up with batch.tokens[rows]. A row needs its prompt and its
+    completion but the last token (whose logits predict nothing): n = Lp + len - 1 inputs.
+    First-fit decreasing into rows of N = the longest n, so attention costs what the padded
+    rows' does, never O((b N)^2); positions restart at 0 per row, attention is block-diagonal
+    (computed as if alone; padding attends to padding). Logits at a row's masked tail read its
+    last position (finite, never used)."""
+    seq, pos = batch.seq[rows], batch.pos[rows]                         # (b, L), (b, Tn)
+    dev = seq.device
+    n = (pos[:, 0] + batch.lengths[rows].to(dev).clamp(min=1)).tolist()    # Lp - 1 + len
+    N, used, start = max(n), [], [0] * len(n)     # bins' filled lengths, each row's flat start
+    for i in sorted(range(len(n)), key=lambda i: -n[i]):
+        k = next((k for k, u in enumerate(used) if u + n[i] <= N), len(used))
+        used += [0] * (k == len(used))
+        start[i], used[k] = k * N + used[k], used[k] + n[i]
+    n, start = torch.tensor(n, device=dev), torch.tensor(start, device=dev)
+    owner = torch.repeat_interleave(torch.arange(len(n), device=dev), n)     # (sum n,) its row
+    within = torch.arange(len(owner), device=dev) - (n.cumsum(0) - n)[owner]  # its position
+    ids = torch.zeros(len(used) * N, dtype=torch.long, device=dev)
+    positions, doc = torch.zeros_like(ids), torch.full_like(ids, -1)        # doc -1: padding
+    dst = start[owner] + within
+    ids[dst], positions[dst], doc[dst] = seq[owner, within], within, owner
+    doc = doc.view(-1, N)
+    causal = torch.ones(N, N, dtype=torch.bool, device=dev).tril()
+    mask = (doc[:, :, None] == doc[:, None, :]) & causal                      # (B', N, N)
+    at = start[:, None] + torch.minimum(pos, n[:, None] - 1)                  # (b, Tn)
+    return ids.view(-1, N), Packed(positions.view(-1, N), mask[:, None], at)
+
+
 # -----------------------------------------------------------------------------
 # the phases
 
@@ -124,15 +155,17 @@ def rollout(policy, tok, prompts: list[dict], mine: list[int], s, step: int) -> 
                  ro.lengths, ro.finish, seq, pos, texts, G, V)
 
 
-def grade(texts: list[str], problems: list[dict], task, tok):
+def grade(texts: list[str], problems: list[dict], task, tok, boxed: bool = False):
     """The verifier on each reply (problems: one per reply): (correct, has_answer, reason_ids).
     One extraction serves the checker, the no-answer test and L: the reasoning is the text before
-    the answer the checker read (task.answer_start; a right answer always has one)."""
+    the answer the checker read (task.answer_start; a right answer always has one). boxed: the
+    authors' no-answer test (rlsp_paper): an answer is a \\boxed{...}, whatever a fallback finds."""
     correct, has_answer, reason = [], [], []
     for text, prob in zip(texts, problems):
         correct.append(bool(task.check(text, prob)))
         start = task.answer_start(text)
-        has_answer.append(correct[-1] or start is not None)
+        has_answer.append(first_box(text) is not None if boxed else
+                          correct[-1] or start is not None)
         reason.append(tok.encode(text[:start] if start is not None else text))
     return correct, has_answer, reason
 
@@ -140,9 +173,9 @@ def grade(texts: list[str], problems: list[dict], task, tok):
 def score_texts(texts, problems, task, tok, cfg, coef, pieces=None, group_size=None, easy=None):
     """The RLSP reward of replies (grade, then rewards.score): the parts, correct, has_answer.
     The scoring that train_rl.py's step, experiments/bench.py and notebook 04 share."""
-    correct, has_answer, reason = grade(texts, problems, task, tok)
+    correct, has_answer, reason = grade(texts, problems, task, tok, cfg.explore == "rlsp_paper")
     parts = reward_parts(reason, correct, has_answer, cfg, coef, pieces=pieces,
-                         group_size=group_size, easy=easy)
+                         group_size=group_size, easy=easy, texts=texts)
     return dict(parts, correct=correct, has_answer=has_answer)
 
 
@@ -153,25 +186,29 @@ def score(batch: Batch, task, tok, explore, step: int, pieces=None) -> dict:
     acc, coef, easy."""
     G = batch.group
     correct, has_answer, reason = grade(batch.texts, [batch.problems[i // G] for i in
-                                                      range(len(batch.texts))], task, tok)
+                                                      range(len(batch.texts))], task, tok,
+                                        explore.cfg.explore == "rlsp_paper")
     n_right, n_rows = dist.all_sum(torch.tensor([float(sum(correct)), float(len(correct))]))
     acc = (n_right / n_rows).item()                                    # the global batch's
     coef, row_coef, easy = explore.at(step, acc, correct)
     parts = reward_parts(reason, correct, has_answer, explore.cfg, row_coef, pieces=pieces,
-                         group_size=G, easy=easy)
+                         group_size=G, easy=easy, texts=batch.texts)
     return dict(parts, correct=correct, has_answer=has_answer, acc=acc, coef=coef, easy=easy)
 
 
-def optimizer_step(policy, optimizer, batch: Batch, rows: torch.Tensor, token_sums, s):
+def optimizer_step(policy, optimizer, batch: Batch, rows: torch.Tensor, token_sums, s,
+                   units: torch.Tensor | None = None):
     """One optimizer step on this rank's `rows` (all ranks together): forward / backward in
-    s.grad_accum micro-batches, each loss a token *sum* divided by the global token count (so
+    s.grad_accum micro-batches, each loss a weighted token *sum* divided by a global count (so
     micro-batches and ranks add up to one global mean; DDP averages the gradients, hence x
     world), gradients synced on the last micro-batch only, clipped (s.grad_clip, 0: off),
     applied. token_sums(mb, logits, values) -> (loss sum, {kl, entropy, clip_frac, logp_diff:
-    token sums}). Returns {STATS: this rank's share of the global means} or None when a
-    non-finite loss or gradient on any rank skipped the update on every rank."""
+    token sums}); units (B,): each row's share of the count (rl.agg_weights; None: its tokens).
+    Returns {STATS: this rank's share of the global means} or None when a non-finite loss or
+    gradient on any rank skipped the update on every rank."""
     d = policy.d
     n_glob = dist.all_sum(batch.mask[rows].sum())
+    n_den = n_glob if units is None else dist.all_sum(units[rows.to(units.device)].sum())
     chunks = rows.chunk(s.grad_accum)
     stats = dict.fromkeys(STATS, torch.zeros((), device=d.device))
     optimizer.zero_grad(set_to_none=True)
@@ -179,7 +216,7 @@ def optimizer_step(policy, optimizer, batch: Batch, rows: torch.Tensor, token_su
         with dist.grad_sync(policy.net, k == len(chunks) - 1):
             logits, values = policy.forward(batch, mb)
             loss_sum, sums = token_sums(mb, logits, values)
-            loss = loss_sum / n_glob.clamp(min=1) * d.world
+            loss = loss_sum / n_den.clamp(min=1) * d.world
             if dist.any_rank(not bool(torch.isfinite(loss)), d.device):
                 optimizer.zero_grad(set_to_none=True)
                 return None
@@ -187,7 +224,7 @@ def optimizer_step(policy, optimizer, batch: Batch, rows: torch.Tensor, token_su
         with torch.no_grad():
             stats["loss"] = stats["loss"] + loss.detach() / d.world
             for name, x in sums.items():
-                stats[name] = stats[name] + x.detach() / n_glob
+                stats[name] = stats[name] + x.detach() / n_glob.clamp(min=1)   # none: 0
     gnorm = torch.nn.utils.clip_grad_norm_(policy.params, s.grad_clip or float("inf"))
     gnorm = gnorm.full_tensor() if hasattr(gnorm, "full_tensor") else gnorm   # FSDP: a DTensor
     if dist.any_rank(not bool(torch.isfinite(gnorm)), d.device):
@@ -211,6 +248,8 @@ def reinforce_update(policy, optimizer, batch: Batch, rewards: torch.Tensor, s) 
     optimizer_step. Returns global_stats (updates 0 and skipped when it was skipped)."""
     ref_logp, _ = policy.logprobs(batch, s.temperature, s.grad_accum, reference=True)    # (B, Tn)
     adv = group_advantages(rewards, s.n_samples, s.baseline, s.std_norm)   # (B,) per reply
+    # --loss_agg: each token's weight and each row's share of the global count (rl.agg_weights)
+    agg, units = agg_weights(batch.mask, getattr(s, "loss_agg", "token_mean"), s.max_new_tokens)
 
     def token_sums(rows, logits, _values):
         m = batch.mask[rows]                                                       # (b, Tn)
@@ -219,14 +258,15 @@ def reinforce_update(policy, optimizer, batch: Batch, rewards: torch.Tensor, s) 
         # the training forward before the update vs the sampler's log-probs (logged)
         diff = ((logp.detach() - batch.rollout_logp[rows]).abs() * m).sum()
         w = (truncated_is_weights(logp, batch.rollout_logp[rows], m, s.tis_cap)
-             if s.tis_cap else None)                              # --tis_cap: (b, Tn) or off
+             if s.tis_cap else m)                                 # --tis_cap: (b, Tn) or off
         kl = kl_penalty(logp, ref_logp[rows], s.kl_estimator, m)                   # (b, Tn)
-        loss = reinforce_loss(logp, adv[rows], m, w) + s.kl_coef * masked_mean(kl, m)
-        return loss * m.sum(), dict(kl=kl.detach().sum(), entropy=ent,
-                                    clip_frac=torch.zeros((), device=m.device), logp_diff=diff)
+        loss = -w * adv[rows, None] * logp + s.kl_coef * kl                        # (b, Tn)
+        return (agg[rows] * loss).sum(), dict(kl=kl.detach().sum(), entropy=ent,
+                                              clip_frac=torch.zeros((), device=m.device),
+                                              logp_diff=diff)
 
     stats = optimizer_step(policy, optimizer, batch, torch.arange(len(batch.tokens)),
-                           token_sums, s)
+                           token_sums, s, units)
     if stats is None:
         return dict(updates=0, skipped=True)
     return global_stats(stats, 1, False)

@@ -1,5 +1,6 @@
 """The RLSP reward parts, by hand, and the anti-gaming guard."""
 import math
+import os
 import random
 
 import pytest
@@ -41,6 +42,93 @@ def test_linear_and_cosine_by_hand():
     short, long_ = list(range(10)), list(range(200))
     assert one(short, explore="cosine")["total"] > one(long_, explore="cosine")["total"]
     assert one(long_, False, explore="cosine")["total"] > one(short, False, explore="cosine")["total"]
+
+
+def paper(texts, correct, coef=0.5, **kw):
+    """rlsp_paper's parts for replies (has_answer passed as True: the reward reads the box)."""
+    cfg = RewardConfig(explore="rlsp_paper", coef=coef, **kw)
+    ids = [BYTES.encode(t) for t in texts]
+    return score(ids, correct, [True] * len(texts), cfg, cfg.coef, texts=texts)
+
+
+WORK = "7 * 6: 7 * 5 = 35, plus 7 is 42. Check: "     # 40 characters: L = 40 / 4 = 10
+
+
+def test_rlsp_paper_by_hand():
+    """The authors' reward: R = 1[correct] - lambda / L, L = characters before the first
+    \\boxed / 4 (a float, floored at 1), -0.5 without a box whatever the checker found, clipped
+    to [-10, 10]; no repetition term."""
+    assert len(WORK) == 40
+    right, no_box = WORK + "\\boxed{42}", WORK + "so the answer is 42"
+    two = "first guess: \\boxed{41}, no. " + WORK + "\\boxed{42}"   # 13 chars before the first
+    p = paper([right, right, no_box, two, "\\boxed{42}", WORK + "\\boxed{42"],
+              [True, False, True, True, True, False])
+    assert p["outcome"].tolist() == [1.0, 0.0, -0.5, 1.0, 1.0, -0.5]   # unclosed box: none
+    assert p["eff_len"].tolist() == [10.0, 10.0, 59 / 4, 13 / 4, 1.0, 49 / 4]
+    assert p["explore"].tolist() == pytest.approx([-0.05, -0.05, -0.5 / 14.75, -0.5 / 3.25,
+                                                   -0.5, -0.5 / 12.25])
+    assert p["total"].tolist() == pytest.approx([0.95, -0.05, -0.5 - 0.5 / 14.75,
+                                                 1 - 0.5 / 3.25, 0.5, -0.5 - 0.5 / 12.25])
+    assert p["repetition"].tolist() == [0.0] * 6 and p["economy"].tolist() == [0.0] * 6
+    # a huge lambda: 1 - 1000 / 10 clips at -10; the adaptive schedule's flipped sign at +10
+    assert paper([right], [True], coef=1000.0)["total"].tolist() == [-10.0]
+    flipped = score([[]], [True], [True], RewardConfig(explore="rlsp_paper"),
+                    torch.tensor([-1000.0]), texts=[right])
+    assert flipped["total"].tolist() == [10.0]
+
+
+def test_rlsp_paper_has_no_repetition_guard_and_needs_texts():
+    """Padding pays under the authors' form (they had no guard): the reply read in characters,
+    repeated lines included; rlsp's guard charges the same padding."""
+    pad = WORK + "\n" + "42 - 35 = 7.\n" * 10 + "\\boxed{42}"        # one line, ten times
+    p = paper([pad, WORK + "\\boxed{42}"], [True, True])
+    assert p["total"][0] > p["total"][1] and p["repetition"].tolist() == [0.0, 0.0]
+    rlsp = score([BYTES.encode(pad.split("\\boxed")[0])], [True], [True], RewardConfig(), 0.5,
+                 pieces=BYTES_PIECES)
+    assert rlsp["repetition"].item() < 0
+    with pytest.raises(ValueError, match="texts"):
+        score([[1]], [True], [True], RewardConfig(explore="rlsp_paper"), 0.5)
+
+
+def test_rlsp_paper_through_score_texts_on_the_synthetic_tasks():
+    """rlsp.score_texts under rlsp_paper: a trace ending in its box scores 1[correct] - 0.5 /
+    (chars / 4); the reply cut before its box is no answer (-0.5), as the logged has_answer
+    says."""
+    from nanorlsp.rlsp import score_texts
+    cfg = RewardConfig(explore="rlsp_paper")
+    for name in ("arith", "countdown", "countdown_small"):
+        task = get_task(name)
+        for r in task.make_sft_examples(4, seed=1):   # a demonstration and its problem
+            assert r["response"].count("\\boxed") == 1    # the first box: the one checked
+            texts = [r["response"], r["response"].split("\\boxed")[0]]
+            got = score_texts(texts, [r, r], task, BYTES, cfg, cfg.coef)
+            ok, L = task.check(texts[0], r), max(1.0, texts[0].index("\\boxed") / 4)
+            assert got["correct"] == [ok, False] and got["has_answer"] == [True, False], name
+            assert got["total"].tolist() == pytest.approx([ok - 0.5 / L, -0.5 - 0.5 / L])
+
+
+DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared",
+                    "data")
+
+
+@pytest.mark.skipif(not os.path.isfile(os.path.join(DATA, "math_train.jsonl")) or
+                    not os.path.isfile(os.path.join(DATA, "gsm8k_train.jsonl")),
+                    reason="../shared/data absent")
+@pytest.mark.parametrize("name", ["gsm8k", "math"])
+def test_rlsp_paper_on_a_real_task_pays_no_box_minus_half(name):
+    """On the real tasks the checker falls back to the last number; under rlsp_paper a right
+    reply without \\boxed is still -0.5 (and logged as no answer), under rlsp it is 1."""
+    from nanorlsp.rlsp import score_texts
+    task = get_task(name)
+    p = dict(task.make_problems("train", 1, seed=0)[0])
+    ans = p["answer"]
+    texts = [WORK + f"\\boxed{{{ans}}}", WORK + f"so the answer is {ans}"]
+    got = score_texts(texts, [p, p], task, BYTES, RewardConfig(explore="rlsp_paper"), 0.5)
+    assert got["correct"] == [True, True] and got["has_answer"] == [True, False]
+    assert got["outcome"].tolist() == [1.0, -0.5]
+    assert got["total"].tolist() == pytest.approx([0.95, -0.5 - 0.5 / (len(texts[1]) / 4)])
+    assert score_texts(texts, [p, p], task, BYTES, RewardConfig(), 0.5)["outcome"].tolist() == \
+        [1.0, 1.0]
 
 
 def test_cosine_overlong_answer_never_below_no_answer():

@@ -182,6 +182,20 @@ def test_rl_adaptive_schedule(sft, tmp_path):
     assert bad.returncode == 1 and "adaptive" in bad.stderr.strip().splitlines()[-1]
 
 
+def test_rl_paper_reward(sft, tmp_path):
+    """--explore_reward rlsp_paper (the authors' form) on the tiny model: finite rewards within
+    the [-10, 10] clip, no repetition part; --explore_coef is its lambda."""
+    d = str(tmp_path / "paper")
+    run_rl("--init_from", sft, "--out_dir", d, "--max_steps", "2", "--eval_problems", "0",
+           "--explore_reward", "rlsp_paper", "--explore_coef", "2")
+    steps = [m for m in map(json.loads, open(os.path.join(d, "metrics.jsonl"))) if "reward" in m]
+    assert [m["step"] for m in steps] == [1, 2]
+    assert all(math.isfinite(m[k]) and -10 <= m[k] <= 10 for m in steps
+               for k in ("reward", "outcome", "explore"))
+    assert all(m["repetition"] == 0 and m["explore"] < 0 and m["explore_coef"] == 2
+               for m in steps)
+
+
 def stretch_run(d, max_steps, **saved):
     """Make the checkpoint in d look like a run of max_steps interrupted at its last save (its
     saved args say max_steps), so `--resume --out_dir d` alone continues it."""
