@@ -7,19 +7,13 @@ and the frequency of backtracking / verification / exploring alternatives.
     python eval.py --init_from out/sft --task gsm8k --limit 200
     python eval.py --init_from out/sft --data my_problems.jsonl
 
-Tasks: the synthetic `arith` and `countdown` (their held-out test split, checked exactly), and
-real sets read from JSONL (`gsm8k`, `math500`, `aime24` from ../shared/data, or any --data file
-with `problem`/`question` and `answer`), checked by nanorlsp.verifier.grade. Prompts go through the
-model's chat format; generation is batched through the KV-cached sampler.
-
-Figures (written with --out as one JSON object, and a JSONL of transcripts beside it):
-- pass@1: the fraction of correct samples, averaged over all samples of all problems.
-- pass@k: the unbiased estimator of Chen et al. 2021 (Codex, eq. 1) from n samples with c correct:
-  1 - C(n-c, k) / C(n, k), averaged over problems, for each k <= n asked for.
-- maj@k: the answer most of the first k samples agree on (self-consistency, Wang et al. 2022),
-  read as the checker reads it (synthetic tasks: the last \\boxed{}; real sets: grade()'s
-  extraction), so a reply the checker calls unanswered casts no vote; ties go to the answer
-  seen first.
+Tasks: `arith` and `countdown` (their held-out split, checked exactly) and real sets from JSONL
+(`gsm8k`, `math500`, `aime24` from ../shared/data, or --data with `problem`/`question` and
+`answer`, checked by nanorlsp.verifier.grade); prompts go through the model's chat format.
+--out writes the figures as one JSON object, and the transcripts as JSONL beside it.
+pass@k: Chen et al. 2021 (Codex, eq. 1), 1 - C(n-c, k) / C(n, k) from n samples with c correct.
+maj@k (self-consistency, Wang et al. 2022) votes with the answer the checker reads: a reply it
+calls unanswered casts no vote; ties go to the answer seen first. More: docs/evaluation.md.
 """
 import json
 import math

@@ -1,28 +1,19 @@
 """
 Real math sets read from JSONL: GSM8K, MATH-500, AIME 2024, or any file with a problem and answer.
 
-    from data.real import load_problems
+    from data.real import load_problems, training_task
     problems = load_problems("math500")                  # ../shared/data/math500.jsonl
     problems = load_problems("gsm8k", path="my.jsonl", limit=100)
+    task = training_task("gsm8k")     # train_sft.py / train_rl.py --task gsm8k|math [--data FILE]
 
-Layouts (those of the files in ../shared/data, see its SOURCES.md):
-    gsm8k     {"question", "answer": "... rationale ...\\n#### 1,234"}   gold = the text after ####
-    math500   {"problem", "answer", "level": 1-5, "subject", ...}       gold = answer
-    aime24    {"problem", "answer": "025", ...}                         gold = answer
-    any file  a "problem" or "question" field, and an "answer" field (a GSM8K-style "#### n"
-              answer is reduced to n)
-
-The prompt asks for the final answer in \\boxed{}, as the paper's evaluation does, so one
-verifier (nanorlsp.verifier.grade) checks every set. Problems keep their order in the file;
---limit takes the first N.
-
-Training on real sets (train_sft.py / train_rl.py --task gsm8k|math [--data FILE.jsonl]):
-`training_task(name, data)` is a task with the synthetic tasks' interface (make_problems,
-make_sft_examples, check, classify_style): train problems from the set's train file (or --data),
-held-out problems from its test file.
-    gsm8k   train gsm8k_train.jsonl (7,473, with rationales: SFT demonstrations), test gsm8k_test
-    math    train math_train.jsonl (7,500, answers only: RL, not SFT), test math500.jsonl
-A train or test row with an empty answer is skipped, and the task's NOTES say which lines.
+A file needs a "problem" or "question" field and an "answer" (GSM8K's "... #### 1,234" is
+reduced to the text after ####). The prompt asks for the final answer in \\boxed{}, as the
+paper's evaluation does, so one verifier (nanorlsp.verifier.grade) checks every set. Problems
+keep their file order; --limit takes the first N. training_task is a task with the synthetic
+tasks' interface: train problems from the set's train file (or --data), held-out ones from its
+test file. The layouts, files and sizes: docs/tasks.md.
+Footguns: math's train file has answers only (RL, not SFT); a row with an empty answer is
+skipped, and the task's NOTES say which lines.
 """
 import json
 import os

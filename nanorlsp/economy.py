@@ -1,26 +1,22 @@
 """
-Adaptive thinking (beyond the paper: its open question of thinking time that adapts to
-difficulty): the adaptive schedule's per-prompt coefficients, the economy length terms, and the
-exploration coefficient of a step (schedule + the threshold latch) behind one call.
+Adaptive thinking (beyond the paper: its open question of thinking time that adapts to difficulty):
+per-prompt coefficients, economy length terms, a step's coefficient (schedule + latch) in one call.
 
     coef, easy = explore.at(step, acc, correct)     # ExploreSchedule(cfg, G, latched)
     parts = rewards.score(..., coef, group_size=G, easy=easy)    # economy_terms on `easy` rows
 
 adaptive (--explore_schedule adaptive): a prompt the group mostly fails (accuracy <
-acc_threshold) is hard, its replies get +coef (paid for exploring); a prompt the group solves is
-easy: with --economy flip its replies get -coef (the exploration term with its sign flipped:
-length costs), with kimi / alp / budget the economy term instead, with none (the default)
-nothing. Without the adaptive schedule an economy term applies to every prompt.
-T_i is a reply's reasoning length in tokens (raw: padding costs too), c_i its verdict, w the
---economy_coef:
-    kimi    Kimi k1.5 (eq. 3): lambda_i = 0.5 - (T_i - T_min) / (T_max - T_min) over the group;
+acc_threshold) gets +coef (paid for exploring); on one it solves, --economy flip gives -coef,
+kimi / alp / budget the term below, none (the default) nothing. Without the adaptive schedule an
+economy term applies to every prompt. T_i: a reply's reasoning tokens (raw: padding costs too),
+c_i its verdict, w the --economy_coef:
+    kimi    (Kimi k1.5, eq. 3) lambda_i = 0.5 - (T_i - T_min) / (T_max - T_min) over the group;
             economy_i = w lambda_i if c_i else w min(0, lambda_i)
-    alp     Adaptive Length Penalty (Xiang et al. 2025): economy_i = -w T_i max(p, 1/G), p the
-            group's solve rate (w per token)
-    budget  ours: economy_i = -w (T_i - T*) / T_i for right replies, T* the group's shortest
-            right reply (0 for wrong replies and groups with none right). Why: docs/rl.md.
+    alp     (Xiang et al. 2025) economy_i = -w T_i max(p, 1/G), p the group's solve rate
+    budget  (ours) economy_i = -w (T_i - T*) / T_i if c_i else 0, T* the shortest right reply
+Why each, and what they measured: docs/rl.md.
 Footgun: the threshold schedule's switch-off is a latch (once off, off for the rest of the run,
-saved in the checkpoint as explore_off), so it is state, not a function of the step.
+saved in the checkpoint as explore_off): state, not a function of the step.
 """
 import torch
 

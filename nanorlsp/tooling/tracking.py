@@ -6,21 +6,13 @@ Weights & Biases (the convention of nanochat, TRL, OpenRLHF, veRL and nano-aha-m
     WANDB_MODE=offline python train_sft.py --wandb nanorlsp   # no network: the run's files go to
     wandb sync out/sft/wandb/offline-run-*                    # OUT_DIR/wandb/, uploaded later
 
-metrics.jsonl stays the source of truth (nanorlsp.tooling.plot, nanorlsp.tooling.report and experiments/study.py
-read it): the scripts call log() right where they append a record to it, and log_samples() with
-the transcripts they append to samples.jsonl, so W&B sees the same numbers and nothing more. Every
-figure is logged at the record's own `step`; nested dicts are flattened with "/" (W&B's panel
-sections): {"behaviors": {"backtracking": 0.2}} -> "behaviors/backtracking". Transcripts are one
-wandb.Table per logging step under the key "samples".
-
-wandb is imported only when --wandb is given (pip install wandb: an optional dependency, listed
-in requirements-dev.txt for the tests, not in requirements.txt). Without the flag every function
-here is a no-op on run=None.
-
---resume continues the same W&B run: its id is kept in OUT_DIR/wandb_run_id. The steps logged
-after the checkpoint and before the interruption are in W&B already; W&B ignores them when they
-come again (with a warning per record: steps must increase), and a resumed run repeats them bit
-for bit, so nothing differs from metrics.jsonl.
+metrics.jsonl stays the source of truth: the scripts call log() where they append a record to
+it and log_samples() with the transcripts of samples.jsonl, so W&B sees the same numbers and
+nothing more, each at the record's own `step`; nested dicts are flattened with "/" ("behaviors/
+backtracking"); transcripts are one wandb.Table per logging step under "samples".
+Footguns: wandb is imported only with --wandb (an optional dependency); without it every function
+here is a no-op on run=None. --resume continues the same W&B run (its id: OUT_DIR/wandb_run_id);
+the steps logged again after the checkpoint are dropped by W&B with a warning per record.
 """
 import os
 
