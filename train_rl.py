@@ -26,7 +26,7 @@ import torch
 from tqdm import tqdm
 
 from data import get_task
-from nanorlsp import dist, ppo
+from nanorlsp import dist, objectives
 from nanorlsp.tooling import tracking
 from nanorlsp.behaviors import frequencies
 from nanorlsp.checkpoint import CheckpointError, open_run
@@ -38,9 +38,8 @@ from nanorlsp.model import LORA_TARGETS
 from nanorlsp.policy import setup_policy
 from nanorlsp.repetition import token_pieces
 from nanorlsp.rewards import EXPLORE, RewardConfig
-from nanorlsp.rl import KL_ESTIMATORS
-from nanorlsp.rlsp import (draw_prompts, fitting, my_prompts, reinforce_update, rollout, score,
-                           step_record)
+from nanorlsp.rl import KL_ESTIMATORS, LOSS_AGG, POLICY_LOSSES
+from nanorlsp.rlsp import draw_prompts, fitting, my_prompts, rollout, score, step_record
 
 # -----------------------------------------------------------------------------
 # arguments
@@ -97,12 +96,38 @@ ap.add_argument("--economy", default="none", choices=ECONOMY,
                      "it takes the easy prompts; otherwise every prompt")
 ap.add_argument("--economy_coef", type=float_range(0), default=0.1,
                 help="the economy term's weight (alp: per token)")
+# the objective (nanorlsp/objectives.py; equations and sources: docs/rl.md)
+ap.add_argument("--loss_agg", default=None, choices=LOSS_AGG,
+                help="token_mean: one mean over the batch's tokens; seq_mean: each reply's mean, "
+                     "then over replies (GRPO, GSPO); constant: token sum / (rows x "
+                     "--max_new_tokens) (Dr. GRPO). Default token_mean (gspo: seq_mean)")
+ap.add_argument("--policy_loss", default="reinforce", choices=POLICY_LOSSES,
+                help="reinforce (on-policy, one update); clip: GRPO's clipped per-token ratio "
+                     "(TRL's num_iterations); gspo: a clipped sequence ratio (GSPO); cispo: a "
+                     "clipped stop-gradient weight on every token (MiniMax-M1)")
+ap.add_argument("--updates_per_batch", type=positive_int, default=1,
+                help="clip | gspo | cispo: optimizer steps on each batch (the ratio is 1 at the "
+                     "first)")
+ap.add_argument("--clip_high", type=float_range(0, lo_open=True), default=None,
+                help="DAPO's clip-higher, eps_high >= --clip (default: --clip; gspo: 4e-4)")
+ap.add_argument("--dynamic_sampling", action="store_true",
+                help="DAPO: groups whose rewards are all equal leave the batch, more prompts "
+                     "are drawn until it is full (one process only)")
+ap.add_argument("--max_redraws", type=nonneg_int, default=4,
+                help="--dynamic_sampling: at most this many redraws per step, then the step "
+                     "trains on the groups it has")
+ap.add_argument("--overlong_buffer", type=nonneg_int, default=0,
+                help="DAPO's soft overlong penalty: 0 to -1 over the last N tokens before "
+                     "--max_new_tokens, -1 for a cut reply, a reward part of its own (0: off)")
+ap.add_argument("--mask_truncated", action="store_true",
+                help="replies cut at --max_new_tokens leave the loss (still logged)")
 # PPO (--algo ppo: nanorlsp/ppo.py)
 ap.add_argument("--ppo_epochs", type=positive_int, default=2)
 ap.add_argument("--minibatches", type=positive_int, default=2,
                 help="PPO minibatches per epoch (each a slice of the step's prompts)")
-ap.add_argument("--clip", type=float_range(0, 1, lo_open=True, hi_open=True), default=0.2,
-                help="PPO ratio clip epsilon")
+ap.add_argument("--clip", type=float_range(0, 1, lo_open=True, hi_open=True), default=None,
+                help="the ratio clip's epsilon (eps_low): PPO, --policy_loss clip | gspo | cispo "
+                     "(default 0.2; gspo: 3e-4, GSPO's, as it clips a reply's mean log-ratio)")
 ap.add_argument("--value_clip", type=float_range(0, lo_open=True), default=0.2)
 ap.add_argument("--vf_coef", type=float_range(0), default=0.5)
 ap.add_argument("--gamma", type=float_range(0, 1), default=1.0)
@@ -163,6 +188,10 @@ except (ValueError, UserError) as e:
     die(str(e))
 for note in getattr(task, "NOTES", ()) if d.main else ():   # a real set's skipped rows
     print(f"note: {note}")
+try:
+    objectives.check_flags(args, d.world)   # the objective's defaults; bad combinations refused
+except UserError as e:
+    die(str(e))
 if args.temperature <= 0:
     die("--temperature must be > 0 for RL (rollouts must explore)")
 if args.n_samples < 2 and args.algo == "reinforce":
@@ -267,6 +296,12 @@ def log_step(step: int, prompts: list[dict], batch, sc: dict, out: dict, timings
         f"{timings['t_gen']:.1f}s score {timings['t_score']:.2f}s train {timings['t_train']:.1f}s")
 
 
+def sample_more(more: list[dict], step: int, k: int):
+    """--dynamic_sampling's redraw k of a step: rolled out with its own seed, then scored."""
+    b = rollout(policy, tok, more, range(len(more)), objectives.redraw_args(args, k), step)
+    return b, objectives.shape_rewards(b, score(b, task, tok, explore, step, PIECES), args)
+
+
 def save(step: int):
     policy.save(args.out_dir, tok, step, vars(args), optimizer,
                 extra={"task": args.task, "explore_off": explore.latched})
@@ -276,8 +311,10 @@ def skipped_step(step: int, updates: int, bad_steps: int):
     """A non-finite reward, loss or gradient: logged, said; --max_bad_steps in a row stop."""
     if not updates:
         log("metrics.jsonl", dict(step=step, skipped="non-finite reward, loss or gradient"))
+    n, what = ((args.ppo_epochs * M, "minibatch updates") if args.algo == "ppo" else
+               (args.updates_per_batch, "updates"))
     say(f"step {step}: non-finite reward, loss or gradient, " + (
-        f"partially applied ({updates} of {args.ppo_epochs * M} minibatch updates)"
+        f"partially applied ({updates} of {n} {what})"
         if updates else "update skipped") + f" ({bad_steps} in a row)")
     if bad_steps >= args.max_bad_steps:
         die(f"{bad_steps} non-finite steps in a row (last at step {step}); the last "
@@ -302,9 +339,12 @@ try:
         batch = rollout(policy, tok, prompts, mine, args, step)
         t_gen = time.time() - t0
 
-        # -- score: verifier + exploration + repetition (+ economy)
+        # -- score: verifier + exploration + repetition (+ economy, + --overlong_buffer)
         t1 = time.time()
-        sc = score(batch, task, tok, explore, step, PIECES)
+        sc = objectives.shape_rewards(batch, score(batch, task, tok, explore, step, PIECES), args)
+        # --dynamic_sampling: flat groups out, redrawn prompts in (DAPO); off: all unchanged
+        prompts, batch, sc = objectives.refill(prompts, batch, sc, sample_more, train_problems,
+                                               step, args)
         rewards = sc["total"].to(device)                                  # (B,)
         t_score = time.time() - t1
 
@@ -312,10 +352,8 @@ try:
         t2 = time.time()
         if dist.any_rank(not bool(torch.isfinite(rewards).all()), device):
             out = dict(updates=0, skipped=True)
-        elif args.algo == "ppo":
-            out = ppo.update(policy, optimizer, batch, rewards, args)
-        else:
-            out = reinforce_update(policy, optimizer, batch, rewards, args)
+        else:   # REINFORCE, PPO, or --policy_loss's clipped objectives (nanorlsp/objectives.py)
+            out = objectives.update(policy, optimizer, batch, sc, args)
         t_train = time.time() - t2
 
         # -- log; PPO: the minibatch updates before a non-finite one stay applied (partial)

@@ -200,3 +200,103 @@ class WithValues(nn.Module):
         # at |V| ~ 2: the size of the GAE deltas it is meant to resolve)
         with torch.autocast(h.device.type, enabled=False):
             return logits, self.head(h.float()).squeeze(-1)
+
+
+# -----------------------------------------------------------------------------
+# the objectives train_rl.py picks with --loss_agg and --policy_loss (docs/rl.md)
+
+LOSS_AGG = ("token_mean", "seq_mean", "constant")
+POLICY_LOSSES = ("reinforce", "clip", "gspo", "cispo")
+
+
+def agg_weights(mask: torch.Tensor, mode: str, max_new_tokens: int):
+    """A loss aggregation as per-token weights and per-row units, so that
+    L = sum_it w_it l_it / sum_i u_i stays exact when rows are split over micro-batches and
+    ranks (sum both over all of them). mask (B, T) -> w (B, T), u (B,):
+      token_mean: w = m,        u = |y_i|        (one mean over the batch's tokens; DAPO)
+      seq_mean:   w = m / |y_i|, u = 1           (each reply's token mean, then the mean over
+                                                  replies: GRPO as written, GSPO)
+      constant:   w = m,        u = max_new_tokens   (Dr. GRPO: sum / (rows x max_new_tokens),
+                                                  a reply's tokens weigh the same at any length)
+    A row with no tokens (mask all 0) has u = 0 under seq_mean and constant too."""
+    n = mask.sum(1)                                                    # (B,) tokens per row
+    if mode == "token_mean":
+        return mask, n
+    if mode == "seq_mean":
+        return mask / n.clamp(min=1)[:, None], (n > 0).to(mask.dtype)
+    if mode == "constant":
+        return mask, (n > 0).to(mask.dtype) * max_new_tokens
+    raise ValueError(f"unknown loss aggregation {mode!r} ({' | '.join(LOSS_AGG)})")
+
+
+def agg_loss(per_token: torch.Tensor, mask: torch.Tensor, mode: str,
+             max_new_tokens: int) -> torch.Tensor:
+    """per_token (B, T) losses aggregated by `mode` over one batch (agg_weights)."""
+    w, u = agg_weights(mask, mode, max_new_tokens)
+    return (w * per_token).sum() / u.sum().clamp(min=1)
+
+
+def clipped_token_loss(logp, old_logp, adv, mask, clip: float, clip_high: float | None = None):
+    """GRPO / DAPO's per-token clipped surrogate, rho_t = pi / pi_old (Shao et al. 2024; DAPO's
+    clip-higher, Yu et al. 2025: eps_high >= eps_low):
+        l_it = - min(rho_it A_i, clip(rho_it, 1 - eps_low, 1 + eps_high) A_i)
+    logp, old_logp, mask (B, T); adv (B,). Returns (l (B, T), clipped (B, T): 1 where the
+    clipped branch is the smaller one, no gradient there), both 0 on padding. At rho = 1
+    (the first update) the gradient is REINFORCE's, - A grad log pi."""
+    return _clipped_surrogate((logp - old_logp).clamp(-20.0, 20.0).exp(), adv, mask, clip,
+                              clip if clip_high is None else clip_high)
+
+
+def _clipped_surrogate(ratio, adv, mask, lo: float, hi: float):
+    """-min(ratio A, clip(ratio, 1 - lo, 1 + hi) A) and where the clipped branch is the smaller,
+    both (B, T), 0 on padding; ratio (B, T), adv (B,)."""
+    a = adv[:, None]
+    unclipped, clipped = ratio * a, ratio.clamp(1 - lo, 1 + hi) * a
+    loss = -torch.minimum(unclipped, clipped)
+    zero = torch.zeros_like(loss)
+    return (torch.where(mask.bool(), loss, zero),
+            torch.where(mask.bool(), (clipped < unclipped).float(), zero).detach())
+
+
+def gspo_token_loss(logp, old_logp, adv, mask, clip: float, clip_high: float | None = None):
+    """GSPO (Zheng et al. 2025): one importance ratio per reply, the geometric mean of its
+    tokens' ratios, s_i = exp(mean_t (log pi - log pi_old)), clipped:
+        l_i = - min(s_i A_i, clip(s_i, 1 - eps_low, 1 + eps_high) A_i)
+    written per token as GSPO-token (s_it = sg(s_i) pi_t / sg(pi_t): the value s_i on every
+    token, the gradient s_i grad log pi_t), so a reply's token mean (--loss_agg seq_mean) is
+    exactly GSPO's l_i and its gradient. The paper's eps is small (3e-4 / 4e-4): it clips a
+    sequence's *mean* log-ratio. Returns (l (B, T), clipped (B, T)) as clipped_token_loss."""
+    n = mask.sum(1).clamp(min=1)                                             # (B,)
+    dlogp = torch.where(mask.bool(), logp - old_logp, torch.zeros_like(logp))
+    log_s = (dlogp.sum(1) / n).detach()                                      # (B,) log s_i
+    log_st = (log_s[:, None] + logp - logp.detach()).clamp(-20.0, 20.0)      # (B, T)
+    return _clipped_surrogate(log_st.exp(), adv, mask, clip,
+                              clip if clip_high is None else clip_high)
+
+
+def cispo_token_loss(logp, old_logp, adv, mask, clip: float, clip_high: float | None = None):
+    """CISPO (MiniMax-M1, Chen et al. 2025): every token keeps its gradient, weighted by a
+    clipped importance weight that carries none:
+        l_it = - sg(clip(rho_it, 1 - eps_low, 1 + eps_high)) A_i log pi(y_it)
+    (PPO's clip drops the gradient of a clipped token; CISPO only bounds its weight. The paper
+    sets no lower bound: a large eps_low.) Returns (l (B, T), clipped (B, T): 1 where the weight
+    was clipped), both 0 on padding."""
+    hi = clip if clip_high is None else clip_high
+    with torch.no_grad():
+        ratio = (logp - old_logp).clamp(-20.0, 20.0).exp()
+        w = ratio.clamp(1 - clip, 1 + hi)
+        was_clipped = ((ratio < 1 - clip) | (ratio > 1 + hi)).float()
+    loss = -w * adv[:, None] * logp
+    zero = torch.zeros_like(loss)
+    return torch.where(mask.bool(), loss, zero), torch.where(mask.bool(), was_clipped, zero)
+
+
+TOKEN_LOSSES = {"clip": clipped_token_loss, "gspo": gspo_token_loss, "cispo": cispo_token_loss}
+
+
+def informative_groups(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
+    """(P,) bool: the groups whose rewards are not all equal. A group of equal rewards has every
+    advantage 0 (its baseline is its mean) and carries no signal: DAPO's dynamic sampling drops
+    it (Yu et al. 2025)."""
+    r = rewards.view(-1, group_size)                                   # (P, G)
+    return ~(r == r[:, :1]).all(1)

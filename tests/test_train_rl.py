@@ -327,6 +327,50 @@ def test_rl_flag_ranges(sft, tmp_path, flag, value, pattern):
     assert not os.path.exists(tmp_path / "x")
 
 
+@pytest.mark.parametrize("flags,pattern", [
+    (["--algo", "ppo", "--policy_loss", "gspo"], "--policy_loss gspo is for --algo reinforce"),
+    (["--algo", "ppo", "--loss_agg", "seq_mean"], "--loss_agg seq_mean is for --algo reinforce"),
+    (["--algo", "ppo", "--clip_high", "0.3"], "--clip_high is for --policy_loss"),
+    (["--updates_per_batch", "2"], "REINFORCE has no ratio"),
+    (["--policy_loss", "clip", "--clip", "0.2", "--clip_high", "0.1"], "is below --clip 0.2"),
+    (["--overlong_buffer", "12"], "--overlong_buffer 12 must be below --max_new_tokens 12"),
+    (["--loss_agg", "sum"], "argument --loss_agg: invalid choice: 'sum'"),
+    (["--updates_per_batch", "0"], "argument --updates_per_batch"),
+])
+def test_rl_objective_flags_refused(sft, tmp_path, flags, pattern):
+    """A combination of the objective's flags that means nothing is one line, nothing written."""
+    line = one_error_line(run_rl("--init_from", sft, *flags, "--out_dir", str(tmp_path / "x"),
+                                 check=False))
+    assert pattern in line
+    assert not os.path.exists(tmp_path / "x")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("flags,keys", [
+    (["--policy_loss", "clip", "--updates_per_batch", "2", "--clip_high", "0.28",
+      "--loss_agg", "constant"], []),
+    (["--policy_loss", "gspo", "--overlong_buffer", "4", "--mask_truncated"], ["overlong"]),
+    (["--policy_loss", "cispo", "--dynamic_sampling", "--max_redraws", "2"],
+     ["prompts_drawn", "dyn_groups"]),
+])
+def test_rl_objectives_short_runs(sft, tmp_path, flags, keys):
+    """Each objective runs end to end; its own figures are logged, and only when it is on."""
+    d = str(tmp_path / "run")
+    run_rl("--init_from", sft, "--out_dir", d, "--max_steps", "2", "--eval_problems", "0",
+           *flags)
+    ms = [json.loads(x) for x in open(os.path.join(d, "metrics.jsonl"))]
+    steps = [m for m in ms if "reward" in m]
+    assert len(steps) == 2
+    for m in steps:
+        assert math.isfinite(m["loss"]) and math.isfinite(m["clip_frac"])
+        assert {"overlong", "prompts_drawn", "dyn_groups"} & set(m) == set(keys)
+    if "--updates_per_batch" in flags:
+        assert steps[0]["updates"] == 2
+    if "--dynamic_sampling" in flags:
+        assert all(m["prompts_drawn"] in (2, 4, 6) for m in steps)
+    assert read_checkpoint(d)["args"]["clip"] == (3e-4 if "gspo" in flags else 0.2)
+
+
 @pytest.mark.skipif(not os.path.isfile(os.path.join(ROOT, "..", "shared", "data",
                                                     "gsm8k_test.jsonl")),
                     reason="../shared/data absent")
