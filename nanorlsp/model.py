@@ -20,6 +20,7 @@ imaginary parts), so HF weights load unpermuted; the GGUF loader un-interleaves 
 import contextlib
 import math
 from dataclasses import dataclass, asdict
+from typing import NamedTuple
 
 import torch
 import torch.utils.checkpoint
@@ -418,6 +419,17 @@ class Block(nn.Module):
 # -----------------------------------------------------------------------------
 # The model
 
+class Packed(NamedTuple):
+    """Rows that hold several sequences each, end to end (the RL update's packed rows, as SFT's
+    packing): positions (B, T) restart at 0 for each sequence, attn_mask (B, 1, T, S) bool is
+    causal within a sequence and False across them, so each one is computed as if alone;
+    at (b, Tn) long: which of the flattened B * T positions to compute logits at. Passed as
+    GPT.forward's logits_at, so any wrapper that forwards logits_at carries it."""
+    positions: torch.Tensor
+    attn_mask: torch.Tensor
+    at: torch.Tensor
+
+
 class GPT(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -468,8 +480,15 @@ class GPT(nn.Module):
         positions (B, T) default to 0..T-1. With kv_cache, cache_index (T,) is required.
         return_hidden: also return the final normed hidden states (B, T, C), float32 like the
         logits whatever the weights' dtype (PPO's value head).
-        logits_at (B, Tn) long: logits (and hidden states) at these positions only, (B, Tn, V).
+        logits_at (B, Tn) long: logits (and hidden states) at these positions only, (B, Tn, V);
+        or a Packed layout (several sequences per row of idx): its positions and attn_mask, and
+        the logits at its `at` (b, Tn) indices into the flattened (B * T) positions, (b, Tn, V).
         """
+        if isinstance(logits_at, Packed):
+            positions, attn_mask, flat_at = logits_at.positions, logits_at.attn_mask, logits_at.at
+            logits_at = None
+        else:
+            flat_at = None
         B, T = idx.shape
         if positions is None:
             positions = torch.arange(T, device=idx.device).expand(B, T)
@@ -487,6 +506,8 @@ class GPT(nn.Module):
                 x = block(x, cos, sin, kv_cache, cache_index, attn_mask)
         if logits_at is not None:
             x = x.gather(1, logits_at[..., None].expand(-1, -1, x.size(-1)))  # (B, Tn, C)
+        elif flat_at is not None:
+            x = x.flatten(0, 1)[flat_at]                                  # (b, Tn, C)
         # the final norm and the LM head in float32 whatever the weights' dtype (see _logits);
         # RMSNorm of a float32 input multiplies by its (exactly upcast) weight in float32
         x = self.norm(x.double() if x.dtype == torch.float64 else x.float())   # (B, T, C) >= fp32

@@ -27,6 +27,7 @@ from nanorlsp.checkpoint import attach_lora, load_model, model_from_state, save_
 from nanorlsp.common import UserError, autocast, explicit_flags
 from nanorlsp.model import GPT, is_lora_key, lora_disabled
 from nanorlsp.rl import WithValues, token_logprobs
+from nanorlsp.rlsp import pack_rows
 from nanorlsp.tokenizer import load_tokenizer
 
 
@@ -54,6 +55,7 @@ class Policy:
         else:
             self.roll = gpt
         self.params = [p for p in self.net.parameters() if p.requires_grad]  # LoRA: adapters
+        self.packed = True       # the update's rows without padding (forward)
 
     def sampler(self) -> GPT:
         """The rollout / eval model with the policy's current weights (every rank; FSDP gathers
@@ -64,9 +66,14 @@ class Policy:
 
     def forward(self, batch, rows: torch.Tensor, module=None):
         """Logits (b, Tn, V) and values (b, Tn) or None at the positions that predict the
-        completion tokens of `rows` (the LM head runs there only, never over the prompt)."""
+        completion tokens of `rows` (the LM head runs there only, never over the prompt). The
+        rows run packed without padding (rlsp.pack_rows); self.packed = False: padded (b, L),
+        the reference the packed forward is tested against."""
         with autocast(self.d.device, self.dtype):
-            return (module or self.net)(batch.seq[rows], logits_at=batch.pos[rows])
+            if not self.packed:
+                return (module or self.net)(batch.seq[rows], logits_at=batch.pos[rows])
+            ids, layout = pack_rows(batch, rows)
+            return (module or self.net)(ids, logits_at=layout)
 
     def logprobs(self, batch, temperature: float, chunks: int, reference=False, values=False):
         """Log-probs (B, Tn) of the sampled tokens under the reference or the policy (and its
