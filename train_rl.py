@@ -9,7 +9,8 @@ One step, the loop below, in named phases (nanorlsp/rlsp.py): draw the step's pr
 (G replies per prompt from the KV-cached sampler, log-probs kept); score (the verifier's
 outcome + the exploration reward - the repetition guard, nanorlsp/rewards.py); update
 (REINFORCE with a group baseline and a k3 KL to the frozen SFT reference, rlsp.reinforce_update,
-or PPO, nanorlsp/ppo.py); log one line, metrics.jsonl and a few transcripts in samples.jsonl.
+or PPO, nanorlsp/ppo.py, or the peers' objectives: GRPO's clip, GSPO, CISPO, Dr. GRPO, DAPO's
+flags, nanorlsp/objectives.py); log one line, metrics.jsonl and transcripts in samples.jsonl.
 Every --eval_interval steps: greedy held-out accuracy and an atomic checkpoint (--resume).
 
 Footguns: the same script runs under torchrun (every rank builds the same global batch and

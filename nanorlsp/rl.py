@@ -14,6 +14,9 @@ KL to the reference, log r = logp_ref - logp on y ~ pi: k1 = -log r (straight-th
     value, k2's gradient), k2 = (log r)^2 / 2 (grad KL(pi || ref)), k3 = (r - 1) - log r
     (grad KL(ref || pi), the *forward* KL, as TRL). truncated_is_weights: min(pi_train /
     pi_rollout, cap) per token (Yao et al. 2025). Derivations: docs/rl.md.
+The peers' objectives (train_rl.py's --loss_agg, --policy_loss): agg_weights (token / sequence
+    mean, Dr. GRPO's constant), clipped_token_loss (GRPO, DAPO's clip-higher), gspo_token_loss,
+    cispo_token_loss, informative_groups (DAPO's dynamic sampling); equations in each docstring.
 Footgun: log r is clamped to [-20, 20] before exp and k3 to [-10, 10] (inf * 0 = NaN on
 padding); padding is zeroed with `where`, never multiplied.
 """

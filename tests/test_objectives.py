@@ -227,3 +227,67 @@ def test_mask_truncated_takes_cut_rows_out_of_the_loss(setup):
     want = sgd_delta(policy, replace(batch, mask=batch.mask * keep[:, None]), rewards, s,
                      reinforce_update)
     assert close(got, want)
+
+
+# -----------------------------------------------------------------------------
+# dynamic sampling on hand-made draws (no model)
+
+def fake_draw(tag: int, lens: list[int], rewards: list[float], G=2):
+    """(prompts, Batch, sc) of one draw: P = len(lens) / G prompts, row i's tokens all
+    tag * 10 + i + 1 for its lens[i] tokens."""
+    from nanorlsp.rlsp import Batch, build_sequences
+    B, Tn = len(lens), max(lens)
+    prompts = [dict(prompt=f"q{tag}-{p}") for p in range(B // G)]
+    prompt_ids = [[tag + 1] * (p + 1) for p in range(B // G)]       # ragged prompts
+    mask = (torch.arange(Tn)[None] < torch.tensor(lens)[:, None]).float()
+    tokens = (torch.arange(B)[:, None] + 1 + tag * 10) * mask.long()
+    seq, pos = build_sequences(prompt_ids, tokens, G, "cpu")
+    batch = Batch(prompts, list(range(B)), prompt_ids, tokens, mask, -mask, torch.tensor(lens),
+                  ["stop"] * B, seq, pos, [f"{tag}-{i}" for i in range(B)], G, 64)
+    sc = dict(total=torch.tensor(rewards), correct=[r > 0 for r in rewards], coef=0.5,
+              acc=0.0, easy=None)
+    return prompts, batch, sc
+
+
+def test_refill_swaps_flat_groups_for_redrawn_ones():
+    s = argparse.Namespace(dynamic_sampling=True, max_redraws=3, seed=1)
+    first = fake_draw(0, [3, 1, 2, 2], [1.0, 1.0, 0.0, 1.0])       # group 0 flat
+    redraws = {1: fake_draw(1, [1, 1, 4, 2], [0.5, 0.5, 1.0, 0.0])}   # group 1 informative
+    calls = []
+
+    def sample(more, step, k):
+        calls.append((step, k, [p["prompt"] for p in more]))
+        return redraws[k][1], redraws[k][2]
+
+    problems = [dict(prompt=f"p{i}") for i in range(50)]
+    prompts, batch, sc = objectives.refill(*first, sample, problems, 7, s)
+    # one redraw of P = 2 prompts, a pure function of (seed, step, redraw)
+    more = objectives.redraw_prompts(problems, 1, 7, 1, 2)
+    assert calls == [(7, 1, [p["prompt"] for p in more])]
+    assert prompts == [first[0][1], more[1]] and batch.problems == prompts
+    assert batch.texts == ["0-2", "0-3", "1-2", "1-3"] and batch.keys == [0, 1, 2, 3]
+    assert batch.lengths.tolist() == [2, 2, 4, 2] and batch.mask.sum(1).tolist() == [2, 2, 4, 2]
+    assert batch.tokens[2].tolist() == [13, 13, 13, 13]
+    assert batch.tokens[0].tolist() == [3, 3, 0, 0]
+    assert batch.prompt_ids == [[1, 1], [2, 2]]
+    # the rows are rebuilt: prompt then completion, pos predicting each completion token
+    assert batch.seq[2, :6].tolist() == [2, 2, 13, 13, 13, 13]
+    assert batch.pos[2].tolist() == [1, 2, 3, 4]
+    assert sc["total"].tolist() == [0.0, 1.0, 1.0, 0.0]
+    assert sc["correct"] == [False, True, True, False]
+    assert sc["acc"] == 0.5 and sc["figures"] == dict(prompts_drawn=4, dyn_groups=2)
+
+
+def test_refill_short_trains_on_what_there_is():
+    s = argparse.Namespace(dynamic_sampling=True, max_redraws=1, seed=1)
+    first = fake_draw(0, [3, 1, 2, 2], [1.0, 1.0, 0.0, 1.0])
+    flat = fake_draw(1, [1, 1, 4, 2], [0.5, 0.5, 1.0, 1.0])
+    prompts, batch, sc = objectives.refill(*first, lambda more, step, k: flat[1:], [{}] * 9, 0, s)
+    assert batch.texts == ["0-2", "0-3"] and sc["figures"] == dict(prompts_drawn=4, dyn_groups=1)
+    # nothing informative at all: the first draw as it is
+    s.max_redraws = 0
+    everything_flat = fake_draw(0, [3, 1, 2, 2], [1.0, 1.0, 0.0, 0.0])
+    prompts, batch, sc = objectives.refill(*everything_flat, None, [], 0, s)
+    assert batch is everything_flat[1] and sc["figures"] == dict(prompts_drawn=2, dyn_groups=0)
+    s.dynamic_sampling = False
+    assert objectives.refill(*first, None, [], 0, s) == first

@@ -125,11 +125,11 @@ def test_non_finite_loss_skips_then_stops(sft, tmp_path):
     and logged, the run goes on, and 3 bad steps in a row stop it with one clear line, the last
     checkpoint (step 3) intact."""
     d = str(tmp_path / "run")
-    r = run_injected("orig, n = rl.reinforce_loss, [0]\n"
+    r = run_injected("orig, n = rl.kl_penalty, [0]\n"     # one call per REINFORCE update
                      "def bad(*a):\n"
                      "    n[0] += 1\n"
                      "    return orig(*a) * (float('nan') if n[0] == 2 or n[0] >= 4 else 1.0)\n"
-                     "rl.reinforce_loss = bad\n",
+                     "rl.kl_penalty = bad\n",
                      "--init_from", sft, "--out_dir", d, "--max_steps", "10",
                      "--eval_interval", "1", "--eval_problems", "0")
     assert r.returncode == 1
