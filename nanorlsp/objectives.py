@@ -175,7 +175,7 @@ def refill(prompts: list[dict], batch: Batch, sc: dict, sample, problems: list[d
         parts.append((more, b, c))
         found += int(informative_groups(c["total"], G).sum())
     figures = dict(sc.get("figures", {}), prompts_drawn=P * len(parts), dyn_groups=min(found, P))
-    if found == 0:
+    if found == 0 or (len(parts) == 1 and found == P):   # nothing to train on, or all of it
         return prompts, batch, dict(sc, figures=figures)
     prompts, batch, sc = concat_groups(parts, P)
     return prompts, batch, dict(sc, figures=figures)

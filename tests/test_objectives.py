@@ -289,5 +289,11 @@ def test_refill_short_trains_on_what_there_is():
     everything_flat = fake_draw(0, [3, 1, 2, 2], [1.0, 1.0, 0.0, 0.0])
     prompts, batch, sc = objectives.refill(*everything_flat, None, [], 0, s)
     assert batch is everything_flat[1] and sc["figures"] == dict(prompts_drawn=2, dyn_groups=0)
+    # no redraw allowed: the informative group alone; every group informative: the draw as is
+    prompts, batch, sc = objectives.refill(*first, None, [], 0, s)
+    assert batch.texts == ["0-2", "0-3"] and sc["figures"] == dict(prompts_drawn=2, dyn_groups=1)
+    prompts, batch, sc = objectives.refill(*flat[:2], dict(flat[2], total=torch.arange(4.)),
+                                           None, [], 0, s)
+    assert batch is flat[1] and sc["figures"] == dict(prompts_drawn=2, dyn_groups=2)
     s.dynamic_sampling = False
     assert objectives.refill(*first, None, [], 0, s) == first
