@@ -896,11 +896,12 @@ def bench_train(name, kind, dtype, B, T, Tn, steps, cfg=None):
     return statistics.median(dts), flops
 
 
-def bench_rl_ragged(name, B, Lp, Tn, steps):
-    """The RL update (the reference's forward, the policy's forward + backward, AdamW) on B rows
-    of ragged prompts (Lp - 8 .. Lp tokens) and replies (Tn / 4 .. Tn, one at Tn), float32: the
-    padded rows (B, max prompt + Tn) and train_rl.py's packed ones (rlsp.pack_rows). Returns
-    (real tokens, padded positions, packed positions, padded s, packed s): medians."""
+def bench_rl_ragged(name, P, G, Lp, Tn, steps):
+    """The RL update (the reference's forward, the policy's forward + backward, AdamW) on P x G
+    rows of ragged prompts (Lp - 8 .. Lp tokens) and replies (Tn / 4 .. Tn, one at Tn), float32:
+    padded rows (B, max prompt + Tn), then train_rl.py's packed rows (rlsp.pack_rows) with each
+    row alone and with a group's prompt shared. Returns the real input tokens and, for each
+    layout, (positions, median s)."""
     from types import SimpleNamespace
 
     from nanorlsp.rlsp import build_sequences, pack_rows
@@ -909,33 +910,32 @@ def bench_rl_ragged(name, B, Lp, Tn, steps):
     ref = new_model(model.config).eval().requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
     g = random.Random(0)
-    V = model.config.vocab_size
-    prompts = [[g.randrange(V) for _ in range(g.randint(max(Lp - 8, 1), Lp))] for _ in range(B)]
+    V, B = model.config.vocab_size, P * G
+    prompts = [[g.randrange(V) for _ in range(g.randint(max(Lp - 8, 1), Lp))] for _ in range(P)]
     lengths = torch.tensor([Tn] + [g.randint(max(Tn // 4, 1), Tn) for _ in range(B - 1)])
     mask = (torch.arange(Tn)[None] < lengths[:, None]).to(device)                    # (B, Tn)
     comp = torch.randint(V, (B, Tn), device=device) * mask
-    seq, pos = build_sequences(prompts, comp, 1, device)
-    batch = SimpleNamespace(seq=seq, pos=pos, lengths=lengths.to(device))
+    seq, pos = build_sequences(prompts, comp, G, device)
+    batch = SimpleNamespace(seq=seq, pos=pos, lengths=lengths.to(device), group=G)
     rows = torch.arange(B, device=device)
-    ids, layout = pack_rows(batch, rows)
+    layouts = {"padded": (seq, pos), "packed": pack_rows(batch, rows),
+               "shared": pack_rows(batch, rows, share=True)}
 
-    def step(packed):
-        x, at = (ids, layout) if packed else (seq, pos)
+    def step(x, at):
         with torch.no_grad():
             ref_lp = torch.log_softmax(ref(x, logits_at=at), -1).gather(-1, comp[..., None])
         lp = torch.log_softmax(model(x, logits_at=at), -1).gather(-1, comp[..., None])
         (-((lp - ref_lp)[..., 0] * mask).sum() / mask.sum()).backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
-    dts = {True: [], False: []}
-    for packed in (False, True):
-        step(packed)                                                    # warm-up (allocations)
+    dts = {k: [] for k in layouts}
+    for x, at in layouts.values():
+        step(x, at)                                                     # warm-up (allocations)
     for _ in range(steps):                                              # interleaved
-        for packed in (False, True):
-            dts[packed].append(timed(lambda: step(packed))[0])
-    real = sum(len(p) for p in prompts) + int(lengths.sum()) - B     # inputs a row needs
-    return (real, seq.numel(), ids.numel(), statistics.median(dts[False]),
-            statistics.median(dts[True]))
+        for k, (x, at) in layouts.items():
+            dts[k].append(timed(lambda: step(x, at))[0])
+    real = sum(len(prompts[i // G]) for i in range(B)) + int(lengths.sum()) - B
+    return real, {k: (x.numel(), statistics.median(dts[k])) for k, (x, _) in layouts.items()}
 
 
 if "train" in sections:
@@ -956,21 +956,24 @@ if "train" in sections:
     print(table(["model", "step", "compute", "rows x tokens", "s/step", "tokens/s",
                  "MFU vs fp32 peak", "MFU vs own-dtype peak"], rows) + "\n", flush=True)
     rows = []
-    shapes = {"tiny": (128, 40, 224), "smollm2": (8, 64, 128)}      # the default run's; TRL's
+    # the default train_rl.py run's shape (16 x 8, 224 tokens) and the trl section's (8 x 4, 128)
+    shapes = {"tiny": (16, 8, 40, 224), "smollm2": (8, 4, 64, 128)}
     for name in models:
-        B, Lp, Tn = (8, 12, 32) if args.quick else shapes.get(name, (8, 256, 512))
-        real, pad, packed, s_pad, s_packed = bench_rl_ragged(
-            name, B, Lp, Tn, 1 if args.quick else 3 if name == "tiny" else 2)
-        rows.append([name, B, f"{Lp - 8}-{Lp}", f"{max(Tn // 4, 1)}-{Tn}", real, pad, packed,
-                     f"{s_pad:.3f}", f"{s_packed:.3f}", f"{real / s_pad:.0f}",
-                     f"{real / s_packed:.0f}", f"{s_pad / s_packed:.2f}x"])
-        print(f"  train {name} rl ragged: padded {s_pad:.3f}s, packed {s_packed:.3f}s",
+        P, G, Lp, Tn = (2, 4, 12, 32) if args.quick else shapes.get(name, (4, 4, 256, 512))
+        real, got = bench_rl_ragged(name, P, G, Lp, Tn,
+                                    1 if args.quick else 3 if name == "tiny" else 2)
+        rows.append([name, f"{P}x{G}", f"{Lp - 8}-{Lp}", f"{max(Tn // 4, 1)}-{Tn}", real,
+                     *(got[k][0] for k in got), *(f"{got[k][1]:.3f}" for k in got),
+                     *(f"{real / got[k][1]:.0f}" for k in got),
+                     *(f"{got['padded'][1] / got[k][1]:.2f}x" for k in ("packed", "shared"))])
+        print(f"  train {name} rl ragged: " + ", ".join(f"{k} {v[1]:.3f}s" for k, v in got.items()),
               file=sys.stderr, flush=True)
     print("## train: the RL update on ragged rows, padded vs packed (float32, median of 3 for "
           "tiny, 2 for the others)\n")
-    print(table(["model", "rows", "prompt tokens", "reply tokens", "real tokens",
-                 "padded positions", "packed positions", "padded s", "packed s",
-                 "padded tokens/s", "packed tokens/s", "speedup"], rows) + "\n", flush=True)
+    print(table(["model", "prompts x samples", "prompt tokens", "reply tokens", "real tokens",
+                 "padded positions", "packed positions", "shared positions", "padded s",
+                 "packed s", "shared s", "padded tokens/s", "packed tokens/s", "shared tokens/s",
+                 "packed speedup", "shared speedup"], rows) + "\n", flush=True)
 
 # -----------------------------------------------------------------------------
 # memory: allocated vs nanorlsp.tooling.memory's prediction

@@ -55,7 +55,9 @@ class Policy:
         else:
             self.roll = gpt
         self.params = [p for p in self.net.parameters() if p.requires_grad]  # LoRA: adapters
-        self.packed = True       # the update's rows without padding (forward)
+        # the update's rows without padding (forward); share: a group's prompt once for its
+        # replies (None: where flops() says it is cheaper)
+        self.packed, self.share = True, None
 
     def sampler(self) -> GPT:
         """The rollout / eval model with the policy's current weights (every rank; FSDP gathers
@@ -67,13 +69,25 @@ class Policy:
     def forward(self, batch, rows: torch.Tensor, module=None):
         """Logits (b, Tn, V) and values (b, Tn) or None at the positions that predict the
         completion tokens of `rows` (the LM head runs there only, never over the prompt). The
-        rows run packed without padding (rlsp.pack_rows); self.packed = False: padded (b, L),
-        the reference the packed forward is tested against."""
+        rows run packed without padding (rlsp.pack_rows), a group's prompt shared by its
+        replies where that costs fewer FLOPs; self.packed = False: padded (b, L), the reference
+        the packed forward is tested against."""
         with autocast(self.d.device, self.dtype):
             if not self.packed:
                 return (module or self.net)(batch.seq[rows], logits_at=batch.pos[rows])
-            ids, layout = pack_rows(batch, rows)
+            shares = (False, True) if self.share is None else (self.share,)
+            ids, layout = min((pack_rows(batch, rows, share) for share in shares),
+                              key=lambda packed: self.flops(packed[0]))
             return (module or self.net)(ids, logits_at=layout)
+
+    def flops(self, ids: torch.Tensor) -> int:
+        """A block's forward FLOPs over rows ids (B', N): its matmuls at every position plus
+        attention's QK^T and AV over all N keys (a masked SDPA computes the masked ones too).
+        What decides whether a group's prompt is shared: a tree row is longer."""
+        c = self.gpt.config
+        qkvo = c.n_embd * (2 * c.n_head + 2 * c.n_kv_head) * c.head_dim
+        matmuls = 2 * (qkvo + 3 * c.n_embd * c.intermediate_size)             # per position
+        return ids.numel() * (matmuls + 4 * c.n_head * c.head_dim * ids.size(1))
 
     def logprobs(self, batch, temperature: float, chunks: int, reference=False, values=False):
         """Log-probs (B, Tn) of the sampled tokens under the reference or the policy (and its

@@ -90,6 +90,11 @@ def test_bench_quick_prints_every_table():
         cells = [c.strip() for c in line.strip("|").split("|")]
         assert all(float(c) > 0 for c in cells[3:7]), line
     assert "| 1 process |" in out and "| torchrun 2 |" in out and "| torchrun 1 --fsdp |" in out
+    # the RL update on ragged rows: packed and shared rows hold fewer positions than padded
+    ragged = next(x for x in out.splitlines() if x.startswith("| tiny | 2x4 |"))
+    cells = [c.strip() for c in ragged.strip("|").split("|")]
+    assert int(cells[5]) > int(cells[6]) > int(cells[7]) > 0, ragged
+    assert all(float(c.rstrip("x")) > 0 for c in cells[8:]), ragged
     # train_rl.py's update against the bare update at the shape it logged (train_shape)
     upd = out[out.index("## rl: train_rl.py's update"):].split("## scaling")[0]
     row = next(x for x in upd.splitlines() if x.startswith("| 2 |"))     # quick: steps 1-2

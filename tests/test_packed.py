@@ -67,26 +67,36 @@ def make_policy(algo="reinforce", lora=False) -> Policy:
     return Policy(gpt, head, ref, Dist(), fsdp=False, dtype=torch.float32)
 
 
-def test_pack_rows_layout():
-    """Fewer positions than the padded rows, each row's inputs intact, positions restarting."""
+@pytest.mark.parametrize("share", [False, True])
+def test_pack_rows_layout(share):
+    """Fewer positions than the padded rows (fewer still with the prompts shared); each row's
+    prompt and reply inputs where its logits read them, at the row's own positions."""
     batch = ragged_batch()
     rows = torch.arange(len(batch.tokens))
-    ids, lay = pack_rows(batch, rows)
+    ids, lay = pack_rows(batch, rows, share)
     assert isinstance(lay, Packed) and lay.at.shape == batch.tokens.shape
-    assert ids.numel() < batch.seq.numel()
     n = batch.pos[:, 0] + batch.lengths                               # Lp - 1 + len per row
-    assert ids.size(1) == int(n.max())
+    assert ids.numel() < batch.seq.numel()
+    if share:
+        assert ids.numel() < pack_rows(batch, rows)[0].numel()
+    else:
+        assert ids.size(1) == int(n.max())
+    flat_ids, flat_pos = ids.flatten(), lay.positions.flatten()
     for r in rows.tolist():
-        start = int(lay.at[r, 0]) - int(batch.pos[r, 0])
-        flat = slice(start, start + int(n[r]))
-        assert ids.flatten()[flat].tolist() == batch.seq[r, :int(n[r])].tolist()
-        assert lay.positions.flatten()[flat].tolist() == list(range(int(n[r])))
+        at = lay.at[r, :int(batch.lengths[r])]           # the inputs predicting its reply
+        assert flat_ids[at].tolist() == batch.seq[r, batch.pos[r, :len(at)]].tolist()
+        assert flat_pos[at].tolist() == batch.pos[r, :len(at)].tolist()
+        k, t = divmod(int(at[-1]), ids.size(1))           # its last query: packed row k, slot t
+        seen = ids[k][lay.attn_mask[k, 0, t]]
+        assert seen.tolist() == batch.seq[r, :int(n[r])].tolist()   # its prompt and reply only
 
 
+@pytest.mark.parametrize("share", [False, True])
 @pytest.mark.parametrize("algo,lora", [("reinforce", False), ("ppo", False), ("reinforce", True)])
-def test_forward_and_logprobs_equal_padded(algo, lora):
+def test_forward_and_logprobs_equal_padded(algo, lora, share):
     batch = ragged_batch()
     pol = make_policy(algo, lora)
+    pol.share = share
     rows = torch.tensor([0, 3, 5, 6, 11])                    # a micro-batch across groups
     m = batch.mask[rows].bool()
     pol.packed = False
@@ -117,15 +127,18 @@ def updated(pol, batch, s, algo):
     return out, [p.grad for p in pol.params]
 
 
+@pytest.mark.parametrize("share", [False, True])
 @pytest.mark.parametrize("algo,lora,accum", [("reinforce", False, 1), ("reinforce", False, 5),
                                              ("ppo", False, 2), ("reinforce", True, 3)])
-def test_update_equals_padded(algo, lora, accum):
-    """loss, KL, entropy, clip_frac, logp_diff and the gradients: packed == padded."""
+def test_update_equals_padded(algo, lora, accum, share):
+    """loss, KL, entropy, clip_frac, logp_diff and the gradients: packed == padded, with each
+    row alone and with a group's prompt shared (grad_accum 5 splits groups)."""
     batch = ragged_batch()
     s = defaults(algo=algo, grad_accum=accum, grad_clip=0.0, temperature=0.8, n_samples=4,
                  minibatches=3 if algo == "ppo" else 1, ppo_epochs=2)
     pad = make_policy(algo, lora)
     pack = copy.deepcopy(pad)
+    pack.share = share
     pad.packed = False
     out0, d0 = updated(pad, batch, s, algo)
     out1, d1 = updated(pack, batch, s, algo)
