@@ -27,7 +27,7 @@ from nanorlsp.checkpoint import attach_lora, load_model, model_from_state, save_
 from nanorlsp.common import UserError, autocast, explicit_flags
 from nanorlsp.model import GPT, is_lora_key, lora_disabled
 from nanorlsp.rl import WithValues, token_logprobs
-from nanorlsp.rlsp import pack_rows
+from nanorlsp.rlsp import pack_plan, pack_rows
 from nanorlsp.tokenizer import load_tokenizer
 
 
@@ -75,19 +75,21 @@ class Policy:
         with autocast(self.d.device, self.dtype):
             if not self.packed:
                 return (module or self.net)(batch.seq[rows], logits_at=batch.pos[rows])
-            shares = (False, True) if self.share is None else (self.share,)
-            ids, layout = min((pack_rows(batch, rows, share) for share in shares),
-                              key=lambda packed: self.flops(packed[0]))
+            share = self.share
+            if share is None:            # the cheaper layout, planned before any tensor is built
+                share = min((False, True),
+                            key=lambda sh: self.flops(*pack_plan(batch, rows, sh)[-2:]))
+            ids, layout = pack_rows(batch, rows, share)
             return (module or self.net)(ids, logits_at=layout)
 
-    def flops(self, ids: torch.Tensor) -> int:
-        """A block's forward FLOPs over rows ids (B', N): its matmuls at every position plus
-        attention's QK^T and AV over all N keys (a masked SDPA computes the masked ones too).
-        What decides whether a group's prompt is shared: a tree row is longer."""
+    def flops(self, N: int, bins: int) -> int:
+        """A block's forward FLOPs over `bins` rows of N positions: its matmuls at every
+        position plus attention's QK^T and AV over all N keys (a masked SDPA computes the masked
+        ones too). What decides whether a group's prompt is shared: a tree row is longer."""
         c = self.gpt.config
         qkvo = c.n_embd * (2 * c.n_head + 2 * c.n_kv_head) * c.head_dim
         matmuls = 2 * (qkvo + 3 * c.n_embd * c.intermediate_size)             # per position
-        return ids.numel() * (matmuls + 4 * c.n_head * c.head_dim * ids.size(1))
+        return bins * N * (matmuls + 4 * c.n_head * c.head_dim * N)
 
     def logprobs(self, batch, temperature: float, chunks: int, reference=False, values=False):
         """Log-probs (B, Tn) of the sampled tokens under the reference or the policy (and its

@@ -100,22 +100,16 @@ def build_sequences(prompt_ids: list[list[int]], comp: torch.Tensor, group: int,
     return seq, Lp[:, None] - 1 + torch.arange(Tn, device=device)[None]   # (B, L), (B, Tn)
 
 
-def pack_rows(batch: Batch, rows: torch.Tensor, share: bool = False):
-    """Training rows `rows` of batch end to end without padding: (ids (B', N), model.Packed)
-    whose logits (b, Tn, V) line up with batch.tokens[rows]. A row needs its prompt and its
-    completion but the last token (whose logits predict nothing): Lp + len - 1 inputs. share:
-    the rows of one prompt (a group's, consecutive in rows) hold the prompt once, each reply
-    attending to it and to itself (a tree mask). Units (a row, or a prompt and its replies) go
-    first-fit decreasing into rows of N = the longest unit, so attention costs O(B' N^2), never
-    O((b N)^2); positions are each token's own row's, attention is causal within a row (as if
-    alone; padding attends to padding). Logits at a row's masked tail read its last input."""
-    seq, pos = batch.seq[rows], batch.pos[rows]                         # (b, L), (b, Tn)
-    dev, b = seq.device, len(rows)
-    lp = (pos[:, 0] + 1).tolist()                                       # prompt lengths
+def pack_plan(batch: Batch, rows: torch.Tensor, share: bool = False):
+    """Where pack_rows puts rows (no tensors built): (lp, c, units, start, N, bins) with lp and
+    c each row's prompt and completion inputs, units lists of rows (a row alone, or share: a
+    group's consecutive rows), start each unit's flat offset, bins rows of N positions. Units go
+    first-fit decreasing into rows of N = the longest unit."""
+    lp = (batch.pos[rows, 0] + 1).tolist()                              # prompt lengths
     c = (batch.lengths[rows] - 1).clamp(min=0).tolist()                 # completion inputs
-    grp = (rows // batch.group).tolist() if share else list(range(b))
-    units = []                            # consecutive rows of one group (or each row alone)
-    for i in range(b):
+    grp = (rows // batch.group).tolist() if share else list(range(len(lp)))
+    units = []
+    for i in range(len(lp)):
         if i and grp[i] == grp[i - 1]:
             units[-1].append(i)
         else:
@@ -126,6 +120,21 @@ def pack_rows(batch: Batch, rows: torch.Tensor, share: bool = False):
         j = next((j for j, f in enumerate(used) if f + n[k] <= N), len(used))
         used += [0] * (j == len(used))
         start[k], used[j] = j * N + used[j], used[j] + n[k]
+    return lp, c, units, start, N, len(used)
+
+
+def pack_rows(batch: Batch, rows: torch.Tensor, share: bool = False):
+    """Training rows `rows` of batch end to end without padding: (ids (B', N), model.Packed)
+    whose logits (b, Tn, V) line up with batch.tokens[rows]. A row needs its prompt and its
+    completion but the last token (whose logits predict nothing): Lp + len - 1 inputs. share:
+    the rows of one prompt (a group's, consecutive in rows) hold the prompt once, each reply
+    attending to it and to itself (a tree mask). Rows of N = the longest unit (pack_plan), so
+    attention costs O(B' N^2), never O((b N)^2); positions are each token's own row's,
+    attention is causal within a row (as if alone; padding attends to padding). Logits at a
+    row's masked tail read its last input."""
+    seq, pos = batch.seq[rows], batch.pos[rows]                         # (b, L), (b, Tn)
+    dev, b = seq.device, len(rows)
+    lp, c, units, start, N, bins = pack_plan(batch, rows, share)
     # segments: each unit's prompt (doc b + unit), then each row's completion inputs (doc: row)
     seg, reply_at = [], [0] * b                     # (row, src, length, doc, unit, flat start)
     for k, u in enumerate(units):
@@ -137,7 +146,7 @@ def pack_rows(batch: Batch, rows: torch.Tensor, share: bool = False):
     row, src, ln, doc_s, unit_s, dst_s = torch.tensor(seg, device=dev).unbind(1)
     owner = torch.repeat_interleave(torch.arange(len(seg), device=dev), ln)   # token -> segment
     within = torch.arange(len(owner), device=dev) - (ln.cumsum(0) - ln)[owner]
-    ids = torch.zeros(len(used) * N, dtype=torch.long, device=dev)
+    ids = torch.zeros(bins * N, dtype=torch.long, device=dev)
     positions, doc, unit = torch.zeros_like(ids), torch.full_like(ids, -1), torch.full_like(ids, -1)
     dst = dst_s[owner] + within
     ids[dst] = seq[row[owner], src[owner] + within]
@@ -149,7 +158,8 @@ def pack_rows(batch: Batch, rows: torch.Tensor, share: bool = False):
     j = torch.minimum(pos - pos[:, :1], torch.tensor(c, device=dev)[:, None])   # (b, Tn)
     prompt_end = torch.tensor([start[k] + lp[u[0]] - 1 for k, u in enumerate(units)
                                for _ in u], device=dev)
-    at = torch.where(j == 0, prompt_end[:, None], torch.tensor(reply_at, device=dev)[:, None] + j - 1)
+    reply_at = torch.tensor(reply_at, device=dev)[:, None]
+    at = torch.where(j == 0, prompt_end[:, None], reply_at + j - 1)                   # (b, Tn)
     return ids.view(-1, N), Packed(positions.view(-1, N), mask[:, None], at)
 
 

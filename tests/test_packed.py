@@ -17,7 +17,7 @@ from nanorlsp import ppo
 from nanorlsp.dist import Dist
 from nanorlsp.model import Packed, add_lora
 from nanorlsp.policy import Policy
-from nanorlsp.rlsp import Batch, build_sequences, pack_rows, reinforce_update
+from nanorlsp.rlsp import Batch, build_sequences, pack_plan, pack_rows, reinforce_update
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 V = 64                                                          # helpers.TINY's vocab
@@ -91,7 +91,7 @@ def test_pack_rows_layout(share):
         assert seen.tolist() == batch.seq[r, :int(n[r])].tolist()   # its prompt and reply only
 
 
-@pytest.mark.parametrize("share", [False, True])
+@pytest.mark.parametrize("share", [False, True, None])          # None: Policy.flops decides
 @pytest.mark.parametrize("algo,lora", [("reinforce", False), ("ppo", False), ("reinforce", True)])
 def test_forward_and_logprobs_equal_padded(algo, lora, share):
     batch = ragged_batch()
@@ -148,3 +148,17 @@ def test_update_equals_padded(algo, lora, accum, share):
     assert all(g is not None for g in d0) and any(g.abs().max() > 0 for g in d0)
     for a, b in zip(d1, d0):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5 * float(b.abs().max()))
+
+
+def test_share_where_it_costs_fewer_flops():
+    """A long prompt and short replies: sharing it costs fewer FLOPs; short prompts and long
+    replies: a tree row's attention costs more than the prompts saved."""
+    pol = make_policy()
+    for Lp, n_new, share in ((40, 3, True), (2, 40, False)):
+        g = torch.Generator().manual_seed(0)
+        prompt_ids = [torch.randint(1, V, (Lp,), generator=g).tolist()]
+        tokens = torch.randint(1, V, (8, n_new), generator=g)
+        seq, pos = build_sequences(prompt_ids, tokens, 8, "cpu")
+        batch = SimpleNamespace(seq=seq, pos=pos, lengths=torch.full((8,), n_new), group=8)
+        cost = {sh: pol.flops(*pack_plan(batch, torch.arange(8), sh)[-2:]) for sh in (0, 1)}
+        assert (cost[1] < cost[0]) == share, (Lp, n_new, cost)
