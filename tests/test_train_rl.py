@@ -101,11 +101,16 @@ def test_rl_resume_with_another_config_is_refused(sft, tmp_path):
 
 
 @pytest.mark.slow
-def test_rl_resume_is_bit_exact(sft, tmp_path):
+@pytest.mark.parametrize("objective", [[], ["--policy_loss", "clip", "--updates_per_batch", "2",
+                                            "--dynamic_sampling", "--explore_reward", "none",
+                                            "--overlong_buffer", "4"]])
+def test_rl_resume_is_bit_exact(sft, tmp_path, objective):
     """2 steps, stop, --resume to 4 == 4 steps straight: same weights and Adam state bit for bit
-    (rollouts are a pure function of seed and step, the optimizer state is in the checkpoint)."""
+    (rollouts are a pure function of seed and step, the optimizer state is in the checkpoint;
+    dynamic sampling's redraws are a pure function of seed, step and redraw)."""
     full, half = str(tmp_path / "full"), str(tmp_path / "half")
-    common = ["--init_from", sft, "--eval_interval", "2", "--eval_problems", "0", "--lr", "3e-3"]
+    common = ["--init_from", sft, "--eval_interval", "2", "--eval_problems", "0", "--lr", "3e-3",
+              *objective]
     run_rl(*common, "--out_dir", full, "--max_steps", "4")
     run_rl(*common, "--out_dir", half, "--max_steps", "2")
     run_rl(*common, "--out_dir", half, "--max_steps", "4", "--resume")
