@@ -41,8 +41,9 @@ def advantages(batch, rewards, old_logp, old_values, ref_logp, s):
         tok_rew[torch.arange(len(last)), last] += rewards
         adv, returns = gae(tok_rew, old_values, mask, s.gamma, s.gae_lambda)
         sm = dist.all_sum(torch.stack([(adv * mask).sum(), mask.sum()]))
-        mu = sm[0] / sm[1]
-        var = dist.all_sum(((adv - mu) ** 2 * mask).sum()) / sm[1]
+        n = sm[1].clamp(min=1)        # --mask_truncated can leave a step no loss token
+        mu = sm[0] / n
+        var = dist.all_sum(((adv - mu) ** 2 * mask).sum()) / n
         return (adv - mu) / (var.sqrt() + 1e-6) * mask, returns
 
 
@@ -90,5 +91,5 @@ def update(policy, optimizer, batch, rewards: torch.Tensor, s) -> dict:
             break
     total = {name: v / max(n_updates, 1) for name, v in total.items()}
     # over the whole step's tokens (this rank's share of the global mean)
-    total["logp_diff"] = logp_diff_sum / dist.all_sum(mask.sum())
+    total["logp_diff"] = logp_diff_sum / dist.all_sum(mask.sum()).clamp(min=1)
     return global_stats(total, n_updates, skipped)

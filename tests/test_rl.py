@@ -225,3 +225,17 @@ def test_my_prompts_give_every_rank_a_share_of_every_minibatch():
     shares = [my_prompts(12, 3, r, 2) for r in range(2)]
     assert sorted(shares[0] + shares[1]) == list(range(12))
     assert all([i // 4 for i in s] == [0, 0, 1, 1, 2, 2] for s in shares)
+
+
+def test_ppo_advantages_finite_when_every_reply_is_masked_out():
+    """--mask_truncated with --algo ppo: a step whose replies were all cut has no loss token;
+    its advantages are 0, not NaN (0 / 0 in the whitening), so the step is not skipped."""
+    from types import SimpleNamespace
+    from nanorlsp import ppo
+    B, T = 2, 3
+    batch = SimpleNamespace(mask=torch.zeros(B, T), lengths=torch.tensor([3, 3]))
+    s = SimpleNamespace(kl_coef=0.05, gamma=1.0, gae_lambda=0.95)
+    z = torch.zeros(B, T)
+    adv, ret = ppo.advantages(batch, torch.tensor([1.0, 0.0]), z, z, z, s)
+    assert torch.isfinite(adv).all() and torch.isfinite(ret).all()
+    assert (adv == 0).all()
