@@ -4,12 +4,14 @@ The RLSP study at small scale: every run, evaluation, table and figure of RESULT
     python experiments/study.py                          # the whole study, from scratch, resumable
     python experiments/study.py --tasks arith --seeds 1  # a smaller one
     python experiments/study.py --report                 # only rewrite RESULTS.md from the runs
+    python experiments/study.py --tasks arith --objectives  # the RL objective's section
 
 Per task, with its own BUDGET below (the same for all of its configs): SFT once; RL from it per
 reward and seed (verifier only, rlsp, linear, cosine, adaptive, the economy terms, the
-exploration-strength sweep rlsp@S, then PPO with the best REINFORCE reward); every checkpoint
-evaluated on held-out problems (greedy, k samples at T = 1, pass@k curves); then RESULTS.md's
-tables (mean and spread over seeds) and docs/study/'s figures. Each config in full: docs/rl.md.
+exploration-strength sweep rlsp@S, the RL objectives R@AGG, dapo and gspo, then PPO with the
+best REINFORCE reward); every checkpoint evaluated on held-out problems (greedy, k samples at
+T = 1, pass@k curves); then RESULTS.md's tables (mean and spread over seeds) and docs/study/'s
+figures. Each config in full: docs/rl.md.
 Footguns: run it from the repo root (--out_dir is relative to the cwd and the jobs it starts run
 at the root); a finished step under out/study/<task>/ is never redone, an interrupted run
 resumes; --jobs N runs N jobs of cores / N threads each (the tiny model on a 2-core box: 2 jobs
@@ -103,8 +105,8 @@ SWEEP = ",".join(f"rlsp@{x}" for x in STRENGTHS)
 # train_rl.py's default, token_mean, is the plain none and rlsp runs. dapo and gspo are verifier
 # only. Both take 2 updates per batch: with one, the sampling policy is the one being updated,
 # every ratio is 1 and no clip ever acts; 2 is the cheapest setting in which the clip is live
-# (DAPO's recipe takes 16 minibatch updates per batch, GSPO's 4; TRL's num_iterations does the
-# same with whole-batch passes).
+# (DAPO takes 16 minibatch updates per batch, GSPO 4; TRL's GRPO repeats whole-batch passes,
+# num_iterations, default 1), at one more forward and backward per step.
 AGGS = ("seq_mean", "constant")
 OBJ_FLAGS = {
     # DAPO (Yu et al. 2025): clip-higher (eps_low 0.2, eps_high 0.28), dynamic sampling (drop the
@@ -113,9 +115,10 @@ OBJ_FLAGS = {
     "dapo": ["--policy_loss", "clip", "--clip", "0.2", "--clip_high", "0.28",
              "--dynamic_sampling", "--loss_agg", "token_mean", "--updates_per_batch", "2"],
     # GSPO (Zheng et al. 2025): the sequence-level ratio (length-normalised), clipped to
-    # [1 - 3e-4, 1 + 4e-4], the paper's left and right ranges
+    # [1 - 3e-4, 1 + 4e-4], the paper's left and right ranges, averaged over replies (its
+    # objective's 1/G sum: seq_mean); written out though train_rl.py defaults to them for gspo
     "gspo": ["--policy_loss", "gspo", "--clip", "0.0003", "--clip_high", "0.0004",
-             "--updates_per_batch", "2"],
+             "--loss_agg", "seq_mean", "--updates_per_batch", "2"],
 }
 # the runs beside the plain none and rlsp ones (--objectives runs all of them)
 OBJECTIVES = ",".join([*(f"{r}@{a}" for a in AGGS for r in ("none", "rlsp")), *OBJ_FLAGS])
@@ -810,7 +813,15 @@ def objectives_section(task: str, fig_dir: str) -> list[str]:
     # each run's rollout records that carry the figure (a skipped update logs no entropy)
     logged = {k: {f: [st for d in dirs if (st := [r for r in rollout_steps(d) if f in r])]
                   for f in ("len_mean", "entropy", "flat_groups")} for k, dirs in done.items()}
-    base = BUDGET[task]["rl_flags"] + args.rl_flags.split()
+    base = len(BUDGET[task]["rl_flags"] + args.rl_flags.split())
+
+    def flags_of(key: str) -> str:
+        """key's own train_rl.py flags (rl_flags past the shared ones), each value as its first
+        run's config.json recorded it: what ran, whatever --rl_flags this report is given."""
+        ran = read(os.path.join(done[key][0], "config.json"))["args"]
+        f = rl_flags(task, key)[base:]
+        return " ".join(str(ran.get(f[i - 1][2:], x)) if i and f[i - 1].startswith("--")
+                        and not x.startswith("--") else x for i, x in enumerate(f))
 
     def ends(key: str, f: str, pct: bool = False) -> str:
         """'first -> last': the mean over key's runs of f over their first and last 20 steps."""
@@ -843,16 +854,26 @@ def objectives_section(task: str, fig_dir: str) -> list[str]:
     for k, dirs in done.items():
         m, lo, hi = bootstrap_ci(columns(scores[k])[0])
         bars.append((k, m, lo, hi))
-        flags = " ".join(rl_flags(task, k)[len(base):])
+        flags = flags_of(k)
         vs = [("-" if k == ref or ref not in scores else paired_cell(scores[k], scores[ref]))
               for ref in ("rlsp", "none")]
         out.append(f"| {objective_name(k)} | `{flags}` | {len(dirs)} | {100 * m:.1f} "
                    f"[{100 * lo:.1f}, {100 * hi:.1f}] | {vs[0]} | {vs[1]} | {tokens[k]:.1f} | "
                    f"{ends(k, 'len_mean')} | {ends(k, 'entropy')} | "
                    f"{ends(k, 'flat_groups', pct=True)} |")
+    out.append("")
+    # dynamic sampling logs the flat share of the batch it trained on (after the refill): the
+    # prompts it drew say what the filter cost
+    dyn = [r for d in done.get("dapo", []) for r in rollout_steps(d) if "prompts_drawn" in r]
+    if dyn:
+        cfg = read(os.path.join(done["dapo"][0], "config.json"))["args"]
+        out += [f"DAPO's flat groups are those of the batch it trained on, after dynamic "
+                f"sampling: to fill its {cfg['prompts_per_step']} groups a step drew "
+                f"{statistics.mean(r['prompts_drawn'] for r in dyn):.1f} prompts on average "
+                f"(at most {cfg['max_redraws']} redraws) and trained on "
+                f"{statistics.mean(r['dyn_groups'] for r in dyn):.1f} informative groups.", ""]
     # how much of RLSP's length growth over SFT (greedy tokens) verifier only under seq_mean
     # shows: the aggregation's share, without the exploration reward
-    out.append("")
     if sft and "rlsp" in tokens and "none@seq_mean" in tokens:
         grow = tokens["rlsp"] - sft["mean_response_tokens"]
         gain = {k: tokens[k] - sft["mean_response_tokens"] for k in ("none@seq_mean", "none")
@@ -903,9 +924,10 @@ def objectives_section(task: str, fig_dir: str) -> list[str]:
 
 
 def splice(path: str, heading: str, section: list[str], parent: str) -> None:
-    """Write section into the file in place of the one whose heading line starts with `heading`
-    (up to the next heading of its level or above), or at its end under `parent`: the rest of a
-    hand-kept RESULTS.md stays as it is."""
+    """Write section (its first line a heading) into the file in place of the one whose heading
+    line starts with `heading` (up to the next heading of its level or above), keeping that line
+    as edited by hand; or at the file's end under `parent`. The rest of a hand-kept RESULTS.md
+    stays as it is."""
     old = open(path).read().split("\n") if os.path.exists(path) else []
     start = next((i for i, x in enumerate(old) if x.startswith(heading)), None)
     if start is None:
@@ -913,7 +935,7 @@ def splice(path: str, heading: str, section: list[str], parent: str) -> None:
     else:
         end = next((i for i in range(start + 1, len(old))
                     if old[i].startswith(("# ", "## ", "### "))), len(old))
-        new = old[:start] + section + old[end:]
+        new = old[:start + 1] + section[1:] + old[end:]
     open(path, "w").write("\n".join(new).rstrip("\n") + "\n")
 
 

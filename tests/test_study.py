@@ -1,7 +1,8 @@
 """
 experiments/study.py end to end at toy size: SFT, RL runs for four rewards (one adaptive with
-its own threshold, one an exploration strength) and PPO on the best of the paper's, their
-evaluations, RESULTS.md with its tables and figures; a second invocation redoes nothing.
+its own threshold, one an exploration strength), two RL objectives (seq_mean, DAPO) and PPO on
+the best of the paper's, their evaluations, RESULTS.md with its tables and figures; a second
+invocation redoes nothing.
 Marked slow (about a minute on 2 cores).
 """
 import json
@@ -21,7 +22,8 @@ def test_study_small(tmp_path):
     # the report in experiments/ as in the repo: its figures go to ../docs/study/ from there
     out, res = str(tmp_path / "study"), str(tmp_path / "experiments" / "RESULTS.md")
     cmd = [sys.executable, STUDY, "--tasks", "arith", "--seeds", "1,2", "--steps", "2",
-           "--sft_steps", "20", "--limit", "6", "--rewards", "none,rlsp,adaptive_0.5,rlsp@1",
+           "--sft_steps", "20", "--limit", "6",
+           "--rewards", "none,rlsp,adaptive_0.5,rlsp@1,none@seq_mean,dapo",
            "--jobs", "2", "--passk_problems", "3", "--passk_samples", "4",
            "--out_dir", out, "--results", res, "--smol_dir", str(tmp_path / "no_smol"), "--rl_flags",
            "--prompts_per_step 2 --n_samples 2 --max_new_tokens 12 --eval_problems 0"]
@@ -72,12 +74,14 @@ def test_study_small(tmp_path):
     ppo = {d for d in runs if d.startswith("ppo_")}
     assert ppo == {"ppo_rlsp_s1", "ppo_rlsp_s2"}   # PPO takes the best of the paper's rewards
     assert runs - ppo == {"sft", "none_s1", "none_s2", "rlsp_s1", "rlsp_s2", "adaptive_0.5_s1",
-                          "adaptive_0.5_s2", "rlsp@1_s1", "rlsp@1_s2"}
+                          "adaptive_0.5_s2", "rlsp@1_s1", "rlsp@1_s2", "none@seq_mean_s1",
+                          "none@seq_mean_s2", "dapo_s1", "dapo_s2"}
     cfg = json.load(open(os.path.join(out, "arith", "adaptive_0.5_s1", "config.json")))["args"]
     assert (cfg["explore_reward"], cfg["explore_schedule"], cfg["acc_threshold"]) == \
         ("rlsp", "adaptive", 0.5)
     for d in runs:
         assert os.path.exists(os.path.join(out, "arith", d, "eval_greedy.json")), d
+    check_objectives(out, res, text, cmd)
     # the recorded job time: every job's commands, summed, per task, printed and in the header
     logs = os.path.join(out, "logs")
     secs = [json.load(open(os.path.join(logs, f))) for f in os.listdir(logs) if f.endswith(".seconds")]
@@ -153,3 +157,46 @@ def test_study_countdown_small(tmp_path):
     sec = open(res).read().split("## What emerged")[1].split("\n## ")[0]
     assert "### countdown_small" in sec and "RLSP (rlsp, strength 0.3) samples" in sec
     assert "Search steps (`a op b = c`) whose arithmetic is wrong" in sec
+
+
+def check_objectives(out: str, res: str, text: str, cmd: list[str]):
+    """test_study_small's RL-objective configs: their flags reach train_rl.py, and the section
+    shows every finished config with its paired intervals; --objectives --report rewrites that
+    section in place and leaves the rest of the file alone."""
+    def args(run: str) -> dict:
+        return json.load(open(os.path.join(out, "arith", run, "config.json")))["args"]
+    a = args("none@seq_mean_s1")
+    assert (a["explore_reward"], a["loss_agg"], a["policy_loss"]) == \
+        ("none", "seq_mean", "reinforce")
+    a = args("dapo_s2")
+    assert (a["explore_reward"], a["policy_loss"], a["clip"], a["clip_high"], a["loss_agg"],
+            a["dynamic_sampling"], a["updates_per_batch"]) == \
+        ("none", "clip", 0.2, 0.28, "token_mean", True, 2)
+    assert a["overlong_buffer"] == 12 // 5          # the last 20% of --max_new_tokens 12
+    start = text.index("### arith: the RL objective (loss aggregation, DAPO, GSPO)\n")
+    end = text.index("\n#", start) + 1                   # the next heading
+    sec = text[start:end]
+    rows = {r.split(" | ")[0][2:]: r.split(" | ")[1:] for r in sec.splitlines()
+            if r.startswith("| ") and not r.startswith("| config")}
+    assert list(rows) == ["SFT", "verifier only, token_mean", "rlsp, token_mean (default)",
+                          "verifier only, seq_mean", "DAPO, verifier only"]
+    ci = r"[+-][\d.]+ \[[+-][\d.]+, [+-][\d.]+\]\*?"
+    assert rows["verifier only, seq_mean"][0] == "`--explore_reward none --loss_agg seq_mean`"
+    for name in ("verifier only, seq_mean", "DAPO, verifier only"):   # vs rlsp, vs none
+        assert re.fullmatch(ci, rows[name][3]) and re.fullmatch(ci, rows[name][4]), rows[name]
+    assert rows["rlsp, token_mean (default)"][3] == "-" and re.fullmatch(
+        ci, rows["rlsp, token_mean (default)"][4])
+    assert "**Length.**" in sec and "prompts on average" in sec
+    assert "](../docs/study/objectives_arith.png)" in sec
+    assert os.path.exists(os.path.join(os.path.dirname(os.path.dirname(res)), "docs", "study",
+                                       "objectives_arith.png"))
+    # --objectives --report: only the section is rewritten, in place, under its heading as
+    # edited by hand
+    heading = sec.split("\n")[0] + " (item 2)\n"
+    kept = text[:start] + heading + "old table\n\n" + text[end:] + "\nhand-written note\n"
+    open(res, "w").write(kept)
+    r = subprocess.run(cmd + ["--objectives", "--report"], cwd=ROOT, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    fresh = heading + sec.split("\n", 1)[1]        # the generated section under the kept heading
+    assert open(res).read() == kept.replace(heading + "old table\n\n", fresh)
