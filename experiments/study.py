@@ -946,9 +946,12 @@ os.makedirs(fig_dir, exist_ok=True)
 if args.objectives:
     # only this study's section: the rest of RESULTS.md is kept as it is
     for t in TASKS:
-        splice(results, f"### {t}: {OBJ_HEADING}", objectives_section(t, fig_dir),
+        if not (section := objectives_section(t, fig_dir)):
+            print(f"study: {t}: no RL-objective run has finished; {args.results} left as it is")
+            continue
+        splice(results, f"### {t}: {OBJ_HEADING}", section,
                "## The RL objective: loss aggregation, DAPO, GSPO")
-    print(f"study: wrote the RL objective's section of {args.results}")
+        print(f"study: {t}: wrote the RL objective's section of {args.results}")
     sys.exit(0)
 
 # measured once, by hand, for the committed RESULTS.md (the runs are resumable, so a clock in

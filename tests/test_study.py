@@ -200,3 +200,17 @@ def check_objectives(out: str, res: str, text: str, cmd: list[str]):
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     fresh = heading + sec.split("\n", 1)[1]        # the generated section under the kept heading
     assert open(res).read() == kept.replace(heading + "old table\n\n", fresh)
+
+
+def test_study_objectives_report_keeps_results_without_runs(tmp_path):
+    """--objectives --report before any RL-objective run has finished leaves RESULTS.md as it
+    is (no empty section heading appended)."""
+    res = tmp_path / "experiments" / "RESULTS.md"
+    res.parent.mkdir()
+    res.write_text("# RESULTS\n\nhand-written\n")
+    r = subprocess.run([sys.executable, STUDY, "--tasks", "arith", "--objectives", "--report",
+                        "--out_dir", str(tmp_path / "study"), "--results", str(res)],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert res.read_text() == "# RESULTS\n\nhand-written\n"
+    assert "no RL-objective run has finished" in r.stdout
