@@ -50,8 +50,9 @@ ap.add_argument("--limit", type=int, default=None,
 ap.add_argument("--rl_flags", default="", help="extra train_rl.py flags for every run (quoted)")
 ap.add_argument("--no_ppo", action="store_true", help="skip stage 3 (PPO with the best reward)")
 ap.add_argument("--objectives", action="store_true",
-                help="the RL-objective study: --rewards defaults to OBJECTIVES below, no PPO or "
-                     "pass@k stage, and --report rewrites only its section of --results")
+                help="the RL-objective study: --rewards defaults to none, rlsp and OBJECTIVES "
+                     "below, no PPO or pass@k stage, and the report rewrites only its section "
+                     "of --results")
 ap.add_argument("--passk_problems", type=int, default=None,
                 help="stage 4's held-out problems per task (default: PASSK below)")
 ap.add_argument("--passk_samples", type=int, default=None,
