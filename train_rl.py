@@ -343,11 +343,13 @@ try:
         # -- score: verifier + exploration + repetition (+ economy, + --overlong_buffer)
         t1 = time.time()
         sc = objectives.shape_rewards(batch, score(batch, task, tok, explore, step, PIECES), args)
-        # --dynamic_sampling: flat groups out, redrawn prompts in (DAPO); off: all unchanged
+        t_score = time.time() - t1
+        # --dynamic_sampling: flat groups out, redrawn prompts in (DAPO; timed as generation);
+        # off: all unchanged
         prompts, batch, sc = objectives.refill(prompts, batch, sc, sample_more, train_problems,
                                                step, args)
         rewards = sc["total"].to(device)                                  # (B,)
-        t_score = time.time() - t1
+        t_gen = time.time() - t0 - t_score
 
         # -- update: a non-finite reward (on any rank) skips it on every rank
         t2 = time.time()

@@ -158,7 +158,8 @@ def refill(prompts: list[dict], batch: Batch, sc: dict, sample, problems: list[d
     out and scores them, k keying its sampling seed) until s.prompts_per_step informative groups
     are in, or s.max_redraws redraws were made: then the step trains on the informative groups
     there are (none at all: on the first draw, whose advantages are 0, so only the KL trains).
-    figures: prompts_drawn (all draws' prompts), dyn_groups (the groups trained on). One
+    figures: prompts_drawn (all draws' prompts), dyn_groups (the groups trained on),
+    flat_first_draw (the first draw's flat share, comparable with other runs' flat_groups). One
     process only (train_rl.py refuses it under torchrun). Each draw is scored on its own (the
     exploration schedule sees each draw's accuracy); the logged acc is the kept rows'. Off: the
     arguments unchanged."""
@@ -166,7 +167,7 @@ def refill(prompts: list[dict], batch: Batch, sc: dict, sample, problems: list[d
         return prompts, batch, sc
     P, G = len(prompts), batch.group
     parts = [(prompts, batch, sc)]
-    found = int(informative_groups(sc["total"], G).sum())
+    found = first = int(informative_groups(sc["total"], G).sum())
     for k in range(1, s.max_redraws + 1):
         if found >= P:
             break
@@ -174,7 +175,8 @@ def refill(prompts: list[dict], batch: Batch, sc: dict, sample, problems: list[d
         b, c = sample(more, step, k)
         parts.append((more, b, c))
         found += int(informative_groups(c["total"], G).sum())
-    figures = dict(sc.get("figures", {}), prompts_drawn=P * len(parts), dyn_groups=min(found, P))
+    figures = dict(sc.get("figures", {}), prompts_drawn=P * len(parts), dyn_groups=min(found, P),
+                   flat_first_draw=1 - first / P)   # the refilled batch's flat share reads ~0
     if found == 0 or (len(parts) == 1 and found == P):   # nothing to train on, or all of it
         return prompts, batch, dict(sc, figures=figures)
     prompts, batch, sc = concat_groups(parts, P)

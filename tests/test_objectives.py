@@ -275,7 +275,8 @@ def test_refill_swaps_flat_groups_for_redrawn_ones():
     assert batch.pos[2].tolist() == [1, 2, 3, 4]
     assert sc["total"].tolist() == [0.0, 1.0, 1.0, 0.0]
     assert sc["correct"] == [False, True, True, False]
-    assert sc["acc"] == 0.5 and sc["figures"] == dict(prompts_drawn=4, dyn_groups=2)
+    assert sc["acc"] == 0.5 and sc["figures"] == dict(prompts_drawn=4, dyn_groups=2,
+                                                      flat_first_draw=0.5)
 
 
 def test_refill_short_trains_on_what_there_is():
@@ -283,17 +284,21 @@ def test_refill_short_trains_on_what_there_is():
     first = fake_draw(0, [3, 1, 2, 2], [1.0, 1.0, 0.0, 1.0])
     flat = fake_draw(1, [1, 1, 4, 2], [0.5, 0.5, 1.0, 1.0])
     prompts, batch, sc = objectives.refill(*first, lambda more, step, k: flat[1:], [{}] * 9, 0, s)
-    assert batch.texts == ["0-2", "0-3"] and sc["figures"] == dict(prompts_drawn=4, dyn_groups=1)
+    assert batch.texts == ["0-2", "0-3"] and sc["figures"] == dict(prompts_drawn=4, dyn_groups=1,
+                                                                  flat_first_draw=0.5)
     # nothing informative at all: the first draw as it is
     s.max_redraws = 0
     everything_flat = fake_draw(0, [3, 1, 2, 2], [1.0, 1.0, 0.0, 0.0])
     prompts, batch, sc = objectives.refill(*everything_flat, None, [], 0, s)
-    assert batch is everything_flat[1] and sc["figures"] == dict(prompts_drawn=2, dyn_groups=0)
+    assert batch is everything_flat[1] and sc["figures"] == dict(prompts_drawn=2, dyn_groups=0,
+                                                                 flat_first_draw=1.0)
     # no redraw allowed: the informative group alone; every group informative: the draw as is
     prompts, batch, sc = objectives.refill(*first, None, [], 0, s)
-    assert batch.texts == ["0-2", "0-3"] and sc["figures"] == dict(prompts_drawn=2, dyn_groups=1)
+    assert batch.texts == ["0-2", "0-3"] and sc["figures"] == dict(prompts_drawn=2, dyn_groups=1,
+                                                                  flat_first_draw=0.5)
     prompts, batch, sc = objectives.refill(*flat[:2], dict(flat[2], total=torch.arange(4.)),
                                            None, [], 0, s)
-    assert batch is flat[1] and sc["figures"] == dict(prompts_drawn=2, dyn_groups=2)
+    assert batch is flat[1] and sc["figures"] == dict(prompts_drawn=2, dyn_groups=2,
+                                                       flat_first_draw=0.0)
     s.dynamic_sampling = False
     assert objectives.refill(*first, None, [], 0, s) == first

@@ -356,7 +356,7 @@ def test_rl_objective_flags_refused(sft, tmp_path, flags, pattern):
       "--loss_agg", "constant"], []),
     (["--policy_loss", "gspo", "--overlong_buffer", "4", "--mask_truncated"], ["overlong"]),
     (["--policy_loss", "cispo", "--dynamic_sampling", "--max_redraws", "2"],
-     ["prompts_drawn", "dyn_groups"]),
+     ["prompts_drawn", "dyn_groups", "flat_first_draw"]),
 ])
 def test_rl_objectives_short_runs(sft, tmp_path, flags, keys):
     """Each objective runs end to end; its own figures are logged, and only when it is on."""
@@ -368,7 +368,7 @@ def test_rl_objectives_short_runs(sft, tmp_path, flags, keys):
     assert len(steps) == 2
     for m in steps:
         assert math.isfinite(m["loss"]) and math.isfinite(m["clip_frac"])
-        assert {"overlong", "prompts_drawn", "dyn_groups"} & set(m) == set(keys)
+        assert {"overlong", "prompts_drawn", "dyn_groups", "flat_first_draw"} & set(m) == set(keys)
     if "--updates_per_batch" in flags:
         assert steps[0]["updates"] == 2
     if "--dynamic_sampling" in flags:
