@@ -77,7 +77,11 @@ ap.add_argument("--tis_cap", type=float_range(0), default=0.0,
                      "PPO: pi_train is the old policy's training forward, as veRL and TRL")
 ap.add_argument("--seed", type=int, default=1337)
 # reward (nanorlsp/rewards.py; adaptive thinking: nanorlsp/economy.py)
-ap.add_argument("--explore_reward", default="rlsp", choices=list(EXPLORE))
+ap.add_argument("--explore_reward", default="rlsp", choices=list(EXPLORE),
+                help="rlsp: -lambda / L, L the reasoning tokens less repeated lines; rlsp_paper: "
+                     "the authors' form (L = characters before the first \\boxed / 4, -0.5 "
+                     "without a box, no repetition guard, clipped to [-10, 10]); linear, cosine; "
+                     "none: verifier only")
 ap.add_argument("--explore_coef", type=float_range(0), default=0.5, help="lambda of the exploration reward")
 ap.add_argument("--explore_schedule", default="constant", choices=SCHEDULES,
                 help="constant | linear (decay to 0) | threshold (off once the batch accuracy "

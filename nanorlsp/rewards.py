@@ -1,5 +1,5 @@
 r"""
-The RLSP reward, in decoupled parts (Ye et al. 2025, section 3; ../shared/docs/RLSP.md).
+The RLSP reward, in decoupled parts (Ye et al. 2025, section 3; the authors' code: docs/rl.md).
 
     parts = score(reason_ids, correct, has_answer, cfg, coef, pieces=token_pieces(tok))
     parts["total"]            # (N,) the reward RL maximises; every part is logged separately

@@ -19,7 +19,7 @@ each checked against transformers (minGPT's habit: logits allclose, greedy token
     python -m pytest tests/test_hf.py -q -m slow         # SmolLM2, ~60 s (transformers' GGUF
                                                           # loader needs `accelerate`)
 
-Loading memory is measured and discussed in nanorlsp/tooling/hf.py's docstring.
+Loading memory is measured in docs/real_weights.md (python experiments/bench.py --sections load).
 """
 import importlib.util
 import json
