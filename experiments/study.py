@@ -812,7 +812,10 @@ def objectives_section(task: str, fig_dir: str) -> list[str]:
     tokens = {k: statistics.mean(read(os.path.join(d, "eval_greedy.json"))["mean_response_tokens"]
                                  for d in dirs) for k, dirs in done.items()}
     # each run's rollout records that carry the figure (a skipped update logs no entropy)
-    logged = {k: {f: [st for d in dirs if (st := [r for r in rollout_steps(d) if f in r])]
+    # (dynamic sampling: the flat share of each step's first draw, flat_first_draw; the batch it
+    # trained on, after the refill, has next to none)
+    first = lambda r: dict(r, flat_groups=r.get("flat_first_draw", r.get("flat_groups")))  # noqa: E731
+    logged = {k: {f: [st for d in dirs if (st := [first(r) for r in rollout_steps(d) if f in r])]
                   for f in ("len_mean", "entropy", "flat_groups")} for k, dirs in done.items()}
     base = len(BUDGET[task]["rl_flags"] + args.rl_flags.split())
 
@@ -863,13 +866,13 @@ def objectives_section(task: str, fig_dir: str) -> list[str]:
                    f"{ends(k, 'len_mean')} | {ends(k, 'entropy')} | "
                    f"{ends(k, 'flat_groups', pct=True)} |")
     out.append("")
-    # dynamic sampling logs the flat share of the batch it trained on (after the refill): the
-    # prompts it drew say what the filter cost
+    # what dynamic sampling's filter cost: the prompts it drew
     dyn = [r for d in done.get("dapo", []) for r in rollout_steps(d) if "prompts_drawn" in r]
     if dyn:
         cfg = read(os.path.join(done["dapo"][0], "config.json"))["args"]
-        out += [f"DAPO's flat groups are those of the batch it trained on, after dynamic "
-                f"sampling: to fill its {cfg['prompts_per_step']} groups a step drew "
+        out += [f"DAPO's flat groups are those of each step's first draw (before dynamic "
+                f"sampling's refill; older runs without that figure: of the batch it trained on). "
+                f"To fill its {cfg['prompts_per_step']} groups a step drew "
                 f"{statistics.mean(r['prompts_drawn'] for r in dyn):.1f} prompts on average "
                 f"(at most {cfg['max_redraws']} redraws) and trained on "
                 f"{statistics.mean(r['dyn_groups'] for r in dyn):.1f} informative groups.", ""]
