@@ -8,6 +8,7 @@ the process group) loses at most the work since each job's last checkpoint.
     python experiments/smollm2.py final --recipe "--lr 1e-6 --n_samples 8"   # 3. rewards none,
                                                       #    rlsp, rlsp_paper, then every eval
     python experiments/smollm2.py --report final      # 4. the table -> docs/results/smollm2/
+    python experiments/smollm2.py all --dry_run       # the commands each stage would start now
     python experiments/smollm2.py all --smoke         # the same pipeline on the tiny model, seconds
 
 Each stage is a list of jobs (train_sft.py / train_rl.py / eval.py commands, --jobs at a time,
@@ -86,6 +87,8 @@ def parse_args(argv=None):
                     help="OMP_NUM_THREADS per job (default: cores / --jobs)")
     ap.add_argument("--jobs", type=int, default=1, help="jobs at once")
     ap.add_argument("--seed", type=int, default=1, help="RL seed")
+    ap.add_argument("--dry_run", action="store_true",
+                    help="print the commands each stage would start now; run nothing")
     # 1. SFT
     ap.add_argument("--sft_steps", type=int, default=70, help="the recipe's SFT (sft70)")
     ap.add_argument("--sft_max_steps", type=int, default=600,
@@ -195,14 +198,18 @@ class Runner:
         self.args, self.out = args, args.out_dir
         self.children: set[subprocess.Popen] = set()
         self.stopping = False
-        os.makedirs(os.path.join(self.out, "logs"), exist_ok=True)
+        if not args.dry_run:
+            os.makedirs(os.path.join(self.out, "logs"), exist_ok=True)
 
     def run(self, name: str, cmd: list[str]) -> None:
         if self.stopping:   # a worker between two commands when the stop came
             raise UserError("stopped")
+        if self.args.dry_run:
+            say(f"[dry run] {name}: {' '.join(cmd[1:])}")
+            return
         env = {**os.environ, "OMP_NUM_THREADS": str(self.args.threads)}
         log_path = os.path.join(self.out, "logs", name.replace("/", "_") + ".log")
-        print(f"[{time.strftime('%H:%M:%S')}] {name}: {' '.join(cmd[1:])}", flush=True)
+        say(f"[{time.strftime('%H:%M:%S')}] {name}: {' '.join(cmd[1:])}")
         t0 = time.time()
         with open(log_path, "a") as log:
             log.write(f"$ {' '.join(cmd)}\n")
@@ -220,7 +227,7 @@ class Runner:
         times = read(tf) or {}
         times[name] = times.get(name, 0.0) + time.time() - t0
         atomic_write(tf, json.dumps(times, indent=1, sort_keys=True) + "\n")
-        print(f"[{time.strftime('%H:%M:%S')}] {name}: done in {time.time() - t0:.0f} s", flush=True)
+        say(f"[{time.strftime('%H:%M:%S')}] {name}: done in {time.time() - t0:.0f} s")
 
     def stop(self, signum, frame):
         # a training script's saves are atomic: killing it loses the steps since its checkpoint
@@ -234,6 +241,12 @@ class Runner:
         with ThreadPoolExecutor(self.args.jobs) as pool:
             for f in [pool.submit(fn) for fn in jobs.values()]:
                 f.result()
+
+
+def say(line: str) -> None:
+    """One line in one write: jobs on other threads print too."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
 
 
 def read(path: str):
@@ -265,6 +278,8 @@ def evaluate(R: Runner, name: str, init: str, out: str, task: str, limit: int | 
                  *(["--limit", str(limit)] if limit else []), *(["--data", data] if data else []),
                  "--temperature", "0", "--max_new_tokens", str(tokens), "--dtype", R.args.dtype,
                  "--out", out, "--transcripts", tp])
+    if R.args.dry_run:
+        return
     # each eval's dtype and time beside its outputs (eval.py's JSON does not record the dtype)
     mf = os.path.join(os.path.dirname(out), "evals.json")
     meta = read(mf) or {}
@@ -353,6 +368,8 @@ def long_sft(R: Runner) -> None:
             *flags, "--decay_steps", str(a.sft_max_steps), "--eval_interval",
             str(a.sft_eval_every), "--eval_problems", str(a.sft_eval_problems),
             "--max_new_tokens", "192" if not a.smoke else "16"])
+        if a.dry_run:   # nothing changed: the loop would print the same segment forever
+            return
 
 
 def sft_common(a) -> list[str]:
@@ -379,7 +396,9 @@ def sft_ready(a, which: str) -> str:
     done = (step_of(d) >= a.sft_steps if which == "sft70" else
             best_and_stop(long_evals(os.path.join(a.out_dir, "sft_long")), a.sft_patience,
                           a.sft_max_steps)[2] and has_checkpoint(d))
-    if not done:
+    if not done and a.dry_run:
+        print(f"[dry run] {d} is not finished: the commands below wait for it", flush=True)
+    elif not done:
         raise UserError(f"{d} is not finished: run the sft stage first")
     return d
 
@@ -411,11 +430,26 @@ def diag_name(c: dict) -> str:
             f"{c['policy_loss']}_{c['loss_agg']}_{c['explore_reward']}")
 
 
+def merged(tokens: list[str]) -> list[str]:
+    """Flags with each flag's last value only (what argparse would keep), in first-seen order:
+    a flag and the tokens after it that are not flags."""
+    groups: dict[str, list[str]] = {"": []}     # "": values before any flag, kept first
+    last = ""
+    for t in tokens:
+        if t.startswith("--"):
+            groups.pop(t, None)     # a later value replaces the earlier one
+            groups[t], last = [], t
+        else:
+            groups[last].append(t)
+    return [x for f, v in groups.items() for x in ((f, *v) if f else v)]
+
+
 def rl_flags(a, c: dict, extra: str = "") -> list[str]:
     """train_rl.py flags: the base flags, then the config's, then `extra` (later flags win)."""
-    return [*a.rl_flags.split(), "--seed", str(a.seed), "--eval_interval", str(a.ckpt_every),
-            *[x for k in GRID if k != "sft" and k in c for x in (f"--{k}", c[k])],
-            *extra.split()]
+    return merged([*a.rl_flags.split(), "--seed", str(a.seed), "--eval_interval",
+                   str(a.ckpt_every),
+                   *[x for k in GRID if k != "sft" and k in c for x in (f"--{k}", c[k])],
+                   *extra.split()])
 
 
 def stage_diag(R: Runner) -> None:
@@ -495,7 +529,7 @@ def smoke_data(a) -> str:
     """The smoke's real-set stand-in: three short problems as JSONL (the tiny model's context
     cannot hold GSM8K's), read through eval.py's real-set path."""
     path = os.path.join(a.out_dir, "smoke_real.jsonl")
-    if not os.path.exists(path):
+    if not os.path.exists(path) and not a.dry_run:
         atomic_write(path, "".join(json.dumps({"problem": f"What is {x} + {x}?",
                                                "answer": str(2 * x)}) + "\n" for x in (2, 3, 4)))
     return path
@@ -575,8 +609,8 @@ def report_final(a) -> str:
 def main(argv=None) -> None:
     a = parse_args(argv)
     try:
-        if a.stages:    # one driver per out_dir (the kernel drops it when we die); a report
-            lock_run_dir(a.out_dir)     # alone reads while a driver runs
+        if a.stages and not a.dry_run:   # one driver per out_dir (the kernel drops the lock
+            lock_run_dir(a.out_dir)      # when we die); a report alone reads while one runs
         R = Runner(a)
         signal.signal(signal.SIGTERM, R.stop)
         signal.signal(signal.SIGINT, R.stop)
@@ -587,6 +621,8 @@ def main(argv=None) -> None:
             {"sft": stage_sft, "diag": stage_diag, "final": stage_final}[s](R)
             print(f"smollm2: stage {s} finished ({time.time() - t0:.0f} s this invocation)",
                   flush=True)
+        if a.dry_run:
+            return
         if a.report == "diag" or "diag" in a.stages:
             text = report_diag(a)
             atomic_write(os.path.join(a.out_dir, "diag.md"), text)

@@ -57,6 +57,35 @@ def test_grid_one_factor_at_a_time_and_full():
     assert f[f.index("--lr", f.index("--seed")) + 1] == "1e-6" and "--sft" not in f
 
 
+def test_merged_flags_keep_the_last_value():
+    merged = driver().merged
+    assert merged("--lr 2e-5 --std_norm --n_samples 4 --lr 1e-6 --kl_coef -0.5".split()) == \
+        "--std_norm --n_samples 4 --lr 1e-6 --kl_coef -0.5".split()
+
+
+def test_dry_run_prints_the_real_commands_and_writes_nothing(tmp_path):
+    """The real recipe's commands (SmolLM2, the documented flags, the dtype), as the next
+    session would start them; nothing is created."""
+    out = tmp_path / "o"
+    r = subprocess.run([sys.executable, DRIVER, "all", "--dry_run", "--dtype", "float32",
+                        "--out_dir", str(out), "--results_dir", str(tmp_path / "r"),
+                        "--recipe", "--lr 1e-6 --n_samples 8"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    lines = [x for x in r.stdout.splitlines() if x.startswith("[dry run] ")]
+    sft = [x for x in lines if "sft/sft70: train_sft.py" in x][0]
+    assert "--init_from smollm2" in sft and "--max_steps 70" in sft and "--dtype float32" in sft
+    assert "--decay_steps 600 --eval_interval 20 --eval_problems 200" in \
+        [x for x in lines if "sft/sft_long:" in x][0]
+    diag = [x for x in lines if "diag/" in x and "train_rl.py" in x]
+    assert len(diag) == 9 and all(x.count("--lr ") == 1 for x in diag)
+    final = [x for x in lines if "final/rl_rlsp_paper: train_rl.py" in x][0]
+    assert "--lr 1e-6" in final and "--n_samples 8" in final and "--lr 2e-5" not in final
+    evals = [x for x in lines if x.startswith("[dry run] eval/")]
+    assert len(evals) == 15 and "eval/base.arith: eval.py --init_from smollm2" in evals[0]
+    assert not out.exists() and not (tmp_path / "r").exists()
+
+
 def test_best_copy_survives_a_kill_anywhere(tmp_path):
     """keep_best's swap (tmp built, best.json last, renames): whichever moment a kill hits,
     fix_best leaves one complete sft_best, the newest that was complete."""
