@@ -105,6 +105,9 @@ ap.add_argument("--overwrite", action="store_true",
 ap.add_argument("--log_interval", type=positive_int, default=25)
 ap.add_argument("--eval_interval", type=positive_int, default=500, help="eval + checkpoint")
 ap.add_argument("--eval_problems", type=nonneg_int, default=500, help="held-out problems (0: off)")
+ap.add_argument("--eval_offset", type=nonneg_int, default=0,
+                help="skip this many held-out problems first: eval.py scores the first --limit of "
+                     "the same stream, so an offset of 500 keeps checkpoint selection off them")
 ap.add_argument("--max_new_tokens", type=positive_int, default=320, help="generation cap in eval")
 ap.add_argument("--wandb", default=None, metavar="PROJECT",
                 help="also log metrics.jsonl and the transcripts to this Weights & Biases project "
@@ -166,8 +169,8 @@ t0 = time.time()
 try:
     train_rows = task.make_sft_examples(args.n_train, seed=args.seed, styles=styles)
     val_rows = task.make_sft_examples(args.n_val, seed=0, split="test", styles=styles)
-    eval_problems = (task.make_problems("test", args.eval_problems, seed=0)
-                     if args.eval_problems else [])
+    eval_problems = (task.make_problems("test", args.eval_offset + args.eval_problems,
+                                        seed=0)[args.eval_offset:] if args.eval_problems else [])
 except ValueError as e:  # a real set's DataError: one line naming the file
     die(str(e))
 

@@ -19,8 +19,8 @@ greedy accuracy can be copied out (sft_best) before the next segment overwrites 
 after --sft_patience evaluations without a new best.
 Footguns: run it from the repo root. Kill it with its process group (`kill -- -PGID`, or start it
 under setsid): a child left running holds its run's lock and the rerun is refused. The long
-SFT's held-out problems are the first --sft_eval_problems of eval.py's 500, so sft_best is picked
-on part of the final test set (its own figure is slightly optimistic; RL's gain over it is not).
+SFT picks sft_best on held-out problems after eval.py's 500 (train_sft.py --eval_offset), never
+on the final test set.
 """
 import argparse
 import json
@@ -367,9 +367,16 @@ def long_sft(R: Runner) -> None:
         train(R, "sft/sft_long", "train_sft.py", run, nxt, [
             *flags, "--decay_steps", str(a.sft_max_steps), "--eval_interval",
             str(a.sft_eval_every), "--eval_problems", str(a.sft_eval_problems),
+            "--eval_offset", str(arith_limit(a)),
             "--max_new_tokens", "192" if not a.smoke else "16"])
         if a.dry_run:   # nothing changed: the loop would print the same segment forever
             return
+
+
+def arith_limit(a) -> int:
+    """The final arith eval's problems: the first N of the held-out stream, which the long SFT's
+    own evals skip (train_sft.py --eval_offset N)."""
+    return dict((s, n) for s, n, _ in eval_sets(a)).get("arith", 0)
 
 
 def sft_common(a) -> list[str]:

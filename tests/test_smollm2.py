@@ -75,8 +75,8 @@ def test_dry_run_prints_the_real_commands_and_writes_nothing(tmp_path):
     lines = [x for x in r.stdout.splitlines() if x.startswith("[dry run] ")]
     sft = [x for x in lines if "sft/sft70: train_sft.py" in x][0]
     assert "--init_from smollm2" in sft and "--max_steps 70" in sft and "--dtype float32" in sft
-    assert "--decay_steps 600 --eval_interval 20 --eval_problems 200" in \
-        [x for x in lines if "sft/sft_long:" in x][0]
+    assert "--decay_steps 600 --eval_interval 20 --eval_problems 200 --eval_offset 500" in \
+        [x for x in lines if "sft/sft_long:" in x][0]   # sft_best is never picked on the test set
     diag = [x for x in lines if "diag/" in x and "train_rl.py" in x]
     assert len(diag) == 9 and all(x.count("--lr ") == 1 for x in diag)
     final = [x for x in lines if "final/rl_rlsp_paper: train_rl.py" in x][0]
