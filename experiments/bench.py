@@ -899,12 +899,13 @@ def bench_train(name, kind, dtype, B, T, Tn, steps, cfg=None):
 def bench_rl_ragged(name, P, G, Lp, Tn, steps):
     """The RL update (the reference's forward, the policy's forward + backward, AdamW) on P x G
     rows of ragged prompts (Lp - 8 .. Lp tokens) and replies (Tn / 4 .. Tn, one at Tn), float32:
-    padded rows (B, max prompt + Tn), then train_rl.py's packed rows (rlsp.pack_rows) with each
+    padded rows (B, max prompt + Tn), then train_rl.py's packed rows (packing.pack_rows) with each
     row alone and with a group's prompt shared. Returns the real input tokens and, for each
     layout, (positions, median s)."""
     from types import SimpleNamespace
 
-    from nanorlsp.rlsp import build_sequences, pack_rows
+    from nanorlsp.packing import pack_rows
+    from nanorlsp.rlsp import build_sequences
     torch.manual_seed(0)
     model = new_model(model_config(name)).train()
     ref = new_model(model.config).eval().requires_grad_(False)

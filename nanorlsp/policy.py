@@ -22,12 +22,11 @@ import os
 
 import torch
 
-from nanorlsp import dist, ppo
+from nanorlsp import dist, packing, ppo
 from nanorlsp.checkpoint import attach_lora, load_model, model_from_state, save_checkpoint
 from nanorlsp.common import UserError, autocast, explicit_flags
 from nanorlsp.model import GPT, is_lora_key, lora_disabled
 from nanorlsp.rl import WithValues, token_logprobs
-from nanorlsp.rlsp import pack_plan, pack_rows
 from nanorlsp.tokenizer import load_tokenizer
 
 
@@ -69,27 +68,18 @@ class Policy:
     def forward(self, batch, rows: torch.Tensor, module=None):
         """Logits (b, Tn, V) and values (b, Tn) or None at the positions that predict the
         completion tokens of `rows` (the LM head runs there only, never over the prompt). The
-        rows run packed without padding (rlsp.pack_rows), a group's prompt shared by its
+        rows run packed without padding (nanorlsp/packing.py), a group's prompt shared by its
         replies where that costs fewer FLOPs; self.packed = False: padded (b, L), the reference
         the packed forward is tested against."""
         with autocast(self.d.device, self.dtype):
             if not self.packed:
                 return (module or self.net)(batch.seq[rows], logits_at=batch.pos[rows])
-            share = self.share
-            if share is None:            # the cheaper layout, planned before any tensor is built
-                share = min((False, True),
-                            key=lambda sh: self.flops(*pack_plan(batch, rows, sh)[-2:]))
-            ids, layout = pack_rows(batch, rows, share)
+            ids, layout = packing.pack(batch, rows, self.gpt.config, self.share)
             return (module or self.net)(ids, logits_at=layout)
 
     def flops(self, N: int, bins: int) -> int:
-        """A block's forward FLOPs over `bins` rows of N positions: its matmuls at every
-        position plus attention's QK^T and AV over all N keys (a masked SDPA computes the masked
-        ones too). What decides whether a group's prompt is shared: a tree row is longer."""
-        c = self.gpt.config
-        qkvo = c.n_embd * (2 * c.n_head + 2 * c.n_kv_head) * c.head_dim
-        matmuls = 2 * (qkvo + 3 * c.n_embd * c.intermediate_size)             # per position
-        return bins * N * (matmuls + 4 * c.n_head * c.head_dim * N)
+        """packing.flops for this policy's model (what decides whether prompts are shared)."""
+        return packing.flops(self.gpt.config, N, bins)
 
     def logprobs(self, batch, temperature: float, chunks: int, reference=False, values=False):
         """Log-probs (B, Tn) of the sampled tokens under the reference or the policy (and its

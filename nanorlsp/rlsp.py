@@ -24,7 +24,6 @@ import torch
 from nanorlsp import dist
 from nanorlsp.behaviors import frequencies
 from nanorlsp.evaluation import prompt_lengths, render
-from nanorlsp.model import Packed
 from nanorlsp.rewards import first_box, score as reward_parts
 from nanorlsp.rl import (agg_weights, group_advantages, kl_penalty, token_logprobs_and_entropy,
                          truncated_is_weights)
@@ -98,69 +97,6 @@ def build_sequences(prompt_ids: list[list[int]], comp: torch.Tensor, group: int,
     seq[:, :prompts.size(1)] = prompts.repeat_interleave(group, dim=0)
     seq.scatter_(1, Lp[:, None] + torch.arange(Tn, device=device)[None], comp)
     return seq, Lp[:, None] - 1 + torch.arange(Tn, device=device)[None]   # (B, L), (B, Tn)
-
-
-def pack_plan(batch: Batch, rows: torch.Tensor, share: bool = False):
-    """Where pack_rows puts rows (no tensors built): (lp, c, units, start, N, bins) with lp and
-    c each row's prompt and completion inputs, units lists of rows (a row alone, or share: a
-    group's consecutive rows), start each unit's flat offset, bins rows of N positions. Units go
-    first-fit decreasing into rows of N = the longest unit."""
-    lp = (batch.pos[rows, 0] + 1).tolist()                              # prompt lengths
-    c = (batch.lengths[rows] - 1).clamp(min=0).tolist()                 # completion inputs
-    grp = (rows // batch.group).tolist() if share else list(range(len(lp)))
-    units = []
-    for i in range(len(lp)):
-        if i and grp[i] == grp[i - 1]:
-            units[-1].append(i)
-        else:
-            units.append([i])
-    n = [lp[u[0]] + sum(c[i] for i in u) for u in units]
-    N, used, start = max(n), [], [0] * len(units)   # bins' filled lengths, units' flat starts
-    for k in sorted(range(len(units)), key=lambda k: -n[k]):
-        j = next((j for j, f in enumerate(used) if f + n[k] <= N), len(used))
-        used += [0] * (j == len(used))
-        start[k], used[j] = j * N + used[j], used[j] + n[k]
-    return lp, c, units, start, N, len(used)
-
-
-def pack_rows(batch: Batch, rows: torch.Tensor, share: bool = False):
-    """Training rows `rows` of batch end to end without padding: (ids (B', N), model.Packed)
-    whose logits (b, Tn, V) line up with batch.tokens[rows]. A row needs its prompt and its
-    completion but the last token (whose logits predict nothing): Lp + len - 1 inputs. share:
-    the rows of one prompt (a group's, consecutive in rows) hold the prompt once, each reply
-    attending to it and to itself (a tree mask). Rows of N = the longest unit (pack_plan), so
-    attention costs O(B' N^2), never O((b N)^2); positions are each token's own row's,
-    attention is causal within a row (as if alone; padding attends to padding). Logits at a
-    row's masked tail read its last input."""
-    seq, pos = batch.seq[rows], batch.pos[rows]                         # (b, L), (b, Tn)
-    dev, b = seq.device, len(rows)
-    lp, c, units, start, N, bins = pack_plan(batch, rows, share)
-    # segments: each unit's prompt (doc b + unit), then each row's completion inputs (doc: row)
-    seg, reply_at = [], [0] * b                     # (row, src, length, doc, unit, flat start)
-    for k, u in enumerate(units):
-        o = start[k] + lp[u[0]]
-        seg.append((u[0], 0, lp[u[0]], b + k, k, start[k]))
-        for i in u:
-            seg.append((i, lp[i], c[i], i, k, o))
-            reply_at[i], o = o, o + c[i]
-    row, src, ln, doc_s, unit_s, dst_s = torch.tensor(seg, device=dev).unbind(1)
-    owner = torch.repeat_interleave(torch.arange(len(seg), device=dev), ln)   # token -> segment
-    within = torch.arange(len(owner), device=dev) - (ln.cumsum(0) - ln)[owner]
-    ids = torch.zeros(bins * N, dtype=torch.long, device=dev)
-    positions, doc, unit = torch.zeros_like(ids), torch.full_like(ids, -1), torch.full_like(ids, -1)
-    dst = dst_s[owner] + within
-    ids[dst] = seq[row[owner], src[owner] + within]
-    positions[dst], doc[dst], unit[dst] = src[owner] + within, doc_s[owner], unit_s[owner]
-    doc, unit = doc.view(-1, N), unit.view(-1, N)                       # (B', N); -1: padding
-    causal = torch.ones(N, N, dtype=torch.bool, device=dev).tril()
-    mask = ((unit[:, :, None] == unit[:, None, :]) & causal              # (B', N, N)
-            & ((doc[:, :, None] == doc[:, None, :]) | (doc[:, None, :] >= b)))
-    j = torch.minimum(pos - pos[:, :1], torch.tensor(c, device=dev)[:, None])   # (b, Tn)
-    prompt_end = torch.tensor([start[k] + lp[u[0]] - 1 for k, u in enumerate(units)
-                               for _ in u], device=dev)
-    reply_at = torch.tensor(reply_at, device=dev)[:, None]
-    at = torch.where(j == 0, prompt_end[:, None], reply_at + j - 1)                   # (b, Tn)
-    return ids.view(-1, N), Packed(positions.view(-1, N), mask[:, None], at)
 
 
 # -----------------------------------------------------------------------------

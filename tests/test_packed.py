@@ -1,5 +1,5 @@
 """
-The RL update's packed rows (rlsp.pack_rows: the step's rows end to end, no padding,
+The RL update's packed rows (packing.pack_rows: the step's rows end to end, no padding,
 block-diagonal attention, positions restarting per row) against the padded rows
 (Policy.packed = False): the same log-probs, entropy, KL, values, loss and gradients to float
 tolerance, on ragged prompts and replies, with --grad_accum chunks that split groups, with PPO's
@@ -17,7 +17,8 @@ from nanorlsp import ppo
 from nanorlsp.dist import Dist
 from nanorlsp.model import Packed, add_lora
 from nanorlsp.policy import Policy
-from nanorlsp.rlsp import Batch, build_sequences, pack_plan, pack_rows, reinforce_update
+from nanorlsp.packing import pack_plan, pack_rows
+from nanorlsp.rlsp import Batch, build_sequences, reinforce_update
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 V = 64                                                          # helpers.TINY's vocab
