@@ -847,6 +847,10 @@ def objectives_section(task: str, fig_dir: str) -> list[str]:
            "per-token entropy over the rollouts, as train_rl.py logs it) and flat groups (the "
            "share of prompts whose replies all scored the same: no learning signal) over the "
            "first → last 20 RL steps, mean over seeds.", "",
+           f"Reproduce: `python experiments/study.py --tasks {task} --seeds "
+           f"{','.join(str(x) for x in SEEDS)} --objectives --jobs 2` (its SFT checkpoint and "
+           "the plain none / rlsp runs are shared with the rest of the study; a finished run is "
+           "never redone), then `--objectives --report` rewrites this section.", "",
            "| config | train_rl.py flags | runs | greedy pass@1 (%) [95% CI] | vs rlsp, token_mean "
            "(points) [95% CI] | vs verifier only, token_mean (points) [95% CI] | reply tokens "
            "(greedy) | rollout tokens | entropy | flat groups (%) |", "|" + "---|" * 10]
