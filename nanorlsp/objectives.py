@@ -25,8 +25,7 @@ from nanorlsp.common import UserError
 from nanorlsp.rewards import overlong_penalty
 from nanorlsp.rl import (TOKEN_LOSSES, agg_weights, group_advantages, informative_groups,
                          kl_penalty, token_logprobs_and_entropy, truncated_is_weights)
-from nanorlsp.rlsp import (STATS, Batch, build_sequences, global_stats, optimizer_step,
-                           reinforce_update)
+from nanorlsp.rlsp import Batch, build_sequences, optimizer_steps, reinforce_update
 
 
 def clipped_update(policy, optimizer, batch: Batch, rewards: torch.Tensor, s) -> dict:
@@ -57,19 +56,9 @@ def clipped_update(policy, optimizer, batch: Batch, rewards: torch.Tensor, s) ->
                                               clip_frac=clipped.sum(),
                                               logp_diff=torch.zeros((), device=m.device))
 
-    total = dict.fromkeys(STATS, torch.zeros((), device=mask.device))
-    n_updates, skipped = 0, False
-    for _ in range(s.updates_per_batch):
-        stats = optimizer_step(policy, optimizer, batch, torch.arange(len(batch.tokens)),
-                               token_sums, s, units)
-        if stats is None:
-            skipped = True
-            break  # the updates already applied stay applied (logged as partial)
-        total = {name: total[name] + stats[name] for name in STATS}
-        n_updates += 1
-    total = {name: v / max(n_updates, 1) for name, v in total.items()}
-    total["logp_diff"] = logp_diff_sum / dist.all_sum(mask.sum()).clamp(min=1)
-    return global_stats(total, n_updates, skipped)
+    everything = torch.arange(len(batch.tokens))
+    return optimizer_steps(policy, optimizer, batch, [everything] * s.updates_per_batch,
+                           token_sums, s, logp_diff_sum, units)
 
 
 def update(policy, optimizer, batch: Batch, sc: dict, s) -> dict:

@@ -21,7 +21,7 @@ import torch.nn as nn
 from nanorlsp import dist
 from nanorlsp.rl import (gae, kl_penalty, kl_value, ppo_policy_loss, token_logprobs_and_entropy,
                          truncated_is_weights, value_loss)
-from nanorlsp.rlsp import STATS, global_stats, optimizer_step
+from nanorlsp.rlsp import optimizer_steps
 
 
 def value_head(n_embd: int, device) -> nn.Linear:
@@ -49,7 +49,7 @@ def advantages(batch, rewards, old_logp, old_values, ref_logp, s):
 
 def update(policy, optimizer, batch, rewards: torch.Tensor, s) -> dict:
     """The PPO step: old log-probs and values, advantages, then s.ppo_epochs passes over
-    s.minibatches minibatches, each one optimizer_step. Returns global_stats with the mean over
+    s.minibatches minibatches (rlsp.optimizer_steps). Returns global_stats with the mean over
     the applied updates (updates: how many; skipped: a non-finite one stopped the step)."""
     mask = batch.mask
     ref_logp, _ = policy.logprobs(batch, s.temperature, s.grad_accum, reference=True)
@@ -74,22 +74,7 @@ def update(policy, optimizer, batch, rewards: torch.Tensor, s) -> dict:
             kl=kl_penalty(logp.detach(), ref_logp[rows], "k3", m).sum(), entropy=ent,
             clip_frac=cf * n, logp_diff=torch.zeros((), device=m.device))
 
-    total = dict.fromkeys(STATS, torch.zeros((), device=mask.device))
-    n_updates, skipped = 0, False
-    rows_per_mb = len(batch.tokens) // s.minibatches
-    for _ in range(s.ppo_epochs):
-        for k in range(s.minibatches):
-            stats = optimizer_step(policy, optimizer, batch,
-                                   torch.arange(k * rows_per_mb, (k + 1) * rows_per_mb),
-                                   token_sums, s)
-            if stats is None:
-                skipped = True
-                break  # the minibatches already applied stay applied
-            total = {name: total[name] + stats[name] for name in STATS}
-            n_updates += 1
-        if skipped:
-            break
-    total = {name: v / max(n_updates, 1) for name, v in total.items()}
-    # over the whole step's tokens (this rank's share of the global mean)
-    total["logp_diff"] = logp_diff_sum / dist.all_sum(mask.sum()).clamp(min=1)
-    return global_stats(total, n_updates, skipped)
+    c = len(batch.tokens) // s.minibatches                    # rows per minibatch
+    minibatches = [torch.arange(k * c, (k + 1) * c) for k in range(s.minibatches)]
+    return optimizer_steps(policy, optimizer, batch, minibatches * s.ppo_epochs, token_sums, s,
+                           logp_diff_sum)

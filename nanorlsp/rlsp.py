@@ -204,6 +204,27 @@ def optimizer_step(policy, optimizer, batch: Batch, rows: torch.Tensor, token_su
     return stats
 
 
+def optimizer_steps(policy, optimizer, batch: Batch, row_sets: list[torch.Tensor], token_sums,
+                    s, logp_diff_sum: torch.Tensor, units: torch.Tensor | None = None) -> dict:
+    """optimizer_step on each of row_sets in turn (PPO's epochs x minibatches, the clipped
+    objectives' --updates_per_batch passes), stopping at the first non-finite one (the updates
+    before it stay applied: logged as partial). Returns global_stats with the mean over the
+    applied updates, and logp_diff over the whole step's tokens (logp_diff_sum: this rank's
+    sum of |log pi_old - log pi_rollout|)."""
+    total = dict.fromkeys(STATS, torch.zeros((), device=batch.mask.device))
+    n_updates, skipped = 0, False
+    for rows in row_sets:
+        stats = optimizer_step(policy, optimizer, batch, rows, token_sums, s, units)
+        if stats is None:
+            skipped = True
+            break
+        total = {name: total[name] + stats[name] for name in STATS}
+        n_updates += 1
+    total = {name: v / max(n_updates, 1) for name, v in total.items()}
+    total["logp_diff"] = logp_diff_sum / dist.all_sum(batch.mask.sum()).clamp(min=1)
+    return global_stats(total, n_updates, skipped)
+
+
 def global_stats(stats: dict, updates: int, skipped: bool) -> dict:
     """The update's figures summed over ranks (every rank calls it), as train_rl.py logs them."""
     v = dict(zip(STATS, dist.all_sum(torch.stack([stats[k] for k in STATS])).tolist()))
