@@ -40,7 +40,8 @@ from nanorlsp.policy import setup_policy
 from nanorlsp.repetition import token_pieces
 from nanorlsp.rewards import EXPLORE, RewardConfig
 from nanorlsp.rl import KL_ESTIMATORS, LOSS_AGG, POLICY_LOSSES
-from nanorlsp.rlsp import draw_prompts, fitting, my_prompts, rollout, score, step_record
+from nanorlsp.rlsp import (draw_prompts, fitting, my_prompts, reinforce_update, rollout, score,
+                          step_record)
 
 # -----------------------------------------------------------------------------
 # arguments
@@ -238,6 +239,7 @@ if args.prompts_per_step > len(train_problems):
     die(f"--prompts_per_step {args.prompts_per_step} is more than the {len(train_problems)} "
         "train problems that fit")
 PIECES = token_pieces(tok)  # every token's bytes: the repetition guard reads lines
+EXTRA = objectives.active(args)   # PPO, --policy_loss, DAPO: nanorlsp/objectives.py
 G = args.n_samples
 mine = my_prompts(args.prompts_per_step, M, d.rank, d.world)   # this rank's prompts of a step
 # the threshold schedule's switch-off is a latch saved with the run (nanorlsp/economy.py)
@@ -342,16 +344,14 @@ try:
         t0 = time.time()
         prompts = draw_prompts(train_problems, args.seed, step, args.prompts_per_step)
         batch = rollout(policy, tok, prompts, mine, args, step)
-        t_gen = time.time() - t0
 
-        # -- score: verifier + exploration + repetition (+ economy, + --overlong_buffer)
+        # -- score: verifier + exploration + repetition (+ economy)
         t1 = time.time()
-        sc = objectives.shape_rewards(batch, score(batch, task, tok, explore, step, PIECES), args)
+        sc = score(batch, task, tok, explore, step, PIECES)
         t_score = time.time() - t1
-        # --dynamic_sampling: flat groups out, redrawn prompts in (DAPO; timed as generation);
-        # off: all unchanged
-        prompts, batch, sc = objectives.refill(prompts, batch, sc, sample_more, train_problems,
-                                               step, args)
+        if EXTRA:   # DAPO: --overlong_buffer's part; --dynamic_sampling's redraws (as generation)
+            prompts, batch, sc = objectives.shape(prompts, batch, sc, sample_more,
+                                                  train_problems, step, args)
         rewards = sc["total"].to(device)                                  # (B,)
         t_gen = time.time() - t0 - t_score
 
@@ -359,8 +359,10 @@ try:
         t2 = time.time()
         if dist.any_rank(not bool(torch.isfinite(rewards).all()), device):
             out = dict(updates=0, skipped=True)
-        else:   # REINFORCE, PPO, or --policy_loss's clipped objectives (nanorlsp/objectives.py)
+        elif EXTRA:   # PPO or --policy_loss's clipped objectives (nanorlsp/objectives.py)
             out = objectives.update(policy, optimizer, batch, sc, args)
+        else:         # the default: REINFORCE with a group baseline (nanorlsp/rlsp.py)
+            out = reinforce_update(policy, optimizer, batch, rewards, args)
         t_train = time.time() - t2
 
         # -- log; PPO: the minibatch updates before a non-finite one stay applied (partial)

@@ -74,6 +74,22 @@ def economy_terms(lengths: torch.Tensor, correct: torch.Tensor, group_size: int,
     return out.reshape(-1)
 
 
+def economy_part(reason_ids: list[list[int]], correct: list[bool], group_size: int | None,
+                 easy, cfg) -> torch.Tensor:
+    """rewards.score's (N,) economy part: economy_terms on the reasoning lengths, on the `easy`
+    rows only (None: every row); 0 under --economy none / flip."""
+    N = len(reason_ids)
+    if cfg.economy in ("none", "flip"):
+        return torch.zeros(N)
+    if group_size is None:
+        raise ValueError(f"the {cfg.economy} economy term needs the group size")
+    econ = economy_terms(torch.tensor([len(x) for x in reason_ids]),
+                         torch.tensor(correct, dtype=torch.bool), group_size, cfg)
+    if easy is not None:
+        econ = torch.where(torch.as_tensor(easy, dtype=torch.bool), econ, torch.zeros(N))
+    return econ
+
+
 class ExploreSchedule:
     """The exploration coefficient of each step, in one call: the schedule (coef_at), the
     threshold schedule's latch (off once the batch accuracy reaches the threshold, for the rest
@@ -86,6 +102,12 @@ class ExploreSchedule:
     def at(self, step: int, acc: float, correct: list[bool]):
         """(coef: the step's coefficient, a float; row_coef: a float or (N,) per row; easy: (N,)
         bool or None, the rows an economy term applies to). acc: the global batch's accuracy."""
+        if self.cfg.schedule == "constant" and not self.latched:   # the default: lambda, always
+            return self.cfg.coef, self.cfg.coef, None
+        return self.scheduled(step, acc, correct)
+
+    def scheduled(self, step: int, acc: float, correct: list[bool]):
+        """at() under the linear, threshold and adaptive schedules."""
         cfg = self.cfg
         coef = 0.0 if self.latched else coef_at(cfg, step, acc)
         self.latched = self.latched or (cfg.schedule == "threshold" and coef == 0.0)

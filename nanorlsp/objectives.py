@@ -2,10 +2,11 @@
 The RL objectives beyond the default REINFORCE step, each behind one flag of train_rl.py (the
 per-token math is in nanorlsp/rl.py, the equations and sources in docs/rl.md):
 
-    out = objectives.update(policy, optimizer, batch, sc, s)   # picks the update, --mask_truncated
-    sc = objectives.shape_rewards(batch, sc, s)                # --overlong_buffer (DAPO)
-    prompts, batch, sc = objectives.refill(prompts, batch, sc, sample, problems, step, s)
-                                                               # --dynamic_sampling (DAPO)
+    if objectives.active(s):   # any flag below on; else train_rl.py calls reinforce_update
+        prompts, batch, sc = objectives.shape(prompts, batch, sc, sample, problems, step, s)
+        out = objectives.update(policy, optimizer, batch, sc, s)   # picks the update
+    shape: shape_rewards (--overlong_buffer, DAPO), then refill (--dynamic_sampling, DAPO);
+    update: ppo.update, reinforce_update or clipped_update, --mask_truncated.
 
 --policy_loss clip | gspo | cispo (clipped_update): GRPO as TRL runs it with num_iterations,
 GSPO, CISPO; the old log-probs come from the training forward before the first update (as
@@ -59,6 +60,22 @@ def clipped_update(policy, optimizer, batch: Batch, rewards: torch.Tensor, s) ->
     everything = torch.arange(len(batch.tokens))
     return optimizer_steps(policy, optimizer, batch, [everything] * s.updates_per_batch,
                            token_sums, s, logp_diff_sum, units)
+
+
+def active(s) -> bool:
+    """Whether any objective beyond the default REINFORCE step is on: PPO, --policy_loss,
+    --loss_agg, DAPO's --overlong_buffer / --dynamic_sampling, --mask_truncated. Off,
+    train_rl.py's loop calls rlsp.reinforce_update directly (what update would pick)."""
+    return (s.algo == "ppo" or s.policy_loss != "reinforce" or s.loss_agg != "token_mean" or
+            bool(s.overlong_buffer) or s.dynamic_sampling or s.mask_truncated)
+
+
+def shape(prompts: list[dict], batch: Batch, sc: dict, sample, problems: list[dict], step: int,
+          s):
+    """A scored step through DAPO's shaping: shape_rewards (--overlong_buffer), then refill
+    (--dynamic_sampling); each unchanged when its flag is off. Returns (prompts, batch, sc)."""
+    sc = shape_rewards(batch, sc, s)
+    return refill(prompts, batch, sc, sample, problems, step, s)
 
 
 def update(policy, optimizer, batch: Batch, sc: dict, s) -> dict:

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import torch
 
 from nanorlsp.economy import (ECONOMY, SCHEDULES, adaptive_coefs, coef_at,  # noqa: F401
-                              easy_rows, economy_terms)
+                              easy_rows, economy_part, economy_terms)
 from nanorlsp.equivalence import MAX_ANSWER_LEN, _box_span
 from nanorlsp.repetition import (line_verdicts, loop_tokens, repeated_tokens,  # noqa: F401
                                  token_pieces)
@@ -100,59 +100,59 @@ def first_box(text: str) -> int | None:
 def score(reason_ids: list[list[int]], correct: list[bool], has_answer: list[bool],
           cfg: RewardConfig, coef, pieces=None, group_size: int | None = None,
           easy=None, texts: list[str] | None = None) -> dict[str, torch.Tensor]:
-    """Reward parts for N responses. reason_ids: each response's reasoning tokens (before the
-    final answer); correct / has_answer: the verifier's verdicts; coef: the exploration
-    coefficient, one float or (N,) per response (adaptive_coefs); pieces: token_pieces(tok), the
-    line structure for the repetition guard (None: the plain 8-gram guard, which penalises a
-    search's shared vocabulary). group_size: G, for the economy term (needed unless
-    cfg.economy is none / flip); easy: (N,) bool, the rows it applies to (the adaptive schedule's
-    easy prompts; None: every row); texts: the replies, which rlsp_paper reads instead of
-    reason_ids and has_answer. Returns (N,) float tensors: outcome, explore, repetition
-    (-rep_coef * R / T), economy, total, and eff_len (the L used: T - R, or rlsp_paper's
-    characters / 4)."""
+    """Reward parts (module docstring) of N replies: (N,) outcome, explore, repetition, economy,
+    total and eff_len (the L used). reason_ids: each reply's reasoning tokens; correct /
+    has_answer: the verifier's verdicts; coef: a float or (N,); pieces: token_pieces(tok) for
+    the repetition guard. group_size, easy: the economy term's (economy.economy_part); texts:
+    what rlsp_paper reads instead of reason_ids (paper_row)."""
     N = len(reason_ids)
     coefs = coef.tolist() if torch.is_tensor(coef) else [coef] * N
     outcome, explore, repetition, eff = (torch.zeros(N) for _ in range(4))
     if cfg.explore == "rlsp_paper" and (texts is None or len(texts) != N):
         raise ValueError("the rlsp_paper reward reads the replies' texts: pass texts=")
     for i, ids in enumerate(reason_ids):
-        if cfg.explore == "rlsp_paper":
-            # the authors' R = 1[correct] - lambda / L, -0.5 without a box (a right answer the
-            # fallback found included); L in characters / 4, a token proxy; no repetition guard
-            at = first_box(texts[i])
-            eff[i] = L = max(1.0, (len(texts[i]) if at is None else at) / 4)
-            outcome[i] = cfg.no_answer_penalty if at is None else float(correct[i])
-            explore[i] = -coefs[i] / L
+        if cfg.explore == "rlsp_paper":     # the authors' form (paper_row): no repetition guard
+            outcome[i], explore[i], eff[i] = paper_row(texts[i], correct[i], coefs[i], cfg)
             continue
-        rep = repeated_tokens(ids, cfg.rep_ngram, pieces)
-        L = len(ids) - rep
+        rep = repeated_tokens(ids, cfg.rep_ngram, pieces)     # R: tokens that only repeat
+        L = len(ids) - rep                                    # L = T - R, the effective length
         eff[i] = L
         repetition[i] = -cfg.rep_coef * rep / max(1, len(ids))
         outcome[i] = 1.0 if correct[i] else (0.0 if has_answer[i] else cfg.no_answer_penalty)
-        if cfg.explore == "rlsp":
+        if cfg.explore == "rlsp":                             # the paper's -lambda / L
             explore[i] = -coefs[i] / max(L, 1)
-        elif cfg.explore == "linear":
-            explore[i] = coefs[i] * min(L, cfg.linear_cap) / cfg.linear_cap
-        elif cfg.explore == "cosine":
-            if not has_answer[i]:
-                continue  # no answer: the outcome penalty stands alone
-            lo, hi = cfg.cos_correct if correct[i] else cfg.cos_wrong
-            if L > cfg.cos_max_len:
-                r = cfg.exceed_penalty
-            else:
-                r = lo + (hi - lo) * (1 + math.cos(math.pi * L / cfg.cos_max_len)) / 2
-            explore[i] = r - outcome[i]  # cosine replaces the outcome term
-    econ = torch.zeros(N)
-    if cfg.economy not in ("none", "flip"):
-        if group_size is None:
-            raise ValueError(f"the {cfg.economy} economy term needs the group size")
-        econ = economy_terms(torch.tensor([len(x) for x in reason_ids]),
-                             torch.tensor(correct, dtype=torch.bool), group_size, cfg)
-        if easy is not None:
-            econ = torch.where(torch.as_tensor(easy, dtype=torch.bool), econ, torch.zeros(N))
+        elif cfg.explore != "none":                           # linear, cosine
+            explore[i] = shaped_explore(cfg, L, coefs[i], correct[i], has_answer[i], outcome[i])
+    econ = (torch.zeros(N) if cfg.economy in ("none", "flip") else   # adaptive thinking
+            economy_part(reason_ids, correct, group_size, easy, cfg))
     total = (outcome + explore + repetition + econ).clamp(-cfg.clip, cfg.clip)
     return {"outcome": outcome, "explore": explore, "repetition": repetition, "economy": econ,
             "total": total, "eff_len": eff}
+
+
+def shaped_explore(cfg: RewardConfig, L: int, coef: float, correct: bool, has_answer: bool,
+                   outcome):
+    """One reply's explore part under linear or cosine (module docstring); 0 for cosine
+    without an answer (the outcome penalty stands alone)."""
+    if cfg.explore == "linear":
+        return coef * min(L, cfg.linear_cap) / cfg.linear_cap
+    if not has_answer:
+        return 0.0
+    lo, hi = cfg.cos_correct if correct else cfg.cos_wrong
+    if L > cfg.cos_max_len:
+        r = cfg.exceed_penalty
+    else:
+        r = lo + (hi - lo) * (1 + math.cos(math.pi * L / cfg.cos_max_len)) / 2
+    return r - outcome  # cosine replaces the outcome term
+
+
+def paper_row(text: str, correct: bool, coef: float, cfg: RewardConfig):
+    """rlsp_paper's (outcome, explore, L) of one reply: the authors' R = 1[correct] - lambda / L,
+    -0.5 without a box (a right answer the fallback found included), L the characters before
+    the first box / 4 (a token proxy, floored at 1)."""
+    at = first_box(text)
+    L = max(1.0, (len(text) if at is None else at) / 4)
+    return (cfg.no_answer_penalty if at is None else float(correct)), -coef / L, L
 
 
 def overlong_penalty(lengths: torch.Tensor, finish: list[str], max_new_tokens: int,

@@ -125,10 +125,9 @@ def rollout(policy, tok, prompts: list[dict], mine: list[int], s, step: int) -> 
 
 
 def grade(texts: list[str], problems: list[dict], task, tok, boxed: bool = False):
-    """The verifier on each reply (problems: one per reply): (correct, has_answer, reason_ids).
-    One extraction serves the checker, the no-answer test and L: the reasoning is the text before
-    the answer the checker read (task.answer_start; a right answer always has one). boxed: the
-    authors' no-answer test (rlsp_paper): an answer is a \\boxed{...}, whatever a fallback finds."""
+    """The verifier on each reply (problems: one per reply): (correct, has_answer, reason_ids),
+    the reasoning being the text before the answer the checker read (task.answer_start). boxed:
+    rlsp_paper's no-answer test (an answer is a \\boxed{...}, whatever a fallback finds)."""
     correct, has_answer, reason = [], [], []
     for text, prob in zip(texts, problems):
         correct.append(bool(task.check(text, prob)))
@@ -167,14 +166,12 @@ def score(batch: Batch, task, tok, explore, step: int, pieces=None) -> dict:
 
 def optimizer_step(policy, optimizer, batch: Batch, rows: torch.Tensor, token_sums, s,
                    units: torch.Tensor | None = None):
-    """One optimizer step on this rank's `rows` (all ranks together): forward / backward in
-    s.grad_accum micro-batches, each loss a weighted token *sum* divided by a global count (so
-    micro-batches and ranks add up to one global mean; DDP averages the gradients, hence x
-    world), gradients synced on the last micro-batch only, clipped (s.grad_clip, 0: off),
-    applied. token_sums(mb, logits, values) -> (loss sum, {kl, entropy, clip_frac, logp_diff:
-    token sums}); units (B,): each row's share of the count (rl.agg_weights; None: its tokens).
-    Returns {STATS: this rank's share of the global means} or None when a non-finite loss or
-    gradient on any rank skipped the update on every rank."""
+    """One optimizer step on this rank's `rows` (all ranks together): s.grad_accum micro-batches,
+    each loss a weighted token *sum* over the global count (micro-batches and ranks add up to one
+    global mean; DDP averages gradients, hence x world), synced on the last, clipped, applied.
+    token_sums(mb, logits, values) -> (loss sum, {kl, entropy, clip_frac, logp_diff: sums});
+    units (B,): each row's share of the count (None: its tokens). Returns {STATS: this rank's
+    share of the global means}, or None when a non-finite loss or gradient skipped it."""
     d = policy.d
     n_glob = dist.all_sum(batch.mask[rows].sum())
     n_den = n_glob if units is None else dist.all_sum(units[rows.to(units.device)].sum())
@@ -238,8 +235,10 @@ def reinforce_update(policy, optimizer, batch: Batch, rewards: torch.Tensor, s) 
     optimizer_step. Returns global_stats (updates 0 and skipped when it was skipped)."""
     ref_logp, _ = policy.logprobs(batch, s.temperature, s.grad_accum, reference=True)    # (B, Tn)
     adv = group_advantages(rewards, s.n_samples, s.baseline, s.std_norm)   # (B,) per reply
-    # --loss_agg: each token's weight and each row's share of the global count (rl.agg_weights)
-    agg, units = agg_weights(batch.mask, getattr(s, "loss_agg", "token_mean"), s.max_new_tokens)
+    # --loss_agg token_mean: every token weighs 1 (one mean over the global batch's tokens)
+    mode = getattr(s, "loss_agg", "token_mean")   # seq_mean, constant: rl.agg_weights
+    agg, units = (batch.mask, None) if mode == "token_mean" else agg_weights(batch.mask, mode,
+                                                                            s.max_new_tokens)
 
     def token_sums(rows, logits, _values):
         m = batch.mask[rows]                                                       # (b, Tn)
