@@ -45,6 +45,8 @@ ap.add_argument("--task", default="arith", choices=list(TASK_NAMES) + list(REAL_
 ap.add_argument("--data", default=None, help="a JSONL file of problem/question + answer")
 ap.add_argument("--limit", type=nonneg_int, default=None,
                 help="first N problems (synthetic tasks: N test problems; default 500)")
+ap.add_argument("--offset", type=nonneg_int, default=0,
+                help="skip the first N problems (e.g. choose a recipe on problems past the test set)")
 ap.add_argument("--n_samples", type=positive_int, default=1, help="samples per problem")
 ap.add_argument("--temperature", type=finite_float, default=0.0, help="0 = greedy")
 ap.add_argument("--top_p", type=finite_float, default=1.0)
@@ -128,11 +130,15 @@ try:
         task = get_task(args.task)
         if args.limit == 0:
             raise DataError("--limit 0: nothing to evaluate")
-        problems = task.make_problems("test", args.limit or 500, seed=0)
+        problems = task.make_problems("test", args.offset + (args.limit or 500),
+                                      seed=0)[args.offset:]
         check = task.check
     else:
         task = None
-        problems = load_problems(args.task, path=args.data, limit=args.limit)
+        problems = load_problems(args.task, path=args.data, limit=args.limit and
+                                 args.offset + args.limit)[args.offset:]
+        if not problems:
+            raise DataError(f"--offset {args.offset}: the set has no problems past it")
         check = lambda text, p: grade(text, p["answer"])  # noqa: E731
 except (DataError, RuntimeError) as e:
     die(str(e))
@@ -178,6 +184,7 @@ results = {
     "task": args.data or args.task,
     "init_from": init_from,
     "n_problems": len(problems),
+    **({"offset": args.offset} if args.offset else {}),
     "n_samples": n,
     "temperature": args.temperature,
     "max_new_tokens": max_new,

@@ -19,8 +19,8 @@ greedy accuracy can be copied out (sft_best) before the next segment overwrites 
 after --sft_patience evaluations without a new best.
 Footguns: run it from the repo root. Kill it with its process group (`kill -- -PGID`, or start it
 under setsid): a child left running holds its run's lock and the rerun is refused. The long
-SFT picks sft_best on held-out problems after eval.py's 500 (train_sft.py --eval_offset), never
-on the final test set.
+SFT picks sft_best, and the diag evals read, held-out problems after the final arith set's 500
+(train_sft.py --eval_offset, eval.py --offset): a recipe is never chosen on the test set.
 """
 import argparse
 import json
@@ -268,15 +268,16 @@ def train(R: Runner, name: str, script: str, run_dir: str, steps: int, flags: li
 
 
 def evaluate(R: Runner, name: str, init: str, out: str, task: str, limit: int | None,
-             tokens: int, data: str | None = None) -> None:
-    """Greedy eval.py of init into out (+ transcripts), unless both exist; dtype recorded."""
+             tokens: int, data: str | None = None, offset: int = 0) -> None:
+    """Greedy eval.py of init into out (+ transcripts), unless both exist; dtype recorded.
+    offset: skip the first N problems (diag: past the final arith set)."""
     tp = out[:-len(".json")] + ".transcripts.jsonl"
     if os.path.exists(out) and os.path.exists(tp):
         return
     t0 = time.time()
     R.run(name, [sys.executable, "eval.py", "--init_from", init, "--task", task,
                  *(["--limit", str(limit)] if limit else []), *(["--data", data] if data else []),
-                 "--temperature", "0", "--max_new_tokens", str(tokens), "--dtype", R.args.dtype,
+                 *(["--offset", str(offset)] if offset else []), "--temperature", "0", "--max_new_tokens", str(tokens), "--dtype", R.args.dtype,
                  "--out", out, "--transcripts", tp])
     if R.args.dry_run:
         return
@@ -467,7 +468,8 @@ def stage_diag(R: Runner) -> None:
         if a.diag_eval:   # the starting point's accuracy on the same problems
             jobs[f"ref_{which}"] = (lambda d=d, w=which: evaluate(
                 R, f"diag/ref_{w}", d, os.path.join(a.out_dir, "diag", f"ref_{w}.json"),
-                "arith", a.diag_eval, int(rl_flag(a, "--max_new_tokens", "192"))))
+                "arith", a.diag_eval, int(rl_flag(a, "--max_new_tokens", "192")),
+                offset=arith_limit(a)))
     for c in grid(a):
         name, d = diag_name(c), os.path.join(a.out_dir, "diag", diag_name(c))
 
@@ -476,7 +478,8 @@ def stage_diag(R: Runner) -> None:
                   ["--init_from", sft_dir(a, c["sft"]), *rl_flags(a, c)])
             if a.diag_eval:
                 evaluate(R, f"diag/{name}", d, os.path.join(d, "eval_greedy.json"), "arith",
-                         a.diag_eval, int(rl_flag(a, "--max_new_tokens", "192")))
+                         a.diag_eval, int(rl_flag(a, "--max_new_tokens", "192")),
+                         offset=arith_limit(a))
         jobs[name] = job
     R.all(jobs)
 

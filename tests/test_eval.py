@@ -238,3 +238,25 @@ def test_eval_countdown_small_reports_wrong_search_steps(tmp_path):
     wrong = sum(b for _, b in steps)
     assert res["wrong_step_share"] == pytest.approx(wrong / max(1, res["search_steps"]))
     assert all(p["numbers"] and max(p["numbers"]) <= cs.TOP for p in cs.make_problems("test", 4, 0))
+
+
+def test_eval_offset_skips_the_first_problems(ckpt, tmp_path):
+    """--offset N evaluates problems N+1.. of the same stream (synthetic: the held-out arith
+    stream; a file: its rows), so a recipe can be chosen past the test set; past the end of a
+    file it is one error line."""
+    out = tmp_path / "o.json"
+    run_eval("--init_from", ckpt, "--limit", "3", "--offset", "4", "--max_new_tokens", "4",
+             "--out", str(out))
+    res = json.loads(out.read_text())
+    assert res["n_problems"] == 3 and res["offset"] == 4
+    want = [p["prompt"] for p in get_task("arith").make_problems("test", 7, seed=0)[4:]]
+    got = [json.loads(x)["problem"] for x in open(tmp_path / "o.transcripts.jsonl")]
+    assert got == want
+    f = tmp_path / "mine.jsonl"
+    f.write_text("".join(json.dumps({"problem": f"What is {i} + 1?", "answer": str(i + 1)}) + "\n"
+                         for i in range(5)))
+    run_eval("--init_from", ckpt, "--data", str(f), "--offset", "3", "--max_new_tokens", "4",
+             "--out", str(out))
+    assert [json.loads(x)["gold"] for x in open(tmp_path / "o.transcripts.jsonl")] == ["4", "5"]
+    r = run_eval("--init_from", ckpt, "--data", str(f), "--offset", "5", check=False)
+    assert "--offset 5: the set has no problems past it" in one_error_line(r)
