@@ -115,7 +115,9 @@ def parse_args(argv=None):
     ap.add_argument("--diag_steps", type=int, default=6, help="RL steps per diag run")
     ap.add_argument("--diag_eval", type=int, default=200,
                     help="held-out greedy problems after each diag run (0: none)")
-    ap.add_argument("--rl_flags", default=None, help="train_rl.py flags under every RL run")
+    ap.add_argument("--rl_flags", default=None,
+                    help="train_rl.py flags under every RL run; replaces the documented base flags "
+                    f"({RL_FLAGS}): to add a flag, use --recipe or repeat them, with --rl_flags=...")
     # 3. final
     ap.add_argument("--recipe", default="", help="train_rl.py flags of the final runs, added "
                     "to --rl_flags (later flags win)")
@@ -496,21 +498,33 @@ def mean_of(rows: list[dict], k: str):
 
 
 def report_diag(a) -> str:
-    """One row per diag run (in grid order): the mean over its steps of each logged diagnostic,
-    then its held-out greedy accuracy at the end and its SFT checkpoint's."""
-    head = ["run", "steps", *DIAG_KEYS, "held-out acc", "SFT acc"]
+    """One row per diag run (in grid order): the mean over its steps of each logged diagnostic
+    (flat_groups: of the first draw under --dynamic_sampling, whose kept batch reads ~0), then
+    its held-out greedy accuracy at the end, its SFT checkpoint's, and the paired difference on
+    the same problems [95% CI] (nanorlsp.tooling.stats)."""
+    from nanorlsp.tooling.stats import paired_ci, significant
+    head = ["run", "steps", *DIAG_KEYS, "held-out acc", "SFT acc", "vs SFT (points, paired)"]
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for c in grid(a):
         d = os.path.join(a.out_dir, "diag", diag_name(c))
         path = os.path.join(d, "metrics.jsonl")
         rows = ([r for x in open(path) if "acc" in (r := json.loads(x))]
                 if os.path.exists(path) else [])
-        ev, ref = read(os.path.join(d, "eval_greedy.json")), read(
-            os.path.join(a.out_dir, "diag", f"ref_{c['sft']}.json"))
+        rows = [dict(r, flat_groups=r.get("flat_first_draw", r.get("flat_groups"))) for r in rows]
+        ref_path = os.path.join(a.out_dir, "diag", f"ref_{c['sft']}.json")
+        ev_path = os.path.join(d, "eval_greedy.json")
+        ev, ref = read(ev_path), read(ref_path)
         cells = [("-" if (m := mean_of(rows, k)) is None else f"{m:.3g}") for k in DIAG_KEYS]
+        got, base = correct(ev_path), correct(ref_path)
+        common = sorted(set(got) & set(base))
+        diff = "-"
+        if common:
+            m, lo, hi = paired_ci([got[q] for q in common], [base[q] for q in common])
+            diff = (f"{100 * m:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]"
+                    + ("*" if significant(lo, hi) else ""))
         lines.append("| " + " | ".join([diag_name(c), str(len(rows)), *cells,
                                         f"{ev['pass@1']:.3f}" if ev else "-",
-                                        f"{ref['pass@1']:.3f}" if ref else "-"]) + " |")
+                                        f"{ref['pass@1']:.3f}" if ref else "-", diff]) + " |")
     return "\n".join(lines) + "\n"
 
 

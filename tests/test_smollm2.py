@@ -194,6 +194,8 @@ def test_smoke_stop_restart_and_report(tmp_path):
     diag = open(out / "diag.md").read().splitlines()
     assert diag[0].startswith("| run | steps | acc | flat_groups | no_answer | kl | entropy")
     assert diag[2].split(" | ")[1] == "4"
+    assert diag[0].endswith("| held-out acc | SFT acc | vs SFT (points, paired) |")
+    assert re.fullmatch(r"[+-][\d.]+ \[[+-][\d.]+, [+-][\d.]+\]\*? \|", diag[2].split(" | ")[-1])
     # finished: a third invocation launches nothing
     again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and not re.search(r"^\[\d", again.stdout, re.M), again.stdout
