@@ -117,8 +117,8 @@ ap.add_argument("--updates_per_batch", type=positive_int, default=1,
 ap.add_argument("--clip_high", type=float_range(0, lo_open=True), default=None,
                 help="DAPO's clip-higher, eps_high >= --clip (default: --clip; gspo: 4e-4)")
 ap.add_argument("--dynamic_sampling", action="store_true",
-                help="DAPO: groups whose rewards are all equal leave the batch, more prompts "
-                     "are drawn until it is full (one process only)")
+                help="DAPO: groups whose replies are all right or all wrong leave the batch, "
+                     "more prompts are drawn until it is full (one process only)")
 ap.add_argument("--max_redraws", type=nonneg_int, default=4,
                 help="--dynamic_sampling: at most this many redraws per step, then the step "
                      "trains on the groups it has")

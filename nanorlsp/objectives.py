@@ -121,13 +121,20 @@ def redraw_prompts(problems: list[dict], seed: int, step: int, k: int, n: int) -
     return random.Random(f"rl-{seed}-{step}-redraw{k}").sample(problems, n)
 
 
+def solved_some(sc: dict, G: int) -> torch.Tensor:
+    """(P,) bool: the groups DAPO keeps, some replies right and some wrong (rl.informative_groups
+    on the verdicts). On accuracy, not the total: an exploration or repetition term makes an
+    all-wrong group's totals differ, and it would never be dropped."""
+    return informative_groups(torch.tensor([float(c) for c in sc["correct"]]), G)
+
+
 def concat_groups(parts: list[tuple[list[dict], Batch, dict]], P: int):
     """The first P informative groups of the parts (in draw order) as one batch of one process:
     (prompts, Batch, sc) with keys 0..P*G-1. parts: (prompts, batch, sc) of each draw."""
     G = parts[0][1].group
     rows, prompts = [], []
     for k, (pr, b, sc) in enumerate(parts):
-        for g in torch.nonzero(informative_groups(sc["total"], G)).flatten().tolist():
+        for g in torch.nonzero(solved_some(sc, G)).flatten().tolist():
             if len(prompts) < P:
                 prompts.append(pr[g])
                 rows += [(k, g * G + j) for j in range(G)]
@@ -159,8 +166,8 @@ def concat_groups(parts: list[tuple[list[dict], Batch, dict]], P: int):
 
 def refill(prompts: list[dict], batch: Batch, sc: dict, sample, problems: list[dict],
            step: int, s):
-    """--dynamic_sampling (DAPO): the groups whose rewards are all equal leave the batch and
-    more prompts are drawn (redraw_prompts; sample(prompts, step, k) -> (batch, sc) rolls them
+    """--dynamic_sampling (DAPO): the groups whose replies are all right or all wrong leave the
+    batch (DAPO's filter, 0 < correct < G: solved_some) and more prompts are drawn (redraw_prompts; sample(prompts, step, k) -> (batch, sc) rolls them
     out and scores them, k keying its sampling seed) until s.prompts_per_step informative groups
     are in, or s.max_redraws redraws were made: then the step trains on the informative groups
     there are (none at all: on the first draw, whose advantages are 0, so only the KL trains).
@@ -173,14 +180,14 @@ def refill(prompts: list[dict], batch: Batch, sc: dict, sample, problems: list[d
         return prompts, batch, sc
     P, G = len(prompts), batch.group
     parts = [(prompts, batch, sc)]
-    found = first = int(informative_groups(sc["total"], G).sum())
+    found = first = int(solved_some(sc, G).sum())
     for k in range(1, s.max_redraws + 1):
         if found >= P:
             break
         more = redraw_prompts(problems, s.seed, step, k, P)
         b, c = sample(more, step, k)
         parts.append((more, b, c))
-        found += int(informative_groups(c["total"], G).sum())
+        found += int(solved_some(c, G).sum())
     figures = dict(sc.get("figures", {}), prompts_drawn=P * len(parts), dyn_groups=min(found, P),
                    flat_first_draw=1 - first / P)   # the refilled batch's flat share reads ~0
     if found == 0 or (len(parts) == 1 and found == P):   # nothing to train on, or all of it

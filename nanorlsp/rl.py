@@ -298,8 +298,9 @@ TOKEN_LOSSES = {"clip": clipped_token_loss, "gspo": gspo_token_loss, "cispo": ci
 
 
 def informative_groups(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
-    """(P,) bool: the groups whose rewards are not all equal. A group of equal rewards has every
-    advantage 0 (its baseline is its mean) and carries no signal: DAPO's dynamic sampling drops
-    it (Yu et al. 2025)."""
+    """(P,) bool: the groups whose rewards (or any per-row values) are not all equal. A group of
+    equal rewards has every advantage 0 (its baseline is its mean) and carries no signal; DAPO's
+    dynamic sampling (Yu et al. 2025) drops the groups whose verdicts are all equal
+    (objectives.solved_some passes them here)."""
     r = rewards.view(-1, group_size)                                   # (P, G)
     return ~(r == r[:, :1]).all(1)

@@ -296,9 +296,26 @@ def test_refill_short_trains_on_what_there_is():
     prompts, batch, sc = objectives.refill(*first, None, [], 0, s)
     assert batch.texts == ["0-2", "0-3"] and sc["figures"] == dict(prompts_drawn=2, dyn_groups=1,
                                                                   flat_first_draw=0.5)
-    prompts, batch, sc = objectives.refill(*flat[:2], dict(flat[2], total=torch.arange(4.)),
+    prompts, batch, sc = objectives.refill(*flat[:2], dict(flat[2], total=torch.arange(4.),
+                                                            correct=[False, True, True, False]),
                                            None, [], 0, s)
     assert batch is flat[1] and sc["figures"] == dict(prompts_drawn=2, dyn_groups=2,
                                                        flat_first_draw=0.0)
     s.dynamic_sampling = False
     assert objectives.refill(*first, None, [], 0, s) == first
+
+
+def test_refill_filters_on_the_verdicts_not_the_total():
+    """DAPO keeps a group with some replies right and some wrong (0 < correct < G): an all-wrong
+    group whose totals differ (rlsp's length term, the repetition guard) is dropped and redrawn,
+    an all-right one too, and a mixed group stays whatever its totals."""
+    s = argparse.Namespace(dynamic_sampling=True, max_redraws=1, seed=1)
+    first = fake_draw(0, [3, 1, 2, 2, 4, 4], [-0.02, -0.05, 0.98, 0.97, 0.0, 0.0], G=2)
+    first[2]["correct"] = [False, False, True, True, True, False]     # groups: wrong, right, mixed
+    more = fake_draw(1, [1, 2, 2, 1, 3, 3], [-0.1, -0.2, 0.9, -0.3, 0.0, 0.0], G=2)
+    more[2]["correct"] = [False, False, True, False, False, False]
+    prompts, batch, sc = objectives.refill(*first, lambda m, step, k: more[1:],
+                                           [dict(prompt=f"p{i}") for i in range(9)], 0, s)
+    assert batch.texts == ["0-4", "0-5", "1-2", "1-3"]
+    assert sc["correct"] == [True, False, True, False]
+    assert sc["figures"] == dict(prompts_drawn=6, dyn_groups=2, flat_first_draw=pytest.approx(2 / 3))
