@@ -46,7 +46,7 @@ ap.add_argument("--data", default=None, help="a JSONL file of problem/question +
 ap.add_argument("--limit", type=nonneg_int, default=None,
                 help="first N problems (synthetic tasks: N test problems; default 500)")
 ap.add_argument("--offset", type=nonneg_int, default=0,
-                help="skip the first N problems (e.g. choose a recipe on problems past the test set)")
+                help="skip the first N problems (e.g. pick a recipe on problems past the test set)")
 ap.add_argument("--n_samples", type=positive_int, default=1, help="samples per problem")
 ap.add_argument("--temperature", type=finite_float, default=0.0, help="0 = greedy")
 ap.add_argument("--top_p", type=finite_float, default=1.0)

@@ -116,8 +116,9 @@ def parse_args(argv=None):
     ap.add_argument("--diag_eval", type=int, default=200,
                     help="held-out greedy problems after each diag run (0: none)")
     ap.add_argument("--rl_flags", default=None,
-                    help="train_rl.py flags under every RL run; replaces the documented base flags "
-                    f"({RL_FLAGS}): to add a flag, use --recipe or repeat them, with --rl_flags=...")
+                    help="train_rl.py flags under every RL run; replaces the documented base "
+                    f"flags ({RL_FLAGS}): to add a flag, use --recipe or repeat them, with "
+                    "--rl_flags=...")
     # 3. final
     ap.add_argument("--recipe", default="", help="train_rl.py flags of the final runs, added "
                     "to --rl_flags (later flags win)")
@@ -279,7 +280,8 @@ def evaluate(R: Runner, name: str, init: str, out: str, task: str, limit: int | 
     t0 = time.time()
     R.run(name, [sys.executable, "eval.py", "--init_from", init, "--task", task,
                  *(["--limit", str(limit)] if limit else []), *(["--data", data] if data else []),
-                 *(["--offset", str(offset)] if offset else []), "--temperature", "0", "--max_new_tokens", str(tokens), "--dtype", R.args.dtype,
+                 *(["--offset", str(offset)] if offset else []), "--temperature", "0",
+                 "--max_new_tokens", str(tokens), "--dtype", R.args.dtype,
                  "--out", out, "--transcripts", tp])
     if R.args.dry_run:
         return

@@ -76,11 +76,10 @@ def economy_terms(lengths: torch.Tensor, correct: torch.Tensor, group_size: int,
 
 def economy_part(reason_ids: list[list[int]], correct: list[bool], group_size: int | None,
                  easy, cfg) -> torch.Tensor:
-    """rewards.score's (N,) economy part: economy_terms on the reasoning lengths, on the `easy`
-    rows only (None: every row); 0 under --economy none / flip."""
+    """rewards.score's (N,) economy part under kimi, alp or budget (score gives 0 under none /
+    flip without calling it): economy_terms on the reasoning lengths, on the `easy` rows only
+    (None: every row)."""
     N = len(reason_ids)
-    if cfg.economy in ("none", "flip"):
-        return torch.zeros(N)
     if group_size is None:
         raise ValueError(f"the {cfg.economy} economy term needs the group size")
     econ = economy_terms(torch.tensor([len(x) for x in reason_ids]),

@@ -167,9 +167,10 @@ def concat_groups(parts: list[tuple[list[dict], Batch, dict]], P: int):
 def refill(prompts: list[dict], batch: Batch, sc: dict, sample, problems: list[dict],
            step: int, s):
     """--dynamic_sampling (DAPO): the groups whose replies are all right or all wrong leave the
-    batch (DAPO's filter, 0 < correct < G: solved_some) and more prompts are drawn (redraw_prompts; sample(prompts, step, k) -> (batch, sc) rolls them
-    out and scores them, k keying its sampling seed) until s.prompts_per_step informative groups
-    are in, or s.max_redraws redraws were made: then the step trains on the informative groups
+    batch (DAPO's filter, 0 < correct < G: solved_some) and more prompts are drawn
+    (redraw_prompts; sample(prompts, step, k) -> (batch, sc) rolls them out and scores them, k
+    keying its sampling seed) until s.prompts_per_step informative groups are in, or
+    s.max_redraws redraws were made: then the step trains on the informative groups
     there are (none at all: on the first draw, whose advantages are 0, so only the KL trains).
     figures: prompts_drawn (all draws' prompts), dyn_groups (the groups trained on),
     flat_first_draw (the first draw's flat share, comparable with other runs' flat_groups). One

@@ -77,10 +77,6 @@ class Policy:
             ids, layout = packing.pack(batch, rows, self.gpt.config, self.share)
             return (module or self.net)(ids, logits_at=layout)
 
-    def flops(self, N: int, bins: int) -> int:
-        """packing.flops for this policy's model (what decides whether prompts are shared)."""
-        return packing.flops(self.gpt.config, N, bins)
-
     def logprobs(self, batch, temperature: float, chunks: int, reference=False, values=False):
         """Log-probs (B, Tn) of the sampled tokens under the reference or the policy (and its
         values (B, Tn), masked), no grad, in `chunks` slices like the update: only (B, Tn) is

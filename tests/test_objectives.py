@@ -318,4 +318,5 @@ def test_refill_filters_on_the_verdicts_not_the_total():
                                            [dict(prompt=f"p{i}") for i in range(9)], 0, s)
     assert batch.texts == ["0-4", "0-5", "1-2", "1-3"]
     assert sc["correct"] == [True, False, True, False]
-    assert sc["figures"] == dict(prompts_drawn=6, dyn_groups=2, flat_first_draw=pytest.approx(2 / 3))
+    assert sc["figures"] == dict(prompts_drawn=6, dyn_groups=2,
+                                 flat_first_draw=pytest.approx(2 / 3))

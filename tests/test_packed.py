@@ -17,7 +17,7 @@ from nanorlsp import ppo
 from nanorlsp.dist import Dist
 from nanorlsp.model import Packed, add_lora
 from nanorlsp.policy import Policy
-from nanorlsp.packing import pack_plan, pack_rows
+from nanorlsp.packing import flops, pack_plan, pack_rows
 from nanorlsp.rlsp import Batch, build_sequences, reinforce_update
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -161,5 +161,6 @@ def test_share_where_it_costs_fewer_flops():
         tokens = torch.randint(1, V, (8, n_new), generator=g)
         seq, pos = build_sequences(prompt_ids, tokens, 8, "cpu")
         batch = SimpleNamespace(seq=seq, pos=pos, lengths=torch.full((8,), n_new), group=8)
-        cost = {sh: pol.flops(*pack_plan(batch, torch.arange(8), sh)[-2:]) for sh in (0, 1)}
+        cost = {sh: flops(pol.gpt.config, *pack_plan(batch, torch.arange(8), sh)[-2:])
+                for sh in (0, 1)}
         assert (cost[1] < cost[0]) == share, (Lp, n_new, cost)
