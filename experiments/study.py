@@ -4,6 +4,8 @@ The RLSP study at small scale: every run, evaluation, table and figure of RESULT
     python experiments/study.py                          # the whole study, from scratch, resumable
     python experiments/study.py --tasks arith --seeds 1  # a smaller one
     python experiments/study.py --report                 # only rewrite RESULTS.md from the runs
+    python experiments/study.py --tasks arith --seeds 1 --results out/study/RESULTS.md
+                                # beside the committed RESULTS.md, which study.py will not replace
     python experiments/study.py --tasks arith --objectives  # the RL objective's section
 
 Per task, with its own BUDGET below (the same for all of its configs): SFT once; RL from it per
@@ -63,6 +65,15 @@ ap.add_argument("--results", default="experiments/RESULTS.md",
                 help="the report; its figures go to ../docs/study/ from its folder")
 ap.add_argument("--smol_dir", default="out/smol", help="the SmolLM2 evals (README commands)")
 args = ap.parse_args()
+# The whole-file report replaces --results. A file that holds text study.py did not write (the
+# committed RESULTS.md keeps sections written by hand across issues) would lose it, so that is
+# refused here, before any run starts; --objectives splices only its own section and may.
+MARKER = "<!-- written by experiments/study.py: its next run replaces this whole file -->"
+if not args.objectives and os.path.exists(args.results):
+    with open(args.results) as f:
+        if f.readline().rstrip("\n") != MARKER:
+            ap.error(f"{args.results} holds text study.py did not write, which rewriting it would "
+                     "lose: pass --results PATH for this report (e.g. out/study/RESULTS.md)")
 
 TASKS = args.tasks.split(",")
 SEEDS = [int(s) for s in args.seeds.split(",")]
@@ -967,7 +978,7 @@ if args.objectives:
 MEASURED = ("about 6 h of wall-clock on the 2-core CPU that made this file, two jobs at a time "
             "(an estimate from the recorded job time below: its runs were made in several sittings, "
             "and RESULTS.md's budget paragraph adds the configs not re-run)")
-lines = ["# RESULTS: the RLSP study at small scale", "",
+lines = [MARKER, "# RESULTS: the RLSP study at small scale", "",
          f"Reproduce everything: `python experiments/study.py`, {MEASURED} (this file is its "
          f"output; `python experiments/study.py --report` rewrites it from finished runs). Runs live "
          f"in `{OUT}`, seeds {args.seeds}. "

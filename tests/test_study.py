@@ -214,3 +214,29 @@ def test_study_objectives_report_keeps_results_without_runs(tmp_path):
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     assert res.read_text() == "# RESULTS\n\nhand-written\n"
     assert "no RL-objective run has finished" in r.stdout
+
+
+def test_study_report_refuses_to_replace_hand_kept_results(tmp_path):
+    """The whole-file report would erase a RESULTS.md with hand-written sections (the committed
+    one has several): study.py refuses before any run, with one line, and leaves the file as it
+    is; a report it wrote itself (its marker first line) it replaces."""
+    res = tmp_path / "experiments" / "RESULTS.md"
+    res.parent.mkdir()
+    res.write_text("# RESULTS\n\nhand-written\n")
+    cmd = [sys.executable, STUDY, "--tasks", "arith", "--out_dir", str(tmp_path / "study"),
+           "--results", str(res), "--smol_dir", str(tmp_path / "no_smol")]
+    r = subprocess.run(cmd + ["--report"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and res.read_text() == "# RESULTS\n\nhand-written\n"
+    assert "study.py did not write" in r.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "study" / "arith").exists()            # refused before any run
+    # without --report the same: the check comes before the SFT run, not after hours of runs
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and not (tmp_path / "study" / "arith").exists()
+    # a report study.py wrote (here from no runs) is replaced by the next one
+    fresh = tmp_path / "fresh" / "RESULTS.md"
+    cmd[cmd.index(str(res))] = str(fresh)
+    for _ in range(2):
+        r = subprocess.run(cmd + ["--report"], cwd=ROOT, capture_output=True, text=True,
+                           timeout=300)
+        assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+        assert fresh.read_text().startswith("<!-- written by experiments/study.py")
