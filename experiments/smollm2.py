@@ -659,7 +659,9 @@ def main(argv=None) -> None:
             atomic_write(os.path.join(a.results_dir, "README.md"),
                          "# SmolLM2-135M-Instruct: SFT + RL on arith\n\nWritten by "
                          "`python experiments/smollm2.py --report final`; the commands are in "
-                         "docs/real_weights.md, each eval's dtype and time in evals.json.\n\n"
+                         "docs/real_weights.md, each eval's dtype and time in evals.json. The "
+                         "table holds this run's rewards; other outputs in this folder (other "
+                         "configs, a second seed) are reported there too.\n\n"
                          + text)
             print(text)
     except UserError as e:
