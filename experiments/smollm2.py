@@ -30,6 +30,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from itertools import product
@@ -286,11 +287,21 @@ def evaluate(R: Runner, name: str, init: str, out: str, task: str, limit: int | 
     if R.args.dry_run:
         return
     # each eval's dtype and time beside its outputs (eval.py's JSON does not record the dtype)
-    mf = os.path.join(os.path.dirname(out), "evals.json")
-    meta = read(mf) or {}
-    meta[os.path.basename(out)] = {"init_from": init, "dtype": R.args.dtype,
-                                   "max_new_tokens": tokens, "seconds": round(time.time() - t0)}
-    atomic_write(mf, json.dumps(meta, indent=1, sort_keys=True) + "\n")
+    record_eval(os.path.join(os.path.dirname(out), "evals.json"), os.path.basename(out),
+                {"init_from": init, "dtype": R.args.dtype, "max_new_tokens": tokens,
+                 "seconds": round(time.time() - t0)})
+
+
+EVALS_LOCK = threading.Lock()
+
+
+def record_eval(path: str, key: str, entry: dict) -> None:
+    """Add entry under key to the JSON at path. --jobs N finishes evals on N threads at once, and
+    an unguarded read-modify-write lets one thread's write drop another's entry."""
+    with EVALS_LOCK:
+        meta = read(path) or {}
+        meta[key] = entry
+        atomic_write(path, json.dumps(meta, indent=1, sort_keys=True) + "\n")
 
 
 # -----------------------------------------------------------------------------
