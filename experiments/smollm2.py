@@ -227,10 +227,8 @@ class Runner:
             raise UserError(f"{name} failed (exit {rc}); see {log_path}; finished steps are "
                             "kept, rerun to resume")
         # wall-clock per job, summed over invocations (a resumed stage is many invocations)
-        tf = os.path.join(self.out, "times.json")
-        times = read(tf) or {}
-        times[name] = times.get(name, 0.0) + time.time() - t0
-        atomic_write(tf, json.dumps(times, indent=1, sort_keys=True) + "\n")
+        dt = time.time() - t0
+        update_json(os.path.join(self.out, "times.json"), name, lambda v: (v or 0.0) + dt)
         say(f"[{time.strftime('%H:%M:%S')}] {name}: done in {time.time() - t0:.0f} s")
 
     def stop(self, signum, frame):
@@ -255,6 +253,19 @@ def say(line: str) -> None:
 
 def read(path: str):
     return json.load(open(path)) if os.path.exists(path) else None
+
+
+JSON_LOCK = threading.Lock()
+
+
+def update_json(path: str, key: str, fn) -> None:
+    """The JSON object at path gets key = fn(its value there, or None). --jobs N runs jobs on N
+    threads that finish together, and an unguarded read-modify-write lets one thread's write
+    drop another's key (times.json, evals.json)."""
+    with JSON_LOCK:
+        d = read(path) or {}
+        d[key] = fn(d.get(key))
+        atomic_write(path, json.dumps(d, indent=1, sort_keys=True) + "\n")
 
 
 def step_of(run_dir: str) -> int:
@@ -287,21 +298,10 @@ def evaluate(R: Runner, name: str, init: str, out: str, task: str, limit: int | 
     if R.args.dry_run:
         return
     # each eval's dtype and time beside its outputs (eval.py's JSON does not record the dtype)
-    record_eval(os.path.join(os.path.dirname(out), "evals.json"), os.path.basename(out),
-                {"init_from": init, "dtype": R.args.dtype, "max_new_tokens": tokens,
-                 "seconds": round(time.time() - t0)})
-
-
-EVALS_LOCK = threading.Lock()
-
-
-def record_eval(path: str, key: str, entry: dict) -> None:
-    """Add entry under key to the JSON at path. --jobs N finishes evals on N threads at once, and
-    an unguarded read-modify-write lets one thread's write drop another's entry."""
-    with EVALS_LOCK:
-        meta = read(path) or {}
-        meta[key] = entry
-        atomic_write(path, json.dumps(meta, indent=1, sort_keys=True) + "\n")
+    entry = {"init_from": init, "dtype": R.args.dtype, "max_new_tokens": tokens,
+             "seconds": round(time.time() - t0)}
+    update_json(os.path.join(os.path.dirname(out), "evals.json"), os.path.basename(out),
+                lambda _: entry)
 
 
 # -----------------------------------------------------------------------------

@@ -39,22 +39,24 @@ def test_best_and_stop():
     assert best_and_stop(ev + [(100, 0.4)], 1, 600) == (100, 0.4, False)
 
 
-def test_record_eval_keeps_every_entry_under_parallel_jobs(tmp_path, monkeypatch):
-    """--jobs N finishes evals on N threads at once; each adds its entry to evals.json. A slow
-    read (here 50 ms) between read and write is where an unguarded update loses entries (the
-    smoke test below once lost rl_verifier.json's): all eight must survive."""
+def test_update_json_keeps_every_entry_under_parallel_jobs(tmp_path, monkeypatch):
+    """--jobs N finishes jobs on N threads at once; each adds its entry to evals.json and its
+    time to times.json. A slow read (here 50 ms) between read and write is where an unguarded
+    update loses entries (the smoke test below once lost rl_verifier.json's): none may be lost."""
     import threading
     m = driver()
     read = m.read
     monkeypatch.setattr(m, "read", lambda p: (time.sleep(0.05), read(p))[1])
     path = str(tmp_path / "evals.json")
-    threads = [threading.Thread(target=m.record_eval, args=(path, f"e{i}.json", {"seconds": i}))
-               for i in range(8)]
+    threads = [threading.Thread(target=m.update_json, args=(path, f"e{i}.json", lambda _, i=i: i))
+               for i in range(8)] + [threading.Thread(target=m.update_json,
+                                                      args=(path, "t", lambda v: (v or 0) + 1))
+                                     for _ in range(4)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert json.load(open(path)) == {f"e{i}.json": {"seconds": i} for i in range(8)}
+    assert json.load(open(path)) == {"t": 4, **{f"e{i}.json": i for i in range(8)}}
 
 
 def test_grid_one_factor_at_a_time_and_full():
