@@ -229,7 +229,7 @@ class Runner:
         # wall-clock per job, summed over invocations (a resumed stage is many invocations)
         dt = time.time() - t0
         update_json(os.path.join(self.out, "times.json"), name, lambda v: (v or 0.0) + dt)
-        say(f"[{time.strftime('%H:%M:%S')}] {name}: done in {time.time() - t0:.0f} s")
+        say(f"[{time.strftime('%H:%M:%S')}] {name}: done in {dt:.0f} s")
 
     def stop(self, signum, frame):
         # a training script's saves are atomic: killing it loses the steps since its checkpoint

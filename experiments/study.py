@@ -66,8 +66,8 @@ ap.add_argument("--results", default="experiments/RESULTS.md",
 ap.add_argument("--smol_dir", default="out/smol", help="the SmolLM2 evals (README commands)")
 args = ap.parse_args()
 # The whole-file report replaces --results. A file that holds text study.py did not write (the
-# committed RESULTS.md keeps sections written by hand across issues) would lose it, so that is
-# refused here, before any run starts; --objectives splices only its own section and may.
+# committed RESULTS.md has hand-written sections) would lose it, so that is refused here, before
+# any run starts; --objectives splices only its own section and may.
 MARKER = "<!-- written by experiments/study.py: its next run replaces this whole file -->"
 if not args.objectives and os.path.exists(args.results):
     with open(args.results) as f:

@@ -41,8 +41,8 @@ def test_best_and_stop():
 
 def test_update_json_keeps_every_entry_under_parallel_jobs(tmp_path, monkeypatch):
     """--jobs N finishes jobs on N threads at once; each adds its entry to evals.json and its
-    time to times.json. A slow read (here 50 ms) between read and write is where an unguarded
-    update loses entries (the smoke test below once lost rl_verifier.json's): none may be lost."""
+    time to times.json. A slow read (here 50 ms) widens the window in which an unguarded
+    read-modify-write loses entries: none may be lost."""
     import threading
     m = driver()
     read = m.read
